@@ -1,0 +1,51 @@
+"""Shared fixtures of the independent test suite.
+
+The suite tests fastmlp against tests/reference.py, a slow NumPy transcription of the lecture.
+The reference's own tests do not need fastmlp: those tests import it through the `fm` fixture,
+so the reference can be checked while the package is missing or broken.
+"""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+# `import fastmlp` from the checkout (also under .venv/bin/pytest, which does not add the cwd)
+# and `import reference` from this folder.
+for path in (ROOT, HERE):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+DTYPES = (np.float32, np.float64)
+
+# Tolerances for comparing fastmlp (computed in its dtype) with the float64 reference.
+TOL = {
+    np.dtype(np.float32): dict(rtol=2e-5, atol=2e-6),
+    np.dtype(np.float64): dict(rtol=1e-11, atol=1e-13),
+}
+
+
+def tol(dtype):
+    return TOL[np.dtype(dtype)]
+
+
+@pytest.fixture
+def rng():
+    """A fresh, seeded generator per test (tests are independent of their order)."""
+    return np.random.default_rng(20251121)
+
+
+@pytest.fixture(scope="session")
+def fm():
+    """The fastmlp package (imported lazily so the reference-only tests run without it)."""
+    import fastmlp
+    return fastmlp
+
+
+@pytest.fixture(scope="session")
+def kernels():
+    from fastmlp import kernels
+    return kernels
