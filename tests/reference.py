@@ -358,26 +358,29 @@ def adam_step(params, grads, m, v, t, lr, betas=(0.9, 0.999), eps=1e-8, weight_d
 
 
 # ------------------------------------------------------------------------ finite differences
-def numerical_gradients(f, params, eps=1e-6, entries=None):
-    """Central differences (f(p + eps) - f(p - eps)) / (2 eps) of the scalar f() for every entry
-    of every array in params (perturbed in place and restored).
+def numerical_gradients(f, params, eps=1e-6, entries=None, order=2):
+    """Central differences of the scalar f() for entries of the arrays in params (each entry is
+    perturbed in place and restored).
 
+    order=2: (f(p + eps) - f(p - eps)) / (2 eps)                       error O(eps^2)
+    order=4: (-f(p + 2eps) + 8 f(p + eps) - 8 f(p - eps) + f(p - 2eps)) / (12 eps)   O(eps^4)
     entries: optional list of (array index, flat index) pairs to check; default all.
     Returns a dict {(array index, flat index): derivative}."""
     if entries is None:
         entries = [(k, i) for k, p in enumerate(params) for i in range(p.size)]
+    steps, coefs, denom = {2: ((1, -1), (1, -1), 2.0), 4: ((2, 1, -1, -2), (-1, 8, -8, 1), 12.0)}[order]
     out = {}
     for k, i in entries:
         p = params[k]
         flat = p.reshape(-1)
         assert np.shares_memory(flat, p), "parameters must be contiguous to be perturbed"
         old = flat[i]
-        flat[i] = old + eps
-        f_plus = f()
-        flat[i] = old - eps
-        f_minus = f()
+        total = 0.0
+        for s, c in zip(steps, coefs):
+            flat[i] = old + s * eps
+            total += c * f()
         flat[i] = old
-        out[(k, i)] = (f_plus - f_minus) / (2.0 * eps)
+        out[(k, i)] = total / (denom * eps)
     return out
 
 
