@@ -1,0 +1,645 @@
+"""Private Numba kernels. They trust their inputs: the public functions in fastmlp.kernels,
+fastmlp.model and fastmlp.training validate shapes, dtypes and values before calling them.
+
+Notation follows the lecture: layer l = 1..L, W^l has shape (N_l, N_{l-1}), z^l = W^l a^{l-1} + b^l,
+a^l = sigma(z^l), delta^l = dc/dz^l. A minibatch is stored row-major: row s of A^l is a^l of sample s.
+
+Parameters live in one flat buffer (W^1, b^1, W^2, b^2, ...); w_off[l] and b_off[l] are where W^l
+and b^l start, so an optimizer, a checkpoint or a gradient check sees one array. Per-batch
+activations and deltas live in flat workspaces A and D, layer l at a_off[l] (n * N_l values).
+
+Parallel work is split so that each thread owns whole output rows or columns: rows j of W^l, dW^l
+and of the columns of z^l in the forward pass, columns i of delta^{l-1} in the backward recursion.
+No two threads write the same element, so there are no races and no reductions, and an element's
+value does not depend on the thread count (up to rounding where blocking differs).
+
+fastmath is on for the sums (reassociation lets LLVM vectorise them) but without 'nnan'/'ninf',
+so NaN and inf checks keep working.
+"""
+import math
+
+import numpy as np
+from numba import njit, prange
+
+IDENTITY, SIGMOID, RELU, TANH, SOFTMAX = 0, 1, 2, 3, 4
+ACTIVATION_CODES = {"identity": IDENTITY, "sigmoid": SIGMOID, "relu": RELU, "tanh": TANH,
+                    "softmax": SOFTMAX}
+CE, MSE = 0, 1
+LOSS_CODES = {"ce": CE, "mse": MSE}
+SGD, MOMENTUM, ADAM = 0, 1, 2
+OPTIMIZER_CODES = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM}
+
+# Indices into the float64 hyperparameter vector passed to the update kernels.
+HP_LR, HP_MOMENTUM, HP_WEIGHT_DECAY, HP_BETA1, HP_BETA2, HP_EPS = 0, 1, 2, 3, 4, 5
+HP_SIZE = 6
+
+# Below this many multiply-adds a layer runs on one thread: a parallel region costs ~1.5 us.
+PARALLEL_MIN_WORK = 65536
+
+FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+
+def _jit(**kw):
+    return njit(cache=True, nogil=True, **kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scalars
+# ---------------------------------------------------------------------------------------------
+
+@_jit(fastmath=FAST)
+def _activate(z, code, one):
+    # scalar float32|float64 -> same; sigma(z) for an elementwise activation
+    if code == RELU:
+        return z if z > 0 else one - one
+    if code == SIGMOID:
+        return one / (one + np.exp(-z))
+    if code == TANH:
+        return np.tanh(z)
+    return z
+
+
+@_jit(fastmath=FAST)
+def _activation_grad(z, code, one):
+    # scalar -> sigma'(z), from z (the public activation_backward)
+    if code == RELU:
+        return one if z > 0 else one - one
+    if code == SIGMOID:
+        s = one / (one + np.exp(-z))
+        return s * (one - s)
+    if code == TANH:
+        t = np.tanh(z)
+        return one - t * t
+    return one
+
+
+@_jit(fastmath=FAST)
+def _activation_grad_from_output(a, code, one):
+    # scalar a = sigma(z) -> sigma'(z); the trainer keeps a^l only, and these forms need no exp
+    if code == RELU:
+        return one if a > 0 else one - one
+    if code == SIGMOID:
+        return a * (one - a)
+    if code == TANH:
+        return one - a * a
+    return one
+
+
+@_jit()
+def _chunk(count, t, nthreads):
+    # [start, stop) of thread t's share of count items
+    per = (count + nthreads - 1) // nthreads
+    start = min(t * per, count)
+    return start, min(start + per, count)
+
+
+@_jit()
+def _chunk_aligned(count, t, nthreads):
+    # like _chunk, on multiples of 16 elements (one 64-byte line of float32) when that keeps balance,
+    # so threads writing neighbouring columns of the same rows do not share cache lines
+    per = (count + nthreads - 1) // nthreads
+    if count >= 64 * nthreads:
+        per = (per + 15) // 16 * 16
+    start = min(t * per, count)
+    return start, min(start + per, count)
+
+
+@_jit()
+def _region_threads(work, nthreads):
+    return nthreads if work >= PARALLEL_MIN_WORK else 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Dense layer: forward pass
+# ---------------------------------------------------------------------------------------------
+
+@_jit(fastmath=FAST)
+def _dense_forward_rows(W, b, a_prev, out, code, j0, j1):
+    # W (N, M), b (N,), a_prev (n, M), out (n, N); float32|float64.
+    # out[s, j] = sigma(sum_k W[j, k] a_prev[s, k] + b[j]) for rows j0 <= j < j1 of W.
+    # Four samples share each load of a weight row (register blocking).
+    n, M = a_prev.shape
+    one = W.dtype.type(1)
+    zero = one - one
+    s = 0
+    while s + 4 <= n:
+        x0 = a_prev[s]
+        x1 = a_prev[s + 1]
+        x2 = a_prev[s + 2]
+        x3 = a_prev[s + 3]
+        for j in range(j0, j1):
+            w = W[j]
+            acc0 = zero
+            acc1 = zero
+            acc2 = zero
+            acc3 = zero
+            for k in range(M):
+                wk = w[k]
+                acc0 += wk * x0[k]
+                acc1 += wk * x1[k]
+                acc2 += wk * x2[k]
+                acc3 += wk * x3[k]
+            out[s, j] = _activate(acc0 + b[j], code, one)
+            out[s + 1, j] = _activate(acc1 + b[j], code, one)
+            out[s + 2, j] = _activate(acc2 + b[j], code, one)
+            out[s + 3, j] = _activate(acc3 + b[j], code, one)
+        s += 4
+    while s < n:
+        x0 = a_prev[s]
+        for j in range(j0, j1):
+            w = W[j]
+            acc0 = zero
+            for k in range(M):
+                acc0 += w[k] * x0[k]
+            out[s, j] = _activate(acc0 + b[j], code, one)
+        s += 1
+
+
+@_jit(parallel=True, fastmath=FAST)
+def _dense_forward(W, b, a_prev, out, code, nthreads):
+    # W (N, M), b (N,), a_prev (n, M), out (n, N): out = sigma(a_prev W^T + b), rows of W split over threads
+    n, M = a_prev.shape
+    N = W.shape[0]
+    T = _region_threads(n * N * M, nthreads)
+    if T == 1:
+        _dense_forward_rows(W, b, a_prev, out, code, 0, N)
+    else:
+        for t in prange(T):
+            j0, j1 = _chunk(N, t, T)
+            _dense_forward_rows(W, b, a_prev, out, code, j0, j1)
+
+
+@_jit(fastmath=FAST)
+def _activation_rows(z, out, code, s0, s1):
+    # z, out (n, N): out = sigma(z) for samples s0 <= s < s1; softmax per row
+    one = z.dtype.type(1)
+    N = z.shape[1]
+    for s in range(s0, s1):
+        if code == SOFTMAX:
+            _softmax_row(z[s], out[s])
+        else:
+            for j in range(N):
+                out[s, j] = _activate(z[s, j], code, one)
+
+
+@_jit(fastmath=FAST)
+def _activation_grad_rows(z, out, code):
+    # z, out (n, N): out = sigma'(z) elementwise
+    one = z.dtype.type(1)
+    n, N = z.shape
+    for s in range(n):
+        for j in range(N):
+            out[s, j] = _activation_grad(z[s, j], code, one)
+
+
+@_jit()
+def _softmax_row(z, out):
+    # z, out (K,): out = exp(z - max z) / sum exp(z - max z); returns log sum_j exp(z_j) (float64)
+    K = z.shape[0]
+    zmax = z[0]
+    for i in range(1, K):
+        if z[i] > zmax:
+            zmax = z[i]
+    total = 0.0
+    for i in range(K):
+        e = np.exp(z[i] - zmax)
+        out[i] = e
+        total += e
+    inv = z.dtype.type(1.0 / total)
+    for i in range(K):
+        out[i] = out[i] * inv
+    return zmax + math.log(total)
+
+
+@_jit()
+def _output_activation(z, out, output):
+    # z, out (K,) for one sample -> a^L; returns log-sum-exp(z) for softmax (else 0)
+    one = z.dtype.type(1)
+    if output == SOFTMAX:
+        return _softmax_row(z, out)
+    for i in range(z.shape[0]):
+        out[i] = _activate(z[i], output, one)
+    return 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss and the output delta
+# ---------------------------------------------------------------------------------------------
+
+@_jit()
+def _target(s, i, label, targets, has_targets, one):
+    # the target value y_i of sample s: one-hot of its class label, or the given target row
+    if has_targets:
+        return targets[s, i]
+    return one if i == label else one - one
+
+
+@_jit()
+def _output_loss_delta(z, a, lse, label, targets, t_row, has_targets, output, loss, scale, delta):
+    # One sample: z, a, delta (K,). Returns the loss c (float64) and writes delta = scale * dc/dz.
+    # Output/loss pairs handled (the lecture's delta^L = sigma'(z^L) * grad_a c):
+    #   softmax + ce:        c = -sum_i y_i log a_i = -log a_t;   delta = a - y
+    #   softmax + mse:       c = sum_i (a_i - y_i)^2;  delta_j = sum_i da_i/dz_j 2(a_i - y_i)
+    #                                                        = a_j (g_j - sum_i a_i g_i), g = 2(a - y)
+    #   sigmoid + mse:       delta = 2(a - y) * a (1 - a)
+    #   identity + mse:      delta = 2(a - y)
+    # (ce with sigmoid or identity outputs is rejected by the callers: a^L is not a distribution.)
+    K = z.shape[0]
+    one = z.dtype.type(1)
+    two = one + one
+    c = 0.0
+    if loss == CE:
+        if has_targets:
+            for i in range(K):
+                y = targets[t_row, i]
+                if y != 0:
+                    c += y * (lse - z[i])
+        else:
+            c = lse - z[label]
+        for i in range(K):
+            delta[i] = scale * (a[i] - _target(t_row, i, label, targets, has_targets, one))
+        return c
+    # mse
+    ag = 0.0
+    for i in range(K):
+        diff = a[i] - _target(t_row, i, label, targets, has_targets, one)
+        c += diff * diff
+        delta[i] = two * diff
+        ag += a[i] * delta[i]
+    if output == SOFTMAX:
+        agt = z.dtype.type(ag)
+        for i in range(K):
+            delta[i] = scale * a[i] * (delta[i] - agt)
+    elif output == SIGMOID:
+        for i in range(K):
+            delta[i] = scale * delta[i] * a[i] * (one - a[i])
+    else:
+        for i in range(K):
+            delta[i] = scale * delta[i]
+    return c
+
+
+@_jit()
+def _argmax(a):
+    best = 0
+    for i in range(1, a.shape[0]):
+        if a[i] > a[best]:
+            best = i
+    return best
+
+
+@_jit()
+def _output_step(Z, AL, D, labels, targets, has_targets, idx, output, loss, scale, losses):
+    # Z, AL, D (n, K): the output layer of a minibatch whose samples are rows idx[s] of the data set.
+    # Writes per-sample losses (float64, (n,)) and D = scale * dc/dz^L; returns the number of
+    # samples whose argmax matches their label.
+    n = Z.shape[0]
+    correct = 0
+    for s in range(n):
+        row = idx[s]
+        label = labels[row]
+        t_row = row if has_targets else 0
+        lse = 0.0
+        if output == SOFTMAX:
+            zmax = Z[s, 0]
+            for i in range(1, Z.shape[1]):
+                if Z[s, i] > zmax:
+                    zmax = Z[s, i]
+            total = 0.0
+            for i in range(Z.shape[1]):
+                total += math.exp(Z[s, i] - zmax)
+            lse = zmax + math.log(total)
+        losses[s] = _output_loss_delta(Z[s], AL[s], lse, label, targets, t_row, has_targets,
+                                       output, loss, scale, D[s])
+        if _argmax(AL[s]) == label:
+            correct += 1
+    return correct
+
+
+# ---------------------------------------------------------------------------------------------
+# Backward: the delta recursion and the gradient accumulation
+# ---------------------------------------------------------------------------------------------
+
+@_jit(fastmath=FAST)
+def _delta_backward_cols(W, delta, a_prev, code, from_output, delta_prev, i0, i1):
+    # W = W^l (N, M), delta = delta^l (n, N), a_prev = a^{l-1} or z^{l-1} (n, M), delta_prev (n, M).
+    # Columns i0 <= i < i1: delta^{l-1}[s, i] = sigma'(z^{l-1}[s, i]) * sum_j W[j, i] delta^l[s, j]
+    # (the lecture's delta^l = sigma'(z^l) * (W^{l+1})^T delta^{l+1}, one layer down).
+    # (W^T delta) is built as a sum of rows of W scaled by delta, so W is read contiguously.
+    n, N = delta.shape
+    one = W.dtype.type(1)
+    zero = one - one
+    for s in range(n):
+        out = delta_prev[s]
+        for i in range(i0, i1):
+            out[i] = zero
+        d = delta[s]
+        for j in range(N):
+            dj = d[j]
+            if dj != zero:
+                w = W[j]
+                for i in range(i0, i1):
+                    out[i] += dj * w[i]
+        x = a_prev[s]
+        if from_output:
+            for i in range(i0, i1):
+                out[i] *= _activation_grad_from_output(x[i], code, one)
+        else:
+            for i in range(i0, i1):
+                out[i] *= _activation_grad(x[i], code, one)
+
+
+@_jit(fastmath=FAST)
+def _weight_grad_rows(delta, a_prev, dW, db, j0, j1, accumulate):
+    # delta (n, N), a_prev (n, M), dW (N, M), db (N,): for rows j0 <= j < j1
+    # dW[j, :] (+)= sum_s delta[s, j] a_prev[s, :]  and  db[j] (+)= sum_s delta[s, j]
+    # (the lecture's dC/dw_ij = a_j^{l-1} delta_i^l summed over the minibatch).
+    # Each dW row is loaded and stored once per four samples.
+    n, M = a_prev.shape
+    zero = dW.dtype.type(0)
+    for j in range(j0, j1):
+        g = dW[j]
+        if not accumulate:
+            for k in range(M):
+                g[k] = zero
+            db[j] = zero
+        s = 0
+        while s + 4 <= n:
+            d0 = delta[s, j]
+            d1 = delta[s + 1, j]
+            d2 = delta[s + 2, j]
+            d3 = delta[s + 3, j]
+            if d0 != zero or d1 != zero or d2 != zero or d3 != zero:
+                x0 = a_prev[s]
+                x1 = a_prev[s + 1]
+                x2 = a_prev[s + 2]
+                x3 = a_prev[s + 3]
+                for k in range(M):
+                    g[k] += d0 * x0[k] + d1 * x1[k] + d2 * x2[k] + d3 * x3[k]
+                db[j] += d0 + d1 + d2 + d3
+            s += 4
+        while s < n:
+            d0 = delta[s, j]
+            if d0 != zero:
+                x0 = a_prev[s]
+                for k in range(M):
+                    g[k] += d0 * x0[k]
+                db[j] += d0
+            s += 1
+
+
+@_jit(parallel=True, fastmath=FAST)
+def _accumulate_gradients(delta, a_prev, dW, db, nthreads):
+    # delta (n, N), a_prev (n, M), dW (N, M), db (N,): dW += delta^T a_prev, db += sum_s delta
+    n, M = a_prev.shape
+    N = dW.shape[0]
+    T = _region_threads(n * N * M, nthreads)
+    if T == 1:
+        _weight_grad_rows(delta, a_prev, dW, db, 0, N, True)
+    else:
+        for t in prange(T):
+            j0, j1 = _chunk(N, t, T)
+            _weight_grad_rows(delta, a_prev, dW, db, j0, j1, True)
+
+
+@_jit(parallel=True, fastmath=FAST)
+def _delta_backward(W_next, delta_next, z, code, delta, nthreads):
+    # W_next (N, M), delta_next (n, N), z (n, M) -> delta (n, M) = sigma'(z) * delta_next W_next
+    n, N = delta_next.shape
+    M = W_next.shape[1]
+    T = _region_threads(n * N * M, nthreads)
+    if T == 1:
+        _delta_backward_cols(W_next, delta_next, z, code, False, delta, 0, M)
+    else:
+        for t in prange(T):
+            i0, i1 = _chunk_aligned(M, t, T)
+            _delta_backward_cols(W_next, delta_next, z, code, False, delta, i0, i1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimizers
+# ---------------------------------------------------------------------------------------------
+
+@_jit(fastmath=FAST)
+def _update_range(params, grads, m, v, p0, p1, optimizer, hp, step):
+    # params, grads, m, v flat (P,): one optimizer step on params[p0:p1] (PyTorch's semantics):
+    #   sgd:      p -= lr (g + wd p)
+    #   momentum: v = mu v + (g + wd p);  p -= lr v
+    #   adam:     m = b1 m + (1 - b1) g';  v = b2 v + (1 - b2) g'^2;
+    #             p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps),  g' = g + wd p
+    dt = params.dtype.type
+    lr = dt(hp[HP_LR])
+    wd = dt(hp[HP_WEIGHT_DECAY])
+    if optimizer == SGD:
+        for p in range(p0, p1):
+            params[p] -= lr * (grads[p] + wd * params[p])
+    elif optimizer == MOMENTUM:
+        mu = dt(hp[HP_MOMENTUM])
+        for p in range(p0, p1):
+            v[p] = mu * v[p] + (grads[p] + wd * params[p])
+            params[p] -= lr * v[p]
+    else:
+        beta1 = hp[HP_BETA1]
+        beta2 = hp[HP_BETA2]
+        b1 = dt(beta1)
+        b2 = dt(beta2)
+        one = dt(1)
+        eps = dt(hp[HP_EPS])
+        step_size = dt(hp[HP_LR] / (1.0 - beta1 ** step))
+        inv_sqrt_bc2 = dt(1.0 / math.sqrt(1.0 - beta2 ** step))
+        for p in range(p0, p1):
+            g = grads[p] + wd * params[p]
+            m[p] = b1 * m[p] + (one - b1) * g
+            v[p] = b2 * v[p] + (one - b2) * g * g
+            params[p] -= step_size * m[p] / (np.sqrt(v[p]) * inv_sqrt_bc2 + eps)
+
+
+@_jit()
+def _update_layer_rows(params, grads, m, v, w_off, b_off, sizes, l, j0, j1, optimizer, hp, step):
+    # the optimizer step on rows j0:j1 of W^l and b^l
+    M = sizes[l - 1]
+    _update_range(params, grads, m, v, w_off[l] + j0 * M, w_off[l] + j1 * M, optimizer, hp, step)
+    _update_range(params, grads, m, v, b_off[l] + j0, b_off[l] + j1, optimizer, hp, step)
+
+
+# ---------------------------------------------------------------------------------------------
+# The network: forward, backward (+ fused update), and the minibatch training loop
+# ---------------------------------------------------------------------------------------------
+
+@_jit()
+def _weights(params, w_off, sizes, l):
+    return params[w_off[l]:w_off[l] + sizes[l] * sizes[l - 1]].reshape((sizes[l], sizes[l - 1]))
+
+
+@_jit()
+def _biases(params, b_off, sizes, l):
+    return params[b_off[l]:b_off[l] + sizes[l]]
+
+
+@_jit()
+def _rows(buf, a_off, sizes, l, n):
+    # layer l's (n, N_l) block of a flat per-batch workspace
+    return buf[a_off[l]:a_off[l] + n * sizes[l]].reshape((n, sizes[l]))
+
+
+@_jit(parallel=True, fastmath=FAST)
+def _forward_network(params, w_off, b_off, sizes, hidden, output, X, A, a_off, Z, nthreads):
+    # X (n, N_0) -> A: a^l of every layer l (flat workspace), Z (n, N_L): z^L.
+    L = sizes.shape[0] - 1
+    n = X.shape[0]
+    for l in range(1, L + 1):
+        W = _weights(params, w_off, sizes, l)
+        b = _biases(params, b_off, sizes, l)
+        a_prev = X if l == 1 else _rows(A, a_off, sizes, l - 1, n)
+        out = Z if l == L else _rows(A, a_off, sizes, l, n)
+        code = IDENTITY if l == L else hidden
+        T = _region_threads(n * sizes[l] * sizes[l - 1], nthreads)
+        if T == 1:
+            _dense_forward_rows(W, b, a_prev, out, code, 0, sizes[l])
+        else:
+            for t in prange(T):
+                j0, j1 = _chunk(sizes[l], t, T)
+                _dense_forward_rows(W, b, a_prev, out, code, j0, j1)
+    AL = _rows(A, a_off, sizes, L, n)
+    for s in range(n):
+        _output_activation(Z[s], AL[s], output)
+
+
+@_jit(fastmath=FAST)
+def _backward_layer(t, T, l, params, grads, m, v, w_off, b_off, sizes, hidden, X, A, D, a_off, n,
+                    accumulate, update, optimizer, hp, step):
+    # Thread t of T, layer l: rows of dW^l and db^l, columns of delta^{l-1}, and with update the
+    # optimizer step on rows of W^{l+1} (whose gradient is complete and which is no longer read)
+    # and on this thread's rows of W^l when l == 1 (nothing reads W^1 after this).
+    L = sizes.shape[0] - 1
+    delta = _rows(D, a_off, sizes, l, n)
+    a_prev = X if l == 1 else _rows(A, a_off, sizes, l - 1, n)
+    j0, j1 = _chunk(sizes[l], t, T)
+    _weight_grad_rows(delta, a_prev, _weights(grads, w_off, sizes, l), _biases(grads, b_off, sizes, l),
+                      j0, j1, accumulate)
+    if l > 1:
+        i0, i1 = _chunk_aligned(sizes[l - 1], t, T)
+        _delta_backward_cols(_weights(params, w_off, sizes, l), delta, a_prev, hidden, True,
+                             _rows(D, a_off, sizes, l - 1, n), i0, i1)
+    if update:
+        if l < L:
+            k0, k1 = _chunk(sizes[l + 1], t, T)
+            _update_layer_rows(params, grads, m, v, w_off, b_off, sizes, l + 1, k0, k1, optimizer, hp, step)
+        if l == 1:
+            _update_layer_rows(params, grads, m, v, w_off, b_off, sizes, 1, j0, j1, optimizer, hp, step)
+
+
+@_jit(parallel=True, fastmath=FAST)
+def _backward_network(params, grads, m, v, w_off, b_off, sizes, hidden, X, A, D, a_off, n,
+                      accumulate, update, optimizer, hp, step, nthreads):
+    # From delta^L in D: delta^l of every layer and the gradients into grads (overwritten, or added
+    # to with accumulate); with update, the optimizer step too. One parallel region per layer.
+    L = sizes.shape[0] - 1
+    for l in range(L, 0, -1):
+        T = _region_threads(n * sizes[l] * sizes[l - 1], nthreads)
+        if T == 1:
+            _backward_layer(0, 1, l, params, grads, m, v, w_off, b_off, sizes, hidden, X, A, D, a_off,
+                            n, accumulate, update, optimizer, hp, step)
+        else:
+            for t in prange(T):
+                _backward_layer(t, T, l, params, grads, m, v, w_off, b_off, sizes, hidden, X, A, D,
+                                a_off, n, accumulate, update, optimizer, hp, step)
+
+
+@_jit(parallel=True)
+def _gather_rows(X, idx, divisor, out, nthreads):
+    # X (N, M) uint8|float32|float64, idx (n,) -> out (n, M) float: out[s] = X[idx[s]] / divisor.
+    # No fastmath: division by 255 must round exactly like NumPy's X / 255.
+    n, M = out.shape
+    dt = out.dtype.type
+    div = dt(divisor)
+    T = _region_threads(n * M, nthreads)
+    for t in prange(T):
+        s0, s1 = _chunk(n, t, T)
+        for s in range(s0, s1):
+            src = X[idx[s]]
+            dst = out[s]
+            if divisor == 1.0:
+                for k in range(M):
+                    dst[k] = dt(src[k])
+            else:
+                for k in range(M):
+                    dst[k] = dt(src[k]) / div
+
+
+@_jit()
+def _all_finite(x):
+    for i in range(x.shape[0]):
+        if not np.isfinite(x[i]):
+            return False
+    return True
+
+
+@_jit()
+def _train_steps(params, grads, m, v, w_off, b_off, sizes, hidden, output, loss,
+                 X, divisor, labels, targets, has_targets, order, batch_size, first_step,
+                 optimizer, hp, step0, Xbuf, A, D, Z, a_off, nthreads, losses, stats):
+    # Minibatch SGD steps over the samples order[0:len(order)] (already this chunk's slice of the
+    # epoch's permutation), batch_size at a time, the last batch possibly smaller.
+    # For each step k: stats[k] = (sum of the per-sample losses before the update, correct count).
+    # Returns the number of steps completed; a non-finite loss stops before that step's update.
+    count = order.shape[0]
+    n_in = Xbuf.shape[1]
+    gathered = Xbuf[:count]
+    _gather_rows(X, order, divisor, gathered, nthreads)
+    nsteps = (count + batch_size - 1) // batch_size
+    for k in range(nsteps):
+        s0 = k * batch_size
+        s1 = min(s0 + batch_size, count)
+        n = s1 - s0
+        Xb = gathered[s0:s1]
+        Zb = Z[:n]
+        _forward_network(params, w_off, b_off, sizes, hidden, output, Xb, A, a_off, Zb, nthreads)
+        L = sizes.shape[0] - 1
+        scale = params.dtype.type(1.0 / n)
+        lb = losses[:n]
+        correct = _output_step(Zb, _rows(A, a_off, sizes, L, n), _rows(D, a_off, sizes, L, n),
+                               labels, targets, has_targets, order[s0:s1], output, loss, scale, lb)
+        total = 0.0
+        for s in range(n):
+            total += lb[s]
+        stats[k, 0] = total
+        stats[k, 1] = correct
+        if not np.isfinite(total):
+            return k
+        _backward_network(params, grads, m, v, w_off, b_off, sizes, hidden, Xb, A, D, a_off, n,
+                          False, True, optimizer, hp, step0 + k, nthreads)
+    return nsteps
+
+
+@_jit()
+def _evaluate(params, grads, w_off, b_off, sizes, hidden, output, loss, X, divisor, labels, targets,
+              has_targets, batch_size, want_grads, scale, Xbuf, A, D, Z, a_off, nthreads, losses,
+              outputs, want_outputs):
+    # Over all rows of X in batches: per-sample losses (losses (N,), when loss >= 0), the number of
+    # correct argmaxes, a^L into outputs (N, K) when want_outputs, and with want_grads the gradient
+    # of scale * (sum of losses) added into grads (which the caller zeroes).
+    N = X.shape[0]
+    L = sizes.shape[0] - 1
+    correct = 0
+    hp = np.zeros(HP_SIZE)
+    start = 0
+    while start < N:
+        stop = min(start + batch_size, N)
+        n = stop - start
+        idx = np.arange(start, stop)
+        Xb = Xbuf[:n]
+        _gather_rows(X, idx, divisor, Xb, nthreads)
+        Zb = Z[:n]
+        _forward_network(params, w_off, b_off, sizes, hidden, output, Xb, A, a_off, Zb, nthreads)
+        AL = _rows(A, a_off, sizes, L, n)
+        if want_outputs:
+            outputs[start:stop] = AL
+        if loss >= 0:
+            correct += _output_step(Zb, AL, _rows(D, a_off, sizes, L, n), labels, targets, has_targets,
+                                    idx, output, loss, scale, losses[start:stop])
+            if want_grads:
+                _backward_network(params, grads, grads, grads, w_off, b_off, sizes, hidden, Xb, A, D,
+                                  a_off, n, True, False, SGD, hp, 1, nthreads)
+        start = stop
+    return correct

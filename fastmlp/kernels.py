@@ -1,0 +1,180 @@
+"""The compute kernels, public and validated, for float32 and float64 arrays.
+
+Each function checks its arguments and calls a private Numba kernel in fastmlp._kernels (the one
+the trainer uses). A 1-D array is one sample; a 2-D array holds one sample per row. Notation as in
+the lecture: W^l has shape (N_l, N_{l-1}), z^l = W^l a^{l-1} + b^l, a^l = sigma(z^l),
+delta^l = dc/dz^l.
+
+    dense_forward(W, b, a_prev)                      z = W a_prev + b
+    activation_forward(z, activation)                a = sigma(z)  (or softmax per sample)
+    activation_backward(z, activation)               sigma'(z)
+    loss_forward(yhat, target, loss)                 per-sample c: mse sum_i (yhat_i - y_i)^2, ce -log yhat_t
+    output_delta(z, yhat, target, output, loss)      delta^L = dc/dz^L
+    delta_backward(W_next, delta_next, z, activation)  delta^l = sigma'(z^l) * (W^{l+1})^T delta^{l+1}
+    accumulate_gradients(delta, a_prev, dW, db)      dW += delta a_prev^T, db += delta (summed over samples)
+    minibatch_step(weights, biases, X, target, lr, ...)  one SGD step on the mean cost of a minibatch
+
+Compilation happens on first use (and is cached on disk), never at import.
+"""
+import numpy as np
+
+from . import _checks
+
+__all__ = ["dense_forward", "activation_forward", "activation_backward", "loss_forward",
+           "output_delta", "delta_backward", "accumulate_gradients", "minibatch_step"]
+
+
+def _k():
+    from . import _kernels
+    return _kernels
+
+
+def _threads(threads):
+    import numba
+    if threads is None:
+        return numba.get_num_threads()
+    return _checks.check_int("threads", threads, 1)
+
+
+def _as_batch(name, a, dtype=None):
+    arr = _checks.as_float_array(name, a, dtype)
+    return (arr.reshape(1, -1) if arr.ndim == 1 else arr), arr.ndim == 1
+
+
+def dense_forward(W, b, a_prev, threads=None):
+    """z = W a_prev + b. W (N_l, N_{l-1}), b (N_l,), a_prev (N_{l-1},) or (n, N_{l-1}) -> z (N_l,) or (n, N_l)."""
+    W = _checks.as_float_array("W", W, ndims=(2,))
+    b = _checks.as_float_array("b", b, ndims=(1,))
+    a, single = _as_batch("a_prev", a_prev)
+    _checks.same_dtype(W=W, b=b, a_prev=a)
+    if b.shape[0] != W.shape[0]:
+        raise ValueError(f"b: got shape {b.shape}, expected ({W.shape[0]},) to match W {W.shape}")
+    if a.shape[1] != W.shape[1]:
+        raise ValueError(f"a_prev: got {a.shape[1]} features, expected {W.shape[1]} to match W {W.shape}")
+    z = np.empty((a.shape[0], W.shape[0]), dtype=W.dtype)
+    _k()._dense_forward(W, b, a, z, _k().IDENTITY, _threads(threads))
+    return z[0] if single else z
+
+
+def activation_forward(z, activation):
+    """a = sigma(z) elementwise for 'sigmoid', 'relu', 'tanh', 'identity'; 'softmax' per sample."""
+    _checks.check_choice("activation", activation, _checks.HIDDEN_ACTIVATIONS + ("softmax",))
+    zb, single = _as_batch("z", z)
+    out = np.empty_like(zb)
+    _k()._activation_rows(zb, out, _k().ACTIVATION_CODES[activation], 0, zb.shape[0])
+    return out[0] if single else out
+
+
+def activation_backward(z, activation):
+    """sigma'(z) elementwise for 'sigmoid', 'relu' (0 at z = 0), 'tanh', 'identity'."""
+    _checks.check_choice("activation", activation, _checks.HIDDEN_ACTIVATIONS)
+    zb, single = _as_batch("z", z)
+    out = np.empty_like(zb)
+    _k()._activation_grad_rows(zb, out, _k().ACTIVATION_CODES[activation])
+    return out[0] if single else out
+
+
+def _targets(yhat_b, target, loss):
+    n, K = yhat_b.shape
+    t = np.asarray(target)
+    if yhat_b.shape[0] == 1 and t.ndim == (0 if t.dtype.kind in "iu" else 1) and t.size in (1, K):
+        t = t.reshape(1, -1) if t.ndim == 1 else t.reshape(1)
+    return _checks.check_targets("target", t, n, K, loss, yhat_b.dtype)
+
+
+def loss_forward(yhat, target, loss):
+    """Per-sample loss (float64): 'mse' c = sum_i (yhat_i - y_i)^2, 'ce' c = -log yhat_t
+    (-sum_i y_i log yhat_i for target rows). target: class index/indices, or targets shaped like yhat.
+    Returns a 0-d array for one sample, (n,) for a batch; the cost is their mean."""
+    _checks.check_choice("loss", loss, _checks.LOSSES)
+    yb, single = _as_batch("yhat", yhat)
+    labels, targets = _targets(yb, target, loss)
+    if targets is None:
+        targets = np.zeros_like(yb)
+        targets[np.arange(yb.shape[0]), labels] = 1
+    if loss == "ce":
+        if (yb < 0).any() or (yb > 1).any():
+            raise ValueError("yhat: cross-entropy needs probabilities in [0, 1] (a softmax output)")
+        with np.errstate(divide="ignore"):
+            logs = np.where(targets != 0, np.log(np.where(targets != 0, yb, 1).astype(np.float64)), 0.0)
+        c = -(targets * logs).sum(axis=1)
+    else:
+        c = ((yb.astype(np.float64) - targets) ** 2).sum(axis=1)
+    return c[0] if single else c
+
+
+def output_delta(z, yhat, target, output, loss):
+    """delta^L = dc/dz^L for one sample or per row (no 1/n). Pairs: softmax+ce (yhat - y),
+    softmax+mse, sigmoid+mse, identity+mse. yhat must be the output activation of z."""
+    _checks.check_choice("output", output, _checks.OUTPUTS)
+    _checks.check_loss_output(loss, output)
+    zb, single = _as_batch("z", z)
+    yb, _ = _as_batch("yhat", yhat)
+    _checks.same_dtype(z=zb, yhat=yb)
+    if yb.shape != zb.shape:
+        raise ValueError(f"yhat: got shape {yb.shape}, expected {zb.shape} like z")
+    labels, targets = _targets(yb, target, loss)
+    has_targets = targets is not None
+    if not has_targets:
+        targets = np.zeros((1, zb.shape[1]), dtype=zb.dtype)
+    delta = np.empty_like(zb)
+    losses = np.empty(zb.shape[0])
+    k = _k()
+    k._output_step(zb, yb, delta, labels, targets, has_targets, np.arange(zb.shape[0]),
+                   k.ACTIVATION_CODES[output], k.LOSS_CODES[loss], zb.dtype.type(1), losses)
+    return delta[0] if single else delta
+
+
+def delta_backward(W_next, delta_next, z, activation, threads=None):
+    """delta^l = sigma'(z^l) * (W^{l+1})^T delta^{l+1}. W_next (N_{l+1}, N_l), delta_next (N_{l+1},)
+    or (n, N_{l+1}), z = z^l (N_l,) or (n, N_l) -> delta^l shaped like z."""
+    _checks.check_choice("activation", activation, _checks.HIDDEN_ACTIVATIONS)
+    W = _checks.as_float_array("W_next", W_next, ndims=(2,))
+    d, single = _as_batch("delta_next", delta_next)
+    zb, _ = _as_batch("z", z)
+    _checks.same_dtype(W_next=W, delta_next=d, z=zb)
+    if d.shape[1] != W.shape[0]:
+        raise ValueError(f"delta_next: got {d.shape[1]} values per sample, expected {W.shape[0]} "
+                         f"(the rows of W_next {W.shape})")
+    if zb.shape != (d.shape[0], W.shape[1]):
+        raise ValueError(f"z: got shape {zb.shape}, expected {(d.shape[0], W.shape[1])}")
+    out = np.empty_like(zb)
+    _k()._delta_backward(W, d, zb, _k().ACTIVATION_CODES[activation], out, _threads(threads))
+    return out[0] if single else out
+
+
+def accumulate_gradients(delta, a_prev, dW, db, threads=None):
+    """In place: dW += sum over samples of delta a_prev^T (outer products), db += sum of delta.
+    delta (N_l,) or (n, N_l), a_prev (N_{l-1},) or (n, N_{l-1}), dW (N_l, N_{l-1}), db (N_l,)."""
+    d, _ = _as_batch("delta", delta)
+    a, _ = _as_batch("a_prev", a_prev)
+    for name, arr, nd in (("dW", dW, 2), ("db", db, 1)):
+        if not isinstance(arr, np.ndarray) or arr.ndim != nd or not arr.flags.c_contiguous \
+                or not arr.flags.writeable:
+            raise ValueError(f"{name}: expected a writeable C-contiguous {nd}-D NumPy array")
+    _checks.same_dtype(delta=d, a_prev=a, dW=dW, db=db)
+    if a.shape[0] != d.shape[0]:
+        raise ValueError(f"a_prev: got {a.shape[0]} samples, expected {d.shape[0]} like delta")
+    if dW.shape != (d.shape[1], a.shape[1]) or db.shape != (d.shape[1],):
+        raise ValueError(f"dW/db: got shapes {dW.shape}/{db.shape}, expected "
+                         f"{(d.shape[1], a.shape[1])}/{(d.shape[1],)}")
+    _k()._accumulate_gradients(d, a, dW, db, _threads(threads))
+
+
+def minibatch_step(weights, biases, X, target, lr, activation="relu", output="softmax", loss="ce",
+                   threads=None):
+    """One SGD step, in place, on the mean cost over the rows of X: W^l -= lr dC/dW^l, b^l -= lr dC/db^l.
+    The minibatch runs through the same parallel kernels the trainer uses. Returns the mean loss
+    before the step."""
+    from .model import MLP
+    net = MLP.from_weights(weights, biases, activation=activation, output=output,
+                           dtype=np.asarray(weights[0]).dtype if len(weights) else None)
+    lr = _checks.check_float("lr", lr, 0.0, strict=True)
+    from .training import Trainer
+    trainer = Trainer(net, optimizer="sgd", lr=lr, loss=loss, threads=threads)
+    Xc, _ = _checks.check_input("X", X, net.sizes[0])
+    mean_loss = trainer.step_batch(Xc, target)
+    for W, b, nW, nb in zip(weights, biases, net.weights, net.biases):
+        W[...] = nW
+        b[...] = nb
+    return mean_loss

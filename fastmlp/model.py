@@ -1,0 +1,309 @@
+"""The multilayer perceptron: parameters in one flat buffer, W^l and b^l as views into it."""
+import json
+import os
+import tempfile
+
+import numpy as np
+
+from . import _checks
+from .errors import CheckpointError
+
+FORMAT_VERSION = 1
+EVAL_BATCH = 1024
+
+
+def layout(sizes):
+    """Offsets of W^l and b^l (l = 1..L) in the flat buffer (W^1, b^1, W^2, b^2, ...), and its length."""
+    L = len(sizes) - 1
+    w_off = np.zeros(L + 1, dtype=np.int64)
+    b_off = np.zeros(L + 1, dtype=np.int64)
+    pos = 0
+    for l in range(1, L + 1):
+        w_off[l] = pos
+        pos += sizes[l] * sizes[l - 1]
+        b_off[l] = pos
+        pos += sizes[l]
+    return w_off, b_off, pos
+
+
+class Workspace:
+    """Per-batch buffers for up to `capacity` samples: the gathered inputs, a^l and delta^l of
+    every layer (flat, layer l at a_off[l]) and z^L."""
+
+    def __init__(self, sizes, dtype, capacity, x_capacity=None):
+        self.capacity = capacity
+        self.a_off = np.zeros(len(sizes), dtype=np.int64)
+        total = 0
+        for l in range(1, len(sizes)):
+            self.a_off[l] = total
+            total += capacity * sizes[l]
+        self.X = np.empty((max(capacity, x_capacity or 0), sizes[0]), dtype=dtype)
+        self.A = np.empty(total, dtype=dtype)
+        self.D = np.empty(total, dtype=dtype)
+        self.Z = np.empty((capacity, sizes[-1]), dtype=dtype)
+
+
+def resolve_threads(threads):
+    import numba
+    if threads is None:
+        return numba.get_num_threads()
+    limit = numba.config.NUMBA_NUM_THREADS
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or not 1 <= threads <= limit:
+        raise ValueError(f"threads: got {threads!r}, expected an integer from 1 to {limit} "
+                         "(NUMBA_NUM_THREADS, fixed when numba is imported)")
+    return int(threads)
+
+
+class thread_count:
+    """Context manager: Numba runs parallel regions on `n` threads inside the block."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __enter__(self):
+        import numba
+        self.saved = numba.get_num_threads()
+        numba.set_num_threads(self.n)
+        return self
+
+    def __exit__(self, *exc):
+        import numba
+        numba.set_num_threads(self.saved)
+
+
+def _check_sizes(sizes):
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__") or len(sizes) < 2:
+        raise ValueError(f"sizes: got {sizes!r}, expected a list of at least 2 layer sizes, "
+                         "e.g. [784, 100, 10]")
+    out = []
+    for s in sizes:
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1:
+            raise ValueError(f"sizes: got {list(sizes)!r}, expected positive integers")
+        out.append(int(s))
+    return out
+
+
+class MLP:
+    """A multilayer perceptron z^l = W^l a^{l-1} + b^l, a^l = sigma(z^l), output a^L.
+
+    MLP([784, 100, 10], activation="relu", output="softmax", dtype="float32", seed=0)
+
+    activation: hidden layers, one of 'relu', 'sigmoid', 'tanh', 'identity'.
+    output: 'softmax', 'sigmoid' or 'identity'.
+    Weights are drawn from the seed: He normal (std sqrt(2 / N_{l-1})) for layers followed by ReLU,
+    Glorot uniform (limit sqrt(6 / (N_{l-1} + N_l))) otherwise; biases start at zero.
+    """
+
+    def __init__(self, sizes, activation="relu", output="softmax", dtype="float32", seed=0):
+        sizes = _check_sizes(sizes)
+        self._setup(sizes, activation, output, dtype)
+        if seed is not None:
+            _checks.check_int("seed", seed, 0)
+        rng = np.random.default_rng(seed)
+        for l in range(1, len(sizes)):
+            fan_in, fan_out = sizes[l - 1], sizes[l]
+            if activation == "relu" and l < len(sizes) - 1:
+                W = rng.standard_normal((fan_out, fan_in)) * np.sqrt(2.0 / fan_in)
+            else:
+                limit = np.sqrt(6.0 / (fan_in + fan_out))
+                W = rng.uniform(-limit, limit, (fan_out, fan_in))
+            self._W[l - 1][...] = W
+
+    def _setup(self, sizes, activation, output, dtype):
+        self.activation = _checks.check_choice("activation", activation, _checks.HIDDEN_ACTIVATIONS)
+        self.output = _checks.check_choice("output", output, _checks.OUTPUTS)
+        self.dtype = _checks.check_dtype(dtype)
+        self.sizes = list(sizes)
+        self.w_off, self.b_off, n_params = layout(sizes)
+        self.sizes_array = np.array(sizes, dtype=np.int64)
+        self.params = np.zeros(n_params, dtype=self.dtype)
+        L = len(sizes) - 1
+        self._W = [self.params[self.w_off[l]:self.w_off[l] + sizes[l] * sizes[l - 1]]
+                   .reshape(sizes[l], sizes[l - 1]) for l in range(1, L + 1)]
+        self._b = [self.params[self.b_off[l]:self.b_off[l] + sizes[l]] for l in range(1, L + 1)]
+
+    @classmethod
+    def from_weights(cls, weights, biases, activation="relu", output="softmax", dtype="float64"):
+        """A network with the given W^l (N_l, N_{l-1}) and b^l (N_l,), copied into a new buffer."""
+        if not isinstance(weights, (list, tuple)) or len(weights) < 1:
+            raise ValueError(f"weights: got {type(weights).__name__}, expected a non-empty list of 2-D arrays")
+        if not isinstance(biases, (list, tuple)) or len(biases) != len(weights):
+            n = len(biases) if isinstance(biases, (list, tuple)) else type(biases).__name__
+            raise ValueError(f"biases: got {n}, expected a list of {len(weights)} 1-D arrays, one per layer")
+        dt = _checks.check_dtype(dtype if dtype is not None else "float64")
+        Ws = [_checks.as_float_array(f"weights[{i}]", W, dt, ndims=(2,)) for i, W in enumerate(weights)]
+        bs = [_checks.as_float_array(f"biases[{i}]", b, dt, ndims=(1,)) for i, b in enumerate(biases)]
+        sizes = [Ws[0].shape[1]]
+        for i, (W, b) in enumerate(zip(Ws, bs)):
+            if W.shape[1] != sizes[-1]:
+                raise ValueError(f"weights: weights[{i}] has shape {W.shape}, expected "
+                                 f"({W.shape[0]}, {sizes[-1]}) to chain with the layer before")
+            if b.shape != (W.shape[0],):
+                raise ValueError(f"biases: biases[{i}] has shape {b.shape}, expected ({W.shape[0]},)")
+            sizes.append(W.shape[0])
+        if min(sizes) < 1:
+            raise ValueError(f"weights: got layer sizes {sizes}, expected positive sizes")
+        net = cls.__new__(cls)
+        net._setup(sizes, activation, output, dt)
+        for l, (W, b) in enumerate(zip(Ws, bs)):
+            net._W[l][...] = W
+            net._b[l][...] = b
+        return net
+
+    # -- parameters -----------------------------------------------------------------------------
+
+    @property
+    def weights(self):
+        """[W^1, ..., W^L]: views into the parameter buffer; editing them in place changes the net."""
+        return list(self._W)
+
+    @property
+    def biases(self):
+        """[b^1, ..., b^L]: views into the parameter buffer."""
+        return list(self._b)
+
+    @property
+    def n_params(self):
+        return self.params.size
+
+    def __repr__(self):
+        return (f"MLP({self.sizes}, activation={self.activation!r}, output={self.output!r}, "
+                f"dtype={self.dtype.name!r})")
+
+    # -- evaluation -----------------------------------------------------------------------------
+
+    def _run(self, X, y=None, loss=None, want_grads=False, want_outputs=False, threads=None):
+        from . import _kernels as k
+        Xc, single = _checks.check_input("X", X, self.sizes[0])
+        n, K = Xc.shape[0], self.sizes[-1]
+        if loss is not None:
+            _checks.check_loss_output(loss, self.output)
+            labels, targets = _checks.check_targets("y", y, n, K, loss, self.dtype)
+        else:
+            labels, targets = np.zeros(1, dtype=np.int64), None
+        has_targets = targets is not None
+        if targets is None:
+            targets = np.zeros((1, K), dtype=self.dtype)
+        nthreads = resolve_threads(threads)
+        ws = Workspace(self.sizes, self.dtype, min(n, EVAL_BATCH))
+        grads = np.zeros_like(self.params)
+        losses = np.zeros(n if loss is not None else 0)
+        outputs = np.empty((n, K) if want_outputs else (0, K), dtype=self.dtype)
+        divisor = 255.0 if Xc.dtype == np.uint8 else 1.0
+        with thread_count(nthreads):
+            correct = k._evaluate(self.params, grads, self.w_off, self.b_off, self.sizes_array,
+                                  k.ACTIVATION_CODES[self.activation], k.ACTIVATION_CODES[self.output],
+                                  k.LOSS_CODES[loss] if loss is not None else -1, Xc, divisor, labels,
+                                  targets, has_targets, ws.capacity, want_grads,
+                                  self.dtype.type(1.0 / n), ws.X, ws.A, ws.D, ws.Z, ws.a_off, nthreads,
+                                  losses, outputs, want_outputs)
+        return single, losses, outputs, grads, correct
+
+    def forward(self, X, threads=None):
+        """Output activations a^L: X (n, N_0) -> (n, N_L); X (N_0,) -> (N_L,). uint8 X means pixels / 255."""
+        single, _, outputs, _, _ = self._run(X, want_outputs=True, threads=threads)
+        return outputs[0] if single else outputs
+
+    def predict(self, X, threads=None):
+        """Class indices: the argmax of the output for each sample."""
+        out = self.forward(X, threads=threads)
+        return np.argmax(out, axis=-1)
+
+    def loss(self, X, y, loss="ce", threads=None):
+        """The cost: the mean over samples of c (mse: sum_i (yhat_i - y_i)^2, ce: -log yhat_t)."""
+        _, losses, _, _, _ = self._run(X, y, loss, threads=threads)
+        return float(losses.mean())
+
+    def evaluate(self, X, y, loss="ce", threads=None):
+        """(mean loss, accuracy) over the samples."""
+        _, losses, _, _, correct = self._run(X, y, loss, threads=threads)
+        return float(losses.mean()), correct / losses.shape[0]
+
+    def gradients(self, X, y, loss="ce", threads=None):
+        """dC/dW^l and dC/db^l of the mean cost over the samples, as lists shaped like weights, biases."""
+        _, _, _, grads, _ = self._run(X, y, loss, want_grads=True, threads=threads)
+        L = len(self.sizes) - 1
+        s = self.sizes
+        dW = [grads[self.w_off[l]:self.w_off[l] + s[l] * s[l - 1]].reshape(s[l], s[l - 1]).copy()
+              for l in range(1, L + 1)]
+        db = [grads[self.b_off[l]:self.b_off[l] + s[l]].copy() for l in range(1, L + 1)]
+        return dW, db
+
+    # -- files ----------------------------------------------------------------------------------
+
+    def metadata(self):
+        return {"format": "fastmlp", "format_version": FORMAT_VERSION, "sizes": self.sizes,
+                "activation": self.activation, "output": self.output, "dtype": self.dtype.name}
+
+    def save(self, path, extra_arrays=None, extra_meta=None):
+        """Write an .npz (the flat parameters + JSON metadata) atomically: a temporary file in the
+        same directory, renamed into place, so a crash never leaves a half-written model."""
+        meta = self.metadata()
+        if extra_meta:
+            meta.update(extra_meta)
+        arrays = {"params": self.params, "meta": np.array(json.dumps(meta))}
+        arrays.update(extra_arrays or {})
+        atomic_savez(path, arrays)
+
+    @classmethod
+    def load(cls, path):
+        """A network saved by save() (or a training checkpoint). Never unpickles."""
+        net, _, _ = load_npz(path)
+        return net
+
+
+def atomic_savez(path, arrays):
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".fastmlp-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_npz(path):
+    """(net, metadata dict, the other arrays) from a fastmlp .npz; CheckpointError if it is not one."""
+    path = os.fspath(path)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {key: f[key] for key in f.files}
+    except FileNotFoundError:
+        raise CheckpointError(f"model file {path} does not exist") from None
+    except ValueError as e:
+        if "pickle" in str(e).lower() or "object" in str(e).lower():
+            raise CheckpointError(f"{path}: holds object arrays, which fastmlp never loads "
+                                  "(allow_pickle=False); expected a file written by fastmlp") from None
+        raise CheckpointError(f"{path}: not a fastmlp model file ({e})") from None
+    except Exception as e:  # zipfile.BadZipFile, OSError, EOFError...
+        raise CheckpointError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from None
+    if "meta" not in arrays or "params" not in arrays:
+        raise CheckpointError(f"{path}: expected arrays 'meta' and 'params' (a file written by fastmlp), "
+                              f"found {sorted(arrays)}")
+    try:
+        meta = json.loads(str(arrays.pop("meta")))
+        version = int(meta["format_version"])
+        sizes = [int(s) for s in meta["sizes"]]
+        activation, output, dtype = meta["activation"], meta["output"], meta["dtype"]
+    except Exception as e:
+        raise CheckpointError(f"{path}: unreadable metadata ({type(e).__name__}: {e})") from None
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format version {version} is newer than this fastmlp "
+                              f"understands ({FORMAT_VERSION}); upgrade fastmlp")
+    params = arrays.pop("params")
+    try:
+        net = MLP.__new__(MLP)
+        net._setup(_check_sizes(sizes), activation, output, dtype)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: bad metadata: {e}") from None
+    if params.dtype != net.dtype or params.shape != net.params.shape:
+        raise CheckpointError(f"{path}: parameters have shape {params.shape} and dtype {params.dtype}, "
+                              f"expected {net.params.shape} {net.dtype} for layers {sizes}")
+    if not np.isfinite(params).all():
+        raise CheckpointError(f"{path}: parameters contain NaN or infinite values")
+    net.params[...] = params
+    return net, meta, arrays

@@ -1,0 +1,331 @@
+"""Minibatch training: the epoch loop in Python, the minibatch steps in Numba.
+
+The epoch's samples run through the kernel in chunks of whole minibatches (a few milliseconds
+each), so Python regains control often enough to report progress and to stop cleanly on Ctrl-C,
+while the per-step work (forward, output delta, backward, update) never returns to Python.
+"""
+import json
+import math
+import signal
+import threading
+import time
+
+import numpy as np
+
+from . import _checks
+from .errors import CheckpointError, DivergenceError
+from .model import MLP, Workspace, load_npz, resolve_threads, thread_count
+
+# A chunk is about this many floating-point operations (a few ms at the speeds reached here).
+CHUNK_FLOPS = 1.5e9
+MAX_CHUNK_SAMPLES = 16384
+HISTORY_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds", "samples_per_second")
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during fit(handle_interrupt=True): raised after the current chunk of minibatches,
+    with the trainer in a consistent state that save_checkpoint() can write and resume from."""
+
+    def __init__(self, trainer):
+        super().__init__("training interrupted")
+        self.trainer = trainer
+
+
+def _flops_per_sample(sizes):
+    # forward, weight gradient and delta: about 2 flops each per weight
+    return 6 * sum(sizes[l] * sizes[l - 1] for l in range(1, len(sizes)))
+
+
+class Trainer:
+    """Optimizer state, data order and progress of a training run; fit() trains, and
+    state_dict()/save_checkpoint() capture everything needed to resume bit-identically."""
+
+    def __init__(self, net, optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.0, loss="ce",
+                 batch_size=32, seed=0, threads=None, beta1=0.9, beta2=0.999, eps=1e-8):
+        if not isinstance(net, MLP):
+            raise ValueError(f"net: got {type(net).__name__}, expected a fastmlp.MLP")
+        self.net = net
+        self.optimizer = _checks.check_choice("optimizer", optimizer, _checks.OPTIMIZERS)
+        self.lr = _checks.check_float("lr", lr, 0.0, strict=True)
+        self.momentum = _checks.check_float("momentum", momentum, 0.0, maximum=1.0, max_strict=True)
+        self.weight_decay = _checks.check_float("weight_decay", weight_decay, 0.0)
+        self.beta1 = _checks.check_float("beta1", beta1, 0.0, maximum=1.0, max_strict=True)
+        self.beta2 = _checks.check_float("beta2", beta2, 0.0, maximum=1.0, max_strict=True)
+        self.eps = _checks.check_float("eps", eps, 0.0, strict=True)
+        _checks.check_loss_output(loss, net.output)
+        self.loss = loss
+        self.batch_size = _checks.check_int("batch_size", batch_size, 1)
+        self.seed = _checks.check_int("seed", seed, 0)
+        self.threads = resolve_threads(threads)
+        n_state = net.params.size
+        self.m = np.zeros(n_state if optimizer == "adam" else 0, dtype=net.dtype)
+        self.v = np.zeros(n_state if optimizer in ("momentum", "adam") else 0, dtype=net.dtype)
+        self.grads = np.zeros_like(net.params)
+        self.rng = np.random.default_rng(self.seed)
+        self.steps = 0              # optimizer steps taken (Adam's t is steps + 1 at the next)
+        self.epoch = 0              # completed epochs
+        self.position = 0           # samples of the current epoch already trained on
+        self.epoch_rng_state = None  # generator state before the current epoch's shuffle
+        self.partial = {"loss_sum": 0.0, "correct": 0, "seconds": 0.0}
+        self.history = {key: [] for key in HISTORY_KEYS}
+        self._stop = False
+
+    # -- hyperparameters as the kernel takes them ------------------------------------------------
+
+    def _hp(self):
+        from . import _kernels as k
+        hp = np.zeros(k.HP_SIZE)
+        hp[k.HP_LR] = self.lr
+        hp[k.HP_MOMENTUM] = self.momentum
+        hp[k.HP_WEIGHT_DECAY] = self.weight_decay
+        hp[k.HP_BETA1] = self.beta1
+        hp[k.HP_BETA2] = self.beta2
+        hp[k.HP_EPS] = self.eps
+        return hp
+
+    def _kernel_args(self):
+        from . import _kernels as k
+        net = self.net
+        return (k.ACTIVATION_CODES[net.activation], k.ACTIVATION_CODES[net.output], k.LOSS_CODES[self.loss],
+                k.OPTIMIZER_CODES[self.optimizer])
+
+    def _steps(self, data, order, ws, losses, stats):
+        """Run the minibatches of `order` (a multiple of batch_size long, or the epoch's tail).
+        Returns the number of steps completed (fewer when a loss was not finite)."""
+        from . import _kernels as k
+        net = self.net
+        hidden, output, loss, optimizer = self._kernel_args()
+        X, divisor, labels, targets, has_targets = data
+        return k._train_steps(net.params, self.grads, self.m, self.v, net.w_off, net.b_off, net.sizes_array,
+                              hidden, output, loss, X, divisor, labels, targets, has_targets, order,
+                              self.batch_size, 0, optimizer, self._hp(), self.steps + 1, ws.X, ws.A, ws.D,
+                              ws.Z, ws.a_off, self.threads, losses, stats)
+
+    def _prepare(self, X, y, name_x="X", name_y="y"):
+        Xc, _ = _checks.check_input(name_x, X, self.net.sizes[0])
+        labels, targets = _checks.check_targets(name_y, y, Xc.shape[0], self.net.sizes[-1], self.loss,
+                                                self.net.dtype)
+        has_targets = targets is not None
+        if targets is None:
+            targets = np.zeros((1, self.net.sizes[-1]), dtype=self.net.dtype)
+        divisor = 255.0 if Xc.dtype == np.uint8 else 1.0
+        return Xc, divisor, labels, targets, has_targets
+
+    def chunk_samples(self, n):
+        per = int(CHUNK_FLOPS / _flops_per_sample(self.net.sizes))
+        per = max(self.batch_size, min(per, MAX_CHUNK_SAMPLES) // self.batch_size * self.batch_size)
+        return min(per, -(-n // self.batch_size) * self.batch_size)
+
+    def step_batch(self, X, y):
+        """One optimizer step on the mean cost over all rows of X (one minibatch). Returns that
+        mean loss, measured before the step."""
+        data = self._prepare(X, y)
+        n = data[0].shape[0]
+        saved, self.batch_size = self.batch_size, n
+        try:
+            ws = Workspace(self.net.sizes, self.net.dtype, n)
+            stats = np.zeros((1, 2))
+            with thread_count(self.threads):
+                done = self._steps(data, np.arange(n), ws, np.zeros(n), stats)
+            if done < 1:
+                raise DivergenceError(f"the loss is {stats[0, 0]} for this minibatch; nothing was changed",
+                                      epoch=None, step=1)
+            self.steps += 1
+        finally:
+            self.batch_size = saved
+        return stats[0, 0] / n
+
+    # -- the training loop ----------------------------------------------------------------------
+
+    def request_stop(self):
+        """Ask fit() to stop after the current chunk of minibatches (raises TrainingInterrupted)."""
+        self._stop = True
+
+    def fit(self, X, y, epochs, validation=None, verbose=True, callback=None, handle_interrupt=False):
+        """Train until `epochs` epochs are complete (counting those already done); returns history.
+
+        callback(info) is called after each chunk of minibatches and at the end of each epoch with a
+        dict: epoch (1-based), epochs, done, total (samples this epoch), loss, accuracy (running
+        means), samples_per_second, end_of_epoch (bool), and at the end of an epoch its history row.
+        """
+        epochs = _checks.check_int("epochs", epochs, 1)
+        data = self._prepare(X, y)
+        val = None
+        if validation is not None:
+            if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+                raise ValueError("validation: expected a pair (X_val, y_val)")
+            val = (_checks.check_input("validation X", validation[0], self.net.sizes[0])[0],
+                   validation[1])
+            self._prepare(val[0], val[1], "validation X", "validation y")
+        n = data[0].shape[0]
+        chunk = self.chunk_samples(n)
+        ws = Workspace(self.net.sizes, self.net.dtype, min(self.batch_size, n), x_capacity=chunk)
+        losses = np.zeros(self.batch_size)
+        stats = np.zeros((chunk // self.batch_size + 1, 2))
+        self._stop = False
+        old_handler = None
+        if handle_interrupt and threading.current_thread() is threading.main_thread():
+            old_handler = signal.signal(signal.SIGINT, lambda *_: self.request_stop())
+        try:
+            with thread_count(self.threads):
+                while self.epoch < epochs:
+                    self._run_epoch(data, n, chunk, ws, losses, stats, epochs, val, verbose, callback)
+        finally:
+            if old_handler is not None:
+                signal.signal(signal.SIGINT, old_handler)
+        return self.history
+
+    def _run_epoch(self, data, n, chunk, ws, losses, stats, epochs, val, verbose, callback):
+        if self.position == 0:
+            self.epoch_rng_state = self.rng.bit_generator.state
+        else:
+            self.rng.bit_generator.state = self.epoch_rng_state
+        order = self.rng.permutation(n)
+        while self.position < n:
+            start = self.position
+            stop = min(start + chunk, n)
+            t0 = time.perf_counter()
+            backup = (self.net.params.copy(), self.m.copy(), self.v.copy())
+            done = self._steps(data, order[start:stop], ws, losses, stats)
+            nsteps = -(-(stop - start) // self.batch_size)
+            if done < nsteps:
+                self._diverged(data, order[start:stop], ws, losses, stats, backup, start, done)
+            self.partial["seconds"] += time.perf_counter() - t0
+            self.partial["loss_sum"] += float(stats[:nsteps, 0].sum())
+            self.partial["correct"] += int(stats[:nsteps, 1].sum())
+            self.steps += nsteps
+            self.position = stop
+            if callback is not None:
+                callback(self._progress(n, epochs, False))
+            if self._stop and self.position < n:
+                raise TrainingInterrupted(self)
+        row = {"epoch": self.epoch + 1, "loss": self.partial["loss_sum"] / n,
+               "accuracy": self.partial["correct"] / n, "val_loss": None, "val_accuracy": None,
+               "seconds": self.partial["seconds"],
+               "samples_per_second": n / self.partial["seconds"] if self.partial["seconds"] > 0 else 0.0}
+        if val is not None:
+            row["val_loss"], row["val_accuracy"] = self.net.evaluate(val[0], val[1], loss=self.loss,
+                                                                     threads=self.threads)
+        for key in HISTORY_KEYS:
+            self.history[key].append(row[key])
+        self.epoch += 1
+        self.position = 0
+        self.partial = {"loss_sum": 0.0, "correct": 0, "seconds": 0.0}
+        if verbose:
+            print(format_epoch(row, epochs), flush=True)
+        if callback is not None:
+            info = self._progress(n, epochs, True)
+            info["row"] = row
+            callback(info)
+        if self._stop and self.epoch < epochs:
+            raise TrainingInterrupted(self)
+
+    def _progress(self, n, epochs, end):
+        done = n if end else self.position
+        seen = max(done, 1)
+        secs = self.partial["seconds"]
+        if end:
+            row = {k: self.history[k][-1] for k in HISTORY_KEYS}
+            return {"epoch": row["epoch"], "epochs": epochs, "done": n, "total": n, "loss": row["loss"],
+                    "accuracy": row["accuracy"], "samples_per_second": row["samples_per_second"],
+                    "end_of_epoch": True}
+        return {"epoch": self.epoch + 1, "epochs": epochs, "done": done, "total": n,
+                "loss": self.partial["loss_sum"] / seen, "accuracy": self.partial["correct"] / seen,
+                "samples_per_second": done / secs if secs > 0 else 0.0, "end_of_epoch": False}
+
+    def _diverged(self, data, order, ws, losses, stats, backup, start, done):
+        """A minibatch loss was NaN or inf: keep the last finite parameters and raise."""
+        bad_loss = stats[done, 0]
+        if not np.isfinite(self.net.params).all():
+            # The update before the bad step made the parameters non-finite: replay up to it.
+            self.net.params[...], self.m[...], self.v[...] = backup
+            if done > 1:
+                self._steps(data, order[:(done - 1) * self.batch_size], ws, losses, stats)
+            if not np.isfinite(self.net.params).all():
+                self.net.params[...], self.m[...], self.v[...] = backup
+        step = start // self.batch_size + done + 1
+        raise DivergenceError(
+            f"training diverged: the loss became {bad_loss} at epoch {self.epoch + 1}, step {step}; "
+            f"the model keeps its last finite parameters; try a lower learning rate than {self.lr:g}",
+            epoch=self.epoch + 1, step=step)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def state_dict(self):
+        """(metadata dict, arrays dict): everything, besides the network, needed to resume."""
+        meta = {"optimizer": self.optimizer, "lr": self.lr, "momentum": self.momentum,
+                "weight_decay": self.weight_decay, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
+                "loss": self.loss, "batch_size": self.batch_size, "seed": self.seed, "steps": self.steps,
+                "epoch": self.epoch, "position": self.position,
+                "epoch_rng_state": self.epoch_rng_state, "rng_state": self.rng.bit_generator.state,
+                "partial": self.partial, "history": self.history}
+        return meta, {"optimizer_m": self.m, "optimizer_v": self.v}
+
+    def save_checkpoint(self, path, extra_meta=None):
+        """The network plus the training state in one .npz, written atomically."""
+        meta, arrays = self.state_dict()
+        full = {"training": meta}
+        full.update(extra_meta or {})
+        self.net.save(path, extra_arrays=arrays, extra_meta=full)
+
+    @classmethod
+    def from_checkpoint(cls, path, threads=None):
+        """(trainer, metadata): a trainer that continues the run saved in `path`."""
+        net, meta, arrays = load_npz(path)
+        state = meta.get("training")
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{path}: holds a model but no training state; expected a checkpoint "
+                                  "written by `fastmlp train --save` or Trainer.save_checkpoint")
+        try:
+            trainer = cls(net, optimizer=state["optimizer"], lr=state["lr"], momentum=state["momentum"],
+                          weight_decay=state["weight_decay"], loss=state["loss"],
+                          batch_size=state["batch_size"], seed=state["seed"], threads=threads,
+                          beta1=state["beta1"], beta2=state["beta2"], eps=state["eps"])
+            for name in ("m", "v"):
+                arr = arrays.get(f"optimizer_{name}")
+                own = getattr(trainer, name)
+                if arr is None or arr.shape != own.shape or arr.dtype != own.dtype:
+                    got = None if arr is None else (arr.shape, str(arr.dtype))
+                    raise CheckpointError(f"{path}: optimizer state {name} is {got}, expected "
+                                          f"{(own.shape, str(own.dtype))}")
+                own[...] = arr
+            trainer.steps = int(state["steps"])
+            trainer.epoch = int(state["epoch"])
+            trainer.position = int(state["position"])
+            trainer.epoch_rng_state = state["epoch_rng_state"]
+            trainer.rng.bit_generator.state = state["rng_state"]
+            trainer.partial = {"loss_sum": float(state["partial"]["loss_sum"]),
+                               "correct": int(state["partial"]["correct"]),
+                               "seconds": float(state["partial"]["seconds"])}
+            trainer.history = {key: list(state["history"][key]) for key in HISTORY_KEYS}
+        except CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{path}: bad training state in the checkpoint ({type(e).__name__}: {e})") \
+                from None
+        return trainer, meta
+
+
+def format_epoch(row, epochs):
+    text = (f"epoch {row['epoch']}/{epochs}  loss {row['loss']:.4f}  accuracy {100 * row['accuracy']:.2f}%")
+    if row.get("val_loss") is not None:
+        text += f"  val_loss {row['val_loss']:.4f}  val_accuracy {100 * row['val_accuracy']:.2f}%"
+    text += f"  {row['seconds']:.2f} s  {row['samples_per_second']:,.0f} samples/s"
+    return text
+
+
+def train(net, X, y, epochs=10, batch_size=32, lr=0.1, optimizer="sgd", momentum=0.9, weight_decay=0.0,
+          loss="ce", seed=0, threads=None, validation=None, verbose=True, callback=None):
+    """Train `net` in place with minibatch gradient descent; returns the history, a dict of
+    per-epoch lists: epoch, loss, accuracy, val_loss, val_accuracy, seconds, samples_per_second.
+
+    optimizer: 'sgd' (W -= lr (g + weight_decay W); momentum is ignored), 'momentum'
+    (v = momentum v + g; W -= lr v) or 'adam' (PyTorch's Adam, betas 0.9/0.999, eps 1e-8).
+    The data are shuffled every epoch from `seed`; X may be float32, float64 or uint8 (pixels,
+    scaled by 1/255). The same seed and thread count give bit-identical results.
+    A NaN or infinite loss raises DivergenceError naming the epoch and step; the network keeps its
+    last finite parameters.
+    """
+    trainer = Trainer(net, optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                      loss=loss, batch_size=batch_size, seed=seed, threads=threads)
+    return trainer.fit(X, y, epochs, validation=validation, verbose=verbose, callback=callback)
