@@ -1,0 +1,380 @@
+"""Every public kernel of fastmlp.kernels against the NumPy reference, on random data.
+
+Shapes include a single unit, odd sizes (7, 33) and 100 inputs; inputs are 1-D (one sample) or
+2-D with 1, 5 or 32 rows; float32 and float64.  The output dtype must equal the input dtype, the
+inputs must not be modified (except the accumulators of accumulate_gradients and the parameters
+of minibatch_step), and bad input must raise ValueError.
+"""
+
+import zlib
+
+import numpy as np
+import pytest
+
+import reference as ref
+from conftest import DTYPES, tol
+
+from fastmlp import kernels as K
+
+LAYER_SHAPES = [(1, 1), (7, 33), (33, 7), (100, 10)]          # (N_{l-1}, N_l)
+BATCHES = [None, 1, 5, 32]                                     # None = one 1-D sample
+HIDDEN = ["sigmoid", "relu", "tanh", "identity"]
+ALL_ACTIVATIONS = HIDDEN + ["softmax"]
+PAIRS = [("softmax", "ce"), ("softmax", "mse"), ("sigmoid", "mse"), ("identity", "mse")]
+
+
+def _ids(v):
+    if isinstance(v, tuple):
+        return "x".join(map(str, v))
+    if v is None:
+        return "1d"
+    if isinstance(v, type):
+        return np.dtype(v).name
+    return str(v)
+
+
+def _rng(*key):
+    """A generator seeded by the test's parameters (stable across runs, unlike hash())."""
+    return np.random.default_rng(zlib.crc32(repr(key).encode()))
+
+
+def _lead(batch):
+    return () if batch is None else (batch,)
+
+
+def _assert_close(got, want, dtype, scale=1.0):
+    t = tol(dtype)
+    np.testing.assert_allclose(got, want, rtol=t["rtol"], atol=t["atol"] * max(scale, 1.0))
+
+
+def _probs(rng, lead, n, dtype):
+    """Valid softmax outputs (rows of probabilities) in the given dtype."""
+    return ref.softmax(rng.normal(0, 2, lead + (n,))).astype(dtype)
+
+
+def _targets(rng, kind, lead, n, output="softmax"):
+    if kind == "index":
+        return int(rng.integers(0, n)) if lead == () else rng.integers(0, n, lead)
+    if output == "softmax":
+        return rng.dirichlet(np.ones(n), size=lead if lead else None)
+    if output == "sigmoid":
+        return rng.uniform(0, 1, lead + (n,))
+    return rng.normal(0, 1, lead + (n,))
+
+
+def _float_target(target, dtype):
+    """Float targets are passed in the dtype of the data; class indices as they are."""
+    t = np.asarray(target)
+    return t.astype(dtype) if np.issubdtype(t.dtype, np.floating) else target
+
+
+# ------------------------------------------------------------------------------ dense_forward
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+@pytest.mark.parametrize("batch", BATCHES, ids=_ids)
+@pytest.mark.parametrize("shape", LAYER_SHAPES, ids=_ids)
+def test_dense_forward(shape, batch, dtype):
+    n_in, n_out = shape
+    rng = _rng("dense", shape, batch, dtype)
+    W = rng.normal(0, 1, (n_out, n_in)).astype(dtype)
+    b = rng.normal(0, 1, n_out).astype(dtype)
+    a = rng.normal(0, 1, _lead(batch) + (n_in,)).astype(dtype)
+    copies = [W.copy(), b.copy(), a.copy()]
+    z = K.dense_forward(W, b, a)
+    assert z.shape == _lead(batch) + (n_out,)
+    assert z.dtype == np.dtype(dtype)
+    _assert_close(z, ref.dense_forward(W, b, a), dtype, scale=np.sqrt(n_in))
+    for x, c in zip([W, b, a], copies):
+        np.testing.assert_array_equal(x, c)
+
+
+# ------------------------------------------------------------------------ activation_forward
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+@pytest.mark.parametrize("batch", BATCHES, ids=_ids)
+@pytest.mark.parametrize("n", [1, 7, 33, 100])
+@pytest.mark.parametrize("activation", ALL_ACTIVATIONS)
+def test_activation_forward(activation, n, batch, dtype):
+    rng = _rng("act", activation, n, batch, dtype)
+    z = rng.normal(0, 3, _lead(batch) + (n,)).astype(dtype)
+    z_copy = z.copy()
+    a = K.activation_forward(z, activation)
+    assert a.shape == z.shape
+    assert a.dtype == np.dtype(dtype)
+    _assert_close(a, ref.activation_forward(z, activation), dtype, scale=3.0)
+    np.testing.assert_array_equal(z, z_copy)
+    if activation == "softmax":
+        np.testing.assert_allclose(np.sum(a, axis=-1), 1.0, rtol=1e-5 if dtype == np.float32
+                                   else 1e-12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+@pytest.mark.parametrize("batch", BATCHES, ids=_ids)
+@pytest.mark.parametrize("n", [1, 7, 33, 100])
+@pytest.mark.parametrize("activation", HIDDEN)
+def test_activation_backward(activation, n, batch, dtype):
+    rng = _rng("actb", activation, n, batch, dtype)
+    z = rng.normal(0, 3, _lead(batch) + (n,)).astype(dtype)
+    z_copy = z.copy()
+    d = K.activation_backward(z, activation)
+    assert d.shape == z.shape
+    assert d.dtype == np.dtype(dtype)
+    _assert_close(d, ref.activation_backward(z, activation), dtype)
+    np.testing.assert_array_equal(z, z_copy)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+def test_relu_derivative_at_zero_is_zero(dtype):
+    z = np.array([-1.0, 0.0, 1.0, -0.0], dtype=dtype)
+    np.testing.assert_array_equal(K.activation_backward(z, "relu"), [0.0, 0.0, 1.0, 0.0])
+    np.testing.assert_array_equal(K.activation_forward(z, "relu"), [0.0, 0.0, 1.0, 0.0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+def test_sigmoid_softmax_tanh_are_stable_for_large_inputs(dtype):
+    big = 80.0 if dtype == np.float32 else 700.0     # e^big is finite, e^(2 big) is not
+    z = np.array([[-1000.0, -big, 0.0, big, 1000.0]], dtype=dtype)
+    with np.errstate(over="raise", invalid="raise"):
+        want_sig = ref.sigmoid(z)
+    for name in ["sigmoid", "tanh", "softmax"]:
+        a = K.activation_forward(z, name)
+        assert np.all(np.isfinite(a)), (name, a)
+    np.testing.assert_allclose(K.activation_forward(z, "sigmoid"), want_sig, atol=1e-7)
+    np.testing.assert_allclose(K.activation_forward(z, "tanh"), np.tanh(z.astype(float)),
+                               atol=1e-7)
+    sm = K.activation_forward(np.array([1000.0, 1000.0, -1000.0], dtype=dtype), "softmax")
+    np.testing.assert_allclose(sm, [0.5, 0.5, 0.0], atol=1e-7)
+    d = K.activation_backward(z, "sigmoid")
+    assert np.all(np.isfinite(d))
+    np.testing.assert_allclose(d[0, [0, 4]], 0.0, atol=1e-30)
+
+
+# ------------------------------------------------------------------------------ loss_forward
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+@pytest.mark.parametrize("batch", BATCHES, ids=_ids)
+@pytest.mark.parametrize("kind", ["index", "float"])
+@pytest.mark.parametrize("loss", ["ce", "mse"])
+@pytest.mark.parametrize("n", [2, 10, 33])
+def test_loss_forward(n, loss, kind, batch, dtype):
+    rng = _rng("loss", n, loss, kind, batch, dtype)
+    yhat = _probs(rng, _lead(batch), n, dtype)
+    target = _float_target(_targets(rng, kind, _lead(batch), n), dtype)
+    c = K.loss_forward(yhat, target, loss)
+    assert np.shape(c) == _lead(batch)
+    want = ref.loss_forward(yhat, target, loss)
+    _assert_close(np.asarray(c), want, dtype, scale=float(np.max(np.abs(want))))
+    assert np.asarray(c).dtype == np.dtype(dtype), "same dtype in = dtype out"
+
+
+@pytest.mark.parametrize("label_dtype", [np.uint8, np.int32, np.int64])
+def test_loss_forward_accepts_integer_label_dtypes(label_dtype):
+    rng = _rng("labels", label_dtype)
+    yhat = _probs(rng, (5,), 10, np.float64)
+    labels = rng.integers(0, 10, 5).astype(label_dtype)
+    np.testing.assert_allclose(K.loss_forward(yhat, labels, "ce"),
+                               ref.loss_forward(yhat, labels.astype(np.int64), "ce"), rtol=1e-12)
+
+
+# ------------------------------------------------------------------------------ output_delta
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+@pytest.mark.parametrize("batch", BATCHES, ids=_ids)
+@pytest.mark.parametrize("kind", ["index", "float"])
+@pytest.mark.parametrize("output, loss", PAIRS)
+@pytest.mark.parametrize("n", [1, 7, 10])
+def test_output_delta(n, output, loss, kind, batch, dtype):
+    if output == "softmax" and n == 1:
+        n = 2                                   # a one-class softmax is constant; skip that
+    rng = _rng("delta", n, output, loss, kind, batch, dtype)
+    z = rng.normal(0, 2, _lead(batch) + (n,)).astype(dtype)
+    yhat = K.activation_forward(z, output)
+    target = _float_target(_targets(rng, kind, _lead(batch), n, output), dtype)
+    copies = [z.copy(), yhat.copy()]
+    d = K.output_delta(z, yhat, target, output, loss)
+    assert d.shape == z.shape
+    assert d.dtype == np.dtype(dtype)
+    _assert_close(d, ref.output_delta(z, yhat, target, output, loss), dtype)
+    np.testing.assert_array_equal(z, copies[0])
+    np.testing.assert_array_equal(yhat, copies[1])
+
+
+def test_output_delta_softmax_ce_is_yhat_minus_onehot():
+    """Lecture: delta_i = yhat_t - 1 if i == t, yhat_i otherwise."""
+    z = np.array([[0.5, -1.0, 2.0, 0.0], [1.0, 1.0, 1.0, 1.0]])
+    yhat = K.activation_forward(z, "softmax")
+    d = K.output_delta(z, yhat, np.array([2, 0]), "softmax", "ce")
+    want = yhat.copy()
+    want[0, 2] -= 1.0
+    want[1, 0] -= 1.0
+    np.testing.assert_allclose(d, want, rtol=1e-14, atol=1e-16)
+
+
+# ---------------------------------------------------------------------------- delta_backward
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+@pytest.mark.parametrize("batch", BATCHES, ids=_ids)
+@pytest.mark.parametrize("shape", LAYER_SHAPES, ids=_ids)     # (N_l, N_{l+1})
+@pytest.mark.parametrize("activation", HIDDEN)
+def test_delta_backward(activation, shape, batch, dtype):
+    n, n_next = shape
+    rng = _rng("deltab", activation, shape, batch, dtype)
+    W_next = rng.normal(0, 1, (n_next, n)).astype(dtype)
+    delta_next = rng.normal(0, 1, _lead(batch) + (n_next,)).astype(dtype)
+    z = rng.normal(0, 2, _lead(batch) + (n,)).astype(dtype)
+    copies = [W_next.copy(), delta_next.copy(), z.copy()]
+    d = K.delta_backward(W_next, delta_next, z, activation)
+    assert d.shape == z.shape
+    assert d.dtype == np.dtype(dtype)
+    _assert_close(d, ref.delta_backward(W_next, delta_next, z, activation), dtype,
+                  scale=np.sqrt(n_next))
+    for x, c in zip([W_next, delta_next, z], copies):
+        np.testing.assert_array_equal(x, c)
+
+
+# ---------------------------------------------------------------------- accumulate_gradients
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+@pytest.mark.parametrize("batch", BATCHES, ids=_ids)
+@pytest.mark.parametrize("shape", LAYER_SHAPES, ids=_ids)
+def test_accumulate_gradients(shape, batch, dtype):
+    n_in, n_out = shape
+    rng = _rng("acc", shape, batch, dtype)
+    delta = rng.normal(0, 1, _lead(batch) + (n_out,)).astype(dtype)
+    a_prev = rng.normal(0, 1, _lead(batch) + (n_in,)).astype(dtype)
+    dW = rng.normal(0, 1, (n_out, n_in)).astype(dtype)        # accumulates onto what is there
+    db = rng.normal(0, 1, n_out).astype(dtype)
+    want_W, want_b = dW.astype(np.float64), db.astype(np.float64)
+    ref.accumulate_gradients(delta, a_prev, want_W, want_b)
+    copies = [delta.copy(), a_prev.copy()]
+    assert K.accumulate_gradients(delta, a_prev, dW, db) is None
+    assert dW.dtype == np.dtype(dtype) and db.dtype == np.dtype(dtype)
+    rows = 1 if batch is None else batch
+    _assert_close(dW, want_W, dtype, scale=np.sqrt(rows) * 3)
+    _assert_close(db, want_b, dtype, scale=np.sqrt(rows) * 3)
+    np.testing.assert_array_equal(delta, copies[0])
+    np.testing.assert_array_equal(a_prev, copies[1])
+
+
+# ----------------------------------------------------------------------------- minibatch_step
+NETS = [[7, 33, 10], [33, 7, 5, 3], [100, 10, 2]]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+@pytest.mark.parametrize("batch", [1, 5, 32])
+@pytest.mark.parametrize("sizes", NETS, ids=lambda s: "-".join(map(str, s)))
+def test_minibatch_step_softmax_ce(sizes, batch, dtype, threads):
+    _check_minibatch_step(sizes, batch, dtype, threads, "relu", "softmax", "ce", "index")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+@pytest.mark.parametrize("kind", ["index", "float"])
+@pytest.mark.parametrize("output, loss", PAIRS)
+@pytest.mark.parametrize("activation", HIDDEN)
+def test_minibatch_step_all_activations(activation, output, loss, kind, dtype):
+    _check_minibatch_step([7, 33, 10], 5, dtype, None, activation, output, loss, kind)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+def test_minibatch_step_single_output_unit(dtype):
+    _check_minibatch_step([100, 10, 1], 5, dtype, None, "tanh", "sigmoid", "mse", "float")
+    _check_minibatch_step([100, 10, 1], 32, dtype, 2, "relu", "identity", "mse", "float")
+
+
+def _check_minibatch_step(sizes, batch, dtype, threads, activation, output, loss, kind):
+    rng = _rng("step", sizes, batch, dtype, threads, activation, output, loss, kind)
+    L = len(sizes) - 1
+    weights = [rng.normal(0, 1 / np.sqrt(sizes[l]), (sizes[l + 1], sizes[l])).astype(dtype)
+               for l in range(L)]
+    biases = [rng.normal(0, 0.1, sizes[l + 1]).astype(dtype) for l in range(L)]
+    X = rng.normal(0, 1, (batch, sizes[0])).astype(dtype)
+    target = _float_target(_targets(rng, kind, (batch,), sizes[-1], output), dtype)
+    lr = 0.1
+    w64 = [w.astype(np.float64) for w in weights]
+    b64 = [b.astype(np.float64) for b in biases]
+    want_loss = ref.cost(w64, b64, X, target, activation, output, loss)
+    gW, gb = ref.gradients(w64, b64, X, target, activation, output, loss)
+    want_W, want_b = ref.sgd_step(w64, b64, gW, gb, lr)
+    ids = [id(w) for w in weights + biases]
+    X_copy = X.copy()
+
+    got = K.minibatch_step(weights, biases, X, target, lr, activation=activation,
+                           output=output, loss=loss, threads=threads)
+
+    assert float(got) == pytest.approx(want_loss, rel=1e-4 if dtype == np.float32 else 1e-12)
+    assert [id(w) for w in weights + biases] == ids, "the step must work in place"
+    for got_p, want_p in zip(weights + biases, want_W + want_b):
+        assert got_p.dtype == np.dtype(dtype)
+        _assert_close(got_p, want_p, dtype)
+    np.testing.assert_array_equal(X, X_copy)
+
+
+# ------------------------------------------------------------------------------- bad input
+def _f(*shape, dtype=np.float64):
+    return np.ones(shape, dtype=dtype)
+
+
+def _nan(*shape, dtype=np.float64):
+    a = np.ones(shape, dtype=dtype)
+    a.flat[0] = np.nan
+    return a
+
+
+BAD_CALLS = {
+    # shape mismatches
+    "dense W/a_prev": lambda: K.dense_forward(_f(5, 7), _f(5), _f(6)),
+    "dense W/a_prev 2d": lambda: K.dense_forward(_f(5, 7), _f(5), _f(3, 6)),
+    "dense W/b": lambda: K.dense_forward(_f(5, 7), _f(4), _f(7)),
+    "loss target shape": lambda: K.loss_forward(_f(3, 4) / 4, _f(3, 5), "mse"),
+    "loss target count": lambda: K.loss_forward(_f(3, 4) / 4, np.array([0, 1]), "ce"),
+    "loss label too big": lambda: K.loss_forward(_f(3, 4) / 4, np.array([0, 1, 4]), "ce"),
+    "loss label negative": lambda: K.loss_forward(_f(3, 4) / 4, np.array([0, -1, 2]), "ce"),
+    "delta z/yhat": lambda: K.output_delta(_f(3, 4), _f(3, 5) / 5, np.array([0, 1, 2]),
+                                           "softmax", "ce"),
+    "delta_backward W/delta": lambda: K.delta_backward(_f(4, 6), _f(3, 5), _f(3, 6), "relu"),
+    "delta_backward W/z": lambda: K.delta_backward(_f(4, 6), _f(3, 4), _f(3, 7), "relu"),
+    "delta_backward rows": lambda: K.delta_backward(_f(4, 6), _f(3, 4), _f(2, 6), "relu"),
+    "accumulate dW shape": lambda: K.accumulate_gradients(_f(3, 4), _f(3, 6), _f(6, 4), _f(4)),
+    "accumulate rows": lambda: K.accumulate_gradients(_f(3, 4), _f(2, 6), _f(4, 6), _f(4)),
+    "accumulate db shape": lambda: K.accumulate_gradients(_f(3, 4), _f(3, 6), _f(4, 6), _f(5)),
+    "step X width": lambda: K.minibatch_step([_f(4, 6), _f(3, 4)], [_f(4), _f(3)], _f(5, 7),
+                                             np.zeros(5, np.int64), 0.1),
+    "step layers chain": lambda: K.minibatch_step([_f(4, 6), _f(3, 5)], [_f(4), _f(3)],
+                                                  _f(5, 6), np.zeros(5, np.int64), 0.1),
+    "step target count": lambda: K.minibatch_step([_f(4, 6), _f(3, 4)], [_f(4), _f(3)],
+                                                  _f(5, 6), np.zeros(4, np.int64), 0.1),
+    # mixed dtypes
+    "dense mixed": lambda: K.dense_forward(_f(5, 7, dtype=np.float32), _f(5), _f(7)),
+    "dense mixed a": lambda: K.dense_forward(_f(5, 7), _f(5), _f(7, dtype=np.float32)),
+    "delta_backward mixed": lambda: K.delta_backward(_f(4, 6, dtype=np.float32), _f(3, 4),
+                                                     _f(3, 6), "relu"),
+    "accumulate mixed": lambda: K.accumulate_gradients(_f(3, 4), _f(3, 6),
+                                                       _f(4, 6, dtype=np.float32), _f(4)),
+    "step mixed": lambda: K.minibatch_step([_f(4, 6, dtype=np.float32), _f(3, 4)],
+                                           [_f(4), _f(3)], _f(5, 6),
+                                           np.zeros(5, np.int64), 0.1),
+    # NaN in the input
+    "dense NaN": lambda: K.dense_forward(_f(5, 7), _f(5), _nan(7)),
+    "activation NaN": lambda: K.activation_forward(_nan(3, 4), "sigmoid"),
+    "activation_backward NaN": lambda: K.activation_backward(_nan(3, 4), "tanh"),
+    "loss NaN": lambda: K.loss_forward(_nan(3, 4), np.array([0, 1, 2]), "ce"),
+    "step NaN X": lambda: K.minibatch_step([_f(4, 6), _f(3, 4)], [_f(4), _f(3)], _nan(5, 6),
+                                           np.zeros(5, np.int64), 0.1),
+    # unknown names
+    "activation name": lambda: K.activation_forward(_f(3), "gelu"),
+    "activation_backward name": lambda: K.activation_backward(_f(3), "gelu"),
+    "activation_backward softmax": lambda: K.activation_backward(_f(3), "softmax"),
+    "delta_backward name": lambda: K.delta_backward(_f(4, 6), _f(4), _f(6), "swish"),
+    "loss name": lambda: K.loss_forward(_f(4) / 4, 1, "hinge"),
+    "output_delta output name": lambda: K.output_delta(_f(4), _f(4) / 4, 1, "softplus", "mse"),
+    "output_delta loss name": lambda: K.output_delta(_f(4), _f(4) / 4, 1, "softmax", "hinge"),
+    "output_delta ce needs softmax": lambda: K.output_delta(_f(4), _f(4) / 4, 1, "sigmoid", "ce"),
+    "output_delta ce identity": lambda: K.output_delta(_f(4), _f(4) / 4, 1, "identity", "ce"),
+    "step activation name": lambda: K.minibatch_step([_f(4, 6), _f(3, 4)], [_f(4), _f(3)],
+                                                     _f(5, 6), np.zeros(5, np.int64), 0.1,
+                                                     activation="gelu"),
+    "step ce needs softmax": lambda: K.minibatch_step([_f(4, 6), _f(3, 4)], [_f(4), _f(3)],
+                                                      _f(5, 6), np.zeros(5, np.int64), 0.1,
+                                                      output="sigmoid", loss="ce"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_CALLS))
+def test_kernels_reject_bad_input(name):
+    with pytest.raises(ValueError):
+        BAD_CALLS[name]()
