@@ -1,0 +1,298 @@
+"""fastmlp.train: learning, determinism, threads, exact optimizer steps against the reference,
+history, divergence and argument validation."""
+
+import re
+
+import numpy as np
+import pytest
+
+import reference as ref
+
+import fastmlp
+from fastmlp import MLP
+from fastmlp.errors import DivergenceError
+
+XOR_X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float32)
+XOR_Y = np.array([0, 1, 1, 0])
+
+
+def _blobs(n=90, d=6, k=3, seed=0, dtype=np.float32):
+    """k Gaussian clusters in d dimensions: an easy, not trivial classification problem."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, 1.5, (k, d))
+    y = rng.integers(0, k, n)
+    X = centers[y] + rng.normal(0, 1.0, (n, d))
+    return X.astype(dtype), y
+
+
+def _params(net):
+    return [np.array(p, copy=True) for p in list(net.weights) + list(net.biases)]
+
+
+def _params64(net):
+    return ([np.asarray(w, np.float64).copy() for w in net.weights],
+            [np.asarray(b, np.float64).copy() for b in net.biases])
+
+
+def _train(net, X, y, **kw):
+    args = dict(epochs=1, batch_size=32, lr=0.1, optimizer="sgd", momentum=0.0,
+                weight_decay=0.0, loss="ce", seed=0, threads=1, verbose=False)
+    args.update(kw)
+    return fastmlp.train(net, X, y, **args)
+
+
+# ------------------------------------------------------------------------------- learning
+@pytest.mark.parametrize("activation, hidden, optimizer, lr", [
+    ("tanh", 8, "sgd", 0.5),
+    ("relu", 16, "sgd", 0.5),
+    ("tanh", 8, "momentum", 0.1),
+])
+def test_learns_xor(activation, hidden, optimizer, lr):
+    net = MLP([2, hidden, 2], activation=activation, output="softmax", dtype="float32", seed=0)
+    _train(net, XOR_X, XOR_Y, epochs=500, batch_size=4, lr=lr, optimizer=optimizer,
+           momentum=0.9)
+    assert np.array_equal(np.asarray(net.predict(XOR_X)), XOR_Y)       # 100 % accuracy
+    assert float(net.loss(XOR_X, XOR_Y)) < 0.1
+
+
+# ----------------------------------------------------------------------------------- uint8
+def test_uint8_X_is_treated_as_pixels_over_255():
+    rng = np.random.default_rng(1)
+    X8 = rng.integers(0, 256, (48, 12)).astype(np.uint8)
+    y = rng.integers(0, 3, 48).astype(np.uint8)          # MNIST-style uint8 labels
+    a = MLP([12, 6, 3], activation="relu", output="softmax", dtype="float32", seed=0)
+    b = MLP([12, 6, 3], activation="relu", output="softmax", dtype="float32", seed=0)
+    _train(a, X8, y, epochs=3, batch_size=8, lr=0.1)
+    _train(b, (X8 / 255.0).astype(np.float32), y.astype(np.int64), epochs=3, batch_size=8, lr=0.1)
+    for p, q in zip(_params(a), _params(b)):
+        np.testing.assert_allclose(p, q, rtol=1e-5, atol=1e-6)
+    # and it actually moved: uint8 read as 0..255 would give very different parameters
+    fresh = MLP([12, 6, 3], activation="relu", output="softmax", dtype="float32", seed=0)
+    assert not np.allclose(_params(a)[0], _params(fresh)[0])
+
+
+# ---------------------------------------------------------------------- determinism, threads
+@pytest.mark.parametrize("threads", [1, 2])
+def test_same_seed_is_bit_identical(threads):
+    X, y = _blobs(n=200)
+    runs = []
+    for _ in range(2):
+        net = MLP([6, 16, 3], activation="relu", output="softmax", dtype="float32", seed=0)
+        _train(net, X, y, epochs=3, batch_size=32, lr=0.1, optimizer="momentum", momentum=0.9,
+               seed=7, threads=threads)
+        runs.append(_params(net))
+    for p, q in zip(*runs):
+        assert np.array_equal(p, q)
+
+
+def test_different_shuffle_seed_changes_the_result():
+    X, y = _blobs(n=200)
+    runs = []
+    for seed in (0, 1):
+        net = MLP([6, 16, 3], activation="relu", output="softmax", dtype="float64", seed=0)
+        _train(net, X.astype(np.float64), y, epochs=2, batch_size=16, lr=0.1, seed=seed)
+        runs.append(_params(net))
+    assert not all(np.array_equal(p, q) for p, q in zip(*runs))
+
+
+def test_one_thread_and_two_threads_agree():
+    X, y = _blobs(n=256, d=20)
+    runs = []
+    for threads in (1, 2):
+        net = MLP([20, 64, 3], activation="relu", output="softmax", dtype="float32", seed=0)
+        _train(net, X, y, epochs=3, batch_size=64, lr=0.05, seed=3, threads=threads)
+        runs.append(_params(net))
+    for p, q in zip(*runs):
+        np.testing.assert_allclose(p, q, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------- exact optimizer steps vs reference
+STEP_CASES = [("tanh", "softmax", "ce"), ("relu", "softmax", "mse"),
+              ("sigmoid", "sigmoid", "mse"), ("identity", "identity", "mse")]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("activation, output, loss", STEP_CASES)
+def test_one_full_batch_sgd_step_equals_reference(activation, output, loss, dtype):
+    X, y = _blobs(n=24, d=6, k=3, seed=2, dtype=np.dtype(dtype))
+    net = MLP([6, 9, 3], activation=activation, output=output, dtype=dtype, seed=4)
+    W, b = _params64(net)
+    lr = 0.3
+    gW, gb = ref.gradients(W, b, X, y, activation, output, loss)
+    want_W, want_b = ref.sgd_step(W, b, gW, gb, lr)
+    _train(net, X, y, epochs=1, batch_size=len(X), lr=lr, optimizer="sgd", momentum=0.0,
+           weight_decay=0.0, loss=loss)
+    t = dict(rtol=1e-10, atol=1e-13) if dtype == "float64" else dict(rtol=2e-5, atol=2e-6)
+    for got, want in zip(list(net.weights) + list(net.biases), want_W + want_b):
+        np.testing.assert_allclose(got, want, **t)
+
+
+def test_sgd_ignores_momentum():
+    X, y = _blobs(n=24, seed=2, dtype=np.float64)
+    runs = []
+    for momentum in (0.0, 0.9):
+        net = MLP([6, 9, 3], activation="tanh", output="softmax", dtype="float64", seed=4)
+        _train(net, X, y, epochs=3, batch_size=8, lr=0.2, optimizer="sgd", momentum=momentum)
+        runs.append(_params(net))
+    for p, q in zip(*runs):
+        np.testing.assert_allclose(p, q, rtol=1e-13, atol=1e-15)
+
+
+def test_sgd_weight_decay_step_on_weights():
+    """W <- W - lr (g + weight_decay W) for one full-batch step."""
+    X, y = _blobs(n=24, seed=2, dtype=np.float64)
+    net = MLP([6, 9, 3], activation="tanh", output="softmax", dtype="float64", seed=4)
+    W, b = _params64(net)
+    lr, wd = 0.3, 0.05
+    gW, _ = ref.gradients(W, b, X, y, "tanh", "softmax", "ce")
+    _train(net, X, y, epochs=1, batch_size=len(X), lr=lr, optimizer="sgd", weight_decay=wd)
+    for got, w, g in zip(net.weights, W, gW):
+        np.testing.assert_allclose(got, w - lr * (g + wd * w), rtol=1e-10, atol=1e-13)
+
+
+def _reference_full_batch_run(net, X, y, steps, update):
+    """Run `steps` full-batch optimizer steps with the reference gradients; returns params."""
+    W, b = _params64(net)
+    params = W + b
+    L = len(W)
+    state = None
+    for t in range(1, steps + 1):
+        gW, gb = ref.gradients(params[:L], params[L:], X, y, "tanh", "softmax", "ce")
+        params, state = update(params, gW + gb, state, t)
+    return params
+
+
+def test_momentum_full_batch_steps_equal_reference():
+    X, y = _blobs(n=24, seed=2, dtype=np.float64)
+    lr, mu, wd, steps = 0.1, 0.9, 0.01, 4
+    net = MLP([6, 9, 3], activation="tanh", output="softmax", dtype="float64", seed=4)
+
+    def update(params, grads, velocity, t):
+        if velocity is None:
+            velocity = [np.zeros_like(p) for p in params]
+        return ref.momentum_step(params, grads, velocity, lr, mu, wd)
+
+    want = _reference_full_batch_run(net, X, y, steps, update)
+    _train(net, X, y, epochs=steps, batch_size=len(X), lr=lr, optimizer="momentum", momentum=mu,
+           weight_decay=wd)
+    for got, w in zip(list(net.weights) + list(net.biases), want):
+        np.testing.assert_allclose(got, w, rtol=1e-9, atol=1e-12)
+
+
+def test_adam_full_batch_steps_equal_reference():
+    X, y = _blobs(n=24, seed=2, dtype=np.float64)
+    lr, steps = 0.01, 4
+    net = MLP([6, 9, 3], activation="tanh", output="softmax", dtype="float64", seed=4)
+
+    def update(params, grads, state, t):
+        if state is None:
+            state = ([np.zeros_like(p) for p in params], [np.zeros_like(p) for p in params])
+        new_p, m, v = ref.adam_step(params, grads, state[0], state[1], t, lr)
+        return new_p, (m, v)
+
+    want = _reference_full_batch_run(net, X, y, steps, update)
+    _train(net, X, y, epochs=steps, batch_size=len(X), lr=lr, optimizer="adam")
+    for got, w in zip(list(net.weights) + list(net.biases), want):
+        np.testing.assert_allclose(got, w, rtol=1e-8, atol=1e-11)
+
+
+# ------------------------------------------------------------------------ optimizer behaviour
+@pytest.mark.parametrize("optimizer, lr", [("sgd", 0.1), ("momentum", 0.02), ("adam", 0.01)])
+def test_optimizers_reduce_the_loss(optimizer, lr):
+    X, y = _blobs(n=120, seed=5)
+    net = MLP([6, 12, 3], activation="relu", output="softmax", dtype="float32", seed=1)
+    before = float(net.loss(X, y))
+    _train(net, X, y, epochs=5, batch_size=16, lr=lr, optimizer=optimizer, momentum=0.9)
+    after = float(net.loss(X, y))
+    assert after < 0.8 * before, (before, after)
+
+
+def test_weight_decay_shrinks_weights():
+    X, y = _blobs(n=120, seed=5)
+    norms = {}
+    for wd in (0.0, 0.05):
+        net = MLP([6, 12, 3], activation="relu", output="softmax", dtype="float32", seed=1)
+        _train(net, X, y, epochs=10, batch_size=16, lr=0.1, optimizer="sgd", weight_decay=wd)
+        norms[wd] = sum(float(np.sum(np.square(w))) for w in net.weights)
+    assert norms[0.05] < 0.9 * norms[0.0], norms
+
+
+# ------------------------------------------------------------------------------------ history
+def test_history_with_validation():
+    X, y = _blobs(n=120, seed=5)
+    Xv, yv = _blobs(n=40, seed=6)
+    net = MLP([6, 12, 3], activation="relu", output="softmax", dtype="float32", seed=1)
+    history = _train(net, X, y, epochs=3, batch_size=16, lr=0.1, validation=(Xv, yv))
+    assert isinstance(history, dict)
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "seconds", "samples_per_second"):
+        assert key in history, key
+        assert len(history[key]) == 3, key
+        assert all(np.isfinite(float(v)) for v in history[key]), key
+    assert all(0.0 <= float(a) <= 1.0 for a in history["accuracy"] + history["val_accuracy"])
+    assert all(float(s) > 0 for s in history["seconds"] + history["samples_per_second"])
+    # the validation numbers of the last epoch are those of the trained model
+    assert float(history["val_loss"][-1]) == pytest.approx(float(net.loss(Xv, yv)), rel=1e-4)
+    assert float(history["val_accuracy"][-1]) == pytest.approx(
+        float(np.mean(np.asarray(net.predict(Xv)) == yv)), abs=1e-6)
+    assert float(history["loss"][-1]) < float(history["loss"][0])
+
+
+def test_history_without_validation():
+    X, y = _blobs(n=60, seed=5)
+    net = MLP([6, 12, 3], activation="relu", output="softmax", dtype="float32", seed=1)
+    history = _train(net, X, y, epochs=2, batch_size=16)
+    for key in ("loss", "accuracy", "seconds", "samples_per_second"):
+        assert len(history[key]) == 2, key
+
+
+# --------------------------------------------------------------------------------- divergence
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_divergence_raises_and_keeps_finite_parameters(dtype):
+    rng = np.random.default_rng(0)
+    X = rng.normal(0, 1, (64, 4)).astype(dtype)
+    y = rng.normal(0, 1, (64, 2)).astype(dtype)
+    net = MLP([4, 8, 2], activation="identity", output="identity", dtype=dtype, seed=0)
+    with pytest.raises(DivergenceError) as info:
+        _train(net, X, y, epochs=50, batch_size=8, lr=1e6, loss="mse")
+    assert isinstance(info.value, FloatingPointError)
+    message = str(info.value)
+    assert re.search(r"epoch\D{0,3}\d+", message, re.I), message
+    assert re.search(r"step\D{0,3}\d+", message, re.I), message
+    for p in _params(net):
+        assert np.all(np.isfinite(p))
+
+
+# ------------------------------------------------------------------------------ bad arguments
+@pytest.mark.parametrize("kwargs, name", [
+    (dict(batch_size=0), "batch_size"),
+    (dict(batch_size=-3), "batch_size"),
+    (dict(lr=0.0), "lr"),
+    (dict(lr=-0.1), "lr"),
+    (dict(epochs=0), "epochs"),
+    (dict(optimizer="rmsprop"), "optimizer"),
+    (dict(loss="hinge"), "loss"),
+])
+def test_bad_arguments(kwargs, name):
+    X, y = _blobs(n=20)
+    net = MLP([6, 5, 3], activation="relu", output="softmax", dtype="float32", seed=0)
+    before = _params(net)
+    with pytest.raises(ValueError, match=name):
+        _train(net, X, y, **kwargs)
+    for p, q in zip(before, _params(net)):
+        assert np.array_equal(p, q), "a rejected call must not change the model"
+
+
+def test_X_and_y_of_different_lengths():
+    X, y = _blobs(n=20)
+    net = MLP([6, 5, 3], activation="relu", output="softmax", dtype="float32", seed=0)
+    with pytest.raises(ValueError, match=r"\b(X|y)\b"):
+        _train(net, X, y[:-1])
+    with pytest.raises(ValueError, match=r"\b(X|y)\b"):
+        _train(net, X[:-2], y)
+
+
+def test_ce_with_non_softmax_output_is_rejected():
+    X, y = _blobs(n=20)
+    net = MLP([6, 5, 3], activation="relu", output="sigmoid", dtype="float32", seed=0)
+    with pytest.raises(ValueError, match="softmax"):
+        _train(net, X, y, loss="ce")
