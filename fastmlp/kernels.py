@@ -83,7 +83,7 @@ def _targets(yhat_b, target, loss):
 
 
 def loss_forward(yhat, target, loss):
-    """Per-sample loss (float64): 'mse' c = sum_i (yhat_i - y_i)^2, 'ce' c = -log yhat_t
+    """Per-sample loss, in yhat's dtype (summed in float64): 'mse' c = sum_i (yhat_i - y_i)^2, 'ce' c = -log yhat_t
     (-sum_i y_i log yhat_i for target rows). target: class index/indices, or targets shaped like yhat.
     Returns a 0-d array for one sample, (n,) for a batch; the cost is their mean."""
     _checks.check_choice("loss", loss, _checks.LOSSES)
@@ -100,6 +100,7 @@ def loss_forward(yhat, target, loss):
         c = -(targets * logs).sum(axis=1)
     else:
         c = ((yb.astype(np.float64) - targets) ** 2).sum(axis=1)
+    c = c.astype(yb.dtype)
     return c[0] if single else c
 
 
@@ -167,6 +168,15 @@ def minibatch_step(weights, biases, X, target, lr, activation="relu", output="so
     The minibatch runs through the same parallel kernels the trainer uses. Returns the mean loss
     before the step."""
     from .model import MLP
+    if not isinstance(weights, (list, tuple)) or not isinstance(biases, (list, tuple)):
+        raise ValueError("weights, biases: expected two lists of NumPy arrays, updated in place")
+    arrays = {f"weights[{i}]": W for i, W in enumerate(weights)}
+    arrays.update({f"biases[{i}]": b for i, b in enumerate(biases)})
+    for name, arr in arrays.items():
+        if not isinstance(arr, np.ndarray) or not arr.flags.writeable or arr.dtype not in (np.float32, np.float64):
+            raise ValueError(f"{name}: expected a writeable float32 or float64 NumPy array (updated in place), "
+                             f"got {type(arr).__name__} {getattr(arr, 'dtype', '')}")
+    _checks.same_dtype(**arrays)
     net = MLP.from_weights(weights, biases, activation=activation, output=output,
                            dtype=np.asarray(weights[0]).dtype if len(weights) else None)
     lr = _checks.check_float("lr", lr, 0.0, strict=True)
