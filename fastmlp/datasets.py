@@ -617,6 +617,8 @@ def _fetch(url, dest, size, md5, progress):
                 if isinstance(reason, (socket.timeout, TimeoutError)):
                     reason = f"timed out after {TIMEOUT:g} s"
                 raise _FetchFailure(url, _one_line(reason)) from None
+            except (socket.timeout, TimeoutError):
+                raise _FetchFailure(url, f"timed out after {TIMEOUT:g} s") from None
             except (OSError, http.client.HTTPException, ValueError) as e:
                 raise _FetchFailure(url, _one_line(e) or type(e).__name__) from None
             with resp, _progress_bar(progress, size, dest.name) as bar:
