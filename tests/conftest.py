@@ -49,3 +49,16 @@ def fm():
 def kernels():
     from fastmlp import kernels
     return kernels
+
+
+@pytest.fixture(scope="module")
+def one_numba_thread():
+    """Run a module's many tiny calls on one Numba thread (restored afterwards).
+
+    Numerical results must not depend on it; it only avoids paying for waking a thread pool
+    thousands of times (costly when the machine is busy)."""
+    import numba
+    old = numba.get_num_threads()
+    numba.set_num_threads(1)
+    yield
+    numba.set_num_threads(old)

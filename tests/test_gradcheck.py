@@ -29,6 +29,8 @@ BOUND_ORDER4 = 1e-6
 BOUND_ORDER2 = 1e-4
 RELU_MARGIN = 1e-2
 
+pytestmark = pytest.mark.usefixtures("one_numba_thread")
+
 # worst relative errors seen in this module, per finite-difference scheme
 WORST = {"order4": 0.0, "order4_case": None, "order2": 0.0, "order2_case": None,
          "reference_order4": 0.0}
