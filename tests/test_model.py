@@ -155,6 +155,17 @@ def test_save_load_round_trip(tmp_path, dtype, activation, output, as_str):
     np.testing.assert_array_equal(loaded.predict(X), net.predict(X))
 
 
+def test_load_rejects_a_file_that_is_not_a_model(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"this is not a saved fastmlp model")
+    with pytest.raises(ValueError):
+        MLP.load(bad)
+    other = tmp_path / "other.npz"
+    np.savez(other, something=np.arange(3))
+    with pytest.raises(ValueError):
+        MLP.load(other)
+
+
 # ------------------------------------------------------------------------------ initialisation
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_initialisation_he_for_relu_glorot_otherwise(activation):

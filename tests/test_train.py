@@ -127,6 +127,36 @@ def test_one_full_batch_sgd_step_equals_reference(activation, output, loss, dtyp
         np.testing.assert_allclose(got, want, **t)
 
 
+def test_full_batch_sgd_step_with_float_targets():
+    """Regression-style float targets (n, N_L) with an identity output and MSE."""
+    X, _ = _blobs(n=20, d=6, seed=3, dtype=np.float64)
+    T = np.random.default_rng(4).normal(0, 1, (20, 2))
+    net = MLP([6, 5, 2], activation="tanh", output="identity", dtype="float64", seed=2)
+    W, b = _params64(net)
+    gW, gb = ref.gradients(W, b, X, T, "tanh", "identity", "mse")
+    want_W, want_b = ref.sgd_step(W, b, gW, gb, 0.05)
+    _train(net, X, T, epochs=1, batch_size=20, lr=0.05, loss="mse")
+    for got, want in zip(list(net.weights) + list(net.biases), want_W + want_b):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-13)
+
+
+def test_last_partial_batch_is_a_step_on_its_own_mean():
+    """n = 5, batch_size = 3: an epoch is 2 steps (3 rows, then 2 rows), each on the MEAN over
+    its own rows.  With 5 identical samples every minibatch gradient equals the one-sample
+    gradient whatever the shuffle, so an epoch is exactly 2 SGD steps with it."""
+    x = np.array([[0.3, -1.2, 0.8, 0.1, 2.0, -0.5]])
+    X, y = np.repeat(x, 5, axis=0), np.array([2] * 5)
+    net = MLP([6, 9, 3], activation="tanh", output="softmax", dtype="float64", seed=4)
+    W, b = _params64(net)
+    lr = 0.2
+    for _ in range(2):
+        gW, gb = ref.gradients(W, b, x, [2], "tanh", "softmax", "ce")
+        W, b = ref.sgd_step(W, b, gW, gb, lr)
+    _train(net, X, y, epochs=1, batch_size=3, lr=lr)
+    for got, want in zip(list(net.weights) + list(net.biases), W + b):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-13)
+
+
 def test_sgd_ignores_momentum():
     X, y = _blobs(n=24, seed=2, dtype=np.float64)
     runs = []
@@ -181,17 +211,17 @@ def test_momentum_full_batch_steps_equal_reference():
 
 def test_adam_full_batch_steps_equal_reference():
     X, y = _blobs(n=24, seed=2, dtype=np.float64)
-    lr, steps = 0.01, 4
+    lr, wd, steps = 0.01, 0.01, 4
     net = MLP([6, 9, 3], activation="tanh", output="softmax", dtype="float64", seed=4)
 
     def update(params, grads, state, t):
         if state is None:
             state = ([np.zeros_like(p) for p in params], [np.zeros_like(p) for p in params])
-        new_p, m, v = ref.adam_step(params, grads, state[0], state[1], t, lr)
+        new_p, m, v = ref.adam_step(params, grads, state[0], state[1], t, lr, weight_decay=wd)
         return new_p, (m, v)
 
     want = _reference_full_batch_run(net, X, y, steps, update)
-    _train(net, X, y, epochs=steps, batch_size=len(X), lr=lr, optimizer="adam")
+    _train(net, X, y, epochs=steps, batch_size=len(X), lr=lr, optimizer="adam", weight_decay=wd)
     for got, w in zip(list(net.weights) + list(net.biases), want):
         np.testing.assert_allclose(got, w, rtol=1e-8, atol=1e-11)
 
@@ -271,6 +301,7 @@ def test_divergence_raises_and_keeps_finite_parameters(dtype):
     (dict(epochs=0), "epochs"),
     (dict(optimizer="rmsprop"), "optimizer"),
     (dict(loss="hinge"), "loss"),
+    (dict(threads=0), "threads"),
 ])
 def test_bad_arguments(kwargs, name):
     X, y = _blobs(n=20)
@@ -296,3 +327,19 @@ def test_ce_with_non_softmax_output_is_rejected():
     net = MLP([6, 5, 3], activation="relu", output="sigmoid", dtype="float32", seed=0)
     with pytest.raises(ValueError, match="softmax"):
         _train(net, X, y, loss="ce")
+
+
+def test_validation_of_the_wrong_width_is_rejected():
+    X, y = _blobs(n=20)
+    Xv, yv = _blobs(n=10, d=5)
+    net = MLP([6, 5, 3], activation="relu", output="softmax", dtype="float32", seed=0)
+    with pytest.raises(ValueError, match="validation|X"):
+        _train(net, X, y, validation=(Xv, yv))
+
+
+def test_verbose_training_reports_progress(capsys):
+    X, y = _blobs(n=20)
+    net = MLP([6, 5, 3], activation="relu", output="softmax", dtype="float32", seed=0)
+    _train(net, X, y, epochs=2, verbose=True)
+    out = capsys.readouterr()
+    assert (out.out + out.err).strip(), "verbose=True printed nothing"
