@@ -207,3 +207,23 @@ def test_deeper_network_gradients(fm):
     rW, rb = ref.gradients(W, b, X, y, "tanh", "softmax", "ce")
     for got, want in zip(dW + db, rW + rb):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-13)
+
+
+def test_ce_with_float_targets_not_summing_to_one(fm):
+    """c = -sum_i y_i log yhat_i for any float target rows: its gradient is
+    delta^L = yhat sum_i y_i - y, which is yhat - y only when the row sums to 1.  Either the
+    gradients agree with finite differences of the loss, or such targets are rejected."""
+    W, b, X, _ = make_problem(41, "tanh", "softmax", "float")
+    y = np.random.default_rng(42).uniform(0.1, 1.0, (N_SAMPLES, SIZES[-1]))   # rows sum to ~2
+    try:
+        net = fm.MLP.from_weights(W, b, activation="tanh", output="softmax", dtype="float64")
+        dW, db = net.gradients(X, y, loss="ce")
+    except ValueError:
+        return                                   # rejecting unnormalised targets is fine
+    rW, rb = ref.gradients(W, b, X, y, "tanh", "softmax", "ce")
+    assert float(net.loss(X, y, loss="ce")) == pytest.approx(
+        ref.cost(W, b, X, y, "tanh", "softmax", "ce"), rel=1e-12)
+    for got, want in zip(dW + db, rW + rb):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-13,
+                                   err_msg="gradients are not those of the loss for CE targets "
+                                           "whose rows do not sum to 1")
