@@ -14,8 +14,7 @@ import click
 import numpy as np
 
 from . import __version__
-from .errors import CheckpointError, DataError, DivergenceError
-from .cli import one_line
+from .errors import DataError, DivergenceError
 
 MATPLOTLIB_MISSING = "matplotlib is not installed: pip install 'fastmlp[plot]'"
 WORKQUEUE_WARNING = ("Numba's threading layer is 'workqueue': each parallel region costs 45-90 us "
@@ -27,6 +26,10 @@ RESUME_FIXED = ("hidden", "activation", "output", "dtype", "loss", "optimizer", 
 
 
 # -- small helpers --------------------------------------------------------------------------------
+
+def one_line(text):
+    return " ".join(str(text).split())
+
 
 def _option_name(name):
     return "--" + name.replace("_", "-")
@@ -207,11 +210,13 @@ class Progress:
             return
         self.last = now
         frac = info["done"] / info["total"] if info["total"] else 1.0
-        filled = int(round(frac * self.BAR))
-        text = (f"epoch {info['epoch']}/{info['epochs']} [{'#' * filled}{'-' * (self.BAR - filled)}] "
-                f"{info['done']:,}/{info['total']:,}  loss {info['loss']:.4f}  "
-                f"acc {100 * info['accuracy']:.2f}%  {info['samples_per_second']:,.0f} samples/s")
+        head = f"epoch {info['epoch']}/{info['epochs']} "
+        tail = (f" {info['done']:,}/{info['total']:,} loss {info['loss']:.4f} "
+                f"acc {100 * info['accuracy']:.2f}% {info['samples_per_second']:,.0f} samples/s")
         width = shutil.get_terminal_size((80, 24)).columns
+        bar = max(8, min(self.BAR, width - 1 - len(head) - len(tail) - 2))
+        filled = int(frac * bar)
+        text = f"{head}[{'#' * filled}{'-' * (bar - filled)}]{tail}"
         self.stream.write("\r" + text[:max(width - 1, 10)] + "\x1b[K")
         self.stream.flush()
         self.shown = True
@@ -371,6 +376,7 @@ def train(ctx, data, data_dir, hidden, activation, output, loss, dtype, epochs, 
 
     progress = Progress(quiet)
     epochs_before = trainer.epoch
+    saved_epoch = [None]  # the epoch of the last checkpoint written by this run
 
     def callback(info):
         if not info["end_of_epoch"]:
@@ -378,6 +384,13 @@ def train(ctx, data, data_dir, hidden, activation, output, loss, dtype, epochs, 
             return
         row = info["row"]
         progress.epoch_end(row, info["epochs"])
+        if not np.isfinite(net.params).all():
+            # The last update of the epoch overflowed; the loss (measured before each update) was
+            # still finite, so fit() did not notice. Stop here rather than save unusable parameters.
+            steps = -(-n // trainer.batch_size)
+            raise DivergenceError(f"training diverged: the parameters became NaN or infinite at epoch "
+                                  f"{row['epoch']}, step {steps} (the last of the epoch); try a lower "
+                                  f"learning rate than {trainer.lr:g}", epoch=row["epoch"], step=steps)
         if metrics:
             record = {key: row[key] for key in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy",
                                                 "seconds", "samples_per_second")}
@@ -385,6 +398,7 @@ def train(ctx, data, data_dir, hidden, activation, output, loss, dtype, epochs, 
             _append_jsonl(metrics, record)
         if save:
             trainer.save_checkpoint(save, extra_meta=extra_meta)
+            saved_epoch[0] = trainer.epoch
 
     try:
         trainer.fit(X, y, epochs, validation=validation, verbose=False, callback=callback,
@@ -395,9 +409,9 @@ def train(ctx, data, data_dir, hidden, activation, output, loss, dtype, epochs, 
     except DivergenceError as e:
         progress.close()
         kept = ""
-        if save and os.path.exists(save) and trainer.epoch > epochs_before:
-            kept = f"; {save} holds the checkpoint of epoch {trainer.epoch}"
-        elif save and resume and os.path.abspath(save) == os.path.abspath(resume):
+        if save and saved_epoch[0] is not None:
+            kept = f"; {save} holds the checkpoint of epoch {saved_epoch[0]}"
+        elif save and os.path.exists(save):
             kept = f"; {save} was left as it was"
         raise click.ClickException(one_line(e) + " (--lr)" + kept) from None
     finally:
@@ -441,7 +455,7 @@ def train(ctx, data, data_dir, hidden, activation, output, loss, dtype, epochs, 
     if as_json:
         _print_json(result)
         return
-    if trainer.epoch == epochs_before and resume:
+    if resume and trainer.epoch == epochs_before:
         click.echo(f"the checkpoint has completed all {trainer.epoch} epochs: nothing to train (give a "
                    f"larger --epochs to continue)")
     if last["loss"] is not None:
