@@ -105,6 +105,11 @@ def _canonical(name):
     return name.strip().lower().replace("_", "-")
 
 
+def _dataset_label(data):
+    """A known name in its canonical spelling, or the absolute path of a file or directory."""
+    return _canonical(data) if _is_known(data) else os.path.abspath(os.path.expanduser(data))
+
+
 def has_test_split(data):
     """Whether `data` (a known name or a path) has a test split of its own."""
     if _is_known(data):
@@ -293,9 +298,8 @@ def train(ctx, data, data_dir, hidden, activation, output, loss, dtype, epochs, 
         seed, val_split = trainer.seed, saved["val_split"]
         if data is None:
             data = run.get("dataset") or datasets.DEFAULT
-        elif run.get("dataset") and data != run.get("dataset") and not (
-                _is_known(data) and _canonical(data) == _canonical(str(run.get("dataset")))):
-            note(f"the checkpoint was trained on {run.get('dataset')}; continuing on {data}")
+        elif run.get("dataset") and _dataset_label(data) != _dataset_label(str(run["dataset"])):
+            note(f"the checkpoint was trained on {run['dataset']}; continuing on {data}")
         if data_dir is None:
             data_dir = run.get("data_dir")
         saved_threads = run.get("threads")
@@ -352,8 +356,7 @@ def train(ctx, data, data_dir, hidden, activation, output, loss, dtype, epochs, 
         trainer = Trainer(net, optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
                           loss=loss, batch_size=batch_size, seed=seed, threads=threads)
 
-    dataset_label = data if _is_known(data) else os.path.abspath(os.path.expanduser(data))
-    run_meta = {"dataset": _canonical(data) if _is_known(data) else dataset_label,
+    run_meta = {"dataset": _dataset_label(data),
                 "data_dir": os.path.abspath(os.path.expanduser(data_dir)) if data_dir else None,
                 "val_split": val_split, "epochs": epochs, "threads": trainer.threads,
                 "input_dtype": X.dtype.name, "fastmlp_version": __version__}
@@ -444,6 +447,9 @@ def train(ctx, data, data_dir, hidden, activation, output, loss, dtype, epochs, 
         "val_loss": last["val_loss"], "val_accuracy": last["val_accuracy"],
         "test_loss": test_loss, "test_accuracy": test_accuracy,
         "seconds": seconds, "samples_per_second": trained / seconds if seconds > 0 else 0.0,
+        # epoch 1 includes compiling (or loading) the kernels
+        "samples_per_second_after_epoch_1": (n * (len(h["seconds"]) - 1) / sum(h["seconds"][1:])
+                                             if len(h["seconds"]) > 1 and sum(h["seconds"][1:]) > 0 else None),
         "wall_seconds": time.perf_counter() - wall0,
         "n_train": n, "n_val": n_val, "n_test": n_test,
         "sizes": net.sizes, "activation": net.activation, "output": net.output, "dtype": net.dtype.name,
@@ -459,8 +465,10 @@ def train(ctx, data, data_dir, hidden, activation, output, loss, dtype, epochs, 
         click.echo(f"the checkpoint has completed all {trainer.epoch} epochs: nothing to train (give a "
                    f"larger --epochs to continue)")
     if last["loss"] is not None:
-        click.echo(f"trained {trainer.epoch} epochs of {n:,} samples: {seconds:.2f} s of training, "
-                   f"{result['samples_per_second']:,.0f} samples/s")
+        speed = f"{result['samples_per_second']:,.0f} samples/s"
+        if result["samples_per_second_after_epoch_1"]:
+            speed += f"; {result['samples_per_second_after_epoch_1']:,.0f} from epoch 2 on"
+        click.echo(f"trained {trainer.epoch} epochs of {n:,} samples: {seconds:.2f} s of training ({speed})")
         text = f"train loss {last['loss']:.4f}  accuracy {_pct(last['accuracy'])}"
         if last["val_loss"] is not None:
             text += f"  |  validation loss {last['val_loss']:.4f}  accuracy {_pct(last['val_accuracy'])}"
@@ -844,16 +852,21 @@ def _threading_layer():
 
 
 def _numba_cache_dir():
+    """Where Numba caches fastmlp's compiled kernels, and why there."""
     env = os.environ.get("NUMBA_CACHE_DIR")
+    in_tree = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")
     try:
         from . import _kernels
-        path = _kernels._train_steps._cache._cache_path  # where Numba actually caches fastmlp's kernels
-        origin = "NUMBA_CACHE_DIR" if env else "Numba's choice for fastmlp's kernels"
-        return str(path), origin
+        path = str(_kernels._train_steps._cache._cache_path)  # Numba's own choice (a private attribute)
     except Exception:
-        if env:
-            return env, "NUMBA_CACHE_DIR"
-        return os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__"), "next to the package"
+        path = env or in_tree
+    if env:
+        origin = "NUMBA_CACHE_DIR"
+    elif os.path.abspath(path) == in_tree:
+        origin = "next to the package"
+    else:
+        origin = "user-wide: the package directory is not writable"
+    return path, origin
 
 
 def info(as_json):

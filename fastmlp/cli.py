@@ -271,7 +271,8 @@ DATA is a known data set (`fastmlp datasets list`) or a file: .npz with arrays X
 optionally X_test, y_test), .csv with the label in the first column (or the column named
 `label`), or a directory of IDX files.
 
-Progress: a bar on a terminal (stderr) and one line per epoch (stdout); --quiet shows neither.
+Progress: a bar on a terminal (stderr) and one line per epoch (stdout); --quiet shows neither
+(only the results).
 --save writes a checkpoint at the end of every epoch. Ctrl-C stops after the current chunk of
 minibatches, saves the checkpoint (with --save) and exits with status 130.
 
