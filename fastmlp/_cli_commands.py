@@ -46,8 +46,19 @@ def _note(message, quiet=False):
         click.echo(f"note: {one_line(message)}", err=True)
 
 
+def _json_safe(obj):
+    """obj with NaN and infinities as None (strict JSON has no such numbers)."""
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {key: _json_safe(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(value) for value in obj]
+    return obj
+
+
 def _print_json(obj):
-    click.echo(json.dumps(obj, allow_nan=False))
+    click.echo(json.dumps(_json_safe(obj), allow_nan=False))
 
 
 def _pct(x):
@@ -240,7 +251,7 @@ class Progress:
 
 
 def _append_jsonl(path, obj):
-    line = json.dumps(obj, allow_nan=False) + "\n"
+    line = json.dumps(_json_safe(obj), allow_nan=False) + "\n"
     with open(path, "a", encoding="utf-8") as f:
         f.write(line)
 

@@ -94,8 +94,12 @@ class FastMLPGroup(click.Group):
         prog_name = prog_name or "fastmlp"
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        no_args_is_help = getattr(click.exceptions, "NoArgsIsHelpError", ())
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except no_args_is_help as e:  # `fastmlp` or `fastmlp datasets` alone: the help, as click shows it
+            e.show()
+            sys.exit(e.exit_code)
         except click.UsageError as e:
             hint = ""
             if e.ctx is not None and "see `" not in e.format_message():

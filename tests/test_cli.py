@@ -106,6 +106,13 @@ def test_every_command_has_help_with_an_example(command):
     assert "fastmlp " + " ".join(command) in out
 
 
+def test_a_group_without_a_command_shows_its_help():
+    for group in ([], ["datasets"]):
+        result = invoke(*group, code=2)
+        assert result.stderr.startswith(f"Usage: {' '.join(['fastmlp'] + group)} [OPTIONS] COMMAND")
+        assert "Commands:" in result.stderr and "Error" not in result.stderr
+
+
 def test_help_is_instant_and_imports_neither_numpy_nor_numba():
     code = (
         "import json, sys, time\n"
