@@ -1,0 +1,345 @@
+"""Throughput benchmark: fastmlp against a vectorised NumPy trainer or PyTorch on the CPU.
+
+    from fastmlp import bench
+    bench.run(hidden=(100,), batch_size=32, threads=2, vs="torch")
+
+All trainers run plain minibatch SGD with softmax + cross-entropy on the same MNIST-shaped data
+(uint8 pixels scaled by 1/255, 10 classes), from the same initial weights, for one epoch after a
+warm-up (compilation, first-touch of memory), and are compared as samples per second measured in
+the same process. GFLOP/s count the useful arithmetic of a training sample: forward pass, weight
+gradients and the deltas of the hidden layers (2 flops per multiply-add; no input gradient).
+`matmul_gflops` is the float32 2048x2048 matmul rate of NumPy's BLAS on this machine, the practical
+ceiling (OpenBLAS follows OPENBLAS_NUM_THREADS, set before NumPy is imported).
+
+Importing this module imports neither Numba nor PyTorch (nor click): they load when used.
+"""
+import time
+
+import numpy as np
+
+from .errors import FastMLPError
+
+N_INPUT = 784
+N_CLASSES = 10
+TORCH_MISSING = "PyTorch is not installed: pip install 'fastmlp[torch]' (or pip install torch==2.13.0)"
+VS_CHOICES = ("numpy", "torch")
+LR = 0.05
+
+
+def sizes_of(hidden, n_input=N_INPUT, n_classes=N_CLASSES):
+    return [int(n_input)] + [int(h) for h in hidden] + [int(n_classes)]
+
+
+def flops_per_sample(sizes):
+    """Forward (2 per weight) + weight gradient (2 per weight) + delta of every hidden layer
+    (2 per weight of the layer above it); the input gradient is not needed and not counted."""
+    weights = [sizes[l] * sizes[l - 1] for l in range(1, len(sizes))]
+    return 4 * sum(weights) + 2 * sum(weights[1:])
+
+
+def make_data(n_samples=60000, seed=0, n_input=N_INPUT, n_classes=N_CLASSES):
+    """MNIST-shaped data: uint8 pixels (uniform random) and int64 labels."""
+    rng = np.random.default_rng(seed)
+    X = rng.integers(0, 256, size=(n_samples, n_input), dtype=np.uint8)
+    y = rng.integers(0, n_classes, size=n_samples).astype(np.int64)
+    return X, y
+
+
+def matmul_gflops(n=2048, repeats=5):
+    """Best-of float32 (n x n) @ (n x n) rate of NumPy's BLAS, in GFLOP/s."""
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    b = np.random.default_rng(1).standard_normal((n, n)).astype(np.float32)
+    np.matmul(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        np.matmul(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n ** 3 / best / 1e9
+
+
+def _init_weights(sizes, seed):
+    from .model import MLP
+    net = MLP(sizes, activation="relu", output="softmax", dtype="float32", seed=seed)
+    return net, [W.copy() for W in net.weights], [b.copy() for b in net.biases]
+
+
+# ---------------------------------------------------------------------------------------------
+# The trainers. Each returns (seconds of the timed epoch, final weights, final biases).
+# ---------------------------------------------------------------------------------------------
+
+def train_fastmlp(X, y, sizes, batch_size, threads, epochs=1, seed=0, lr=LR, warmup=True):
+    from .training import Trainer
+    if warmup:  # compile (or load from the cache) and start the thread pool
+        wnet, _, _ = _init_weights(sizes, seed)
+        m = min(X.shape[0], max(4 * batch_size, 256))
+        Trainer(wnet, lr=lr, batch_size=batch_size, seed=seed, threads=threads).fit(
+            X[:m], y[:m], 1, verbose=False)
+    net, _, _ = _init_weights(sizes, seed)
+    trainer = Trainer(net, optimizer="sgd", lr=lr, loss="ce", batch_size=batch_size, seed=seed,
+                      threads=threads)
+    t0 = time.perf_counter()
+    trainer.fit(X, y, epochs, verbose=False)
+    seconds = time.perf_counter() - t0
+    return seconds, [W.copy() for W in net.weights], [b.copy() for b in net.biases]
+
+
+def _numpy_epoch(X, y, Ws, bs, order, batch_size, lr):
+    L = len(Ws)
+    lr = np.float32(lr)
+    inv255 = np.float32(1.0 / 255.0)
+    for s0 in range(0, order.shape[0], batch_size):
+        idx = order[s0:s0 + batch_size]
+        n = idx.shape[0]
+        acts = [X[idx].astype(np.float32) * inv255]
+        for l in range(L):
+            z = acts[-1] @ Ws[l].T
+            z += bs[l]
+            if l < L - 1:
+                np.maximum(z, 0, out=z)
+            acts.append(z)
+        z = acts[-1]
+        z -= z.max(axis=1, keepdims=True)
+        np.exp(z, out=z)
+        z /= z.sum(axis=1, keepdims=True)
+        delta = z
+        delta[np.arange(n), y[idx]] -= 1
+        delta *= np.float32(1.0 / n)
+        for l in range(L - 1, -1, -1):
+            a_prev = acts[l]
+            dW = delta.T @ a_prev
+            db = delta.sum(axis=0)
+            if l > 0:
+                delta = (delta @ Ws[l]) * (a_prev > 0)
+            Ws[l] -= lr * dW
+            bs[l] -= lr * db
+
+
+def train_numpy(X, y, sizes, batch_size, threads=None, epochs=1, seed=0, lr=LR, warmup=True):
+    """A vectorised NumPy trainer (BLAS matmuls): the same SGD, initial weights and sample order."""
+    _, Ws, bs = _init_weights(sizes, seed)
+    if warmup:
+        wW, wb = [W.copy() for W in Ws], [b.copy() for b in bs]
+        m = min(X.shape[0], max(4 * batch_size, 256))
+        _numpy_epoch(X, y, wW, wb, np.arange(m), batch_size, lr)
+    rng = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+    for _ in range(epochs):
+        _numpy_epoch(X, y, Ws, bs, rng.permutation(X.shape[0]), batch_size, lr)
+    return time.perf_counter() - t0, Ws, bs
+
+
+def _import_torch():
+    try:
+        import torch
+    except ImportError:
+        raise FastMLPError(TORCH_MISSING) from None
+    return torch
+
+
+def train_torch(X, y, sizes, batch_size, threads, epochs=1, seed=0, lr=LR, warmup=True):
+    """PyTorch CPU: nn.Sequential of Linear/ReLU, CrossEntropyLoss, SGD, manual batching."""
+    torch = _import_torch()
+    torch.set_num_threads(threads)
+    _, Ws, bs = _init_weights(sizes, seed)
+    layers = []
+    for l in range(len(Ws)):
+        lin = torch.nn.Linear(sizes[l], sizes[l + 1])
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(Ws[l]))
+            lin.bias.copy_(torch.from_numpy(bs[l]))
+        layers.append(lin)
+        if l < len(Ws) - 1:
+            layers.append(torch.nn.ReLU())
+    model = torch.nn.Sequential(*layers)
+    saved = [p.detach().clone() for p in model.parameters()]
+    loss_fn = torch.nn.CrossEntropyLoss()
+    Xt = torch.from_numpy(X)
+    yt = torch.from_numpy(y)
+
+    def epoch(order, opt):
+        for s0 in range(0, order.shape[0], batch_size):
+            idx = order[s0:s0 + batch_size]
+            xb = Xt[idx].float().mul_(1.0 / 255.0)
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(xb), yt[idx])
+            loss.backward()
+            opt.step()
+
+    if warmup:
+        m = min(X.shape[0], max(4 * batch_size, 256))
+        epoch(torch.arange(m), torch.optim.SGD(model.parameters(), lr=lr))
+        with torch.no_grad():
+            for p, s in zip(model.parameters(), saved):
+                p.copy_(s)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    rng = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+    for _ in range(epochs):
+        epoch(torch.from_numpy(rng.permutation(X.shape[0])), opt)
+    seconds = time.perf_counter() - t0
+    params = [p.detach().numpy().copy() for p in model.parameters()]
+    return seconds, params[0::2], params[1::2]
+
+
+def threading_layer():
+    import numba
+    try:
+        return numba.threading_layer()
+    except ValueError:  # no parallel region has run yet
+        return None
+
+
+TRAINERS = {"fastmlp": "train_fastmlp", "numpy": "train_numpy", "torch": "train_torch"}
+
+
+def measure(trainer, hidden=(100,), batch_size=32, threads=2, n_samples=60000, epochs=1, seed=0):
+    """Samples/s of one trainer, in this process (see measure_isolated)."""
+    sizes = sizes_of(hidden)
+    X, y = make_data(n_samples, seed)
+    fn = globals()[TRAINERS[trainer]]
+    seconds, _, _ = fn(X, y, sizes, batch_size, threads, epochs, seed)
+    return {"seconds": seconds, "samples_per_second": n_samples * epochs / seconds,
+            "threading_layer": threading_layer() if trainer == "fastmlp" else None}
+
+
+def _child_env(threads):
+    import os
+    env = dict(os.environ)
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        env[var] = str(threads)
+    return env
+
+
+def _in_subprocess(payload, threads):
+    import json
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-m", "fastmlp.bench", json.dumps(payload)], env=_child_env(threads),
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        raise FastMLPError(f"benchmark subprocess failed: {lines[-1] if lines else proc.returncode}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def measure_isolated(trainer, hidden=(100,), batch_size=32, threads=2, n_samples=60000, epochs=1, seed=0):
+    """measure() in a fresh Python process with every thread pool (Numba's OpenMP, OpenBLAS, PyTorch's
+    OpenMP) sized to `threads`: two OpenMP runtimes in one process spin against each other, and a
+    trainer measured after another would pay for the other's idle threads."""
+    return _in_subprocess({"what": "measure", "trainer": trainer, "hidden": list(hidden),
+                           "batch_size": batch_size, "threads": threads, "n_samples": n_samples,
+                           "epochs": epochs, "seed": seed}, threads)
+
+
+def matmul_gflops_isolated(threads):
+    return _in_subprocess({"what": "matmul"}, threads)["gflops"]
+
+
+def run(hidden=(100,), batch_size=32, threads=2, vs="numpy", n_samples=60000, epochs=1, seed=0,
+        matmul=True, isolated=True):
+    """One side-by-side measurement; returns a dict of the figures (see the module docstring).
+    Each trainer (and the matmul) runs in its own subprocess unless isolated=False."""
+    if vs not in VS_CHOICES:
+        raise FastMLPError(f"vs: got {vs!r}, expected one of {', '.join(VS_CHOICES)}")
+    if vs == "torch":
+        _import_torch()  # fail before the long part
+    hidden = (hidden,) if isinstance(hidden, int) else tuple(int(h) for h in hidden)
+    sizes = sizes_of(hidden)
+    fps = flops_per_sample(sizes)
+    how = measure_isolated if isolated else measure
+    args = dict(hidden=hidden, batch_size=batch_size, threads=threads, n_samples=n_samples, epochs=epochs,
+                seed=seed)
+    f = how("fastmlp", **args)
+    r = how(vs, **args)
+    if matmul:
+        mm = matmul_gflops_isolated(threads) if isolated else matmul_gflops()
+    else:
+        mm = float("nan")
+    f_sps = f["samples_per_second"]
+    r_sps = r["samples_per_second"]
+    f_gf = f_sps * fps / 1e9
+    return {
+        "network": "-".join(str(s) for s in sizes),
+        "batch_size": batch_size,
+        "threads": threads,
+        "vs": vs,
+        "n_samples": n_samples,
+        "epochs": epochs,
+        "fastmlp_seconds": f["seconds"],
+        "reference_seconds": r["seconds"],
+        "fastmlp_samples_per_second": f_sps,
+        "reference_samples_per_second": r_sps,
+        "ratio": f_sps / r_sps,
+        "flops_per_sample": fps,
+        "fastmlp_gflops": f_gf,
+        "reference_gflops": r_sps * fps / 1e9,
+        "matmul_gflops": mm,
+        "fastmlp_share_of_matmul": f_gf / mm,
+        "threading_layer": f["threading_layer"] if isolated else threading_layer(),
+    }
+
+
+def format_result(r):
+    return "\n".join([
+        f"network {r['network']}  batch {r['batch_size']}  threads {r['threads']}  "
+        f"{r['n_samples']} samples x {r['epochs']} epoch(s)  threading layer {r['threading_layer']}",
+        f"fastmlp   {r['fastmlp_samples_per_second']:>12,.0f} samples/s  {r['fastmlp_gflops']:7.1f} GFLOP/s  "
+        f"({100 * r['fastmlp_share_of_matmul']:.0f}% of matmul {r['matmul_gflops']:.0f} GFLOP/s)",
+        f"{r['vs']:<9} {r['reference_samples_per_second']:>12,.0f} samples/s  {r['reference_gflops']:7.1f} GFLOP/s",
+        f"ratio     {r['ratio']:.2f}x",
+    ])
+
+
+def register(group):
+    """Add the `bench` command to a click group (the fastmlp CLI)."""
+    import click
+
+    @group.command("bench")
+    @click.option("--hidden", default="100", show_default=True,
+                  help="Hidden layer sizes, comma-separated (e.g. 512,512).")
+    @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
+    @click.option("--threads", default=2, show_default=True, type=click.IntRange(1))
+    @click.option("--vs", "vs", default="numpy", show_default=True, type=click.Choice(VS_CHOICES))
+    @click.option("--samples", "samples", default=60000, show_default=True, type=click.IntRange(1),
+                  help="Training samples (MNIST-shaped random data).")
+    @click.option("--epochs", default=1, show_default=True, type=click.IntRange(1))
+    @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+    def bench(hidden, batch_size, threads, vs, samples, epochs, as_json):
+        """Compare fastmlp's training throughput with NumPy or PyTorch."""
+        import json
+        try:
+            layers = tuple(int(h) for h in str(hidden).replace(" ", "").split(",") if h)
+            if not layers or min(layers) < 1:
+                raise ValueError
+        except ValueError:
+            raise click.BadParameter(f"got {hidden!r}, expected positive integers like 100 or 512,512",
+                                     param_hint="--hidden") from None
+        try:
+            import numba
+            if threads > numba.config.NUMBA_NUM_THREADS:
+                raise click.BadParameter(f"got {threads}, at most {numba.config.NUMBA_NUM_THREADS} "
+                                         "(NUMBA_NUM_THREADS)", param_hint="--threads")
+            r = run(hidden=layers, batch_size=batch_size, threads=threads, vs=vs, n_samples=samples,
+                    epochs=epochs)
+        except FastMLPError as e:
+            raise click.ClickException(str(e)) from None
+        click.echo(json.dumps(r, indent=2) if as_json else format_result(r))
+
+    return bench
+
+
+def _main(argv):
+    import json
+    payload = json.loads(argv[0])
+    if payload.pop("what") == "matmul":
+        out = {"gflops": matmul_gflops()}
+    else:
+        payload["hidden"] = tuple(payload["hidden"])
+        out = measure(**payload)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    import sys
+    _main(sys.argv[1:])
