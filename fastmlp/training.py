@@ -163,6 +163,7 @@ class Trainer:
         losses = np.zeros(self.batch_size)
         stats = np.zeros((chunk // self.batch_size + 1, 2))
         self._stop = False
+        self.compile_seconds = self._compile(data, ws, losses, stats)
         old_handler = None
         if handle_interrupt and threading.current_thread() is threading.main_thread():
             old_handler = signal.signal(signal.SIGINT, lambda *_: self.request_stop())
@@ -174,6 +175,14 @@ class Trainer:
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
         return self.history
+
+    def _compile(self, data, ws, losses, stats):
+        """Compile (or load from Numba's cache) the training kernels with a call that trains on no
+        sample, so that the first epoch's time and samples/s measure training alone."""
+        t0 = time.perf_counter()
+        with thread_count(self.threads):
+            self._steps(data, np.zeros(0, dtype=np.int64), ws, losses, stats)
+        return time.perf_counter() - t0
 
     def _run_epoch(self, data, n, chunk, ws, losses, stats, epochs, val, verbose, callback):
         if self.position == 0:
@@ -188,7 +197,9 @@ class Trainer:
             backup = (self.net.params.copy(), self.m.copy(), self.v.copy())
             done = self._steps(data, order[start:stop], ws, losses, stats)
             nsteps = -(-(stop - start) // self.batch_size)
-            if done < nsteps:
+            # The loss is measured before each update, so an update that overflows the parameters
+            # shows up only at the next step: check them too, before the next chunk backs them up.
+            if done < nsteps or not np.isfinite(self.net.params).all():
                 self._diverged(data, order[start:stop], ws, losses, stats, backup, start, done)
             self.partial["seconds"] += time.perf_counter() - t0
             self.partial["loss_sum"] += float(stats[:nsteps, 0].sum())
@@ -234,19 +245,25 @@ class Trainer:
                 "samples_per_second": done / secs if secs > 0 else 0.0, "end_of_epoch": False}
 
     def _diverged(self, data, order, ws, losses, stats, backup, start, done):
-        """A minibatch loss was NaN or inf: keep the last finite parameters and raise."""
-        bad_loss = stats[done, 0]
-        if not np.isfinite(self.net.params).all():
-            # The update before the bad step made the parameters non-finite: replay up to it.
+        """A minibatch loss, or the parameters after an update, became NaN or inf: put back the last
+        finite parameters (replaying the chunk from its backup when needed) and raise."""
+        finite = np.isfinite(self.net.params).all()
+        if finite:
+            what = f"the loss became {stats[done, 0]}"
+            step = done + 1
+        else:
+            # Update number `done` (1-based in this chunk) made the parameters non-finite.
+            what = "the parameters became NaN or infinite"
+            step = done
             self.net.params[...], self.m[...], self.v[...] = backup
             if done > 1:
                 self._steps(data, order[:(done - 1) * self.batch_size], ws, losses, stats)
             if not np.isfinite(self.net.params).all():
                 self.net.params[...], self.m[...], self.v[...] = backup
-        step = start // self.batch_size + done + 1
+        step += start // self.batch_size
         raise DivergenceError(
-            f"training diverged: the loss became {bad_loss} at epoch {self.epoch + 1}, step {step}; "
-            f"the model keeps its last finite parameters; try a lower learning rate than {self.lr:g}",
+            f"training diverged: {what} at epoch {self.epoch + 1}, step {step}; the model keeps its last "
+            f"finite parameters; try a lower learning rate than {self.lr:g}",
             epoch=self.epoch + 1, step=step)
 
     # -- checkpoints ----------------------------------------------------------------------------

@@ -343,3 +343,25 @@ def test_verbose_training_reports_progress(capsys):
     _train(net, X, y, epochs=2, verbose=True)
     out = capsys.readouterr()
     assert (out.out + out.err).strip(), "verbose=True printed nothing"
+
+
+def test_an_update_that_overflows_the_parameters_is_caught_in_the_same_epoch():
+    # One full-batch step per epoch: the loss before the update is finite, the update itself
+    # overflows float32 (lr * gradient > 3.4e38), and no later step of the epoch would notice.
+    X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float32) * 1000
+    y = np.array([0, 1, 1, 0])
+    net = fastmlp.MLP([2, 8, 2], activation="identity", output="identity", seed=0)
+    assert np.isfinite(net.loss(X, y, loss="mse"))
+    before = net.params.copy()
+    with pytest.raises(DivergenceError, match=r"parameters became NaN or infinite at epoch 1, step 1") as info:
+        fastmlp.train(net, X, y, epochs=3, batch_size=4, lr=1e38, loss="mse", verbose=False, threads=1)
+    assert (info.value.epoch, info.value.step) == (1, 1)
+    assert np.array_equal(net.params, before)      # the last finite parameters: the initial ones
+
+
+def test_compilation_is_kept_out_of_the_first_epochs_time():
+    X = np.random.default_rng(0).random((64, 3)).astype(np.float32)
+    trainer = fastmlp.Trainer(fastmlp.MLP([3, 4, 2], seed=0), batch_size=8, threads=1)
+    trainer.fit(X, np.arange(64) % 2, 1, verbose=False)
+    assert trainer.compile_seconds >= 0
+    assert trainer.history["seconds"][0] > 0
