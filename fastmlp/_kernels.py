@@ -240,10 +240,11 @@ def _dense_forward(W, b, a_prev, out, code, nthreads):
     N = W.shape[0]
     T = _region_threads(n * N * M, nthreads)
     if T == 1:
-        _dense_forward_rows(W, b, a_prev, out, code, 0, N)
+        j0, j1 = _chunk(N, T - 1, T)
+        _dense_forward_rows(W, b, a_prev, out, code, j0, j1)
     else:
         for t in prange(T):
-            j0, j1 = _chunk(N, t, T)
+            j0, j1 = _chunk(N, np.int64(t), T)
             _dense_forward_rows(W, b, a_prev, out, code, j0, j1)
 
 
@@ -631,10 +632,11 @@ def _accumulate_gradients(delta, a_prev, dW, db, nthreads):
     N = dW.shape[0]
     T = _region_threads(n * N * M, nthreads)
     if T == 1:
-        _weight_grad_rows(delta, a_prev, dW, db, 0, N, True)
+        j0, j1 = _chunk(N, T - 1, T)
+        _weight_grad_rows(delta, a_prev, dW, db, j0, j1, True)
     else:
         for t in prange(T):
-            j0, j1 = _chunk(N, t, T)
+            j0, j1 = _chunk(N, np.int64(t), T)
             _weight_grad_rows(delta, a_prev, dW, db, j0, j1, True)
 
 
@@ -645,10 +647,11 @@ def _delta_backward(W_next, delta_next, z, code, delta, nthreads):
     M = W_next.shape[1]
     T = _region_threads(n * N * M, nthreads)
     if T == 1:
-        _delta_backward_cols(W_next, delta_next, z, code, False, delta, 0, M)
+        i0, i1 = _chunk_aligned(M, T - 1, T)
+        _delta_backward_cols(W_next, delta_next, z, code, False, delta, i0, i1)
     else:
         for t in prange(T):
-            i0, i1 = _chunk_aligned(M, t, T)
+            i0, i1 = _chunk_aligned(M, np.int64(t), T)
             _delta_backward_cols(W_next, delta_next, z, code, False, delta, i0, i1)
 
 
@@ -742,10 +745,11 @@ def _forward_network(params, w_off, b_off, sizes, hidden, output, X, A, a_off, Z
         code = IDENTITY if l == L else hidden
         T = _region_threads(n * sizes[l] * sizes[l - 1], nthreads)
         if T == 1:
-            _dense_forward_rows(W, b, a_prev, out, code, 0, sizes[l])
+            j0, j1 = _chunk(sizes[l], T - 1, T)
+            _dense_forward_rows(W, b, a_prev, out, code, j0, j1)
         else:
             for t in prange(T):
-                j0, j1 = _chunk(sizes[l], t, T)
+                j0, j1 = _chunk(sizes[l], np.int64(t), T)
                 _dense_forward_rows(W, b, a_prev, out, code, j0, j1)
     AL = _rows(A, a_off, sizes, L, n)
     for s in range(n):
@@ -791,13 +795,9 @@ def _backward_network(params, grads, m, v, w_off, b_off, sizes, hidden, X, A, D,
     L = sizes.shape[0] - 1
     for l in range(L, 0, -1):
         T = _region_threads(n * sizes[l] * sizes[l - 1], nthreads)
-        if T == 1:
-            _backward_layer(0, 1, l, params, grads, m, v, w_off, b_off, sizes, hidden, X, A, D, a_off,
-                            n, accumulate, update, optimizer, hp, step)
-        else:
-            for t in prange(T):
-                _backward_layer(t, T, l, params, grads, m, v, w_off, b_off, sizes, hidden, X, A, D,
-                                a_off, n, accumulate, update, optimizer, hp, step)
+        for t in prange(T):
+            _backward_layer(np.int64(t), T, l, params, grads, m, v, w_off, b_off, sizes, hidden, X, A, D,
+                            a_off, n, accumulate, update, optimizer, hp, step)
 
 
 @_jit(parallel=True)
@@ -807,6 +807,8 @@ def _gather_rows(X, idx, divisor, out, nthreads):
     n, M = out.shape
     dt = out.dtype.type
     div = dt(divisor)
+    inv64 = 1.0 / divisor
+    exact_mul = divisor == 255.0 and X.itemsize == 1 and out.itemsize == 4  # uint8 -> float32
     T = _region_threads(n * M, nthreads)
     for t in prange(T):
         s0, s1 = _chunk(n, t, T)
@@ -816,6 +818,12 @@ def _gather_rows(X, idx, divisor, out, nthreads):
             if divisor == 1.0:
                 for k in range(M):
                     dst[k] = dt(src[k])
+            elif exact_mul:
+                # uint8 / 255 into float32: the float64 product rounded to float32 equals the correctly
+                # rounded quotient for all 256 byte values (checked exhaustively), and a multiply
+                # is several times cheaper than a vector division.
+                for k in range(M):
+                    dst[k] = dt(np.float64(src[k]) * inv64)
             else:
                 for k in range(M):
                     dst[k] = dt(src[k]) / div
@@ -829,6 +837,9 @@ def _all_finite(x):
     return True
 
 
+# The flags passed to _backward_network below are computed (n > 0 is True, n < 0 False) rather than
+# written as literals: Numba would compile a separate specialisation for Literal[bool] arguments,
+# about 10 s of extra compile time for each of _train_steps and _evaluate.
 @_jit()
 def _train_steps(params, grads, m, v, w_off, b_off, sizes, hidden, output, loss,
                  X, divisor, labels, targets, has_targets, order, batch_size, first_step,
@@ -862,7 +873,7 @@ def _train_steps(params, grads, m, v, w_off, b_off, sizes, hidden, output, loss,
         if not np.isfinite(total):
             return k
         _backward_network(params, grads, m, v, w_off, b_off, sizes, hidden, Xb, A, D, a_off, n,
-                          False, True, optimizer, hp, step0 + k, nthreads)
+                          n < 0, n > 0, optimizer, hp, step0 + k, nthreads)
     return nsteps
 
 
@@ -894,6 +905,6 @@ def _evaluate(params, grads, w_off, b_off, sizes, hidden, output, loss, X, divis
                                     idx, output, loss, scale, losses[start:stop])
             if want_grads:
                 _backward_network(params, grads, grads, grads, w_off, b_off, sizes, hidden, Xb, A, D,
-                                  a_off, n, True, False, SGD, hp, 1, nthreads)
+                                  a_off, n, n > 0, n < 0, SGD, hp, 1, nthreads)
         start = stop
     return correct
