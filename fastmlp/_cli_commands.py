@@ -14,6 +14,7 @@ import click
 import numpy as np
 
 from . import __version__
+from ._files import atomic_write
 from .errors import DataError, DivergenceError
 
 MATPLOTLIB_MISSING = "matplotlib is not installed: pip install 'fastmlp[plot]'"
@@ -819,15 +820,7 @@ def plot(metrics, out):
     dataset = rows[-1].get("dataset")
     if dataset:
         fig.suptitle(os.path.basename(str(dataset)))
-    fd, tmp = tempfile.mkstemp(prefix=".fastmlp-plot-", suffix="." + fmt, dir=os.path.dirname(full_out))
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format=fmt, dpi=100)
-        os.replace(tmp, full_out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(full_out, lambda tmp: fig.savefig(tmp, format=fmt, dpi=100))
     click.echo(f"wrote {out} ({len(rows)} epochs)")
 
 

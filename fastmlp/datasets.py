@@ -47,7 +47,6 @@ import http.client
 import os
 import socket
 import sys
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -55,6 +54,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _idx
+from ._files import atomic_savez, atomic_write
 from .errors import ChecksumError, DataError, DownloadError
 
 __all__ = [
@@ -374,38 +374,12 @@ def _load_synthetic(split, data_dir=None):
     X, y = _synthetic.generate(split)
     target = _target_dir("synthetic-digits", data_dir)
     try:
-        _atomic_savez(target / fname, X=X, y=y)
+        atomic_savez(target / fname, X=X, y=y)
     except OSError as e:
         warnings.warn(f"could not cache synthetic-digits in {target}: {e.strerror or e}; it will "
                       f"be generated again next time (set {ENV_DATA} or XDG_CACHE_HOME to a "
                       f"writable directory)", RuntimeWarning, stacklevel=3)
     return X, y
-
-
-def _atomic_savez(dest, **arrays):
-    """Write an uncompressed .npz to ``dest`` through a temporary file and ``os.replace``."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix="." + dest.name + ".", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        _publish(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def _publish(tmp, dest):
-    """Give a finished temporary file the usual permissions and rename it into place."""
-    try:
-        os.chmod(tmp, 0o644)
-    except OSError:
-        pass
-    os.replace(tmp, dest)
 
 
 def _load_path(p, split):
@@ -598,16 +572,10 @@ def _fetch(url, dest, size, md5, progress):
     import urllib.error
     import urllib.request
 
-    try:
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix="." + dest.name + ".", suffix=".part")
-    except OSError as e:
-        raise _FetchFailure(url, f"cannot write to {dest.parent}: {e.strerror or e}",
-                            write=True) from None
-    try:
-        out = os.fdopen(fd, "wb")
+    def write(tmp):
         got = 0
         digest = hashlib.md5()
-        with out:
+        with open(tmp, "wb") as out:
             try:
                 resp = urllib.request.urlopen(url, timeout=TIMEOUT)
             except urllib.error.HTTPError as e:
@@ -650,15 +618,12 @@ def _fetch(url, dest, size, md5, progress):
         if digest.hexdigest() != md5:
             raise _FetchFailure(url, f"md5 mismatch: got {digest.hexdigest()}, expected {md5}; "
                                      f"the file was deleted", checksum=True)
-        _publish(tmp, dest)
-        tmp = None
-        return dest
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+
+    try:
+        atomic_write(dest, write)
+    except OSError as e:
+        raise _FetchFailure(url, f"cannot write to {dest.parent}: {e.strerror or e}", write=True) from None
+    return dest
 
 
 class _NoBar:

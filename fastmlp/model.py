@@ -1,11 +1,11 @@
 """The multilayer perceptron: parameters in one flat buffer, W^l and b^l as views into it."""
 import json
 import os
-import tempfile
 
 import numpy as np
 
 from . import _checks
+from ._files import atomic_savez
 from .errors import CheckpointError
 
 FORMAT_VERSION = 1
@@ -243,27 +243,13 @@ class MLP:
             meta.update(extra_meta)
         arrays = {"params": self.params, "meta": np.array(json.dumps(meta))}
         arrays.update(extra_arrays or {})
-        atomic_savez(path, arrays)
+        atomic_savez(path, **arrays)
 
     @classmethod
     def load(cls, path):
         """A network saved by save() (or a training checkpoint). Never unpickles."""
         net, _, _ = load_npz(path)
         return net
-
-
-def atomic_savez(path, arrays):
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".fastmlp-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def load_npz(path):

@@ -4,8 +4,6 @@ The epoch's samples run through the kernel in chunks of whole minibatches (a few
 each), so Python regains control often enough to report progress and to stop cleanly on Ctrl-C,
 while the per-step work (forward, output delta, backward, update) never returns to Python.
 """
-import json
-import math
 import signal
 import threading
 import time

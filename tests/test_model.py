@@ -311,3 +311,14 @@ def test_errors_are_fastmlp_value_errors():
     """The package's own error classes are ValueErrors, as the API promises."""
     assert issubclass(errors.DataError, ValueError)
     assert issubclass(errors.DivergenceError, FloatingPointError)
+
+
+def test_saved_files_get_the_usual_permissions_not_mkstemps_0600(tmp_path):
+    import os
+    old = os.umask(0o022)
+    try:
+        MLP([3, 2], seed=0).save(tmp_path / "m.npz")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m.npz").stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]     # no temporary file left behind
