@@ -1,0 +1,131 @@
+"""fastmlp.bench: the throughput comparison (small runs only: figures are checked for sanity,
+never against timing thresholds)."""
+import builtins
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="module")
+def bench():
+    from fastmlp import bench
+    return bench
+
+
+def test_import_is_light():
+    code = ("import sys, fastmlp.bench; "
+            "print(json.dumps([m in sys.modules for m in ('numba', 'torch', 'click')]))")
+    out = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True,
+                         check=True)
+    assert json.loads(out.stdout) == [False, False, False]
+
+
+def test_flops_per_sample(bench):
+    assert bench.flops_per_sample([784, 100, 10]) == 319600
+    assert bench.flops_per_sample([784, 512, 512, 10]) == 3209216
+
+
+def test_make_data(bench):
+    X, y = bench.make_data(50)
+    assert X.shape == (50, 784) and X.dtype == np.uint8 and y.dtype == np.int64
+    assert 0 <= y.min() and y.max() <= 9
+    Xr, yr = bench.make_data(50, data="random")
+    assert Xr.shape == (50, 784) and Xr.dtype == np.uint8
+    from fastmlp.errors import FastMLPError
+    with pytest.raises(FastMLPError, match="data"):
+        bench.make_data(5, data="nope")
+
+
+@pytest.mark.parametrize("isolated", [False, True])
+def test_run_numpy_sane(bench, isolated):
+    r = bench.run(hidden=(16,), batch_size=32, threads=1, vs="numpy", n_samples=640, isolated=isolated)
+    for key in ("network", "batch_size", "threads", "vs", "fastmlp_samples_per_second",
+                "reference_samples_per_second", "ratio", "fastmlp_gflops", "reference_gflops",
+                "matmul_gflops", "fastmlp_share_of_matmul", "threading_layer"):
+        assert key in r
+    assert r["network"] == "784-16-10" and r["vs"] == "numpy" and r["threads"] == 1
+    for key in ("fastmlp_samples_per_second", "reference_samples_per_second", "fastmlp_gflops",
+                "matmul_gflops"):
+        assert math.isfinite(r[key]) and r[key] > 0
+    assert r["ratio"] == pytest.approx(r["fastmlp_samples_per_second"] / r["reference_samples_per_second"])
+    assert r["fastmlp_gflops"] == pytest.approx(r["fastmlp_samples_per_second"] * 4 * (784 * 16 + 160) / 1e9
+                                                + r["fastmlp_samples_per_second"] * 2 * 160 / 1e9)
+    assert r["threading_layer"] in ("omp", "tbb", "workqueue")
+    assert "fastmlp" in bench.format_result(r)
+
+
+def test_numpy_reference_trains_like_fastmlp(bench):
+    X, y = bench.make_data(203, seed=3)
+    sizes = [784, 20, 10]
+    _, W1, b1 = bench.train_fastmlp(X, y, sizes, 16, 1, warmup=False)
+    _, W2, b2 = bench.train_numpy(X, y, sizes, 16, 1, warmup=False)
+    for a, b in zip(W1 + b1, W2 + b2):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
+def test_torch_missing_is_a_clear_error(bench, monkeypatch):
+    real_import = builtins.__import__
+
+    def no_torch(name, *args, **kwargs):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("No module named 'torch'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_torch)
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    from fastmlp.errors import FastMLPError
+    with pytest.raises(FastMLPError) as info:
+        bench.run(hidden=(8,), batch_size=8, threads=1, vs="torch", n_samples=64)
+    assert str(info.value) == ("PyTorch is not installed: pip install 'fastmlp[torch]' "
+                               "(or pip install torch==2.13.0)")
+
+
+def test_bad_vs(bench):
+    from fastmlp.errors import FastMLPError
+    with pytest.raises(FastMLPError, match="vs"):
+        bench.run(vs="tensorflow", n_samples=10)
+
+
+def test_torch_trainer_if_installed(bench):
+    pytest.importorskip("torch")
+    X, y = bench.make_data(203, seed=3)
+    sizes = [784, 20, 10]
+    _, W1, b1 = bench.train_fastmlp(X, y, sizes, 16, 1, warmup=False)
+    _, W2, b2 = bench.train_torch(X, y, sizes, 16, 1, warmup=False)
+    for a, b in zip(W1 + b1, W2 + b2):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+
+
+def _cli():
+    try:
+        from fastmlp.cli import main
+    except ImportError:
+        pytest.skip("fastmlp.cli not available")
+    return main
+
+
+def test_cli_bench_json():
+    from click.testing import CliRunner
+    main = _cli()
+    result = CliRunner().invoke(main, ["bench", "--hidden", "16", "--batch-size", "32", "--threads", "1",
+                                       "--vs", "numpy", "--samples", "320", "--json"])
+    assert result.exit_code == 0, result.output
+    r = json.loads(result.output)
+    assert r["network"] == "784-16-10" and r["batch_size"] == 32 and r["n_samples"] == 320
+    assert r["fastmlp_samples_per_second"] > 0 and r["ratio"] > 0
+
+
+def test_cli_bench_text_and_errors():
+    from click.testing import CliRunner
+    main = _cli()
+    runner = CliRunner()
+    result = runner.invoke(main, ["bench", "--hidden", "8", "--threads", "1", "--samples", "128",
+                                  "--batch-size", "16"])
+    assert result.exit_code == 0, result.output
+    assert "samples/s" in result.output and "GFLOP/s" in result.output and "ratio" in result.output
+    bad = runner.invoke(main, ["bench", "--hidden", "a,b", "--samples", "10"])
+    assert bad.exit_code != 0 and "--hidden" in bad.output
