@@ -172,10 +172,22 @@ def _forward_4rows(W, b, a_prev, out, code, j):
             a13 += q * x
             a23 += r * x
             a33 += u * x
-        _store4(out, s, j, a00, a01, a02, a03, b[j], code, one)
-        _store4(out, s, j + 1, a10, a11, a12, a13, b[j + 1], code, one)
-        _store4(out, s, j + 2, a20, a21, a22, a23, b[j + 2], code, one)
-        _store4(out, s, j + 3, a30, a31, a32, a33, b[j + 3], code, one)
+        out[s, j] = a00 + b[j]
+        out[s + 1, j] = a01 + b[j]
+        out[s + 2, j] = a02 + b[j]
+        out[s + 3, j] = a03 + b[j]
+        out[s, j + 1] = a10 + b[j + 1]
+        out[s + 1, j + 1] = a11 + b[j + 1]
+        out[s + 2, j + 1] = a12 + b[j + 1]
+        out[s + 3, j + 1] = a13 + b[j + 1]
+        out[s, j + 2] = a20 + b[j + 2]
+        out[s + 1, j + 2] = a21 + b[j + 2]
+        out[s + 2, j + 2] = a22 + b[j + 2]
+        out[s + 3, j + 2] = a23 + b[j + 2]
+        out[s, j + 3] = a30 + b[j + 3]
+        out[s + 1, j + 3] = a31 + b[j + 3]
+        out[s + 2, j + 3] = a32 + b[j + 3]
+        out[s + 3, j + 3] = a33 + b[j + 3]
         s += 4
     while s < n:
         x0 = a_prev[s]
@@ -189,19 +201,11 @@ def _forward_4rows(W, b, a_prev, out, code, j):
             a10 += w1[k] * x
             a20 += w2[k] * x
             a30 += w3[k] * x
-        out[s, j] = _activate(a00 + b[j], code, one)
-        out[s, j + 1] = _activate(a10 + b[j + 1], code, one)
-        out[s, j + 2] = _activate(a20 + b[j + 2], code, one)
-        out[s, j + 3] = _activate(a30 + b[j + 3], code, one)
+        out[s, j] = a00 + b[j]
+        out[s, j + 1] = a10 + b[j + 1]
+        out[s, j + 2] = a20 + b[j + 2]
+        out[s, j + 3] = a30 + b[j + 3]
         s += 1
-
-
-@_jit(fastmath=FAST)
-def _store4(out, s, j, a0, a1, a2, a3, bj, code, one):
-    out[s, j] = _activate(a0 + bj, code, one)
-    out[s + 1, j] = _activate(a1 + bj, code, one)
-    out[s + 2, j] = _activate(a2 + bj, code, one)
-    out[s + 3, j] = _activate(a3 + bj, code, one)
 
 
 @_jit(fastmath=FAST)
@@ -209,8 +213,8 @@ def _dense_forward_rows(W, b, a_prev, out, code, j0, j1):
     # W (N, M), b (N,), a_prev (n, M), out (n, N); float32|float64.
     # out[s, j] = sigma(sum_k W[j, k] a_prev[s, k] + b[j]) for rows j0 <= j < j1 of W.
     # Register blocking: four weight rows x four samples per pass over k (16 vector accumulators,
-    # 8 loads per 16 FMAs: 103 GFLOP/s on one core against 81 for 2 x 4); leftover rows in pairs
-    # (two rows x four samples, then pairs and single samples), an odd last row alone.
+    # 8 loads per 16 FMAs: 103 GFLOP/s on one core against 81 for 2 x 4), leftover samples singly;
+    # the last N % 4 rows one at a time (few loop variants: each costs compile time).
     n, M = a_prev.shape
     one = W.dtype.type(1)
     zero = one - one
@@ -218,83 +222,7 @@ def _dense_forward_rows(W, b, a_prev, out, code, j0, j1):
     while j + 4 <= j1:
         _forward_4rows(W, b, a_prev, out, code, j)
         j += 4
-    while j + 2 <= j1:
-        w0 = W[j]
-        w1 = W[j + 1]
-        b0 = b[j]
-        b1 = b[j + 1]
-        s = 0
-        while s + 4 <= n:
-            x0 = a_prev[s]
-            x1 = a_prev[s + 1]
-            x2 = a_prev[s + 2]
-            x3 = a_prev[s + 3]
-            a00 = zero
-            a01 = zero
-            a02 = zero
-            a03 = zero
-            a10 = zero
-            a11 = zero
-            a12 = zero
-            a13 = zero
-            for k in range(M):
-                p = w0[k]
-                q = w1[k]
-                x = x0[k]
-                a00 += p * x
-                a10 += q * x
-                x = x1[k]
-                a01 += p * x
-                a11 += q * x
-                x = x2[k]
-                a02 += p * x
-                a12 += q * x
-                x = x3[k]
-                a03 += p * x
-                a13 += q * x
-            out[s, j] = _activate(a00 + b0, code, one)
-            out[s + 1, j] = _activate(a01 + b0, code, one)
-            out[s + 2, j] = _activate(a02 + b0, code, one)
-            out[s + 3, j] = _activate(a03 + b0, code, one)
-            out[s, j + 1] = _activate(a10 + b1, code, one)
-            out[s + 1, j + 1] = _activate(a11 + b1, code, one)
-            out[s + 2, j + 1] = _activate(a12 + b1, code, one)
-            out[s + 3, j + 1] = _activate(a13 + b1, code, one)
-            s += 4
-        while s + 2 <= n:
-            x0 = a_prev[s]
-            x1 = a_prev[s + 1]
-            a00 = zero
-            a01 = zero
-            a10 = zero
-            a11 = zero
-            for k in range(M):
-                p = w0[k]
-                q = w1[k]
-                x = x0[k]
-                a00 += p * x
-                a10 += q * x
-                x = x1[k]
-                a01 += p * x
-                a11 += q * x
-            out[s, j] = _activate(a00 + b0, code, one)
-            out[s + 1, j] = _activate(a01 + b0, code, one)
-            out[s, j + 1] = _activate(a10 + b1, code, one)
-            out[s + 1, j + 1] = _activate(a11 + b1, code, one)
-            s += 2
-        while s < n:
-            x0 = a_prev[s]
-            a00 = zero
-            a10 = zero
-            for k in range(M):
-                x = x0[k]
-                a00 += w0[k] * x
-                a10 += w1[k] * x
-            out[s, j] = _activate(a00 + b0, code, one)
-            out[s, j + 1] = _activate(a10 + b1, code, one)
-            s += 1
-        j += 2
-    if j < j1:
+    for j in range(j, j1):
         w0 = W[j]
         s = 0
         while s + 4 <= n:
@@ -312,18 +240,24 @@ def _dense_forward_rows(W, b, a_prev, out, code, j0, j1):
                 a01 += p * x1[k]
                 a02 += p * x2[k]
                 a03 += p * x3[k]
-            out[s, j] = _activate(a00 + b[j], code, one)
-            out[s + 1, j] = _activate(a01 + b[j], code, one)
-            out[s + 2, j] = _activate(a02 + b[j], code, one)
-            out[s + 3, j] = _activate(a03 + b[j], code, one)
+            out[s, j] = a00 + b[j]
+            out[s + 1, j] = a01 + b[j]
+            out[s + 2, j] = a02 + b[j]
+            out[s + 3, j] = a03 + b[j]
             s += 4
         while s < n:
             x0 = a_prev[s]
             a00 = zero
             for k in range(M):
                 a00 += w0[k] * x0[k]
-            out[s, j] = _activate(a00 + b[j], code, one)
+            out[s, j] = a00 + b[j]
             s += 1
+    if code != IDENTITY:
+        # the activation in one pass (one inlined copy of sigma instead of one per store)
+        for s in range(n):
+            row = out[s, j0:j1]
+            for i in range(row.shape[0]):
+                row[i] = _activate(row[i], code, one)
 
 
 @_jit(parallel=True, fastmath=FAST)
@@ -499,50 +433,85 @@ def _delta_backward_cols(W, delta, a_prev, code, from_output, delta_prev, i0, i1
     # (the lecture's delta^l = sigma'(z^l) * (W^{l+1})^T delta^{l+1}, one layer down).
     # (W^T delta) is built as a sum of rows of W scaled by delta, so W is read contiguously.
     # Register blocking: four samples x four rows of W per pass over i (4 W loads, 4 loads and
-    # 4 stores of delta_prev per 16 FMAs); leftover rows one at a time, leftover samples alone.
+    # 4 stores of delta_prev per 16 FMAs). One loop body only (each variant costs compile time):
+    # a last partial block of samples reads zero deltas and writes to scratch rows, a last partial
+    # block of rows repeats row N-1 with a zero delta (adds exact zeros).
     # Loops run over slices from 0: with range(i0, i1) Numba cannot prove the index non-negative,
     # keeps its negative-index wraparound and LLVM does not vectorise (measured 5x slower).
     n, N = delta.shape
     one = W.dtype.type(1)
     zero = one - one
     m = i1 - i0
-    s = 0
-    while s + 4 <= n:
+    zeros_row = np.zeros(N, W.dtype)
+    scratch = np.empty((3, max(m, 1)), W.dtype)
+    for s in range(0, n, 4):
         o0 = delta_prev[s, i0:i1]
-        o1 = delta_prev[s + 1, i0:i1]
-        o2 = delta_prev[s + 2, i0:i1]
-        o3 = delta_prev[s + 3, i0:i1]
+        e0 = delta[s]
+        if s + 1 < n:
+            o1 = delta_prev[s + 1, i0:i1]
+            e1 = delta[s + 1]
+        else:
+            o1 = scratch[0, :m]
+            e1 = zeros_row
+        if s + 2 < n:
+            o2 = delta_prev[s + 2, i0:i1]
+            e2 = delta[s + 2]
+        else:
+            o2 = scratch[1, :m]
+            e2 = zeros_row
+        if s + 3 < n:
+            o3 = delta_prev[s + 3, i0:i1]
+            e3 = delta[s + 3]
+        else:
+            o3 = scratch[2, :m]
+            e3 = zeros_row
         for i in range(m):
             o0[i] = zero
             o1[i] = zero
             o2[i] = zero
             o3[i] = zero
-        e0 = delta[s]
-        e1 = delta[s + 1]
-        e2 = delta[s + 2]
-        e3 = delta[s + 3]
-        j = 0
-        while j + 4 <= N:
+        for j in range(0, N, 4):
+            j1 = min(j + 1, N - 1)
+            j2 = min(j + 2, N - 1)
+            j3 = min(j + 3, N - 1)
             d00 = e0[j]
-            d01 = e0[j + 1]
-            d02 = e0[j + 2]
-            d03 = e0[j + 3]
             d10 = e1[j]
-            d11 = e1[j + 1]
-            d12 = e1[j + 2]
-            d13 = e1[j + 3]
             d20 = e2[j]
-            d21 = e2[j + 1]
-            d22 = e2[j + 2]
-            d23 = e2[j + 3]
             d30 = e3[j]
-            d31 = e3[j + 1]
-            d32 = e3[j + 2]
-            d33 = e3[j + 3]
+            if j + 1 < N:
+                d01 = e0[j1]
+                d11 = e1[j1]
+                d21 = e2[j1]
+                d31 = e3[j1]
+            else:
+                d01 = zero
+                d11 = zero
+                d21 = zero
+                d31 = zero
+            if j + 2 < N:
+                d02 = e0[j2]
+                d12 = e1[j2]
+                d22 = e2[j2]
+                d32 = e3[j2]
+            else:
+                d02 = zero
+                d12 = zero
+                d22 = zero
+                d32 = zero
+            if j + 3 < N:
+                d03 = e0[j3]
+                d13 = e1[j3]
+                d23 = e2[j3]
+                d33 = e3[j3]
+            else:
+                d03 = zero
+                d13 = zero
+                d23 = zero
+                d33 = zero
             w0 = W[j, i0:i1]
-            w1 = W[j + 1, i0:i1]
-            w2 = W[j + 2, i0:i1]
-            w3 = W[j + 3, i0:i1]
+            w1 = W[j1, i0:i1]
+            w2 = W[j2, i0:i1]
+            w3 = W[j3, i0:i1]
             for i in range(m):
                 p0 = w0[i]
                 p1 = w1[i]
@@ -552,49 +521,8 @@ def _delta_backward_cols(W, delta, a_prev, code, from_output, delta_prev, i0, i1
                 o1[i] += d10 * p0 + d11 * p1 + d12 * p2 + d13 * p3
                 o2[i] += d20 * p0 + d21 * p1 + d22 * p2 + d23 * p3
                 o3[i] += d30 * p0 + d31 * p1 + d32 * p2 + d33 * p3
-            j += 4
-        while j < N:
-            d00 = e0[j]
-            d10 = e1[j]
-            d20 = e2[j]
-            d30 = e3[j]
-            w0 = W[j, i0:i1]
-            for i in range(m):
-                p0 = w0[i]
-                o0[i] += d00 * p0
-                o1[i] += d10 * p0
-                o2[i] += d20 * p0
-                o3[i] += d30 * p0
-            j += 1
-        for r in range(4):
+        for r in range(min(4, n - s)):
             _scale_by_activation_grad(delta_prev[s + r, i0:i1], a_prev[s + r, i0:i1], code, from_output)
-        s += 4
-    while s < n:
-        out = delta_prev[s, i0:i1]
-        for i in range(m):
-            out[i] = zero
-        d = delta[s]
-        j = 0
-        while j + 4 <= N:
-            d0 = d[j]
-            d1 = d[j + 1]
-            d2 = d[j + 2]
-            d3 = d[j + 3]
-            w0 = W[j, i0:i1]
-            w1 = W[j + 1, i0:i1]
-            w2 = W[j + 2, i0:i1]
-            w3 = W[j + 3, i0:i1]
-            for i in range(m):
-                out[i] += d0 * w0[i] + d1 * w1[i] + d2 * w2[i] + d3 * w3[i]
-            j += 4
-        while j < N:
-            dj = d[j]
-            w = W[j, i0:i1]
-            for i in range(m):
-                out[i] += dj * w[i]
-            j += 1
-        _scale_by_activation_grad(out, a_prev[s, i0:i1], code, from_output)
-        s += 1
 
 
 @_jit(fastmath=FAST)
@@ -981,6 +909,8 @@ def _evaluate(params, grads, w_off, b_off, sizes, hidden, output, loss, X, divis
     L = sizes.shape[0] - 1
     correct = 0
     hp = np.zeros(HP_SIZE)
+    sgd = N - N + SGD  # computed, not literal: no Literal[int] re-specialisation (see _train_steps)
+    one = sgd + 1
     start = 0
     while start < N:
         stop = min(start + batch_size, N)
@@ -992,12 +922,15 @@ def _evaluate(params, grads, w_off, b_off, sizes, hidden, output, loss, X, divis
         _forward_network(params, w_off, b_off, sizes, hidden, output, Xb, A, a_off, Zb, nthreads)
         AL = _rows(A, a_off, sizes, L, n)
         if want_outputs:
-            outputs[start:stop] = AL
+            # element by element: the slice assignment outputs[start:stop] = AL took 3.5 s to compile
+            for s in range(n):
+                for i in range(AL.shape[1]):
+                    outputs[start + s, i] = AL[s, i]
         if loss >= 0:
             correct += _output_step(Zb, AL, _rows(D, a_off, sizes, L, n), labels, targets, has_targets,
                                     idx, output, loss, scale, losses[start:stop])
             if want_grads:
                 _backward_network(params, grads, grads, grads, w_off, b_off, sizes, hidden, Xb, A, D,
-                                  a_off, n, n > 0, n < 0, SGD, hp, 1, nthreads)
+                                  a_off, n, n > 0, n < 0, sgd, hp, one, nthreads)
         start = stop
     return correct
