@@ -19,19 +19,6 @@ for path in (ROOT, HERE):
     if path not in sys.path:
         sys.path.insert(0, path)
 
-DTYPES = (np.float32, np.float64)
-
-# Tolerances for comparing fastmlp (computed in its dtype) with the float64 reference.
-TOL = {
-    np.dtype(np.float32): dict(rtol=2e-5, atol=2e-6),
-    np.dtype(np.float64): dict(rtol=1e-11, atol=1e-13),
-}
-
-
-def tol(dtype):
-    return TOL[np.dtype(dtype)]
-
-
 @pytest.fixture
 def rng():
     """A fresh, seeded generator per test (tests are independent of their order)."""

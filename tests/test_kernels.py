@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import reference as ref
-from conftest import DTYPES, tol
+from tolerances import DTYPES, tol
 
 from fastmlp import kernels as K
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import reference as ref
-from conftest import tol
+from tolerances import tol
 
 from fastmlp import errors
 from fastmlp import MLP
