@@ -15,7 +15,7 @@ import time
 t0 = time.perf_counter()
 from fastmlp import bench
 from fastmlp.training import Trainer
-X, y = bench.make_data(600, seed=0)
+X, y = bench.make_data(600, seed=0, data="random")
 net, _, _ = bench._init_weights([784, 100, 10], 0)
 Trainer(net, lr=0.05, batch_size=32, threads=2).fit(X, y, 1, verbose=False)
 print(time.perf_counter() - t0)
