@@ -329,7 +329,16 @@ def register(group):
     @click.option("--epochs", default=1, show_default=True, type=click.IntRange(1))
     @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
     def bench(hidden, batch_size, threads, vs, samples, data, epochs, as_json):
-        """Compare fastmlp's training throughput with NumPy or PyTorch."""
+        """Compare fastmlp's training throughput with NumPy or PyTorch.
+
+        One epoch of plain SGD with softmax + cross-entropy on MNIST-shaped data, each trainer
+        after a warm-up: samples/s, GFLOP/s, the share of NumPy's float32 matmul rate, the ratio.
+
+        \b
+        Examples:
+          fastmlp bench --hidden 100 --batch-size 32 --threads 2 --vs numpy
+          fastmlp bench --hidden 512,512 --batch-size 128 --vs torch --json
+        """
         import json
         try:
             layers = tuple(int(h) for h in str(hidden).replace(" ", "").split(",") if h)

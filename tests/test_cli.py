@@ -97,7 +97,7 @@ def test_version():
 
 @pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["predict"], ["datasets"],
                                      ["datasets", "list"], ["datasets", "download"], ["datasets", "verify"],
-                                     ["datasets", "path"], ["plot"], ["info"]])
+                                     ["datasets", "path"], ["plot"], ["info"], ["bench"]])
 def test_every_command_has_help_with_an_example(command):
     out = invoke(*command, "--help").stdout
     assert "Usage: fastmlp" in out
