@@ -35,6 +35,10 @@ HP_SIZE = 6
 
 # Below this many multiply-adds a layer runs on one thread: a parallel region costs ~1.5 us.
 PARALLEL_MIN_WORK = 65536
+# Multiply-adds charged per sample for the output activation + loss + delta when deciding whether
+# the output layer is worth a parallel region (softmax-CE of 10 classes: ~0.1 us per sample, the
+# time of ~5000 multiply-adds).
+OUTPUT_STEP_WORK = 2048
 # Rows of W^1 whose gradient is computed and applied in one go (8 rows of 784 floats: 25 KB, in L1).
 UPDATE_BLOCK_ROWS = 8
 
@@ -89,8 +93,20 @@ def _activation_grad_from_output(a, code, one):
 
 @_jit()
 def _chunk(count, t, nthreads):
-    # [start, stop) of thread t's share of count items
+    # [start, stop) of thread t's share of count items; on multiples of 4 when that keeps balance,
+    # so that the 4-row / 4-sample blocks leave a partial tail on the last thread only
     per = (count + nthreads - 1) // nthreads
+    if count >= 16 * nthreads:
+        per = (per + 3) // 4 * 4
+    start = min(t * per, count)
+    return start, min(start + per, count)
+
+
+@_jit()
+def _chunk4(count, t, nthreads):
+    # like _chunk, always on multiples of 4 (samples in blocks of 4)
+    per = (count + nthreads - 1) // nthreads
+    per = (per + 3) // 4 * 4
     start = min(t * per, count)
     return start, min(start + per, count)
 
@@ -399,9 +415,15 @@ def _output_step(Z, AL, D, labels, targets, has_targets, idx, output, loss, scal
     # Z, AL, D (n, K): the output layer of a minibatch whose samples are rows idx[s] of the data set.
     # Writes per-sample losses (float64, (n,)) and D = scale * dc/dz^L; returns the number of
     # samples whose argmax matches their label.
-    n = Z.shape[0]
+    return _output_samples(Z, AL, D, labels, targets, has_targets, idx, output, loss, scale, losses,
+                           0, Z.shape[0])
+
+
+@_jit()
+def _output_samples(Z, AL, D, labels, targets, has_targets, idx, output, loss, scale, losses, s0, s1):
+    # _output_step for samples s0 <= s < s1
     correct = 0
-    for s in range(n):
+    for s in range(s0, s1):
         row = idx[s]
         label = labels[row]
         t_row = row if has_targets else 0
@@ -777,6 +799,62 @@ def _forward_network(params, w_off, b_off, sizes, hidden, output, X, A, a_off, Z
         _output_activation(Z[s], AL[s], output)
 
 
+@_jit()
+def _last_layer_samples(W, b, a_prev, Z, AL, D, labels, targets, has_targets, idx, output, loss, scale,
+                        losses, s0, s1):
+    # samples s0 <= s < s1: z^L = W a^{L-1} + b, a^L, the loss and delta^L (see _output_step)
+    if s1 > s0:
+        _dense_forward_rows(W, b, a_prev[s0:s1], Z[s0:s1], IDENTITY, 0, W.shape[0])
+    for s in range(s0, s1):
+        _output_activation(Z[s], AL[s], output)
+    return _output_samples(Z, AL, D, labels, targets, has_targets, idx, output, loss, scale, losses, s0, s1)
+
+
+@_jit(parallel=True, fastmath=FAST)
+def _forward_output(params, w_off, b_off, sizes, hidden, output, loss, X, A, D, a_off, Z, labels,
+                    targets, has_targets, idx, scale, losses, nthreads):
+    # The training forward pass and output step: layers 1..L-1 as in _forward_network (rows split
+    # over threads); the output layer, its activation, the per-sample losses and delta^L in one
+    # parallel region split by samples (each thread owns whole sample rows; the correct counts are
+    # added up per thread and then in thread order). Returns the number of correct argmaxes.
+    L = sizes.shape[0] - 1
+    n = X.shape[0]
+    for l in range(1, L):
+        W = _weights(params, w_off, sizes, l)
+        b = _biases(params, b_off, sizes, l)
+        a_prev = X if l == 1 else _rows(A, a_off, sizes, l - 1, n)
+        out = _rows(A, a_off, sizes, l, n)
+        T = _region_threads(n * sizes[l] * sizes[l - 1], nthreads)
+        if T == 1:
+            j0, j1 = _chunk(sizes[l], T - 1, T)
+            _dense_forward_rows(W, b, a_prev, out, hidden, j0, j1)
+        else:
+            for t in prange(T):
+                j0, j1 = _chunk(sizes[l], np.int64(t), T)
+                _dense_forward_rows(W, b, a_prev, out, hidden, j0, j1)
+    W = _weights(params, w_off, sizes, L)
+    b = _biases(params, b_off, sizes, L)
+    a_prev = X if L == 1 else _rows(A, a_off, sizes, L - 1, n)
+    AL = _rows(A, a_off, sizes, L, n)
+    DL = _rows(D, a_off, sizes, L, n)
+    T = _region_threads(n * (sizes[L] * sizes[L - 1] + OUTPUT_STEP_WORK), nthreads)
+    if n < 8 * T:
+        T = 1
+    counts = np.zeros(T, np.int64)
+    if T == 1:
+        counts[0] = _last_layer_samples(W, b, a_prev, Z, AL, DL, labels, targets, has_targets, idx, output,
+                                        loss, scale, losses, 0, n)
+    else:
+        for t in prange(T):
+            s0, s1 = _chunk4(n, np.int64(t), T)
+            counts[t] = _last_layer_samples(W, b, a_prev, Z, AL, DL, labels, targets, has_targets, idx,
+                                            output, loss, scale, losses, s0, s1)
+    correct = 0
+    for t in range(T):
+        correct += counts[t]
+    return correct
+
+
 @_jit(fastmath=FAST)
 def _backward_layer(t, T, l, params, grads, m, v, w_off, b_off, sizes, hidden, X, A, D, a_off, n,
                     accumulate, update, optimizer, hp, step):
@@ -808,17 +886,103 @@ def _backward_layer(t, T, l, params, grads, m, v, w_off, b_off, sizes, hidden, X
             _update_layer_rows(params, grads, m, v, w_off, b_off, sizes, l + 1, k0, k1, optimizer, hp, step)
 
 
+@_jit(fastmath=FAST)
+def _weight_grad_cols(delta, a_prev, dW, db, c0, c1, accumulate, with_bias):
+    # delta (n, K), a_prev (n, M), dW (K, M), db (K,): columns c0 <= i < c1 of
+    # dW[j, :] (+)= sum_s delta[s, j] a_prev[s, :], and with with_bias db[j] (+)= sum_s delta[s, j].
+    # For the (small) output layer, whose gradient is split over threads by columns.
+    n, K = delta.shape
+    zero = dW.dtype.type(0)
+    m = c1 - c0
+    for j in range(K):
+        g = dW[j, c0:c1]
+        if not accumulate:
+            for i in range(m):
+                g[i] = zero
+        s = 0
+        while s + 4 <= n:
+            d0 = delta[s, j]
+            d1 = delta[s + 1, j]
+            d2 = delta[s + 2, j]
+            d3 = delta[s + 3, j]
+            x0 = a_prev[s, c0:c1]
+            x1 = a_prev[s + 1, c0:c1]
+            x2 = a_prev[s + 2, c0:c1]
+            x3 = a_prev[s + 3, c0:c1]
+            for i in range(m):
+                g[i] += d0 * x0[i] + d1 * x1[i] + d2 * x2[i] + d3 * x3[i]
+            s += 4
+        while s < n:
+            d0 = delta[s, j]
+            x0 = a_prev[s, c0:c1]
+            for i in range(m):
+                g[i] += d0 * x0[i]
+            s += 1
+        if with_bias:
+            c = db[j] if accumulate else zero
+            for s in range(n):
+                c += delta[s, j]
+            db[j] = c
+
+
+@_jit(fastmath=FAST)
+def _backward_pair(t, T, k, params, grads, m, v, w_off, b_off, sizes, hidden, X, A, D, a_off, n,
+                   accumulate, update, optimizer, hp, step):
+    # Thread t of T in the backward region of layer k < L. The thread owns units c0:c1 of layer k:
+    # columns of W^{k+1}, dW^{k+1} and delta^k, and rows of W^k, dW^k. With delta^{k+1} complete:
+    #   (k == L-1) dW^L[:, c0:c1] and (thread 0) db^L;
+    #   delta^k[:, c0:c1] from W^{k+1}[:, c0:c1];
+    #   (update) the optimizer step on W^{k+1}[:, c0:c1] (only this thread reads those columns, and
+    #            dW^{k+1} is complete) and, thread 0, on b^{k+1};
+    #   dW^k, db^k rows c0:c1, which need only this thread's columns of delta^k: so no barrier
+    #   between two layers' work, one parallel region per layer pair;
+    #   (update, k == 1) the step on rows c0:c1 of W^1, block by block while they are in L1.
+    L = sizes.shape[0] - 1
+    c0, c1 = _chunk(sizes[k], t, T)
+    delta_next = _rows(D, a_off, sizes, k + 1, n)
+    a_k = _rows(A, a_off, sizes, k, n)
+    if k == L - 1:
+        _weight_grad_cols(delta_next, a_k, _weights(grads, w_off, sizes, L), _biases(grads, b_off, sizes, L),
+                          c0, c1, accumulate, t == 0)
+    delta = _rows(D, a_off, sizes, k, n)
+    _delta_backward_cols(_weights(params, w_off, sizes, k + 1), delta_next, a_k, hidden, True, delta, c0, c1)
+    if update:
+        M = sizes[k]
+        for j in range(sizes[k + 1]):
+            base = w_off[k + 1] + j * M
+            _update_range(params, grads, m, v, base + c0, base + c1, optimizer, hp, step)
+        if t == 0:
+            _update_range(params, grads, m, v, b_off[k + 1], b_off[k + 1] + sizes[k + 1], optimizer, hp, step)
+    a_prev = X if k == 1 else _rows(A, a_off, sizes, k - 1, n)
+    dW = _weights(grads, w_off, sizes, k)
+    db = _biases(grads, b_off, sizes, k)
+    if update and k == 1:
+        for r0 in range(c0, c1, UPDATE_BLOCK_ROWS):
+            r1 = min(r0 + UPDATE_BLOCK_ROWS, c1)
+            _weight_grad_rows(delta, a_prev, dW, db, r0, r1, accumulate)
+            _update_layer_rows(params, grads, m, v, w_off, b_off, sizes, 1, r0, r1, optimizer, hp, step)
+    else:
+        _weight_grad_rows(delta, a_prev, dW, db, c0, c1, accumulate)
+
+
 @_jit(parallel=True, fastmath=FAST)
 def _backward_network(params, grads, m, v, w_off, b_off, sizes, hidden, X, A, D, a_off, n,
                       accumulate, update, optimizer, hp, step, nthreads):
     # From delta^L in D: delta^l of every layer and the gradients into grads (overwritten, or added
-    # to with accumulate); with update, the optimizer step too. One parallel region per layer.
+    # to with accumulate); with update, the optimizer step too. One parallel region per hidden layer
+    # (see _backward_pair; a network without hidden layers has one region).
     L = sizes.shape[0] - 1
-    for l in range(L, 0, -1):
-        T = _region_threads(n * sizes[l] * sizes[l - 1], nthreads)
+    if L == 1:
+        T = _region_threads(n * sizes[1] * sizes[0], nthreads)
         for t in prange(T):
-            _backward_layer(np.int64(t), T, l, params, grads, m, v, w_off, b_off, sizes, hidden, X, A, D,
+            _backward_layer(np.int64(t), T, 1, params, grads, m, v, w_off, b_off, sizes, hidden, X, A, D,
                             a_off, n, accumulate, update, optimizer, hp, step)
+    else:
+        for k in range(L - 1, 0, -1):
+            T = _region_threads(n * sizes[k] * (sizes[k - 1] + sizes[k + 1]), nthreads)
+            for t in prange(T):
+                _backward_pair(np.int64(t), T, k, params, grads, m, v, w_off, b_off, sizes, hidden, X, A, D,
+                               a_off, n, accumulate, update, optimizer, hp, step)
 
 
 @_jit(parallel=True)
@@ -880,12 +1044,10 @@ def _train_steps(params, grads, m, v, w_off, b_off, sizes, hidden, output, loss,
         n = s1 - s0
         Xb = gathered[s0:s1]
         Zb = Z[:n]
-        _forward_network(params, w_off, b_off, sizes, hidden, output, Xb, A, a_off, Zb, nthreads)
-        L = sizes.shape[0] - 1
         scale = params.dtype.type(1.0 / n)
         lb = losses[:n]
-        correct = _output_step(Zb, _rows(A, a_off, sizes, L, n), _rows(D, a_off, sizes, L, n),
-                               labels, targets, has_targets, order[s0:s1], output, loss, scale, lb)
+        correct = _forward_output(params, w_off, b_off, sizes, hidden, output, loss, Xb, A, D, a_off, Zb,
+                                  labels, targets, has_targets, order[s0:s1], scale, lb, nthreads)
         total = 0.0
         for s in range(n):
             total += lb[s]
