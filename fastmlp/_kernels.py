@@ -415,8 +415,8 @@ def _output_step(Z, AL, D, labels, targets, has_targets, idx, output, loss, scal
     # Z, AL, D (n, K): the output layer of a minibatch whose samples are rows idx[s] of the data set.
     # Writes per-sample losses (float64, (n,)) and D = scale * dc/dz^L; returns the number of
     # samples whose argmax matches their label.
-    return _output_samples(Z, AL, D, labels, targets, has_targets, idx, output, loss, scale, losses,
-                           0, Z.shape[0])
+    n = Z.shape[0]
+    return _output_samples(Z, AL, D, labels, targets, has_targets, idx, output, loss, scale, losses, n - n, n)
 
 
 @_jit()
@@ -803,8 +803,9 @@ def _forward_network(params, w_off, b_off, sizes, hidden, output, X, A, a_off, Z
 def _last_layer_samples(W, b, a_prev, Z, AL, D, labels, targets, has_targets, idx, output, loss, scale,
                         losses, s0, s1):
     # samples s0 <= s < s1: z^L = W a^{L-1} + b, a^L, the loss and delta^L (see _output_step)
+    zero = s1 - s1  # computed, not a literal 0: no Literal[int] re-specialisation of the callees
     if s1 > s0:
-        _dense_forward_rows(W, b, a_prev[s0:s1], Z[s0:s1], IDENTITY, 0, W.shape[0])
+        _dense_forward_rows(W, b, a_prev[s0:s1], Z[s0:s1], zero + IDENTITY, zero, W.shape[0])
     for s in range(s0, s1):
         _output_activation(Z[s], AL[s], output)
     return _output_samples(Z, AL, D, labels, targets, has_targets, idx, output, loss, scale, losses, s0, s1)
@@ -843,7 +844,7 @@ def _forward_output(params, w_off, b_off, sizes, hidden, output, loss, X, A, D, 
     counts = np.zeros(T, np.int64)
     if T == 1:
         counts[0] = _last_layer_samples(W, b, a_prev, Z, AL, DL, labels, targets, has_targets, idx, output,
-                                        loss, scale, losses, 0, n)
+                                        loss, scale, losses, n - n, n)
     else:
         for t in prange(T):
             s0, s1 = _chunk4(n, np.int64(t), T)
@@ -853,37 +854,6 @@ def _forward_output(params, w_off, b_off, sizes, hidden, output, loss, X, A, D, 
     for t in range(T):
         correct += counts[t]
     return correct
-
-
-@_jit(fastmath=FAST)
-def _backward_layer(t, T, l, params, grads, m, v, w_off, b_off, sizes, hidden, X, A, D, a_off, n,
-                    accumulate, update, optimizer, hp, step):
-    # Thread t of T, layer l: rows of dW^l and db^l, columns of delta^{l-1}, and with update the
-    # optimizer step on rows of W^{l+1} (whose gradient is complete and which is no longer read)
-    # and on this thread's rows of W^l when l == 1 (nothing reads W^1 after this).
-    L = sizes.shape[0] - 1
-    delta = _rows(D, a_off, sizes, l, n)
-    a_prev = X if l == 1 else _rows(A, a_off, sizes, l - 1, n)
-    j0, j1 = _chunk(sizes[l], t, T)
-    dW = _weights(grads, w_off, sizes, l)
-    db = _biases(grads, b_off, sizes, l)
-    if update and l == 1:
-        # Nothing reads W^1 after its gradient: update each block of rows right after computing
-        # its gradient, while the rows are still in L1.
-        for r0 in range(j0, j1, UPDATE_BLOCK_ROWS):
-            r1 = min(r0 + UPDATE_BLOCK_ROWS, j1)
-            _weight_grad_rows(delta, a_prev, dW, db, r0, r1, accumulate)
-            _update_layer_rows(params, grads, m, v, w_off, b_off, sizes, 1, r0, r1, optimizer, hp, step)
-    else:
-        _weight_grad_rows(delta, a_prev, dW, db, j0, j1, accumulate)
-    if l > 1:
-        i0, i1 = _chunk_aligned(sizes[l - 1], t, T)
-        _delta_backward_cols(_weights(params, w_off, sizes, l), delta, a_prev, hidden, True,
-                             _rows(D, a_off, sizes, l - 1, n), i0, i1)
-    if update:
-        if l < L:
-            k0, k1 = _chunk(sizes[l + 1], t, T)
-            _update_layer_rows(params, grads, m, v, w_off, b_off, sizes, l + 1, k0, k1, optimizer, hp, step)
 
 
 @_jit(fastmath=FAST)
@@ -928,7 +898,8 @@ def _weight_grad_cols(delta, a_prev, dW, db, c0, c1, accumulate, with_bias):
 @_jit(fastmath=FAST)
 def _backward_pair(t, T, k, params, grads, m, v, w_off, b_off, sizes, hidden, X, A, D, a_off, n,
                    accumulate, update, optimizer, hp, step):
-    # Thread t of T in the backward region of layer k < L. The thread owns units c0:c1 of layer k:
+    # Thread t of T in the backward region of layer k (k == L only for a network without hidden
+    # layers: then just the last step below). The thread owns units c0:c1 of layer k:
     # columns of W^{k+1}, dW^{k+1} and delta^k, and rows of W^k, dW^k. With delta^{k+1} complete:
     #   (k == L-1) dW^L[:, c0:c1] and (thread 0) db^L;
     #   delta^k[:, c0:c1] from W^{k+1}[:, c0:c1];
@@ -939,14 +910,16 @@ def _backward_pair(t, T, k, params, grads, m, v, w_off, b_off, sizes, hidden, X,
     #   (update, k == 1) the step on rows c0:c1 of W^1, block by block while they are in L1.
     L = sizes.shape[0] - 1
     c0, c1 = _chunk(sizes[k], t, T)
-    delta_next = _rows(D, a_off, sizes, k + 1, n)
-    a_k = _rows(A, a_off, sizes, k, n)
-    if k == L - 1:
-        _weight_grad_cols(delta_next, a_k, _weights(grads, w_off, sizes, L), _biases(grads, b_off, sizes, L),
-                          c0, c1, accumulate, t == 0)
     delta = _rows(D, a_off, sizes, k, n)
-    _delta_backward_cols(_weights(params, w_off, sizes, k + 1), delta_next, a_k, hidden, True, delta, c0, c1)
-    if update:
+    if k < L:
+        delta_next = _rows(D, a_off, sizes, k + 1, n)
+        a_k = _rows(A, a_off, sizes, k, n)
+        if k == L - 1:
+            _weight_grad_cols(delta_next, a_k, _weights(grads, w_off, sizes, L),
+                              _biases(grads, b_off, sizes, L), c0, c1, accumulate, t == 0)
+        _delta_backward_cols(_weights(params, w_off, sizes, k + 1), delta_next, a_k, hidden, True, delta,
+                             c0, c1)
+    if update and k < L:
         M = sizes[k]
         for j in range(sizes[k + 1]):
             base = w_off[k + 1] + j * M
@@ -972,17 +945,12 @@ def _backward_network(params, grads, m, v, w_off, b_off, sizes, hidden, X, A, D,
     # to with accumulate); with update, the optimizer step too. One parallel region per hidden layer
     # (see _backward_pair; a network without hidden layers has one region).
     L = sizes.shape[0] - 1
-    if L == 1:
-        T = _region_threads(n * sizes[1] * sizes[0], nthreads)
+    for k in range(max(L - 1, 1), 0, -1):
+        above = sizes[k + 1] if k < L else 0
+        T = _region_threads(n * sizes[k] * (sizes[k - 1] + above), nthreads)
         for t in prange(T):
-            _backward_layer(np.int64(t), T, 1, params, grads, m, v, w_off, b_off, sizes, hidden, X, A, D,
-                            a_off, n, accumulate, update, optimizer, hp, step)
-    else:
-        for k in range(L - 1, 0, -1):
-            T = _region_threads(n * sizes[k] * (sizes[k - 1] + sizes[k + 1]), nthreads)
-            for t in prange(T):
-                _backward_pair(np.int64(t), T, k, params, grads, m, v, w_off, b_off, sizes, hidden, X, A, D,
-                               a_off, n, accumulate, update, optimizer, hp, step)
+            _backward_pair(np.int64(t), T, k, params, grads, m, v, w_off, b_off, sizes, hidden, X, A, D,
+                           a_off, n, accumulate, update, optimizer, hp, step)
 
 
 @_jit(parallel=True)
