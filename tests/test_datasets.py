@@ -8,7 +8,6 @@ Download tests are in test_download.py.
 import gzip
 import hashlib
 import os
-import socket
 import struct
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from data_helpers import isolate
 from fastmlp import _idx, _synthetic, datasets
 from fastmlp.errors import ChecksumError, DataError
 
@@ -25,23 +25,10 @@ IMAGES = ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte")
 LABELS = ("train-labels-idx1-ubyte", "t10k-labels-idx1-ubyte")
 
 
-def _closed_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
     """No real cache, home or network: everything under tmp_path, mirrors on a closed local port."""
-    dead = f"http://127.0.0.1:{_closed_port()}/"
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("FASTMLP_MIRROR", dead)
-    monkeypatch.delenv("FASTMLP_DATA", raising=False)
-    monkeypatch.setattr(datasets, "MIRRORS", {"mnist": (dead,), "fashion-mnist": (dead,)})
+    isolate(tmp_path, monkeypatch)
     return tmp_path
 
 

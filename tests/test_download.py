@@ -8,7 +8,6 @@ import gzip
 import hashlib
 import http.server
 import io
-import socket
 import struct
 import sys
 import threading
@@ -18,19 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from data_helpers import closed_port, isolate
 from fastmlp import datasets
 from fastmlp.errors import ChecksumError, DataError, DownloadError
 
 FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
          "t10k-labels-idx1-ubyte.gz")
-
-
-def _closed_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def _idx_gz(arr):
@@ -101,12 +93,7 @@ def server():
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
     """Cache and home under tmp_path; every mirror on a closed local port unless a test says so."""
-    dead = f"http://127.0.0.1:{_closed_port()}/"
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("FASTMLP_MIRROR", dead)
-    monkeypatch.delenv("FASTMLP_DATA", raising=False)
-    monkeypatch.setattr(datasets, "MIRRORS", {"mnist": (dead,), "fashion-mnist": (dead,)})
+    isolate(tmp_path, monkeypatch)
     monkeypatch.setattr(datasets, "SYSTEM_DIRS", {})
     monkeypatch.setattr(datasets, "TIMEOUT", 5.0)
     return tmp_path
@@ -223,7 +210,7 @@ def test_http_404(isolated, mnist_mirror):
 
 
 def test_no_network(isolated, monkeypatch):
-    port = _closed_port()
+    port = closed_port()
     monkeypatch.setenv("FASTMLP_MIRROR", f"http://127.0.0.1:{port}")
     target = isolated / "data"
     with pytest.raises(DownloadError, match=rf"could not download train-images-idx3-ubyte.gz for "
@@ -248,7 +235,7 @@ def test_timeout(isolated, mnist_mirror, monkeypatch):
 def test_mirrors_are_tried_in_order(isolated, mnist_mirror, monkeypatch):
     server, _, _ = mnist_mirror
     monkeypatch.delenv("FASTMLP_MIRROR")
-    dead = f"http://127.0.0.1:{_closed_port()}/"
+    dead = f"http://127.0.0.1:{closed_port()}/"
     monkeypatch.setitem(datasets.MIRRORS, "mnist", (dead, server.url + "/"))
     datasets.load("mnist", split="test", progress=False)
     assert len(server.log) == 2
