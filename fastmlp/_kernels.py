@@ -982,14 +982,6 @@ def _gather_rows(X, idx, divisor, out, nthreads):
                     dst[k] = dt(src[k]) / div
 
 
-@_jit()
-def _all_finite(x):
-    for i in range(x.shape[0]):
-        if not np.isfinite(x[i]):
-            return False
-    return True
-
-
 # The flags passed to _backward_network below are computed (n > 0 is True, n < 0 False) rather than
 # written as literals: Numba would compile a separate specialisation for Literal[bool] arguments,
 # about 10 s of extra compile time for each of _train_steps and _evaluate.
@@ -1002,7 +994,6 @@ def _train_steps(params, grads, m, v, w_off, b_off, sizes, hidden, output, loss,
     # For each step k: stats[k] = (sum of the per-sample losses before the update, correct count).
     # Returns the number of steps completed; a non-finite loss stops before that step's update.
     count = order.shape[0]
-    n_in = Xbuf.shape[1]
     gathered = Xbuf[:count]
     _gather_rows(X, order, divisor, gathered, nthreads)
     nsteps = (count + batch_size - 1) // batch_size
