@@ -49,6 +49,14 @@ def _jit(**kw):
     return njit(cache=True, nogil=True, **kw)
 
 
+def _inline(**kw):
+    # For helpers with few call sites: Numba inlines them into the caller before typing, so they get
+    # no compiled library of their own. (Numba re-optimises and re-generates the machine code of a
+    # callee in every library that calls it: each level of separately compiled functions costs
+    # compile time.) The caller's fastmath flags apply to the inlined code.
+    return njit(inline="always", nogil=True, **kw)
+
+
 # ---------------------------------------------------------------------------------------------
 # Scalars
 # ---------------------------------------------------------------------------------------------
@@ -131,7 +139,7 @@ def _region_threads(work, nthreads):
 # Dense layer: forward pass
 # ---------------------------------------------------------------------------------------------
 
-@_jit(fastmath=FAST)
+@_inline(fastmath=FAST)
 def _forward_4rows(W, b, a_prev, out, code, j):
     # rows j..j+3 of _dense_forward_rows: samples four at a time, then in pairs, then one
     n, M = a_prev.shape
@@ -349,14 +357,6 @@ def _output_activation(z, out, output):
 # ---------------------------------------------------------------------------------------------
 
 @_jit()
-def _target(s, i, label, targets, has_targets, one):
-    # the target value y_i of sample s: one-hot of its class label, or the given target row
-    if has_targets:
-        return targets[s, i]
-    return one if i == label else one - one
-
-
-@_jit()
 def _output_loss_delta(z, a, lse, label, targets, t_row, has_targets, output, loss, scale, delta):
     # One sample: z, a, delta (K,). Returns the loss c (float64) and writes delta = scale * dc/dz.
     # Output/loss pairs handled (the lecture's delta^L = sigma'(z^L) * grad_a c):
@@ -366,25 +366,23 @@ def _output_loss_delta(z, a, lse, label, targets, t_row, has_targets, output, lo
     #   sigmoid + mse:       delta = 2(a - y) * a (1 - a)
     #   identity + mse:      delta = 2(a - y)
     # (ce with sigmoid or identity outputs is rejected by the callers: a^L is not a distribution.)
+    # y is the one-hot of the class label, or row t_row of targets; it is written into delta first.
     K = z.shape[0]
     one = z.dtype.type(1)
     two = one + one
+    for i in range(K):
+        delta[i] = targets[t_row, i] if has_targets else (one if i == label else one - one)
     c = 0.0
     if loss == CE:
-        if has_targets:
-            for i in range(K):
-                y = targets[t_row, i]
-                if y != 0:
-                    c += y * (lse - z[i])
-        else:
-            c = lse - z[label]
+        # -log a_i = lse - z_i: exact for saturated softmax outputs, where log(a_i) would be -inf
         for i in range(K):
-            delta[i] = scale * (a[i] - _target(t_row, i, label, targets, has_targets, one))
+            if delta[i] != 0:
+                c += delta[i] * (lse - z[i])
+            delta[i] = scale * (a[i] - delta[i])
         return c
-    # mse
     ag = 0.0
     for i in range(K):
-        diff = a[i] - _target(t_row, i, label, targets, has_targets, one)
+        diff = a[i] - delta[i]
         c += diff * diff
         delta[i] = two * diff
         ag += a[i] * delta[i]
@@ -547,7 +545,7 @@ def _delta_backward_cols(W, delta, a_prev, code, from_output, delta_prev, i0, i1
             _scale_by_activation_grad(delta_prev[s + r, i0:i1], a_prev[s + r, i0:i1], code, from_output)
 
 
-@_jit(fastmath=FAST)
+@_inline(fastmath=FAST)
 def _scale_by_activation_grad(out, x, code, from_output):
     # out *= sigma'(z), from x = a (from_output) or x = z
     one = out.dtype.type(1)
@@ -565,16 +563,19 @@ def _weight_grad_rows(delta, a_prev, dW, db, j0, j1, accumulate):
     # dW[j, :] (+)= sum_s delta[s, j] a_prev[s, :]  and  db[j] (+)= sum_s delta[s, j]
     # (the lecture's dC/dw_ij = a_j^{l-1} delta_i^l summed over the minibatch).
     # Register blocking: two dW rows are loaded and stored once per four samples (6 loads and
-    # 2 stores per 8 FMAs); the remaining samples in pairs and singly, an odd last row alone.
+    # 2 stores per 8 FMAs), the remaining samples singly. One loop body only (each variant costs
+    # compile time): an odd last row is paired with a scratch row whose deltas read as zero.
     n, M = a_prev.shape
     zero = dW.dtype.type(0)
-    j = j0
-    while j + 2 <= j1:
+    scratch = np.empty(M, dW.dtype)
+    for j in range(j0, j1, 2):
+        pair = j + 1 < j1
+        j1st = j + 1 if pair else j
         g0 = dW[j]
-        g1 = dW[j + 1]
+        g1 = dW[j1st] if pair else scratch
         if accumulate:
             c0 = db[j]
-            c1 = db[j + 1]
+            c1 = db[j1st]
         else:
             c0 = zero
             c1 = zero
@@ -587,10 +588,10 @@ def _weight_grad_rows(delta, a_prev, dW, db, j0, j1, accumulate):
             d01 = delta[s + 1, j]
             d02 = delta[s + 2, j]
             d03 = delta[s + 3, j]
-            d10 = delta[s, j + 1]
-            d11 = delta[s + 1, j + 1]
-            d12 = delta[s + 2, j + 1]
-            d13 = delta[s + 3, j + 1]
+            d10 = delta[s, j1st] if pair else zero
+            d11 = delta[s + 1, j1st] if pair else zero
+            d12 = delta[s + 2, j1st] if pair else zero
+            d13 = delta[s + 3, j1st] if pair else zero
             if (d00 != zero or d01 != zero or d02 != zero or d03 != zero
                     or d10 != zero or d11 != zero or d12 != zero or d13 != zero):
                 x0 = a_prev[s]
@@ -607,24 +608,9 @@ def _weight_grad_rows(delta, a_prev, dW, db, j0, j1, accumulate):
                 c0 += d00 + d01 + d02 + d03
                 c1 += d10 + d11 + d12 + d13
             s += 4
-        while s + 2 <= n:
-            d00 = delta[s, j]
-            d01 = delta[s + 1, j]
-            d10 = delta[s, j + 1]
-            d11 = delta[s + 1, j + 1]
-            x0 = a_prev[s]
-            x1 = a_prev[s + 1]
-            for k in range(M):
-                u0 = x0[k]
-                u1 = x1[k]
-                g0[k] += d00 * u0 + d01 * u1
-                g1[k] += d10 * u0 + d11 * u1
-            c0 += d00 + d01
-            c1 += d10 + d11
-            s += 2
         while s < n:
             d00 = delta[s, j]
-            d10 = delta[s, j + 1]
+            d10 = delta[s, j1st] if pair else zero
             x0 = a_prev[s]
             for k in range(M):
                 u0 = x0[k]
@@ -634,38 +620,8 @@ def _weight_grad_rows(delta, a_prev, dW, db, j0, j1, accumulate):
             c1 += d10
             s += 1
         db[j] = c0
-        db[j + 1] = c1
-        j += 2
-    if j < j1:
-        g0 = dW[j]
-        if accumulate:
-            c0 = db[j]
-        else:
-            c0 = zero
-            for k in range(M):
-                g0[k] = zero
-        s = 0
-        while s + 4 <= n:
-            d0 = delta[s, j]
-            d1 = delta[s + 1, j]
-            d2 = delta[s + 2, j]
-            d3 = delta[s + 3, j]
-            x0 = a_prev[s]
-            x1 = a_prev[s + 1]
-            x2 = a_prev[s + 2]
-            x3 = a_prev[s + 3]
-            for k in range(M):
-                g0[k] += d0 * x0[k] + d1 * x1[k] + d2 * x2[k] + d3 * x3[k]
-            c0 += d0 + d1 + d2 + d3
-            s += 4
-        while s < n:
-            d0 = delta[s, j]
-            x0 = a_prev[s]
-            for k in range(M):
-                g0[k] += d0 * x0[k]
-            c0 += d0
-            s += 1
-        db[j] = c0
+        if pair:
+            db[j1st] = c1
 
 
 @_jit(parallel=True, fastmath=FAST)
@@ -747,7 +703,7 @@ def _update_range(params, grads, m, v, p0, p1, optimizer, hp, step):
             P[p] -= step_size * Mm[p] / (np.sqrt(V[p]) * inv_sqrt_bc2 + eps)
 
 
-@_jit()
+@_inline()
 def _update_layer_rows(params, grads, m, v, w_off, b_off, sizes, l, j0, j1, optimizer, hp, step):
     # the optimizer step on rows j0:j1 of W^l and b^l
     M = sizes[l - 1]
@@ -799,7 +755,7 @@ def _forward_network(params, w_off, b_off, sizes, hidden, output, X, A, a_off, Z
         _output_activation(Z[s], AL[s], output)
 
 
-@_jit()
+@_inline()
 def _last_layer_samples(W, b, a_prev, Z, AL, D, labels, targets, has_targets, idx, output, loss, scale,
                         losses, s0, s1):
     # samples s0 <= s < s1: z^L = W a^{L-1} + b, a^L, the loss and delta^L (see _output_step)
@@ -809,51 +765,6 @@ def _last_layer_samples(W, b, a_prev, Z, AL, D, labels, targets, has_targets, id
     for s in range(s0, s1):
         _output_activation(Z[s], AL[s], output)
     return _output_samples(Z, AL, D, labels, targets, has_targets, idx, output, loss, scale, losses, s0, s1)
-
-
-@_jit(parallel=True, fastmath=FAST)
-def _forward_output(params, w_off, b_off, sizes, hidden, output, loss, X, A, D, a_off, Z, labels,
-                    targets, has_targets, idx, scale, losses, nthreads):
-    # The training forward pass and output step: layers 1..L-1 as in _forward_network (rows split
-    # over threads); the output layer, its activation, the per-sample losses and delta^L in one
-    # parallel region split by samples (each thread owns whole sample rows; the correct counts are
-    # added up per thread and then in thread order). Returns the number of correct argmaxes.
-    L = sizes.shape[0] - 1
-    n = X.shape[0]
-    for l in range(1, L):
-        W = _weights(params, w_off, sizes, l)
-        b = _biases(params, b_off, sizes, l)
-        a_prev = X if l == 1 else _rows(A, a_off, sizes, l - 1, n)
-        out = _rows(A, a_off, sizes, l, n)
-        T = _region_threads(n * sizes[l] * sizes[l - 1], nthreads)
-        if T == 1:
-            j0, j1 = _chunk(sizes[l], T - 1, T)
-            _dense_forward_rows(W, b, a_prev, out, hidden, j0, j1)
-        else:
-            for t in prange(T):
-                j0, j1 = _chunk(sizes[l], np.int64(t), T)
-                _dense_forward_rows(W, b, a_prev, out, hidden, j0, j1)
-    W = _weights(params, w_off, sizes, L)
-    b = _biases(params, b_off, sizes, L)
-    a_prev = X if L == 1 else _rows(A, a_off, sizes, L - 1, n)
-    AL = _rows(A, a_off, sizes, L, n)
-    DL = _rows(D, a_off, sizes, L, n)
-    T = _region_threads(n * (sizes[L] * sizes[L - 1] + OUTPUT_STEP_WORK), nthreads)
-    if n < 8 * T:
-        T = 1
-    counts = np.zeros(T, np.int64)
-    if T == 1:
-        counts[0] = _last_layer_samples(W, b, a_prev, Z, AL, DL, labels, targets, has_targets, idx, output,
-                                        loss, scale, losses, n - n, n)
-    else:
-        for t in prange(T):
-            s0, s1 = _chunk4(n, np.int64(t), T)
-            counts[t] = _last_layer_samples(W, b, a_prev, Z, AL, DL, labels, targets, has_targets, idx,
-                                            output, loss, scale, losses, s0, s1)
-    correct = 0
-    for t in range(T):
-        correct += counts[t]
-    return correct
 
 
 @_jit(fastmath=FAST)
@@ -895,7 +806,7 @@ def _weight_grad_cols(delta, a_prev, dW, db, c0, c1, accumulate, with_bias):
             db[j] = c
 
 
-@_jit(fastmath=FAST)
+@_inline(fastmath=FAST)
 def _backward_pair(t, T, k, params, grads, m, v, w_off, b_off, sizes, hidden, X, A, D, a_off, n,
                    accumulate, update, optimizer, hp, step):
     # Thread t of T in the backward region of layer k (k == L only for a network without hidden
@@ -953,39 +864,40 @@ def _backward_network(params, grads, m, v, w_off, b_off, sizes, hidden, X, A, D,
                            a_off, n, accumulate, update, optimizer, hp, step)
 
 
-@_jit(parallel=True)
-def _gather_rows(X, idx, divisor, out, nthreads):
-    # X (N, M) uint8|float32|float64, idx (n,) -> out (n, M) float: out[s] = X[idx[s]] / divisor.
-    # No fastmath: division by 255 must round exactly like NumPy's X / 255.
-    n, M = out.shape
+@_jit()
+def _gather_range(X, idx, divisor, out, s0, s1):
+    # X (N, M) uint8|float32|float64, idx (n,), out (n, M) float: out[s] = X[idx[s]] / divisor for
+    # s0 <= s < s1. No fastmath: division by 255 must round exactly like NumPy's X / 255.
+    M = out.shape[1]
     dt = out.dtype.type
     div = dt(divisor)
     inv64 = 1.0 / divisor
     exact_mul = divisor == 255.0 and X.itemsize == 1 and out.itemsize == 4  # uint8 -> float32
+    for s in range(s0, s1):
+        src = X[idx[s]]
+        dst = out[s]
+        if exact_mul:
+            # uint8 / 255 into float32: the float64 product rounded to float32 equals the correctly
+            # rounded quotient for all 256 byte values (checked exhaustively), and a multiply
+            # is several times cheaper than a vector division.
+            for k in range(M):
+                dst[k] = dt(np.float64(src[k]) * inv64)
+        else:
+            for k in range(M):
+                dst[k] = dt(src[k]) / div  # exact when divisor == 1
+
+
+@_jit(parallel=True)
+def _gather_rows(X, idx, divisor, out, nthreads):
+    # X (N, M), idx (n,) -> out (n, M): out[s] = X[idx[s]] / divisor, rows split over threads
+    n, M = out.shape
     T = _region_threads(n * M, nthreads)
     for t in prange(T):
-        s0, s1 = _chunk(n, t, T)
-        for s in range(s0, s1):
-            src = X[idx[s]]
-            dst = out[s]
-            if divisor == 1.0:
-                for k in range(M):
-                    dst[k] = dt(src[k])
-            elif exact_mul:
-                # uint8 / 255 into float32: the float64 product rounded to float32 equals the correctly
-                # rounded quotient for all 256 byte values (checked exhaustively), and a multiply
-                # is several times cheaper than a vector division.
-                for k in range(M):
-                    dst[k] = dt(np.float64(src[k]) * inv64)
-            else:
-                for k in range(M):
-                    dst[k] = dt(src[k]) / div
+        s0, s1 = _chunk(n, np.int64(t), T)
+        _gather_range(X, idx, divisor, out, s0, s1)
 
 
-# The flags passed to _backward_network below are computed (n > 0 is True, n < 0 False) rather than
-# written as literals: Numba would compile a separate specialisation for Literal[bool] arguments,
-# about 10 s of extra compile time for each of _train_steps and _evaluate.
-@_jit()
+@_jit(parallel=True, fastmath=FAST)
 def _train_steps(params, grads, m, v, w_off, b_off, sizes, hidden, output, loss,
                  X, divisor, labels, targets, has_targets, order, batch_size, first_step,
                  optimizer, hp, step0, Xbuf, A, D, Z, a_off, nthreads, losses, stats):
@@ -993,29 +905,75 @@ def _train_steps(params, grads, m, v, w_off, b_off, sizes, hidden, output, loss,
     # epoch's permutation), batch_size at a time, the last batch possibly smaller.
     # For each step k: stats[k] = (sum of the per-sample losses before the update, correct count).
     # Returns the number of steps completed; a non-finite loss stops before that step's update.
+    #
+    # Each step is a sequence of phases, one parallel region each:
+    #   phase 0        (first step only) gather and scale the chunk's input rows, split by rows;
+    #   phase l < L    the forward pass of hidden layer l, rows of W^l split over threads;
+    #   phase L        the output layer, its activation, the per-sample losses and delta^L, split by
+    #                  samples (each thread owns whole sample rows; correct counts added in thread order);
+    #   phase > L      backward + update, one region per hidden layer from L-1 down (see _backward_pair).
+    # All phases share one prange loop: Numba compiles each prange into a gufunc and two wrappers,
+    # each re-optimising every function the loop body calls, so one loop instead of four saves
+    # seconds of compile time.
+    L = sizes.shape[0] - 1
     count = order.shape[0]
     gathered = Xbuf[:count]
-    _gather_rows(X, order, divisor, gathered, nthreads)
     nsteps = (count + batch_size - 1) // batch_size
+    nback = max(L - 1, 1)
+    counts = np.empty(max(nthreads, 1), np.int64)  # np.zeros would be a parallel loop of its own
     for k in range(nsteps):
         s0 = k * batch_size
         s1 = min(s0 + batch_size, count)
         n = s1 - s0
         Xb = gathered[s0:s1]
+        idx = order[s0:s1]
         Zb = Z[:n]
         scale = params.dtype.type(1.0 / n)
         lb = losses[:n]
-        correct = _forward_output(params, w_off, b_off, sizes, hidden, output, loss, Xb, A, D, a_off, Zb,
-                                  labels, targets, has_targets, order[s0:s1], scale, lb, nthreads)
-        total = 0.0
-        for s in range(n):
-            total += lb[s]
-        stats[k, 0] = total
-        stats[k, 1] = correct
-        if not np.isfinite(total):
-            return k
-        _backward_network(params, grads, m, v, w_off, b_off, sizes, hidden, Xb, A, D, a_off, n,
-                          n < 0, n > 0, optimizer, hp, step0 + k, nthreads)
+        for phase in range(0 if k == 0 else 1, L + 1 + nback):
+            layer = max(min(phase, L), 1)  # the forward phases' layer (phase 0: any)
+            W = _weights(params, w_off, sizes, layer)
+            b = _biases(params, b_off, sizes, layer)
+            a_prev = Xb if layer <= 1 else _rows(A, a_off, sizes, layer - 1, n)
+            out = _rows(A, a_off, sizes, layer, n)
+            hidden_layer = L + nback - phase + 1  # the backward phases' layer k
+            if phase == 0:
+                T = _region_threads(count * X.shape[1], nthreads)
+            elif phase < L:
+                T = _region_threads(n * sizes[layer] * sizes[layer - 1], nthreads)
+            elif phase == L:
+                T = _region_threads(n * (sizes[L] * sizes[L - 1] + OUTPUT_STEP_WORK), nthreads)
+                if n < 8 * T:
+                    T = 1
+            else:
+                above = sizes[hidden_layer + 1] if hidden_layer < L else 0
+                T = _region_threads(n * sizes[hidden_layer] * (sizes[hidden_layer - 1] + above), nthreads)
+            for t in prange(T):
+                tt = np.int64(t)
+                if phase == 0:
+                    r0, r1 = _chunk(count, tt, T)
+                    _gather_range(X, order, divisor, gathered, r0, r1)
+                elif phase < L:
+                    j0, j1 = _chunk(sizes[layer], tt, T)
+                    _dense_forward_rows(W, b, a_prev, out, hidden, j0, j1)
+                elif phase == L:
+                    c0, c1 = _chunk4(n, tt, T)
+                    counts[t] = _last_layer_samples(W, b, a_prev, Zb, out, _rows(D, a_off, sizes, L, n), labels,
+                                                    targets, has_targets, idx, output, loss, scale, lb, c0, c1)
+                else:
+                    _backward_pair(tt, T, hidden_layer, params, grads, m, v, w_off, b_off, sizes, hidden, Xb,
+                                   A, D, a_off, n, n < 0, n > 0, optimizer, hp, step0 + k)
+            if phase == L:
+                correct = 0
+                for t in range(T):
+                    correct += counts[t]
+                total = 0.0
+                for s in range(n):
+                    total += lb[s]
+                stats[k, 0] = total
+                stats[k, 1] = correct
+                if not np.isfinite(total):
+                    return k
     return nsteps
 
 
