@@ -19,7 +19,9 @@ so NaN and inf checks keep working.
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import carray, njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 IDENTITY, SIGMOID, RELU, TANH, SOFTMAX = 0, 1, 2, 3, 4
 ACTIVATION_CODES = {"identity": IDENTITY, "sigmoid": SIGMOID, "relu": RELU, "tanh": TANH,
@@ -446,103 +448,92 @@ def _output_samples(Z, AL, D, labels, targets, has_targets, idx, output, loss, s
 # Backward: the delta recursion and the gradient accumulation
 # ---------------------------------------------------------------------------------------------
 
+# The register tile of _delta_backward_cols: 4 samples x TILE_BYTES of columns, i.e. 4 x 4 zmm
+# accumulators (64 float32 or 32 float64 columns).
+TILE_BYTES = 256
+
+
+@intrinsic
+def _register_tile(typingctx, like):
+    # -> (pointer to an uninitialised 4 x width buffer of like's type on the stack, width), width =
+    # TILE_BYTES / itemsize as a compile-time constant. Unlike a heap array, LLVM knows that nothing
+    # else points there, so with constant indices it keeps the buffer in registers.
+    width = TILE_BYTES * 8 // like.bitwidth
+    ptr_t = types.CPointer(like)
+
+    def codegen(context, builder, sig, args):
+        ptr = cgutils.alloca_once(builder, context.get_value_type(like),
+                                  size=context.get_constant(types.intp, 4 * width))
+        return context.make_tuple(builder, sig.return_type,
+                                  (ptr, context.get_constant(types.intp, width)))
+    return types.Tuple((ptr_t, types.intp))(like), codegen
+
+
 @_jit(fastmath=FAST)
 def _delta_backward_cols(W, delta, a_prev, code, from_output, delta_prev, i0, i1):
     # W = W^l (N, M), delta = delta^l (n, N), a_prev = a^{l-1} or z^{l-1} (n, M), delta_prev (n, M).
     # Columns i0 <= i < i1: delta^{l-1}[s, i] = sigma'(z^{l-1}[s, i]) * sum_j W[j, i] delta^l[s, j]
     # (the lecture's delta^l = sigma'(z^l) * (W^{l+1})^T delta^{l+1}, one layer down).
-    # (W^T delta) is built as a sum of rows of W scaled by delta, so W is read contiguously.
-    # Register blocking: four samples x four rows of W per pass over i (4 W loads, 4 loads and
-    # 4 stores of delta_prev per 16 FMAs). One loop body only (each variant costs compile time):
-    # a last partial block of samples reads zero deltas and writes to scratch rows, a last partial
-    # block of rows repeats row N-1 with a zero delta (adds exact zeros).
-    # Loops run over slices from 0: with range(i0, i1) Numba cannot prove the index non-negative,
-    # keeps its negative-index wraparound and LLVM does not vectorise (measured 5x slower).
+    # GEMM micro-kernel: a tile acc of 4 samples x T columns (T = 64 float32, 32 float64) is summed
+    # over all j in 16 zmm registers: per j, 4 vector loads of the row segment W[j, tile] and 4
+    # broadcast deltas feed 16 vector FMAs, and nothing is stored until the tile is done. W is read
+    # in place (packing tiles into a buffer cost more than it saved). Loops over the tile have the
+    # constant trip count T, so that LLVM keeps acc in registers: a last narrower tile is moved left
+    # to end at i1 (its overlap is recomputed identically), and when i1 - i0 < T the columns i0:i1
+    # of W are copied into a zero-padded T-column buffer (so no column outside i0:i1 is read). A
+    # last partial block of samples repeats rows of delta and drops their results. sigma' is
+    # applied in one pass over the rows at the end.
     n, N = delta.shape
     one = W.dtype.type(1)
     zero = one - one
+    ptr, T = _register_tile(one)
+    acc = carray(ptr, (4, T))
     m = i1 - i0
-    zeros_row = np.zeros(N, W.dtype)
-    scratch = np.empty((3, max(m, 1)), W.dtype)
-    for s in range(0, n, 4):
-        o0 = delta_prev[s, i0:i1]
-        e0 = delta[s]
-        if s + 1 < n:
-            o1 = delta_prev[s + 1, i0:i1]
-            e1 = delta[s + 1]
-        else:
-            o1 = scratch[0, :m]
-            e1 = zeros_row
-        if s + 2 < n:
-            o2 = delta_prev[s + 2, i0:i1]
-            e2 = delta[s + 2]
-        else:
-            o2 = scratch[1, :m]
-            e2 = zeros_row
-        if s + 3 < n:
-            o3 = delta_prev[s + 3, i0:i1]
-            e3 = delta[s + 3]
-        else:
-            o3 = scratch[2, :m]
-            e3 = zeros_row
-        for i in range(m):
-            o0[i] = zero
-            o1[i] = zero
-            o2[i] = zero
-            o3[i] = zero
-        for j in range(0, N, 4):
-            j1 = min(j + 1, N - 1)
-            j2 = min(j + 2, N - 1)
-            j3 = min(j + 3, N - 1)
-            d00 = e0[j]
-            d10 = e1[j]
-            d20 = e2[j]
-            d30 = e3[j]
-            if j + 1 < N:
-                d01 = e0[j1]
-                d11 = e1[j1]
-                d21 = e2[j1]
-                d31 = e3[j1]
-            else:
-                d01 = zero
-                d11 = zero
-                d21 = zero
-                d31 = zero
-            if j + 2 < N:
-                d02 = e0[j2]
-                d12 = e1[j2]
-                d22 = e2[j2]
-                d32 = e3[j2]
-            else:
-                d02 = zero
-                d12 = zero
-                d22 = zero
-                d32 = zero
-            if j + 3 < N:
-                d03 = e0[j3]
-                d13 = e1[j3]
-                d23 = e2[j3]
-                d33 = e3[j3]
-            else:
-                d03 = zero
-                d13 = zero
-                d23 = zero
-                d33 = zero
-            w0 = W[j, i0:i1]
-            w1 = W[j1, i0:i1]
-            w2 = W[j2, i0:i1]
-            w3 = W[j3, i0:i1]
+    if m < T:
+        src = np.zeros((N, T), W.dtype)
+        for j in range(N):
             for i in range(m):
-                p0 = w0[i]
-                p1 = w1[i]
-                p2 = w2[i]
-                p3 = w3[i]
-                o0[i] += d00 * p0 + d01 * p1 + d02 * p2 + d03 * p3
-                o1[i] += d10 * p0 + d11 * p1 + d12 * p2 + d13 * p3
-                o2[i] += d20 * p0 + d21 * p1 + d22 * p2 + d23 * p3
-                o3[i] += d30 * p0 + d31 * p1 + d32 * p2 + d33 * p3
-        for r in range(min(4, n - s)):
-            _scale_by_activation_grad(delta_prev[s + r, i0:i1], a_prev[s + r, i0:i1], code, from_output)
+                src[j, i] = W[j, i0 + i]
+        off = i0
+    else:
+        src = W
+        off = 0
+    a0 = acc[0]
+    a1 = acc[1]
+    a2 = acc[2]
+    a3 = acc[3]
+    for c in range(i0, i1, T):
+        c1 = min(c + T, i1)
+        t = max(min(c, i1 - T), off)
+        for s in range(0, n, 4):
+            e0 = delta[s]
+            e1 = delta[min(s + 1, n - 1)]
+            e2 = delta[min(s + 2, n - 1)]
+            e3 = delta[min(s + 3, n - 1)]
+            for i in range(T):
+                a0[i] = zero
+                a1[i] = zero
+                a2[i] = zero
+                a3[i] = zero
+            for j in range(N):
+                w = src[j, t - off:t - off + T]
+                d0 = e0[j]
+                d1 = e1[j]
+                d2 = e2[j]
+                d3 = e3[j]
+                for i in range(T):
+                    x = w[i]
+                    a0[i] += d0 * x
+                    a1[i] += d1 * x
+                    a2[i] += d2 * x
+                    a3[i] += d3 * x
+            for r in range(min(4, n - s)):
+                o = delta_prev[s + r, c:c1]
+                v = acc[r, c - t:c1 - t]
+                for i in range(c1 - c):
+                    o[i] = v[i]
+    for s in range(n):
+        _scale_by_activation_grad(delta_prev[s, i0:i1], a_prev[s, i0:i1], code, from_output)
 
 
 @_inline(fastmath=FAST)

@@ -227,6 +227,28 @@ def test_delta_backward(activation, shape, batch, dtype):
         np.testing.assert_array_equal(x, c)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+@pytest.mark.parametrize("n", [1, 3, 4, 6, 10, 33])
+@pytest.mark.parametrize("cols", [(0, 150), (0, 76), (76, 150), (0, 64), (64, 128), (13, 14), (5, 70),
+                                  (100, 150), (3, 3)], ids=_ids)
+def test_delta_backward_column_ranges(cols, n, dtype):
+    """The private kernel on a thread's share of the columns: register tiles of 64 (float32) or 32
+    (float64) columns, a last tile moved left onto the range's end, a range narrower than a tile,
+    partial blocks of samples; columns outside the range are not touched."""
+    from fastmlp import _kernels as P
+    i0, i1 = cols
+    n_next, m = 21, 150
+    rng = _rng("cols", cols, n, dtype)
+    W_next = rng.normal(0, 1, (n_next, m)).astype(dtype)
+    delta_next = rng.normal(0, 1, (n, n_next)).astype(dtype)
+    z = rng.normal(0, 2, (n, m)).astype(dtype)
+    out = np.full((n, m), 7.0, dtype)
+    P._delta_backward_cols(W_next, delta_next, z, P.TANH, False, out, i0, i1)
+    want = ref.delta_backward(W_next, delta_next, z, "tanh")
+    _assert_close(out[:, i0:i1], want[:, i0:i1], dtype, scale=np.sqrt(n_next))
+    assert np.all(out[:, :i0] == 7.0) and np.all(out[:, i1:] == 7.0)
+
+
 # ---------------------------------------------------------------------- accumulate_gradients
 @pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
 @pytest.mark.parametrize("batch", BATCHES, ids=_ids)
