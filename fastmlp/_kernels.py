@@ -723,23 +723,27 @@ def _rows(buf, a_off, sizes, l, n):
 
 
 @_jit(parallel=True, fastmath=FAST)
-def _forward_network(params, w_off, b_off, sizes, hidden, output, X, A, a_off, Z, nthreads):
-    # X (n, N_0) -> A: a^l of every layer l (flat workspace), Z (n, N_L): z^L.
+def _forward_network(params, w_off, b_off, sizes, hidden, output, X, idx, divisor, Xb, A, a_off, Z, nthreads):
+    # Rows idx of X (scaled by 1/divisor) into Xb (n, N_0), then a^l of every layer l into A (flat
+    # workspace) and z^L into Z (n, N_L). One prange loop for the gather and every layer (see
+    # _train_steps on why), rows split over threads; the output activation per sample at the end.
     L = sizes.shape[0] - 1
-    n = X.shape[0]
-    for l in range(1, L + 1):
-        W = _weights(params, w_off, sizes, l)
-        b = _biases(params, b_off, sizes, l)
-        a_prev = X if l == 1 else _rows(A, a_off, sizes, l - 1, n)
-        out = Z if l == L else _rows(A, a_off, sizes, l, n)
-        code = IDENTITY if l == L else hidden
-        T = _region_threads(n * sizes[l] * sizes[l - 1], nthreads)
-        if T == 1:
-            j0, j1 = _chunk(sizes[l], T - 1, T)
-            _dense_forward_rows(W, b, a_prev, out, code, j0, j1)
-        else:
-            for t in prange(T):
-                j0, j1 = _chunk(sizes[l], np.int64(t), T)
+    n = Xb.shape[0]
+    for phase in range(L + 1):
+        layer = max(phase, 1)
+        W = _weights(params, w_off, sizes, layer)
+        b = _biases(params, b_off, sizes, layer)
+        a_prev = Xb if layer == 1 else _rows(A, a_off, sizes, layer - 1, n)
+        out = Z if layer == L else _rows(A, a_off, sizes, layer, n)
+        code = IDENTITY if layer == L else hidden
+        T = _region_threads(n * (X.shape[1] if phase == 0 else sizes[layer] * sizes[layer - 1]), nthreads)
+        for t in prange(T):
+            tt = np.int64(t)
+            if phase == 0:
+                r0, r1 = _chunk(n, tt, T)
+                _gather_range(X, idx, divisor, Xb, r0, r1)
+            else:
+                j0, j1 = _chunk(sizes[layer], tt, T)
                 _dense_forward_rows(W, b, a_prev, out, code, j0, j1)
     AL = _rows(A, a_off, sizes, L, n)
     for s in range(n):
@@ -878,16 +882,6 @@ def _gather_range(X, idx, divisor, out, s0, s1):
                 dst[k] = dt(src[k]) / div  # exact when divisor == 1
 
 
-@_jit(parallel=True)
-def _gather_rows(X, idx, divisor, out, nthreads):
-    # X (N, M), idx (n,) -> out (n, M): out[s] = X[idx[s]] / divisor, rows split over threads
-    n, M = out.shape
-    T = _region_threads(n * M, nthreads)
-    for t in prange(T):
-        s0, s1 = _chunk(n, np.int64(t), T)
-        _gather_range(X, idx, divisor, out, s0, s1)
-
-
 @_jit(parallel=True, fastmath=FAST)
 def _train_steps(params, grads, m, v, w_off, b_off, sizes, hidden, output, loss,
                  X, divisor, labels, targets, has_targets, order, batch_size, first_step,
@@ -968,10 +962,10 @@ def _train_steps(params, grads, m, v, w_off, b_off, sizes, hidden, output, loss,
     return nsteps
 
 
-@_jit()
-def _evaluate(params, grads, w_off, b_off, sizes, hidden, output, loss, X, divisor, labels, targets,
-              has_targets, batch_size, want_grads, scale, Xbuf, A, D, Z, a_off, nthreads, losses,
-              outputs, want_outputs):
+@_inline()
+def _evaluate_batches(params, grads, w_off, b_off, sizes, hidden, output, loss, X, divisor, labels, targets,
+                      has_targets, batch_size, want_grads, scale, Xbuf, A, D, Z, a_off, nthreads, losses,
+                      outputs, want_outputs):
     # Over all rows of X in batches: per-sample losses (losses (N,), when loss >= 0), the number of
     # correct argmaxes, a^L into outputs (N, K) when want_outputs, and with want_grads the gradient
     # of scale * (sum of losses) added into grads (which the caller zeroes).
@@ -979,7 +973,7 @@ def _evaluate(params, grads, w_off, b_off, sizes, hidden, output, loss, X, divis
     L = sizes.shape[0] - 1
     correct = 0
     hp = np.zeros(HP_SIZE)
-    sgd = N - N + SGD  # computed, not literal: no Literal[int] re-specialisation (see _train_steps)
+    sgd = N - N + SGD  # computed, not literal: no Literal[int] re-specialisation of the callees
     one = sgd + 1
     start = 0
     while start < N:
@@ -987,9 +981,8 @@ def _evaluate(params, grads, w_off, b_off, sizes, hidden, output, loss, X, divis
         n = stop - start
         idx = np.arange(start, stop)
         Xb = Xbuf[:n]
-        _gather_rows(X, idx, divisor, Xb, nthreads)
         Zb = Z[:n]
-        _forward_network(params, w_off, b_off, sizes, hidden, output, Xb, A, a_off, Zb, nthreads)
+        _forward_network(params, w_off, b_off, sizes, hidden, output, X, idx, divisor, Xb, A, a_off, Zb, nthreads)
         AL = _rows(A, a_off, sizes, L, n)
         if want_outputs:
             # element by element: the slice assignment outputs[start:stop] = AL took 3.5 s to compile
@@ -1004,3 +997,22 @@ def _evaluate(params, grads, w_off, b_off, sizes, hidden, output, loss, X, divis
                                   a_off, n, n > 0, n < 0, sgd, hp, one, nthreads)
         start = stop
     return correct
+
+
+# Two entry points, so that evaluating, predicting and the loss do not compile the backward pass
+# (want_grads is a constant in each, and Numba drops the branch it never takes).
+@_jit()
+def _evaluate(params, grads, w_off, b_off, sizes, hidden, output, loss, X, divisor, labels, targets,
+              has_targets, batch_size, scale, Xbuf, A, D, Z, a_off, nthreads, losses, outputs, want_outputs):
+    return _evaluate_batches(params, grads, w_off, b_off, sizes, hidden, output, loss, X, divisor, labels,
+                             targets, has_targets, batch_size, False, scale, Xbuf, A, D, Z, a_off, nthreads,
+                             losses, outputs, want_outputs)
+
+
+@_jit()
+def _evaluate_with_gradients(params, grads, w_off, b_off, sizes, hidden, output, loss, X, divisor, labels,
+                             targets, has_targets, batch_size, scale, Xbuf, A, D, Z, a_off, nthreads, losses,
+                             outputs, want_outputs):
+    return _evaluate_batches(params, grads, w_off, b_off, sizes, hidden, output, loss, X, divisor, labels,
+                             targets, has_targets, batch_size, True, scale, Xbuf, A, D, Z, a_off, nthreads,
+                             losses, outputs, want_outputs)

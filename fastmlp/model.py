@@ -191,12 +191,12 @@ class MLP:
         outputs = np.empty((n, K) if want_outputs else (0, K), dtype=self.dtype)
         divisor = 255.0 if Xc.dtype == np.uint8 else 1.0
         with thread_count(nthreads):
-            correct = k._evaluate(self.params, grads, self.w_off, self.b_off, self.sizes_array,
-                                  k.ACTIVATION_CODES[self.activation], k.ACTIVATION_CODES[self.output],
-                                  k.LOSS_CODES[loss] if loss is not None else -1, Xc, divisor, labels,
-                                  targets, has_targets, ws.capacity, want_grads,
-                                  self.dtype.type(1.0 / n), ws.X, ws.A, ws.D, ws.Z, ws.a_off, nthreads,
-                                  losses, outputs, want_outputs)
+            run = k._evaluate_with_gradients if want_grads else k._evaluate
+            correct = run(self.params, grads, self.w_off, self.b_off, self.sizes_array,
+                          k.ACTIVATION_CODES[self.activation], k.ACTIVATION_CODES[self.output],
+                          k.LOSS_CODES[loss] if loss is not None else -1, Xc, divisor, labels, targets,
+                          has_targets, ws.capacity, self.dtype.type(1.0 / n), ws.X, ws.A, ws.D, ws.Z,
+                          ws.a_off, nthreads, losses, outputs, want_outputs)
         return single, losses, outputs, grads, correct
 
     def forward(self, X, threads=None):
