@@ -257,11 +257,15 @@ def matmul_gflops_isolated(threads):
 
 
 def run(hidden=(100,), batch_size=32, threads=2, vs="numpy", n_samples=60000, epochs=1, seed=0,
-        matmul=True, isolated=True, data="synthetic-digits"):
+        matmul=True, isolated=True, data="synthetic-digits", repeats=1):
     """One side-by-side measurement; returns a dict of the figures (see the module docstring).
-    Each trainer (and the matmul) runs in its own subprocess unless isolated=False."""
+    Each trainer (and the matmul) runs in its own subprocess unless isolated=False. With repeats > 1
+    the two trainers run alternately that many times each and the medians are compared, so that a
+    slow moment of a shared machine falls on both."""
     if vs not in VS_CHOICES:
         raise FastMLPError(f"vs: got {vs!r}, expected one of {', '.join(VS_CHOICES)}")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise FastMLPError(f"repeats: got {repeats!r}, expected a positive integer")
     if vs == "torch":
         _import_torch()  # fail before the long part
     hidden = (hidden,) if isinstance(hidden, int) else tuple(int(h) for h in hidden)
@@ -270,14 +274,17 @@ def run(hidden=(100,), batch_size=32, threads=2, vs="numpy", n_samples=60000, ep
     how = measure_isolated if isolated else measure
     args = dict(hidden=hidden, batch_size=batch_size, threads=threads, n_samples=n_samples, epochs=epochs,
                 seed=seed, data=data)
-    f = how("fastmlp", **args)
-    r = how(vs, **args)
+    f_runs, r_runs = [], []
+    for _ in range(repeats):
+        f = how("fastmlp", **args)
+        f_runs.append(f["samples_per_second"])
+        r_runs.append(how(vs, **args)["samples_per_second"])
     if matmul:
         mm = matmul_gflops_isolated(threads) if isolated else matmul_gflops()
     else:
         mm = float("nan")
-    f_sps = f["samples_per_second"]
-    r_sps = r["samples_per_second"]
+    f_sps = float(np.median(f_runs))
+    r_sps = float(np.median(r_runs))
     f_gf = f_sps * fps / 1e9
     return {
         "network": "-".join(str(s) for s in sizes),
@@ -287,8 +294,9 @@ def run(hidden=(100,), batch_size=32, threads=2, vs="numpy", n_samples=60000, ep
         "n_samples": n_samples,
         "epochs": epochs,
         "data": data,
-        "fastmlp_seconds": f["seconds"],
-        "reference_seconds": r["seconds"],
+        "repeats": repeats,
+        "fastmlp_runs_samples_per_second": f_runs,
+        "reference_runs_samples_per_second": r_runs,
         "fastmlp_samples_per_second": f_sps,
         "reference_samples_per_second": r_sps,
         "ratio": f_sps / r_sps,
@@ -304,7 +312,8 @@ def run(hidden=(100,), batch_size=32, threads=2, vs="numpy", n_samples=60000, ep
 def format_result(r):
     return "\n".join([
         f"network {r['network']}  batch {r['batch_size']}  threads {r['threads']}  "
-        f"{r['n_samples']} samples ({r['data']}) x {r['epochs']} epoch(s)  threading layer {r['threading_layer']}",
+        f"{r['n_samples']} samples ({r['data']}) x {r['epochs']} epoch(s)  threading layer {r['threading_layer']}"
+        + (f"\nmedians of {r['repeats']} alternating runs each" if r["repeats"] > 1 else ""),
         f"fastmlp   {r['fastmlp_samples_per_second']:>12,.0f} samples/s  {r['fastmlp_gflops']:7.1f} GFLOP/s  "
         f"({100 * r['fastmlp_share_of_matmul']:.0f}% of matmul {r['matmul_gflops']:.0f} GFLOP/s)",
         f"{r['vs']:<9} {r['reference_samples_per_second']:>12,.0f} samples/s  {r['reference_gflops']:7.1f} GFLOP/s",
@@ -327,8 +336,10 @@ def register(group):
     @click.option("--data", default="synthetic-digits", show_default=True, type=click.Choice(DATA_CHOICES),
                   help="synthetic-digits (learnable, MNIST-like) or random pixels and labels.")
     @click.option("--epochs", default=1, show_default=True, type=click.IntRange(1))
+    @click.option("--repeats", default=1, show_default=True, type=click.IntRange(1),
+                  help="Run both trainers this many times, alternately, and compare the medians.")
     @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-    def bench(hidden, batch_size, threads, vs, samples, data, epochs, as_json):
+    def bench(hidden, batch_size, threads, vs, samples, data, epochs, repeats, as_json):
         """Compare fastmlp's training throughput with NumPy or PyTorch.
 
         One epoch of plain SGD with softmax + cross-entropy on MNIST-shaped data, each trainer
@@ -338,6 +349,7 @@ def register(group):
         Examples:
           fastmlp bench --hidden 100 --batch-size 32 --threads 2 --vs numpy
           fastmlp bench --hidden 512,512 --batch-size 128 --vs torch --json
+          fastmlp bench --batch-size 10 --vs torch --repeats 3
         """
         import json
         try:
@@ -353,7 +365,7 @@ def register(group):
                 raise click.BadParameter(f"got {threads}, at most {numba.config.NUMBA_NUM_THREADS} "
                                          "(NUMBA_NUM_THREADS)", param_hint="--threads")
             r = run(hidden=layers, batch_size=batch_size, threads=threads, vs=vs, n_samples=samples,
-                    epochs=epochs, data=data)
+                    epochs=epochs, data=data, repeats=repeats)
         except FastMLPError as e:
             raise click.ClickException(str(e)) from None
         click.echo(json.dumps(r, indent=2) if as_json else format_result(r))

@@ -129,3 +129,40 @@ def test_cli_bench_text_and_errors():
     assert "samples/s" in result.output and "GFLOP/s" in result.output and "ratio" in result.output
     bad = runner.invoke(main, ["bench", "--hidden", "a,b", "--samples", "10"])
     assert bad.exit_code != 0 and "--hidden" in bad.output
+
+
+def test_repeats_alternate_and_take_medians(bench, monkeypatch):
+    calls = []
+    figures = {"fastmlp": iter([100.0, 300.0, 200.0]), "numpy": iter([50.0, 10.0, 40.0])}
+
+    def fake_measure(trainer, **kw):
+        calls.append(trainer)
+        return {"seconds": 1.0, "samples_per_second": next(figures[trainer]), "threading_layer": "omp"}
+
+    monkeypatch.setattr(bench, "measure", fake_measure)
+    r = bench.run(hidden=(16,), batch_size=8, threads=1, vs="numpy", n_samples=64, isolated=False,
+                  matmul=False, repeats=3)
+    assert calls == ["fastmlp", "numpy"] * 3
+    assert r["fastmlp_samples_per_second"] == 200.0 and r["reference_samples_per_second"] == 40.0
+    assert r["ratio"] == 5.0 and r["repeats"] == 3
+    assert r["fastmlp_runs_samples_per_second"] == [100.0, 300.0, 200.0]
+    assert "medians of 3 alternating runs" in bench.format_result(r)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_repeats_must_be_a_positive_integer(bench, bad):
+    with pytest.raises(bench.FastMLPError, match="repeats"):
+        bench.run(hidden=(8,), batch_size=8, threads=1, vs="numpy", n_samples=16, repeats=bad)
+
+
+def test_cli_bench_repeats():
+    from click.testing import CliRunner
+    main = _cli()
+    runner = CliRunner()
+    result = runner.invoke(main, ["bench", "--hidden", "8", "--threads", "1", "--samples", "128",
+                                  "--batch-size", "16", "--repeats", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    r = json.loads(result.output)
+    assert r["repeats"] == 2 and len(r["fastmlp_runs_samples_per_second"]) == 2
+    bad = runner.invoke(main, ["bench", "--repeats", "0"])
+    assert bad.exit_code == 2 and "--repeats" in bad.output
