@@ -553,66 +553,92 @@ def _weight_grad_rows(delta, a_prev, dW, db, j0, j1, accumulate):
     # delta (n, N), a_prev (n, M), dW (N, M), db (N,): for rows j0 <= j < j1
     # dW[j, :] (+)= sum_s delta[s, j] a_prev[s, :]  and  db[j] (+)= sum_s delta[s, j]
     # (the lecture's dC/dw_ij = a_j^{l-1} delta_i^l summed over the minibatch).
-    # Register blocking: two dW rows are loaded and stored once per four samples (6 loads and
-    # 2 stores per 8 FMAs), the remaining samples singly. One loop body only (each variant costs
-    # compile time): an odd last row is paired with a scratch row whose deltas read as zero.
+    # GEMM micro-kernel like _delta_backward_cols: a tile acc of 4 rows x T columns (T = 64
+    # float32, 32 float64) is summed over the samples in 16 zmm registers (per sample: 4 vector
+    # loads of a_prev[s, tile], 4 broadcast deltas, 16 FMAs), then stored into dW, or added to it,
+    # once. First, per group of 4 rows, one pass over delta sums db and packs the 4 deltas of each
+    # sample into d (contiguous), leaving out samples whose 4 deltas are all zero (ReLU units off
+    # for that sample); rows[p] is packed entry p's sample. A last narrower tile is moved left to
+    # end at M (its overlap is recomputed identically); when M < T, a_prev is copied into a
+    # zero-padded T-column buffer. A last partial group repeats row j1 - 1 and drops its results.
+    # Every element is summed over s in ascending order, whatever the split of rows.
+    # LLVM keeps acc in registers only with this exact shape: heap buffers allocated before the
+    # tile, no branch in the sample loop, and the store as one loop with a select (an
+    # `if accumulate:` around two store loops made it store acc to the stack on every sample).
     n, M = a_prev.shape
-    zero = dW.dtype.type(0)
-    scratch = np.empty(M, dW.dtype)
-    for j in range(j0, j1, 2):
-        pair = j + 1 < j1
-        j1st = j + 1 if pair else j
-        g0 = dW[j]
-        g1 = dW[j1st] if pair else scratch
-        if accumulate:
-            c0 = db[j]
-            c1 = db[j1st]
-        else:
-            c0 = zero
-            c1 = zero
-            for k in range(M):
-                g0[k] = zero
-                g1[k] = zero
-        s = 0
-        while s + 4 <= n:
-            d00 = delta[s, j]
-            d01 = delta[s + 1, j]
-            d02 = delta[s + 2, j]
-            d03 = delta[s + 3, j]
-            d10 = delta[s, j1st] if pair else zero
-            d11 = delta[s + 1, j1st] if pair else zero
-            d12 = delta[s + 2, j1st] if pair else zero
-            d13 = delta[s + 3, j1st] if pair else zero
-            if (d00 != zero or d01 != zero or d02 != zero or d03 != zero
-                    or d10 != zero or d11 != zero or d12 != zero or d13 != zero):
-                x0 = a_prev[s]
-                x1 = a_prev[s + 1]
-                x2 = a_prev[s + 2]
-                x3 = a_prev[s + 3]
-                for k in range(M):
-                    u0 = x0[k]
-                    u1 = x1[k]
-                    u2 = x2[k]
-                    u3 = x3[k]
-                    g0[k] += d00 * u0 + d01 * u1 + d02 * u2 + d03 * u3
-                    g1[k] += d10 * u0 + d11 * u1 + d12 * u2 + d13 * u3
-                c0 += d00 + d01 + d02 + d03
-                c1 += d10 + d11 + d12 + d13
-            s += 4
-        while s < n:
-            d00 = delta[s, j]
-            d10 = delta[s, j1st] if pair else zero
-            x0 = a_prev[s]
-            for k in range(M):
-                u0 = x0[k]
-                g0[k] += d00 * u0
-                g1[k] += d10 * u0
-            c0 += d00
-            c1 += d10
-            s += 1
-        db[j] = c0
-        if pair:
-            db[j1st] = c1
+    one = dW.dtype.type(1)
+    zero = one - one
+    d = np.empty((n, 4), dW.dtype)
+    rows = np.empty(n, np.int64)
+    ptr, T = _register_tile(one)
+    acc = carray(ptr, (4, T))
+    if M < T:
+        src = np.zeros((n, T), dW.dtype)
+        for s in range(n):
+            for i in range(M):
+                src[s, i] = a_prev[s, i]
+    else:
+        src = a_prev
+    a0 = acc[0]
+    a1 = acc[1]
+    a2 = acc[2]
+    a3 = acc[3]
+    for j in range(j0, j1, 4):
+        r = min(4, j1 - j)
+        q1 = j + min(1, r - 1)
+        q2 = j + min(2, r - 1)
+        q3 = j + min(3, r - 1)
+        b0 = db[j] if accumulate else zero
+        b1 = db[q1] if accumulate else zero
+        b2 = db[q2] if accumulate else zero
+        b3 = db[q3] if accumulate else zero
+        cnt = 0
+        for s in range(n):
+            e = delta[s]
+            d0 = e[j]
+            d1 = e[q1]
+            d2 = e[q2]
+            d3 = e[q3]
+            b0 += d0
+            b1 += d1
+            b2 += d2
+            b3 += d3
+            if d0 != zero or d1 != zero or d2 != zero or d3 != zero:
+                d[cnt, 0] = d0
+                d[cnt, 1] = d1
+                d[cnt, 2] = d2
+                d[cnt, 3] = d3
+                rows[cnt] = s
+                cnt += 1
+        db[q3] = b3  # (a repeated row q = j1 - 1 gets the same value twice)
+        db[q2] = b2
+        db[q1] = b1
+        db[j] = b0
+        for c in range(0, M, T):
+            c1 = min(c + T, M)
+            t = max(min(c, M - T), 0)
+            for i in range(T):
+                a0[i] = zero
+                a1[i] = zero
+                a2[i] = zero
+                a3[i] = zero
+            for p in range(cnt):
+                x = src[rows[p], t:t + T]
+                d0 = d[p, 0]
+                d1 = d[p, 1]
+                d2 = d[p, 2]
+                d3 = d[p, 3]
+                for i in range(T):
+                    u = x[i]
+                    a0[i] += d0 * u
+                    a1[i] += d1 * u
+                    a2[i] += d2 * u
+                    a3[i] += d3 * u
+            for k in range(r):
+                g = dW[j + k, c:c1]
+                v = acc[k, c - t:c1 - t]
+                for i in range(c1 - c):
+                    g[i] = (g[i] if accumulate else zero) + v[i]
 
 
 @_jit(parallel=True, fastmath=FAST)
