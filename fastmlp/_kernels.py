@@ -921,7 +921,8 @@ def _train_steps(params, grads, m, v, w_off, b_off, sizes, hidden, output, loss,
     #   phase 0        (first step only) gather and scale the chunk's input rows, split by rows;
     #   phase l < L    the forward pass of hidden layer l, rows of W^l split over threads;
     #   phase L        the output layer, its activation, the per-sample losses and delta^L, split by
-    #                  samples (each thread owns whole sample rows; correct counts added in thread order);
+    #                  samples (each thread owns whole sample rows; correct counts added in thread order),
+    #                  or for a small batch on this thread alone;
     #   phase > L      backward + update, one region per hidden layer from L-1 down (see _backward_pair).
     # All phases share one prange loop: Numba compiles each prange into a gufunc and two wrappers,
     # each re-optimising every function the loop body calls, so one loop instead of four saves
@@ -959,21 +960,27 @@ def _train_steps(params, grads, m, v, w_off, b_off, sizes, hidden, output, loss,
             else:
                 above = sizes[hidden_layer + 1] if hidden_layer < L else 0
                 T = _region_threads(n * sizes[hidden_layer] * (sizes[hidden_layer - 1] + above), nthreads)
-            for t in prange(T):
-                tt = np.int64(t)
-                if phase == 0:
-                    r0, r1 = _chunk(count, tt, T)
-                    _gather_range(X, order, divisor, gathered, r0, r1)
-                elif phase < L:
-                    j0, j1 = _chunk(sizes[layer], tt, T)
-                    _dense_forward_rows(W, b, a_prev, out, hidden, j0, j1)
-                elif phase == L:
-                    c0, c1 = _chunk4(n, tt, T)
-                    counts[t] = _last_layer_samples(W, b, a_prev, Zb, out, _rows(D, a_off, sizes, L, n), labels,
-                                                    targets, has_targets, idx, output, loss, scale, lb, c0, c1)
-                else:
-                    _backward_pair(tt, T, hidden_layer, params, grads, m, v, w_off, b_off, sizes, hidden, Xb,
-                                   A, D, a_off, n, n < 0, n > 0, optimizer, hp, step0 + k)
+            if phase == L and T == 1:
+                # small batches: the output step on this thread, without a parallel region (~1.2 us)
+                counts[0] = _last_layer_samples(W, b, a_prev, Zb, out, _rows(D, a_off, sizes, L, n), labels,
+                                                targets, has_targets, idx, output, loss, scale, lb, n - n, n)
+            else:
+                for t in prange(T):
+                    tt = np.int64(t)
+                    if phase == 0:
+                        r0, r1 = _chunk(count, tt, T)
+                        _gather_range(X, order, divisor, gathered, r0, r1)
+                    elif phase < L:
+                        j0, j1 = _chunk(sizes[layer], tt, T)
+                        _dense_forward_rows(W, b, a_prev, out, hidden, j0, j1)
+                    elif phase == L:
+                        c0, c1 = _chunk4(n, tt, T)
+                        counts[t] = _last_layer_samples(W, b, a_prev, Zb, out, _rows(D, a_off, sizes, L, n),
+                                                        labels, targets, has_targets, idx, output, loss, scale,
+                                                        lb, c0, c1)
+                    else:
+                        _backward_pair(tt, T, hidden_layer, params, grads, m, v, w_off, b_off, sizes, hidden,
+                                       Xb, A, D, a_off, n, n < 0, n > 0, optimizer, hp, step0 + k)
             if phase == L:
                 correct = 0
                 for t in range(T):
@@ -1008,7 +1015,8 @@ def _evaluate_batches(params, grads, w_off, b_off, sizes, hidden, output, loss, 
         idx = np.arange(start, stop)
         Xb = Xbuf[:n]
         Zb = Z[:n]
-        _forward_network(params, w_off, b_off, sizes, hidden, output, X, idx, divisor, Xb, A, a_off, Zb, nthreads)
+        _forward_network(params, w_off, b_off, sizes, hidden, output, X, idx, divisor, Xb, A, a_off, Zb,
+                         nthreads)
         AL = _rows(A, a_off, sizes, L, n)
         if want_outputs:
             # element by element: the slice assignment outputs[start:stop] = AL took 3.5 s to compile
