@@ -48,6 +48,10 @@ FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 
 def _jit(**kw):
+    # fastmath=False is spelled out where no flags are given: Numba compiles a callee with its
+    # caller's fastmath flags unless the callee sets its own, and the exact parts (the division by
+    # 255, softmax and the loss) are called from fastmath kernels.
+    kw.setdefault("fastmath", False)
     return njit(cache=True, nogil=True, **kw)
 
 

@@ -58,8 +58,14 @@ def test_learns_xor(activation, hidden, optimizer, lr):
 # ----------------------------------------------------------------------------------- uint8
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_uint8_pixels_are_divided_by_255_exactly(dtype):
-    """Every byte value, gathered in a shuffled order, equals NumPy's X / 255 in the model's dtype."""
+    """Every byte value, gathered in a shuffled order, equals NumPy's X / 255 in the model's dtype,
+    also after training has compiled the gather as a callee of the (fastmath) training kernel:
+    Numba would hand a callee without flags of its own the caller's fastmath, and the division
+    would become a multiply by 1/255 (126 of the 256 values off by one unit)."""
     from fastmlp import _kernels as P
+    net = MLP([16, 4, 3], dtype=np.dtype(dtype).name, seed=0)
+    _train(net, np.arange(256, dtype=np.uint8).reshape(16, 16), np.arange(16) % 3, epochs=1, batch_size=8,
+           lr=0.1)
     X8 = np.arange(256, dtype=np.uint8).reshape(16, 16)
     idx = np.random.default_rng(0).permutation(16)
     out = np.empty((16, 16), dtype)
