@@ -105,35 +105,34 @@ def _activation_grad_from_output(a, code, one):
     return one
 
 
-@_jit()
-def _chunk(count, t, nthreads):
-    # [start, stop) of thread t's share of count items; on multiples of 4 when that keeps balance,
-    # so that the 4-row / 4-sample blocks leave a partial tail on the last thread only
+@_inline()
+def _share(count, t, nthreads, unit, min_count):
+    # [start, stop) of thread t's share of count items; the shares are multiples of unit items
+    # when count >= min_count (a partial tail then falls on the last thread only)
     per = (count + nthreads - 1) // nthreads
-    if count >= 16 * nthreads:
-        per = (per + 3) // 4 * 4
+    if count >= min_count:
+        per = (per + unit - 1) // unit * unit
     start = min(t * per, count)
     return start, min(start + per, count)
+
+
+@_jit()
+def _chunk(count, t, nthreads):
+    # on multiples of 4 when that keeps balance, for the 4-row / 4-sample blocks
+    return _share(count, t, nthreads, 4, 16 * nthreads)
 
 
 @_jit()
 def _chunk4(count, t, nthreads):
-    # like _chunk, always on multiples of 4 (samples in blocks of 4)
-    per = (count + nthreads - 1) // nthreads
-    per = (per + 3) // 4 * 4
-    start = min(t * per, count)
-    return start, min(start + per, count)
+    # always on multiples of 4 (samples in blocks of 4)
+    return _share(count, t, nthreads, 4, 0)
 
 
 @_jit()
 def _chunk_aligned(count, t, nthreads):
-    # like _chunk, on multiples of 16 elements (one 64-byte line of float32) when that keeps balance,
-    # so threads writing neighbouring columns of the same rows do not share cache lines
-    per = (count + nthreads - 1) // nthreads
-    if count >= 64 * nthreads:
-        per = (per + 15) // 16 * 16
-    start = min(t * per, count)
-    return start, min(start + per, count)
+    # on multiples of 16 elements (one 64-byte line of float32) when that keeps balance, so threads
+    # writing neighbouring columns of the same rows do not share cache lines
+    return _share(count, t, nthreads, 16, 64 * nthreads)
 
 
 @_jit()
@@ -452,6 +451,17 @@ def _output_samples(Z, AL, D, labels, targets, has_targets, idx, output, loss, s
 # Backward: the delta recursion and the gradient accumulation
 # ---------------------------------------------------------------------------------------------
 
+@_inline()
+def _zero_padded_columns(X, c0, m, width):
+    # (rows, width) copy of columns c0:c0+m of X, zeros after them: for a register tile wider than
+    # the columns it may read
+    out = np.zeros((X.shape[0], width), X.dtype)
+    for r in range(X.shape[0]):
+        for i in range(m):
+            out[r, i] = X[r, c0 + i]
+    return out
+
+
 # The register tile of _delta_backward_cols: 4 samples x TILE_BYTES of columns, i.e. 4 x 4 zmm
 # accumulators (64 float32 or 32 float64 columns).
 TILE_BYTES = 256
@@ -494,10 +504,7 @@ def _delta_backward_cols(W, delta, a_prev, code, from_output, delta_prev, i0, i1
     acc = carray(ptr, (4, T))
     m = i1 - i0
     if m < T:
-        src = np.zeros((N, T), W.dtype)
-        for j in range(N):
-            for i in range(m):
-                src[j, i] = W[j, i0 + i]
+        src = _zero_padded_columns(W, i0, m, T)
         off = i0
     else:
         src = W
@@ -577,10 +584,7 @@ def _weight_grad_rows(delta, a_prev, dW, db, j0, j1, accumulate):
     ptr, T = _register_tile(one)
     acc = carray(ptr, (4, T))
     if M < T:
-        src = np.zeros((n, T), dW.dtype)
-        for s in range(n):
-            for i in range(M):
-                src[s, i] = a_prev[s, i]
+        src = _zero_padded_columns(a_prev, 0, M, T)
     else:
         src = a_prev
     a0 = acc[0]
