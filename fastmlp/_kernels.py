@@ -419,19 +419,23 @@ def _output_step(Z, AL, D, labels, targets, has_targets, idx, output, loss, scal
     # Writes per-sample losses (float64, (n,)) and D = scale * dc/dz^L; returns the number of
     # samples whose argmax matches their label.
     n = Z.shape[0]
-    return _output_samples(Z, AL, D, labels, targets, has_targets, idx, output, loss, scale, losses, n - n, n)
+    return _output_samples(Z, AL, D, labels, targets, has_targets, idx, output, loss, scale, losses, n - n, n,
+                           n < 0)
 
 
 @_jit()
-def _output_samples(Z, AL, D, labels, targets, has_targets, idx, output, loss, scale, losses, s0, s1):
-    # _output_step for samples s0 <= s < s1
+def _output_samples(Z, AL, D, labels, targets, has_targets, idx, output, loss, scale, losses, s0, s1, activate):
+    # _output_step for samples s0 <= s < s1; with activate, AL = a^L is computed here first (the
+    # softmax's exponentials then serve the loss too), else AL is given
     correct = 0
     for s in range(s0, s1):
         row = idx[s]
         label = labels[row]
         t_row = row if has_targets else 0
         lse = 0.0
-        if output == SOFTMAX:
+        if activate:
+            lse = _output_activation(Z[s], AL[s], output)
+        elif output == SOFTMAX:
             zmax = Z[s, 0]
             for i in range(1, Z.shape[1]):
                 if Z[s, i] > zmax:
@@ -560,19 +564,20 @@ def _scale_by_activation_grad(out, x, code, from_output):
 
 
 @_jit(fastmath=FAST)
-def _weight_grad_rows(delta, a_prev, dW, db, j0, j1, accumulate):
-    # delta (n, N), a_prev (n, M), dW (N, M), db (N,): for rows j0 <= j < j1
-    # dW[j, :] (+)= sum_s delta[s, j] a_prev[s, :]  and  db[j] (+)= sum_s delta[s, j]
+def _weight_grad_block(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias):
+    # delta (n, N), a_prev (n, M), dW (N, M), db (N,): for rows j0 <= j < j1, columns c0 <= i < c1
+    # dW[j, i] (+)= sum_s delta[s, j] a_prev[s, i], and with with_bias db[j] (+)= sum_s delta[s, j]
     # (the lecture's dC/dw_ij = a_j^{l-1} delta_i^l summed over the minibatch).
     # GEMM micro-kernel like _delta_backward_cols: a tile acc of 4 rows x T columns (T = 64
     # float32, 32 float64) is summed over the samples in 16 zmm registers (per sample: 4 vector
     # loads of a_prev[s, tile], 4 broadcast deltas, 16 FMAs), then stored into dW, or added to it,
     # once. First, per group of 4 rows, one pass over delta sums db and packs the 4 deltas of each
     # sample into d (contiguous), leaving out samples whose 4 deltas are all zero (ReLU units off
-    # for that sample); rows[p] is packed entry p's sample. A last narrower tile is moved left to
-    # end at M (its overlap is recomputed identically); when M < T, a_prev is copied into a
-    # zero-padded T-column buffer. A last partial group repeats row j1 - 1 and drops its results.
-    # Every element is summed over s in ascending order, whatever the split of rows.
+    # for that sample); rows[p] is packed entry p's sample. A tile that would end past M is moved
+    # left to end at M (it may start left of c0: a_prev is only read, and only columns c0:c1 of
+    # the tile are stored); when M < T, a_prev is copied into a zero-padded T-column buffer. A last
+    # partial group repeats row j1 - 1 and drops its results.
+    # Every element is summed over s in ascending order, whatever the split of rows or columns.
     # LLVM keeps acc in registers only with this exact shape: heap buffers allocated before the
     # tile, no branch in the sample loop, and the store as one loop with a select (an
     # `if accumulate:` around two store loops made it store acc to the stack on every sample).
@@ -587,6 +592,7 @@ def _weight_grad_rows(delta, a_prev, dW, db, j0, j1, accumulate):
         src = _zero_padded_columns(a_prev, 0, M, T)
     else:
         src = a_prev
+    last = src.shape[1] - T
     a0 = acc[0]
     a1 = acc[1]
     a2 = acc[2]
@@ -618,13 +624,14 @@ def _weight_grad_rows(delta, a_prev, dW, db, j0, j1, accumulate):
                 d[cnt, 3] = d3
                 rows[cnt] = s
                 cnt += 1
-        db[q3] = b3  # (a repeated row q = j1 - 1 gets the same value twice)
-        db[q2] = b2
-        db[q1] = b1
-        db[j] = b0
-        for c in range(0, M, T):
-            c1 = min(c + T, M)
-            t = max(min(c, M - T), 0)
+        if with_bias:
+            db[q3] = b3  # (a repeated row q = j1 - 1 gets the same value twice)
+            db[q2] = b2
+            db[q1] = b1
+            db[j] = b0
+        for c in range(c0, c1, T):
+            e1 = min(c + T, c1)
+            t = min(c, last)
             for i in range(T):
                 a0[i] = zero
                 a1[i] = zero
@@ -643,9 +650,9 @@ def _weight_grad_rows(delta, a_prev, dW, db, j0, j1, accumulate):
                     a2[i] += d2 * u
                     a3[i] += d3 * u
             for k in range(r):
-                g = dW[j + k, c:c1]
-                v = acc[k, c - t:c1 - t]
-                for i in range(c1 - c):
+                g = dW[j + k, c:e1]
+                v = acc[k, c - t:e1 - t]
+                for i in range(e1 - c):
                     g[i] = (g[i] if accumulate else zero) + v[i]
 
 
@@ -657,11 +664,11 @@ def _accumulate_gradients(delta, a_prev, dW, db, nthreads):
     T = _region_threads(n * N * M, nthreads)
     if T == 1:
         j0, j1 = _chunk(N, T - 1, T)
-        _weight_grad_rows(delta, a_prev, dW, db, j0, j1, True)
+        _weight_grad_block(delta, a_prev, dW, db, j0, j1, 0, M, True, True)
     else:
         for t in prange(T):
             j0, j1 = _chunk(N, np.int64(t), T)
-            _weight_grad_rows(delta, a_prev, dW, db, j0, j1, True)
+            _weight_grad_block(delta, a_prev, dW, db, j0, j1, 0, M, True, True)
 
 
 @_jit(parallel=True, fastmath=FAST)
@@ -791,91 +798,63 @@ def _last_layer_samples(W, b, a_prev, Z, AL, D, labels, targets, has_targets, id
     zero = s1 - s1  # computed, not a literal 0: no Literal[int] re-specialisation of the callees
     if s1 > s0:
         _dense_forward_rows(W, b, a_prev[s0:s1], Z[s0:s1], zero + IDENTITY, zero, W.shape[0])
-    for s in range(s0, s1):
-        _output_activation(Z[s], AL[s], output)
-    return _output_samples(Z, AL, D, labels, targets, has_targets, idx, output, loss, scale, losses, s0, s1)
-
-
-@_jit(fastmath=FAST)
-def _weight_grad_cols(delta, a_prev, dW, db, c0, c1, accumulate, with_bias):
-    # delta (n, K), a_prev (n, M), dW (K, M), db (K,): columns c0 <= i < c1 of
-    # dW[j, :] (+)= sum_s delta[s, j] a_prev[s, :], and with with_bias db[j] (+)= sum_s delta[s, j].
-    # For the (small) output layer, whose gradient is split over threads by columns.
-    n, K = delta.shape
-    zero = dW.dtype.type(0)
-    m = c1 - c0
-    for j in range(K):
-        g = dW[j, c0:c1]
-        if not accumulate:
-            for i in range(m):
-                g[i] = zero
-        s = 0
-        while s + 4 <= n:
-            d0 = delta[s, j]
-            d1 = delta[s + 1, j]
-            d2 = delta[s + 2, j]
-            d3 = delta[s + 3, j]
-            x0 = a_prev[s, c0:c1]
-            x1 = a_prev[s + 1, c0:c1]
-            x2 = a_prev[s + 2, c0:c1]
-            x3 = a_prev[s + 3, c0:c1]
-            for i in range(m):
-                g[i] += d0 * x0[i] + d1 * x1[i] + d2 * x2[i] + d3 * x3[i]
-            s += 4
-        while s < n:
-            d0 = delta[s, j]
-            x0 = a_prev[s, c0:c1]
-            for i in range(m):
-                g[i] += d0 * x0[i]
-            s += 1
-        if with_bias:
-            c = db[j] if accumulate else zero
-            for s in range(n):
-                c += delta[s, j]
-            db[j] = c
+    return _output_samples(Z, AL, D, labels, targets, has_targets, idx, output, loss, scale, losses, s0, s1,
+                           s1 >= s0)
 
 
 @_inline(fastmath=FAST)
 def _backward_pair(t, T, k, params, grads, m, v, w_off, b_off, sizes, hidden, X, A, D, a_off, n,
                    accumulate, update, optimizer, hp, step):
     # Thread t of T in the backward region of layer k (k == L only for a network without hidden
-    # layers: then just the last step below). The thread owns units c0:c1 of layer k:
-    # columns of W^{k+1}, dW^{k+1} and delta^k, and rows of W^k, dW^k. With delta^{k+1} complete:
-    #   (k == L-1) dW^L[:, c0:c1] and (thread 0) db^L;
+    # layers: then just the last step below). The thread owns units c0:c1 of layer k: columns of
+    # W^{k+1}, dW^{k+1} and delta^k, and (k == 1) rows of W^1, dW^1. With delta^{k+1} complete:
+    #   dW^{k+1}[:, c0:c1] and (thread 0) db^{k+1}, from this thread's columns of a^k;
     #   delta^k[:, c0:c1] from W^{k+1}[:, c0:c1];
-    #   (update) the optimizer step on W^{k+1}[:, c0:c1] (only this thread reads those columns, and
-    #            dW^{k+1} is complete) and, thread 0, on b^{k+1};
-    #   dW^k, db^k rows c0:c1, which need only this thread's columns of delta^k: so no barrier
-    #   between two layers' work, one parallel region per layer pair;
-    #   (update, k == 1) the step on rows c0:c1 of W^1, block by block while they are in L1.
+    #   (update) the optimizer step on W^{k+1}[:, c0:c1] (only this thread reads or writes those
+    #            columns of W^{k+1} and dW^{k+1} here, and they are in its cache) and, thread 0, on
+    #            b^{k+1};
+    #   (k == 1) dW^1, db^1 rows c0:c1, which need only this thread's columns of delta^1, and with
+    #            update the step on them, block by block while they are in L1.
+    # Every gradient is computed, updated and read by the thread that owns its units: after the
+    # forward pass, a thread reads data another thread wrote only in a^{k} rows and delta^{k+1},
+    # which keeps the traffic between cores (slow on this machine) low.
     L = sizes.shape[0] - 1
     c0, c1 = _chunk(sizes[k], t, T)
     delta = _rows(D, a_off, sizes, k, n)
     if k < L:
         delta_next = _rows(D, a_off, sizes, k + 1, n)
         a_k = _rows(A, a_off, sizes, k, n)
-        if k == L - 1:
-            _weight_grad_cols(delta_next, a_k, _weights(grads, w_off, sizes, L),
-                              _biases(grads, b_off, sizes, L), c0, c1, accumulate, t == 0)
+        _weight_grad_block(delta_next, a_k, _weights(grads, w_off, sizes, k + 1), _biases(grads, b_off, sizes, k + 1),
+                           c0 - c0, sizes[k + 1], c0, c1, accumulate, t == 0)
         _delta_backward_cols(_weights(params, w_off, sizes, k + 1), delta_next, a_k, hidden, True, delta,
                              c0, c1)
-    if update and k < L:
-        M = sizes[k]
-        for j in range(sizes[k + 1]):
-            base = w_off[k + 1] + j * M
-            _update_range(params, grads, m, v, base + c0, base + c1, optimizer, hp, step)
-        if t == 0:
-            _update_range(params, grads, m, v, b_off[k + 1], b_off[k + 1] + sizes[k + 1], optimizer, hp, step)
-    a_prev = X if k == 1 else _rows(A, a_off, sizes, k - 1, n)
-    dW = _weights(grads, w_off, sizes, k)
-    db = _biases(grads, b_off, sizes, k)
-    if update and k == 1:
-        for r0 in range(c0, c1, UPDATE_BLOCK_ROWS):
-            r1 = min(r0 + UPDATE_BLOCK_ROWS, c1)
-            _weight_grad_rows(delta, a_prev, dW, db, r0, r1, accumulate)
-            _update_layer_rows(params, grads, m, v, w_off, b_off, sizes, 1, r0, r1, optimizer, hp, step)
-    else:
-        _weight_grad_rows(delta, a_prev, dW, db, c0, c1, accumulate)
+        if update:
+            M = sizes[k]
+            for j in range(sizes[k + 1]):
+                base = w_off[k + 1] + j * M
+                _update_range(params, grads, m, v, base + c0, base + c1, optimizer, hp, step)
+            if t == 0:
+                _update_range(params, grads, m, v, b_off[k + 1], b_off[k + 1] + sizes[k + 1], optimizer, hp,
+                              step)
+    if k == 1:
+        dW = _weights(grads, w_off, sizes, 1)
+        db = _biases(grads, b_off, sizes, 1)
+        M = sizes[0]
+        if update:
+            for r0 in range(c0, c1, UPDATE_BLOCK_ROWS):
+                r1 = min(r0 + UPDATE_BLOCK_ROWS, c1)
+                _weight_grad_block(delta, X, dW, db, r0, r1, M - M, M, accumulate, True)
+                _update_layer_rows(params, grads, m, v, w_off, b_off, sizes, 1, r0, r1, optimizer, hp, step)
+        else:
+            _weight_grad_block(delta, X, dW, db, c0, c1, M - M, M, accumulate, True)
+
+
+@_jit()
+def _backward_pair_work(sizes, k, n):
+    # multiply-adds of _backward_pair for layer k: dW^{k+1} and delta^k, and dW^1
+    L = sizes.shape[0] - 1
+    above = 2 * sizes[k + 1] if k < L else 0
+    return n * sizes[k] * (above + (sizes[0] if k == 1 else 0))
 
 
 @_jit(parallel=True, fastmath=FAST)
@@ -886,8 +865,7 @@ def _backward_network(params, grads, m, v, w_off, b_off, sizes, hidden, X, A, D,
     # (see _backward_pair; a network without hidden layers has one region).
     L = sizes.shape[0] - 1
     for k in range(max(L - 1, 1), 0, -1):
-        above = sizes[k + 1] if k < L else 0
-        T = _region_threads(n * sizes[k] * (sizes[k - 1] + above), nthreads)
+        T = _region_threads(_backward_pair_work(sizes, k, n), nthreads)
         for t in prange(T):
             _backward_pair(np.int64(t), T, k, params, grads, m, v, w_off, b_off, sizes, hidden, X, A, D,
                            a_off, n, accumulate, update, optimizer, hp, step)
@@ -960,8 +938,7 @@ def _train_steps(params, grads, m, v, w_off, b_off, sizes, hidden, output, loss,
                 if n < 8 * T:
                     T = 1
             else:
-                above = sizes[hidden_layer + 1] if hidden_layer < L else 0
-                T = _region_threads(n * sizes[hidden_layer] * (sizes[hidden_layer - 1] + above), nthreads)
+                T = _region_threads(_backward_pair_work(sizes, hidden_layer, n), nthreads)
             if phase == L and T == 1:
                 # small batches: the output step on this thread, without a parallel region (~1.2 us)
                 counts[0] = _last_layer_samples(W, b, a_prev, Zb, out, _rows(D, a_off, sizes, L, n), labels,

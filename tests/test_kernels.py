@@ -275,31 +275,41 @@ def test_accumulate_gradients(shape, batch, dtype):
 @pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
 @pytest.mark.parametrize("accumulate", [False, True])
 @pytest.mark.parametrize("n", [1, 3, 5, 10, 33])
-@pytest.mark.parametrize("m", [5, 63, 100, 150])
+@pytest.mark.parametrize("m, cols", [(5, None), (63, None), (100, None), (150, None), (150, (0, 52)),
+                                     (150, (52, 100)), (150, (100, 150)), (150, (70, 71)), (150, (3, 3)),
+                                     (40, (8, 36))], ids=_ids)
 @pytest.mark.parametrize("rows", [(0, 11), (0, 4), (4, 11), (3, 10), (6, 7), (2, 2)], ids=_ids)
-def test_weight_grad_row_ranges(rows, m, n, accumulate, dtype):
-    """The private kernel on a thread's share of the rows: groups of 4 rows (a last partial group),
-    register tiles of 64 (float32) or 32 (float64) columns, a last tile moved left, fewer columns
-    than a tile; zero deltas (skipped samples); rows outside the range are not touched."""
+def test_weight_grad_block_ranges(rows, m, cols, n, accumulate, dtype):
+    """The private kernel on a thread's share of the rows or of the columns: groups of 4 rows (a
+    last partial group), register tiles of 64 (float32) or 32 (float64) columns, a last tile moved
+    left (past the start of a column range), fewer columns than a tile; zero deltas (skipped
+    samples); elements outside the block are not touched, and db only with with_bias."""
     from fastmlp import _kernels as P
     j0, j1 = rows
+    c0, c1 = cols or (0, m)
     N = 11
-    rng = _rng("wgrad", rows, m, n, accumulate, dtype)
+    rng = _rng("wgrad", rows, m, cols, n, accumulate, dtype)
     delta = rng.normal(0, 1, (n, N)).astype(dtype)
     delta[rng.random((n, N)) < 0.4] = 0  # ReLU units that are off for some samples
     a_prev = rng.normal(0, 1, (n, m)).astype(dtype)
     dW = rng.normal(0, 1, (N, m)).astype(dtype)
     db = rng.normal(0, 1, N).astype(dtype)
     dW0, db0 = dW.copy(), db.copy()
-    P._weight_grad_rows(delta, a_prev, dW, db, j0, j1, accumulate)
+    with_bias = cols is None
+    P._weight_grad_block(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias)
     want_W = dW0.astype(np.float64) if accumulate else np.zeros((N, m))
     want_b = db0.astype(np.float64) if accumulate else np.zeros(N)
     ref.accumulate_gradients(delta, a_prev, want_W, want_b)
-    _assert_close(dW[j0:j1], want_W[j0:j1], dtype, scale=np.sqrt(n))
-    _assert_close(db[j0:j1], want_b[j0:j1], dtype, scale=np.sqrt(n))
-    outside = np.r_[0:j0, j1:N]
-    np.testing.assert_array_equal(dW[outside], dW0[outside])
-    np.testing.assert_array_equal(db[outside], db0[outside])
+    _assert_close(dW[j0:j1, c0:c1], want_W[j0:j1, c0:c1], dtype, scale=np.sqrt(n))
+    if with_bias:
+        _assert_close(db[j0:j1], want_b[j0:j1], dtype, scale=np.sqrt(n))
+        outside = np.r_[0:j0, j1:N]
+        np.testing.assert_array_equal(db[outside], db0[outside])
+    else:
+        np.testing.assert_array_equal(db, db0)
+    inside = np.zeros((N, m), bool)
+    inside[j0:j1, c0:c1] = True
+    np.testing.assert_array_equal(dW[~inside], dW0[~inside])
 
 
 # ----------------------------------------------------------------------------- minibatch_step
