@@ -21,6 +21,7 @@ import math
 import numpy as np
 from numba import carray, njit, prange, types
 from numba.core import cgutils
+from llvmlite import ir
 from numba.extending import intrinsic
 
 IDENTITY, SIGMOID, RELU, TANH, SOFTMAX = 0, 1, 2, 3, 4
@@ -43,6 +44,8 @@ PARALLEL_MIN_WORK = 65536
 OUTPUT_STEP_WORK = 2048
 # Rows of W^1 whose gradient is computed and applied in one go (8 rows of 784 floats: 25 KB, in L1).
 UPDATE_BLOCK_ROWS = 8
+# Rows the gather requests from memory ahead of the one it converts.
+GATHER_AHEAD = 4
 
 FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
@@ -881,11 +884,38 @@ def _gather_range(X, idx, divisor, out, s0, s1):
     M = out.shape[1]
     dt = out.dtype.type
     div = dt(divisor)
+    line = max(64 // X.itemsize, 1)
+    for s in range(s0, min(s0 + GATHER_AHEAD, s1)):
+        _prefetch_row(X[idx[s]], line)
     for s in range(s0, s1):
+        if s + GATHER_AHEAD < s1:
+            _prefetch_row(X[idx[s + GATHER_AHEAD]], line)
         src = X[idx[s]]
         dst = out[s]
         for k in range(M):
             dst[k] = dt(src[k]) / div
+
+
+@_inline()
+def _prefetch_row(row, line):
+    for k in range(0, row.shape[0], line):
+        _prefetch(row, k)
+
+
+@intrinsic
+def _prefetch(typingctx, arr, i):
+    # a hint to the CPU to load the cache line of arr[i] (1-D, contiguous): the gather's rows are
+    # random rows of a data set in main memory, and without it each row waits for its loads
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        ptr = builder.gep(ary.data, [args[1]])
+        i8p = ir.IntType(8).as_pointer()
+        fn = builder.module.declare_intrinsic("llvm.prefetch", fnty=ir.FunctionType(
+            ir.VoidType(), [i8p, ir.IntType(32), ir.IntType(32), ir.IntType(32)]))
+        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(ir.IntType(32), 0),
+                          ir.Constant(ir.IntType(32), 3), ir.Constant(ir.IntType(32), 1)])
+        return context.get_dummy_value()
+    return types.none(arr, i), codegen
 
 
 @_jit(parallel=True, fastmath=FAST)
