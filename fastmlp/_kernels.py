@@ -840,16 +840,18 @@ def _backward_pair(t, T, k, params, grads, m, v, w_off, b_off, sizes, hidden, X,
                 _update_range(params, grads, m, v, b_off[k + 1], b_off[k + 1] + sizes[k + 1], optimizer, hp,
                               step)
     if k == 1:
+        # (with_bias is always true here, but computed: a literal True would compile the tile
+        # kernel a second time, for a Literal[bool] signature)
         dW = _weights(grads, w_off, sizes, 1)
         db = _biases(grads, b_off, sizes, 1)
         M = sizes[0]
         if update:
             for r0 in range(c0, c1, UPDATE_BLOCK_ROWS):
                 r1 = min(r0 + UPDATE_BLOCK_ROWS, c1)
-                _weight_grad_block(delta, X, dW, db, r0, r1, M - M, M, accumulate, True)
+                _weight_grad_block(delta, X, dW, db, r0, r1, M - M, M, accumulate, r0 < r1)
                 _update_layer_rows(params, grads, m, v, w_off, b_off, sizes, 1, r0, r1, optimizer, hp, step)
         else:
-            _weight_grad_block(delta, X, dW, db, c0, c1, M - M, M, accumulate, True)
+            _weight_grad_block(delta, X, dW, db, c0, c1, M - M, M, accumulate, c0 <= c1)
 
 
 @_jit()
