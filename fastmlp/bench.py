@@ -5,7 +5,8 @@
 
 All trainers run plain minibatch SGD with softmax + cross-entropy on the same MNIST-shaped data
 (uint8 pixels scaled by 1/255, 10 classes), from the same initial weights, for one epoch after a
-warm-up (compilation, first-touch of memory), and are compared as samples per second measured in
+warm-up of at least WARMUP_SECONDS (compilation, first-touch of memory, thread pools, and time
+for the host to give the threads their cores), and are compared as samples per second measured in
 the same process. GFLOP/s count the useful arithmetic of a training sample: forward pass, weight
 gradients and the deltas of the hidden layers (2 flops per multiply-add; no input gradient).
 `matmul_gflops` is the float32 2048x2048 matmul rate of NumPy's BLAS on this machine, the practical
@@ -24,6 +25,11 @@ N_CLASSES = 10
 TORCH_MISSING = "PyTorch is not installed: pip install 'fastmlp[torch]' (or pip install torch==2.13.0)"
 VS_CHOICES = ("numpy", "torch")
 LR = 0.05
+# Each trainer trains on a small subset for at least this long before it is timed. Compiling, first
+# touches of memory and thread pools are done after one pass; the rest is for the host: on this
+# machine a process's two busy threads often run no faster than one for its first 25-600 ms.
+WARMUP_SECONDS = 1.0
+WARMUP_SAMPLES = 2048
 
 
 def sizes_of(hidden, n_input=N_INPUT, n_classes=N_CLASSES):
@@ -86,13 +92,26 @@ def _init_weights(sizes, seed):
 # The trainers. Each returns (seconds of the timed epoch, final weights, final biases).
 # ---------------------------------------------------------------------------------------------
 
-def train_fastmlp(X, y, sizes, batch_size, threads, epochs=1, seed=0, lr=LR, warmup=True):
+def _warm_up(epoch, seconds):
+    """epoch() once, then again until `seconds` have passed since the start."""
+    t0 = time.perf_counter()
+    epoch()
+    while time.perf_counter() - t0 < seconds:
+        epoch()
+
+
+def _warmup_size(X, batch_size):
+    return min(X.shape[0], max(4 * batch_size, WARMUP_SAMPLES))
+
+
+def train_fastmlp(X, y, sizes, batch_size, threads, epochs=1, seed=0, lr=LR, warmup=True,
+                  warmup_seconds=WARMUP_SECONDS):
     from .training import Trainer
-    if warmup:  # compile (or load from the cache) and start the thread pool
+    if warmup:  # compile (or load from the cache), start the thread pool, then keep it busy
         wnet, _, _ = _init_weights(sizes, seed)
-        m = min(X.shape[0], max(4 * batch_size, 256))
-        Trainer(wnet, lr=lr, batch_size=batch_size, seed=seed, threads=threads).fit(
-            X[:m], y[:m], 1, verbose=False)
+        m = _warmup_size(X, batch_size)
+        wt = Trainer(wnet, lr=lr, batch_size=batch_size, seed=seed, threads=threads)
+        _warm_up(lambda: wt.fit(X[:m], y[:m], wt.epoch + 1, verbose=False), warmup_seconds)
     net, _, _ = _init_weights(sizes, seed)
     trainer = Trainer(net, optimizer="sgd", lr=lr, loss="ce", batch_size=batch_size, seed=seed,
                       threads=threads)
@@ -133,13 +152,14 @@ def _numpy_epoch(X, y, Ws, bs, order, batch_size, lr):
             bs[l] -= lr * db
 
 
-def train_numpy(X, y, sizes, batch_size, threads=None, epochs=1, seed=0, lr=LR, warmup=True):
+def train_numpy(X, y, sizes, batch_size, threads=None, epochs=1, seed=0, lr=LR, warmup=True,
+                warmup_seconds=WARMUP_SECONDS):
     """A vectorised NumPy trainer (BLAS matmuls): the same SGD, initial weights and sample order."""
     _, Ws, bs = _init_weights(sizes, seed)
     if warmup:
         wW, wb = [W.copy() for W in Ws], [b.copy() for b in bs]
-        m = min(X.shape[0], max(4 * batch_size, 256))
-        _numpy_epoch(X, y, wW, wb, np.arange(m), batch_size, lr)
+        m = _warmup_size(X, batch_size)
+        _warm_up(lambda: _numpy_epoch(X, y, wW, wb, np.arange(m), batch_size, lr), warmup_seconds)
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
     for _ in range(epochs):
@@ -155,7 +175,8 @@ def _import_torch():
     return torch
 
 
-def train_torch(X, y, sizes, batch_size, threads, epochs=1, seed=0, lr=LR, warmup=True):
+def train_torch(X, y, sizes, batch_size, threads, epochs=1, seed=0, lr=LR, warmup=True,
+                warmup_seconds=WARMUP_SECONDS):
     """PyTorch CPU: nn.Sequential of Linear/ReLU, CrossEntropyLoss, SGD, manual batching."""
     torch = _import_torch()
     torch.set_num_threads(threads)
@@ -185,8 +206,9 @@ def train_torch(X, y, sizes, batch_size, threads, epochs=1, seed=0, lr=LR, warmu
             opt.step()
 
     if warmup:
-        m = min(X.shape[0], max(4 * batch_size, 256))
-        epoch(torch.arange(m), torch.optim.SGD(model.parameters(), lr=lr))
+        m = _warmup_size(X, batch_size)
+        wopt = torch.optim.SGD(model.parameters(), lr=lr)
+        _warm_up(lambda: epoch(torch.arange(m), wopt), warmup_seconds)
         with torch.no_grad():
             for p, s in zip(model.parameters(), saved):
                 p.copy_(s)
@@ -212,12 +234,12 @@ TRAINERS = {"fastmlp": "train_fastmlp", "numpy": "train_numpy", "torch": "train_
 
 
 def measure(trainer, hidden=(100,), batch_size=32, threads=2, n_samples=60000, epochs=1, seed=0,
-            data="synthetic-digits"):
+            data="synthetic-digits", warmup_seconds=WARMUP_SECONDS):
     """Samples/s of one trainer, in this process (see measure_isolated)."""
     sizes = sizes_of(hidden)
     X, y = make_data(n_samples, seed, data=data)
     fn = globals()[TRAINERS[trainer]]
-    seconds, _, _ = fn(X, y, sizes, batch_size, threads, epochs, seed)
+    seconds, _, _ = fn(X, y, sizes, batch_size, threads, epochs, seed, warmup_seconds=warmup_seconds)
     return {"seconds": seconds, "samples_per_second": n_samples * epochs / seconds,
             "threading_layer": threading_layer() if trainer == "fastmlp" else None}
 
@@ -243,13 +265,14 @@ def _in_subprocess(payload, threads):
 
 
 def measure_isolated(trainer, hidden=(100,), batch_size=32, threads=2, n_samples=60000, epochs=1, seed=0,
-                     data="synthetic-digits"):
+                     data="synthetic-digits", warmup_seconds=WARMUP_SECONDS):
     """measure() in a fresh Python process with every thread pool (Numba's OpenMP, OpenBLAS, PyTorch's
     OpenMP) sized to `threads`: two OpenMP runtimes in one process spin against each other, and a
     trainer measured after another would pay for the other's idle threads."""
     return _in_subprocess({"what": "measure", "trainer": trainer, "hidden": list(hidden),
                            "batch_size": batch_size, "threads": threads, "n_samples": n_samples,
-                           "epochs": epochs, "seed": seed, "data": data}, threads)
+                           "epochs": epochs, "seed": seed, "data": data, "warmup_seconds": warmup_seconds},
+                          threads)
 
 
 def matmul_gflops_isolated(threads):
@@ -257,7 +280,7 @@ def matmul_gflops_isolated(threads):
 
 
 def run(hidden=(100,), batch_size=32, threads=2, vs="numpy", n_samples=60000, epochs=1, seed=0,
-        matmul=True, isolated=True, data="synthetic-digits", repeats=1):
+        matmul=True, isolated=True, data="synthetic-digits", repeats=1, warmup_seconds=WARMUP_SECONDS):
     """One side-by-side measurement; returns a dict of the figures (see the module docstring).
     Each trainer (and the matmul) runs in its own subprocess unless isolated=False. With repeats > 1
     the two trainers run alternately that many times each and the medians are compared, so that a
@@ -266,6 +289,8 @@ def run(hidden=(100,), batch_size=32, threads=2, vs="numpy", n_samples=60000, ep
         raise FastMLPError(f"vs: got {vs!r}, expected one of {', '.join(VS_CHOICES)}")
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise FastMLPError(f"repeats: got {repeats!r}, expected a positive integer")
+    if isinstance(warmup_seconds, bool) or not isinstance(warmup_seconds, (int, float)) or not warmup_seconds >= 0:
+        raise FastMLPError(f"warmup_seconds: got {warmup_seconds!r}, expected a number of seconds >= 0")
     if vs == "torch":
         _import_torch()  # fail before the long part
     hidden = (hidden,) if isinstance(hidden, int) else tuple(int(h) for h in hidden)
@@ -273,7 +298,7 @@ def run(hidden=(100,), batch_size=32, threads=2, vs="numpy", n_samples=60000, ep
     fps = flops_per_sample(sizes)
     how = measure_isolated if isolated else measure
     args = dict(hidden=hidden, batch_size=batch_size, threads=threads, n_samples=n_samples, epochs=epochs,
-                seed=seed, data=data)
+                seed=seed, data=data, warmup_seconds=float(warmup_seconds))
     f_runs, r_runs = [], []
     for _ in range(repeats):
         f = how("fastmlp", **args)
@@ -295,6 +320,7 @@ def run(hidden=(100,), batch_size=32, threads=2, vs="numpy", n_samples=60000, ep
         "epochs": epochs,
         "data": data,
         "repeats": repeats,
+        "warmup_seconds": float(warmup_seconds),
         "fastmlp_runs_samples_per_second": f_runs,
         "reference_runs_samples_per_second": r_runs,
         "fastmlp_samples_per_second": f_sps,
@@ -338,12 +364,15 @@ def register(group):
     @click.option("--epochs", default=1, show_default=True, type=click.IntRange(1))
     @click.option("--repeats", default=1, show_default=True, type=click.IntRange(1),
                   help="Run both trainers this many times, alternately, and compare the medians.")
+    @click.option("--warmup", "warmup_seconds", default=WARMUP_SECONDS, show_default=True,
+                  type=click.FloatRange(0), metavar="SECONDS",
+                  help="Train each trainer on a small subset for at least this long before timing it.")
     @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-    def bench(hidden, batch_size, threads, vs, samples, data, epochs, repeats, as_json):
+    def bench(hidden, batch_size, threads, vs, samples, data, epochs, repeats, warmup_seconds, as_json):
         """Compare fastmlp's training throughput with NumPy or PyTorch.
 
         One epoch of plain SGD with softmax + cross-entropy on MNIST-shaped data, each trainer
-        after a warm-up: samples/s, GFLOP/s, the share of NumPy's float32 matmul rate, the ratio.
+        after a warm-up of --warmup seconds: samples/s, GFLOP/s, the share of NumPy's float32 matmul rate, the ratio.
 
         \b
         Examples:
@@ -365,7 +394,7 @@ def register(group):
                 raise click.BadParameter(f"got {threads}, at most {numba.config.NUMBA_NUM_THREADS} "
                                          "(NUMBA_NUM_THREADS)", param_hint="--threads")
             r = run(hidden=layers, batch_size=batch_size, threads=threads, vs=vs, n_samples=samples,
-                    epochs=epochs, data=data, repeats=repeats)
+                    epochs=epochs, data=data, repeats=repeats, warmup_seconds=warmup_seconds)
         except FastMLPError as e:
             raise click.ClickException(str(e)) from None
         click.echo(json.dumps(r, indent=2) if as_json else format_result(r))

@@ -124,7 +124,7 @@ def test_cli_bench_text_and_errors():
     main = _cli()
     runner = CliRunner()
     result = runner.invoke(main, ["bench", "--hidden", "8", "--threads", "1", "--samples", "128",
-                                  "--batch-size", "16"])
+                                  "--batch-size", "16", "--warmup", "0.2"])
     assert result.exit_code == 0, result.output
     assert "samples/s" in result.output and "GFLOP/s" in result.output and "ratio" in result.output
     bad = runner.invoke(main, ["bench", "--hidden", "a,b", "--samples", "10"])
@@ -160,9 +160,66 @@ def test_cli_bench_repeats():
     main = _cli()
     runner = CliRunner()
     result = runner.invoke(main, ["bench", "--hidden", "8", "--threads", "1", "--samples", "128",
-                                  "--batch-size", "16", "--repeats", "2", "--json"])
+                                  "--batch-size", "16", "--repeats", "2", "--warmup", "0", "--json"])
     assert result.exit_code == 0, result.output
     r = json.loads(result.output)
     assert r["repeats"] == 2 and len(r["fastmlp_runs_samples_per_second"]) == 2
+    assert r["warmup_seconds"] == 0
     bad = runner.invoke(main, ["bench", "--repeats", "0"])
     assert bad.exit_code == 2 and "--repeats" in bad.output
+
+
+def test_warm_up_repeats_until_the_time_has_passed(bench):
+    calls = []
+    bench._warm_up(lambda: calls.append(1), 0)
+    assert len(calls) == 1  # once at least: compiling and first touches
+
+    def epoch():
+        calls.append(1)
+        import time
+        time.sleep(0.01)
+
+    calls.clear()
+    bench._warm_up(epoch, 0.1)
+    assert len(calls) >= 5
+
+
+@pytest.mark.parametrize("trainer", ["fastmlp", "numpy"])
+def test_trainers_warm_up_for_the_given_time(bench, monkeypatch, trainer):
+    """Each trainer runs its warm-up epoch (on a subset, not timed) until warmup_seconds have passed."""
+    seen = []
+    real = bench._warm_up
+    monkeypatch.setattr(bench, "_warm_up", lambda epoch, seconds: (seen.append(seconds), real(epoch, seconds)))
+    X, y = bench.make_data(256)
+    fn = bench.train_fastmlp if trainer == "fastmlp" else bench.train_numpy
+    fn(X, y, [784, 8, 10], 32, 1, warmup_seconds=0.05)
+    fn(X, y, [784, 8, 10], 32, 1, warmup=False)
+    assert seen == [0.05]
+
+
+def test_warmup_seconds_reach_every_measurement(bench, monkeypatch):
+    seen = []
+
+    def fake_measure(trainer, **kw):
+        seen.append((trainer, kw["warmup_seconds"]))
+        return {"seconds": 1.0, "samples_per_second": 10.0, "threading_layer": "omp"}
+
+    monkeypatch.setattr(bench, "measure", fake_measure)
+    r = bench.run(hidden=(16,), batch_size=8, threads=1, vs="numpy", n_samples=64, isolated=False,
+                  matmul=False, repeats=2, warmup_seconds=0.5)
+    assert seen == [("fastmlp", 0.5), ("numpy", 0.5)] * 2 and r["warmup_seconds"] == 0.5
+    r = bench.run(hidden=(16,), batch_size=8, threads=1, vs="numpy", n_samples=64, isolated=False,
+                  matmul=False)
+    assert seen[-1] == ("numpy", bench.WARMUP_SECONDS) and r["warmup_seconds"] == bench.WARMUP_SECONDS
+
+
+@pytest.mark.parametrize("bad", [-1, -0.5, float("nan"), True, "1"])
+def test_warmup_seconds_must_be_a_number_of_seconds(bench, bad):
+    with pytest.raises(bench.FastMLPError, match="warmup_seconds"):
+        bench.run(hidden=(8,), batch_size=8, threads=1, vs="numpy", n_samples=16, warmup_seconds=bad)
+
+
+def test_cli_bench_warmup_errors():
+    from click.testing import CliRunner
+    bad = CliRunner().invoke(_cli(), ["bench", "--warmup", "-1"])
+    assert bad.exit_code == 2 and "--warmup" in bad.output
