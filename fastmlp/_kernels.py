@@ -8,8 +8,9 @@ Parameters live in one flat buffer (W^1, b^1, W^2, b^2, ...); w_off[l] and b_off
 and b^l start, so an optimizer, a checkpoint or a gradient check sees one array. Per-batch
 activations and deltas live in flat workspaces A and D, layer l at a_off[l] (n * N_l values).
 
-Parallel work is split so that each thread owns whole output rows or columns: rows j of W^l, dW^l
-and of the columns of z^l in the forward pass, columns i of delta^{l-1} in the backward recursion.
+Parallel work is split so that each thread owns whole output rows or columns: in the forward pass
+rows j of W^l (columns j of z^l); in the backward pass the units i of a layer l: columns i of
+delta^l, of dW^{l+1} and of W^{l+1} (its optimizer step), and for l = 1 rows i of dW^1 and W^1.
 No two threads write the same element, so there are no races and no reductions, and an element's
 value does not depend on the thread count (up to rounding where blocking differs).
 
