@@ -36,7 +36,8 @@ def threads():
 
 @pytest.fixture(scope="session")
 def mnist_shaped(quick):
-    """(X uint8 (n, 784), y int64 (n,)): MNIST-shaped random data, 60,000 samples (2,000 when quick)."""
+    """(X uint8 (n, 784), y int64 (n,)): MNIST-shaped synthetic digits (bench.make_data), 60,000 samples
+    (2,000 when quick)."""
     from fastmlp import bench
     return bench.make_data(QUICK_SAMPLES if quick else FULL_SAMPLES, seed=0)
 
