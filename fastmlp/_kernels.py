@@ -828,8 +828,8 @@ def _backward_pair(t, T, k, params, grads, m, v, w_off, b_off, sizes, hidden, X,
     if k < L:
         delta_next = _rows(D, a_off, sizes, k + 1, n)
         a_k = _rows(A, a_off, sizes, k, n)
-        _weight_grad_block(delta_next, a_k, _weights(grads, w_off, sizes, k + 1), _biases(grads, b_off, sizes, k + 1),
-                           c0 - c0, sizes[k + 1], c0, c1, accumulate, t == 0)
+        _weight_grad_block(delta_next, a_k, _weights(grads, w_off, sizes, k + 1),
+                           _biases(grads, b_off, sizes, k + 1), c0 - c0, sizes[k + 1], c0, c1, accumulate, t == 0)
         _delta_backward_cols(_weights(params, w_off, sizes, k + 1), delta_next, a_k, hidden, True, delta,
                              c0, c1)
         if update:

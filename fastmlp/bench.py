@@ -372,7 +372,8 @@ def register(group):
         """Compare fastmlp's training throughput with NumPy or PyTorch.
 
         One epoch of plain SGD with softmax + cross-entropy on MNIST-shaped data, each trainer
-        after a warm-up of --warmup seconds: samples/s, GFLOP/s, the share of NumPy's float32 matmul rate, the ratio.
+        after a warm-up of --warmup seconds: samples/s, GFLOP/s, the share of NumPy's float32
+        matmul rate, the ratio.
 
         \b
         Examples:
