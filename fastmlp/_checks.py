@@ -9,6 +9,13 @@ OUTPUTS = ("softmax", "sigmoid", "identity")
 LOSSES = ("ce", "mse")
 OPTIMIZERS = ("sgd", "momentum", "adam")
 DTYPES = ("float32", "float64")
+#: Largest layer width: far above any network that fits in memory, small enough for int64 offsets.
+MAX_UNITS = 2**31 - 1
+#: Largest value of an integer option (epochs, batch size, seed...): beyond it, arithmetic on it
+#: would leave int64.
+MAX_INT = 2**62
+#: Largest number of classes a data set's labels may imply (labels are class indices 0..K-1).
+MAX_CLASSES = 100_000
 
 
 def check_choice(name, value, choices):
@@ -34,10 +41,79 @@ def check_loss_output(loss, output):
                          "(a probability distribution over the classes); use loss='mse' instead")
 
 
-def check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name}: got {value!r}, expected an integer >= {minimum}")
+def check_int(name, value, minimum, maximum=MAX_INT):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not minimum <= value <= maximum:
+        raise ValueError(f"{name}: got {value!r}, expected an integer from {minimum} to {maximum:,}")
     return int(value)
+
+
+def parse_hidden(text):
+    """'100' -> [100], '256,128' -> [256, 128], 'none', '0' or '' -> []; ValueError (one line) for
+    anything else: only ASCII digits ('²'.isdigit() is True), each size from 1 to MAX_UNITS."""
+    t = text.strip().lower()
+    if t in ("", "none", "0"):
+        return []
+    sizes = []
+    for part in t.split(","):
+        part = part.strip()
+        if not (part.isascii() and part.isdigit()) or len(part) > 12 or not 1 <= int(part) <= MAX_UNITS:
+            raise ValueError(f"got {text!r}, expected positive integers up to {MAX_UNITS:,} separated by "
+                             f"commas, e.g. 100 or 256,128 (or 'none' for no hidden layer)")
+        sizes.append(int(part))
+    return sizes
+
+
+def memory_bytes():
+    """This machine's physical memory in bytes (None if unknown)."""
+    import os
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_sizes(sizes, itemsize=4):
+    """Layer sizes as a list of ints, each from 1 to MAX_UNITS, whose parameters fit in memory."""
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__") or len(sizes) < 2:
+        raise ValueError(f"sizes: got {sizes!r}, expected a list of at least 2 layer sizes, "
+                         "e.g. [784, 100, 10]")
+    out = []
+    for s in sizes:
+        if isinstance(s, bool) or not isinstance(s, numbers.Integral) or not 1 <= s <= MAX_UNITS:
+            shown = repr(list(sizes))
+            shown = shown if len(shown) <= 80 else shown[:77] + "..."
+            raise ValueError(f"sizes: got {shown}, expected positive integers up to {MAX_UNITS:,}")
+        out.append(int(s))
+    n_params = sum(out[i] * out[i - 1] + out[i] for i in range(1, len(out)))
+    memory = memory_bytes()
+    if memory is not None and n_params * itemsize > memory:
+        raise ValueError(f"sizes: {out} need {n_params:,} parameters ({n_params * itemsize / 2**30:,.1f} "
+                         f"GiB), more than this machine's {memory / 2**30:,.1f} GiB of memory; expected "
+                         f"a smaller network")
+    return out
+
+
+def check_class_labels(y, source, n_classes=None):
+    """The number of classes K that int64 labels ``y`` (already >= 0) imply: max + 1, or
+    ``n_classes`` when the data set says. Raises DataError naming the label when one stray label
+    would decide the network's size: K above MAX_CLASSES, or a largest label more than twice the
+    next one plus 16 (as in labels 0, 1, 2 and one 1000000)."""
+    from .errors import DataError
+    y = np.asarray(y)
+    if y.size == 0:
+        return n_classes or 0
+    top = int(y.max())
+    K = top + 1
+    if n_classes is not None and K <= n_classes:
+        return n_classes
+    row = int(np.argmax(y == top))
+    values = np.unique(y)
+    second = int(values[-2]) if values.size > 1 else 0
+    if K > MAX_CLASSES or top > 2 * second + 16:
+        raise DataError(f"label {top} of {source} (sample {row}) would make a {K:,}-class output layer "
+                        f"while the other labels go up to {second}; expected class indices 0..K-1 "
+                        f"(at most {MAX_CLASSES:,} classes): fix or remap that label")
+    return K
 
 
 def check_float(name, value, minimum=None, strict=False, maximum=None, max_strict=False):
@@ -57,10 +133,20 @@ def check_float(name, value, minimum=None, strict=False, maximum=None, max_stric
     return float(value)
 
 
-def check_finite(name, a):
+def check_finite(name, a, dtype=None):
+    """Every value of ``a`` finite, also after a cast to ``dtype`` (float64 1e40 is inf in float32)."""
     if a.dtype.kind == "f" and not np.isfinite(a).all():
         bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
         raise ValueError(f"{name}: contains {bad} NaN or infinite value(s); expected finite numbers")
+    if (dtype is not None and a.size and a.dtype.kind == "f" and np.dtype(dtype).kind == "f"
+            and a.dtype.itemsize > np.dtype(dtype).itemsize):
+        limit = np.finfo(dtype).max
+        if a.max() > limit or a.min() < -limit:
+            big = np.abs(a) > limit
+            first = a.flat[int(np.argmax(big.ravel()))]
+            raise ValueError(f"{name}: contains {int(big.sum())} value(s) too large for {np.dtype(dtype).name} "
+                             f"(e.g. {first!r}, above {limit:.4g}), which would become infinite; expected "
+                             f"values within the network's dtype (scale the data)")
 
 
 def as_float_array(name, a, dtype=None, ndims=(1, 2)):
@@ -75,7 +161,7 @@ def as_float_array(name, a, dtype=None, ndims=(1, 2)):
         if arr.dtype not in (np.float32, np.float64):
             raise ValueError(f"{name}: got dtype {arr.dtype}, expected float32 or float64")
         dtype = arr.dtype
-    check_finite(name, arr)
+    check_finite(name, arr, dtype)
     return np.ascontiguousarray(arr, dtype=dtype)
 
 
@@ -86,9 +172,10 @@ def same_dtype(**arrays):
         raise ValueError(f"dtypes differ: {got}; expected all float32 or all float64")
 
 
-def check_input(name, X, width):
+def check_input(name, X, width, dtype=None):
     """X (n, width) or (width,) of numbers, finite; returns (array, was_1d), array kept in its dtype
-    when uint8/float32/float64 (uint8 means pixel values, scaled by 1/255 later)."""
+    when uint8/float32/float64 (uint8 means pixel values, scaled by 1/255 later). ``dtype``: the
+    network's, which the values must fit (the kernels cast to it)."""
     arr = np.asarray(X)
     if arr.dtype == object or arr.dtype.kind not in "fiub":
         raise ValueError(f"{name}: got an array of dtype {arr.dtype}, expected numbers")
@@ -102,7 +189,7 @@ def check_input(name, X, width):
         raise ValueError(f"{name}: got 0 samples, expected at least 1")
     if arr.dtype not in (np.uint8, np.float32, np.float64):
         arr = arr.astype(np.float64)
-    check_finite(name, arr)
+    check_finite(name, arr, dtype)
     return np.ascontiguousarray(arr), single
 
 
@@ -130,7 +217,7 @@ def check_targets(name, y, n, n_outputs, loss, dtype):
     if arr.ndim != 2 or arr.shape != (n, n_outputs):
         raise ValueError(f"{name}: got shape {arr.shape}, expected class indices ({n},) "
                          f"or targets ({n}, {n_outputs})")
-    check_finite(name, arr)
+    check_finite(name, arr, dtype)
     targets = np.ascontiguousarray(arr, dtype=dtype)
     if loss == "ce":
         if (targets < 0).any() or not np.allclose(targets.sum(axis=1), 1.0, atol=1e-4):

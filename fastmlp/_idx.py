@@ -34,61 +34,129 @@ def _name(path):
     return os.fspath(path)
 
 
-def read_bytes(path):
-    """The content of ``path``, decompressed if it is gzip data (told by its magic bytes, not its name)."""
-    name = _name(path)
+#: Deflate cannot expand data by more than about 1032:1: a header announcing more than that many
+#: times the compressed file's size is a truncated (or hostile) file, reported without decompressing.
+MAX_DEFLATE_RATIO = 1032
+_CHUNK = 1 << 20
+#: After the announced data, at most this many trailing bytes are counted for the message.
+_TRAILING_COUNT_LIMIT = 1 << 20
+
+
+def _open(name):
     try:
-        with open(name, "rb") as f:
-            data = f.read()
+        return open(name, "rb")
     except FileNotFoundError:
         raise DataError(f"missing file {name}: no such file; check the path") from None
     except IsADirectoryError:
         raise DataError(f"cannot read {name}: it is a directory, expected an IDX file") from None
     except OSError as e:
         raise DataError(f"cannot read {name}: {e.strerror or e}; check the file's permissions") from None
-    if data[:2] == GZIP_MAGIC:
+
+
+def _gzip_errors(name):
+    """A context turning gzip/zlib failures in the block into one-line DataErrors."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def guard():
         try:
-            data = gzip.decompress(data)
+            yield
         except EOFError:
             raise DataError(f"corrupt gzip data in {name}: the compressed stream ends early "
                             f"(truncated file); {_ADVICE}") from None
         except (OSError, zlib.error) as e:
-            raise DataError(f"corrupt gzip data in {name}: {e}; {_ADVICE}") from None
-    return data
+            raise DataError(f"corrupt gzip data in {name}: {' '.join(str(e).split())}; {_ADVICE}") from None
+
+    return guard()
 
 
-def parse_idx(data, name="<bytes>"):
-    """Parse IDX bytes (already decompressed) into a native-endian array; ``name`` is for messages."""
-    if len(data) < 4:
-        raise DataError(f"not an IDX file: {name} has {len(data)} bytes, expected at least a "
+def _read_upto(stream, n):
+    """Up to n bytes from stream (fewer only at its end)."""
+    parts, got = [], 0
+    while got < n:
+        chunk = stream.read(min(n - got, _CHUNK))
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
+def _parse_stream(stream, name, limit, compressed):
+    """Read an IDX array from ``stream`` (decompressed bytes). ``limit``: the most bytes the stream
+    can hold (the file's size, or MAX_DEFLATE_RATIO times it for gzip); nothing beyond the header's
+    announced size is ever held in memory."""
+    head = _read_upto(stream, 4)
+    if len(head) < 4:
+        raise DataError(f"not an IDX file: {name} has {len(head)} bytes, expected at least a "
                         f"4-byte header; {_ADVICE}")
-    b0, b1, code, ndim = data[0], data[1], data[2], data[3]
-    magic = int.from_bytes(data[:4], "big")
+    b0, b1, code, ndim = head[0], head[1], head[2], head[3]
+    magic = int.from_bytes(head, "big")
     if b0 != 0 or b1 != 0 or code not in IDX_TYPES or ndim == 0:
         raise DataError(f"not an IDX file: {name} starts with magic number {magic} (0x{magic:08x}), "
                         f"expected 2049 for labels or 2051 for images (0x0000 then a type code such "
                         f"as 0x08 and the number of dimensions); {_ADVICE}")
     header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DataError(f"truncated IDX file {name}: {len(data)} bytes, expected at least {header} "
+    rest = _read_upto(stream, header - 4)
+    if len(rest) < header - 4:
+        raise DataError(f"truncated IDX file {name}: {4 + len(rest)} bytes, expected at least {header} "
                         f"for the header of {ndim} dimensions; {_ADVICE}")
-    dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dims = tuple(int.from_bytes(rest[4 * i: 4 * i + 4], "big") for i in range(ndim))
     dtype = IDX_TYPES[code]
     count = 1
     for d in dims:
         count *= d
     expected = header + count * dtype.itemsize
     shape = "x".join(str(d) for d in dims)
-    if len(data) < expected:
-        raise DataError(f"truncated IDX file {name}: {len(data)} bytes, expected {expected} "
+    if expected > limit:
+        if compressed:
+            raise DataError(f"corrupt gzip data in {name}: its IDX header announces a {shape} array "
+                            f"of {dtype.name} ({expected} bytes), more than its "
+                            f"{limit // MAX_DEFLATE_RATIO} compressed bytes can hold (a truncated or "
+                            f"damaged file); {_ADVICE}")
+        raise DataError(f"truncated IDX file {name}: {limit} bytes, expected {expected} "
                         f"for a {shape} array of {dtype.name}; {_ADVICE}")
-    if len(data) > expected:
-        raise DataError(f"trailing bytes in IDX file {name}: {len(data)} bytes, expected {expected} "
-                        f"for a {shape} array of {dtype.name} ({len(data) - expected} too many); "
-                        f"{_ADVICE}")
-    arr = np.frombuffer(data, dtype=dtype, count=count, offset=header).reshape(dims)
-    # A writable, native-endian, C-contiguous copy (frombuffer on bytes is read-only).
-    return arr.astype(dtype.newbyteorder("="), copy=True)
+    buf = bytearray(expected - header)
+    view = memoryview(buf)
+    got = 0
+    while got < len(buf):
+        n = stream.readinto(view[got:got + _CHUNK])
+        if not n:
+            raise DataError(f"truncated IDX file {name}: {header + got} bytes, expected {expected} "
+                            f"for a {shape} array of {dtype.name}; {_ADVICE}")
+        got += n
+    extra = 0
+    while extra <= _TRAILING_COUNT_LIMIT:
+        chunk = stream.read(_CHUNK)
+        if not chunk:
+            break
+        extra += len(chunk)
+    if extra:
+        many = f"{extra}" if extra <= _TRAILING_COUNT_LIMIT else f"more than {_TRAILING_COUNT_LIMIT}"
+        total = (f"{expected + extra}" if extra <= _TRAILING_COUNT_LIMIT
+                 else f"more than {expected + _TRAILING_COUNT_LIMIT}")
+        raise DataError(f"trailing bytes in IDX file {name}: {total} bytes, expected {expected} "
+                        f"for a {shape} array of {dtype.name} ({many} too many); {_ADVICE}")
+    arr = np.frombuffer(buf, dtype=dtype, count=count).reshape(dims)
+    # Native-endian (a no-op view for single bytes; the buffer is writable).
+    return arr.astype(dtype.newbyteorder("="), copy=False)
+
+
+def read_bytes(path):
+    """The content of ``path``, decompressed if it is gzip data (told by its magic bytes, not its name)."""
+    name = _name(path)
+    with _open(name) as f:
+        data = f.read()
+    if data[:2] == GZIP_MAGIC:
+        with _gzip_errors(name):
+            data = gzip.decompress(data)
+    return data
+
+
+def parse_idx(data, name="<bytes>"):
+    """Parse IDX bytes (already decompressed) into a native-endian array; ``name`` is for messages."""
+    import io
+    return _parse_stream(io.BytesIO(data), name, len(data), compressed=False)
 
 
 def read_idx(path):
@@ -97,8 +165,25 @@ def read_idx(path):
     Checks the magic number, the dimensions and the exact size (a truncated file, or one with
     trailing bytes, raises :class:`DataError` with the expected and actual byte counts). Returns a
     writable native-endian array of the stored shape, e.g. ``(10000, 28, 28)`` uint8 for images.
+    Gzip data is decompressed as a stream and reading stops at the size the header announces, so
+    memory is bounded by that size (itself at most 1032 times the compressed file): a gzip bomb
+    costs no more than a genuine file of its announced shape.
     """
-    return parse_idx(read_bytes(path), _name(path))
+    name = _name(path)
+    with _open(name) as f:
+        try:
+            size = os.fstat(f.fileno()).st_size
+            magic = f.read(2)
+            f.seek(0)
+        except OSError as e:
+            raise DataError(f"cannot read {name}: {e.strerror or e}; {_ADVICE}") from None
+        if magic != GZIP_MAGIC:
+            try:
+                return _parse_stream(f, name, size, compressed=False)
+            except OSError as e:
+                raise DataError(f"cannot read {name}: {e.strerror or e}; {_ADVICE}") from None
+        with _gzip_errors(name), gzip.GzipFile(fileobj=f, mode="rb") as stream:
+            return _parse_stream(stream, name, size * MAX_DEFLATE_RATIO, compressed=True)
 
 
 def read_images(path, side=None):
@@ -115,7 +200,11 @@ def read_images(path, side=None):
     if side is not None and arr.shape[1:] != (side, side):
         raise DataError(f"wrong image size in {name}: {arr.shape[1]}x{arr.shape[2]}, expected "
                         f"{side}x{side}; {_ADVICE}")
-    return np.ascontiguousarray(arr.reshape(arr.shape[0], -1))
+    if arr.shape[0] == 0 or arr.shape[1] == 0 or arr.shape[2] == 0:
+        raise DataError(f"no images in {name}: it holds {arr.shape[0]} images of {arr.shape[1]}x"
+                        f"{arr.shape[2]} pixels, expected at least one image of at least one pixel; "
+                        f"{_ADVICE}")
+    return np.ascontiguousarray(arr.reshape(arr.shape[0], arr.shape[1] * arr.shape[2]))
 
 
 def read_labels(path, n_classes=None):

@@ -289,8 +289,10 @@ def run(hidden=(100,), batch_size=32, threads=2, vs="numpy", n_samples=60000, ep
         raise FastMLPError(f"vs: got {vs!r}, expected one of {', '.join(VS_CHOICES)}")
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise FastMLPError(f"repeats: got {repeats!r}, expected a positive integer")
-    if isinstance(warmup_seconds, bool) or not isinstance(warmup_seconds, (int, float)) or not warmup_seconds >= 0:
-        raise FastMLPError(f"warmup_seconds: got {warmup_seconds!r}, expected a number of seconds >= 0")
+    if (isinstance(warmup_seconds, bool) or not isinstance(warmup_seconds, (int, float))
+            or not 0 <= warmup_seconds <= 3600):
+        raise FastMLPError(f"warmup_seconds: got {warmup_seconds!r}, expected a number of seconds "
+                           f"from 0 to 3600")
     if vs == "torch":
         _import_torch()  # fail before the long part
     hidden = (hidden,) if isinstance(hidden, int) else tuple(int(h) for h in hidden)

@@ -47,13 +47,14 @@ import http.client
 import os
 import socket
 import sys
+import time
 import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from . import _idx
+from . import _idx, _npz
 from ._files import atomic_savez, atomic_write
 from .errors import ChecksumError, DataError, DownloadError
 
@@ -72,6 +73,9 @@ ENV_MIRROR = "FASTMLP_MIRROR"
 
 #: Seconds before a download gives up waiting for the server (connect or read).
 TIMEOUT = 30.0
+#: A download slower than this on average (bytes per second, after TIMEOUT seconds of grace) is
+#: abandoned: a server that trickles a byte every few seconds never hits the per-read TIMEOUT.
+MIN_RATE = 16 * 1024
 
 #: Canonical size in bytes and md5 of each downloadable file, per data set. Downloads must match;
 #: :func:`verify` checks local ``.gz`` files against it. Tests may replace entries.
@@ -353,7 +357,7 @@ def _load_idx_set(name, split, data_dir, download_missing, progress):
     return _idx.read_pair(images, labels, side=28, n_classes=_INFO[name]["n_classes"])
 
 
-def _load_synthetic(split, data_dir=None):
+def _load_synthetic(split, data_dir=None, must_cache=False):
     from . import _synthetic
 
     fname = _synthetic_file(split)
@@ -362,12 +366,12 @@ def _load_synthetic(split, data_dir=None):
         f = d / fname
         if f.is_file():
             try:
-                with np.load(f, allow_pickle=False) as z:
-                    X, y = z["X"], z["y"]
+                _, arrays = _npz.read_npz(f, ("X", "y"))
+                X, y = arrays["X"], arrays["y"]
                 if (X.shape == (n, 784) and X.dtype == np.uint8 and y.shape == (n,)
                         and y.dtype == np.int64 and y.min() >= 0 and y.max() <= 9):
                     return np.ascontiguousarray(X), y
-            except Exception:  # unreadable cache: regenerate below
+            except (DataError, KeyError):  # unreadable cache: regenerate below
                 pass
             warnings.warn(f"ignoring unreadable or wrong cache file {f}; generating "
                           f"synthetic-digits again", RuntimeWarning, stacklevel=3)
@@ -376,6 +380,9 @@ def _load_synthetic(split, data_dir=None):
     try:
         atomic_savez(target / fname, X=X, y=y)
     except OSError as e:
+        if must_cache:
+            raise DownloadError(f"cannot cache synthetic-digits in {target}: {e.strerror or e}; pass "
+                                f"another data_dir or set {ENV_DATA} to a writable directory") from None
         warnings.warn(f"could not cache synthetic-digits in {target}: {e.strerror or e}; it will "
                       f"be generated again next time (set {ENV_DATA} or XDG_CACHE_HOME to a "
                       f"writable directory)", RuntimeWarning, stacklevel=3)
@@ -404,36 +411,26 @@ def _load_path(p, split):
 
 
 def _load_npz(p, split):
+    names, _ = _npz.read_npz(p, (), expected="arrays X and y (numpy.savez(path, X=X, y=y))")
+    keys = ("X", "y")
+    if split == "test" and "X_test" in names and "y_test" in names:
+        keys = ("X_test", "y_test")
+    for k in keys:
+        if k not in names:
+            found = ", ".join(names) if names else "none"
+            raise DataError(f"missing array {k!r} in {p}: found arrays {found}; expected X and "
+                            f"y (and optionally X_test and y_test): numpy.savez(path, X=X, y=y)")
+    _, arrays = _npz.read_npz(p, keys)
+    return _check_xy(arrays[keys[0]], arrays[keys[1]], p, keys)
+
+
+def has_test_split(p):
+    """Whether the .npz file ``p`` holds arrays X_test and y_test (False if it cannot be read)."""
     try:
-        z = np.load(p, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise DataError(f"cannot read {p} as .npz: {_one_line(e)}; expected a file written by "
-                        f"numpy.savez with arrays X and y") from None
-    if not isinstance(z, np.lib.npyio.NpzFile):  # a plain .npy saved under a .npz name
-        raise DataError(f"cannot read {p} as .npz: it holds a single array, expected arrays "
-                        f"X and y (numpy.savez(path, X=X, y=y))")
-    with z:
-        names = list(z.files)
-        keys = ("X", "y")
-        if split == "test" and "X_test" in names and "y_test" in names:
-            keys = ("X_test", "y_test")
-        for k in keys:
-            if k not in names:
-                found = ", ".join(names) if names else "none"
-                raise DataError(f"missing array {k!r} in {p}: found arrays {found}; expected X and "
-                                f"y (and optionally X_test and y_test): numpy.savez(path, X=X, y=y)")
-        arrays = []
-        for k in keys:
-            try:
-                arrays.append(z[k])
-            except ValueError as e:
-                raise DataError(f"array {k!r} in {p} cannot be loaded without pickle "
-                                f"({_one_line(e)}): expected a numeric array; save plain numeric "
-                                f"arrays, not object arrays") from None
-            except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile) as e:
-                raise DataError(f"cannot read array {k!r} in {p}: {_one_line(e)}; the file is "
-                                f"damaged, write it again") from None
-    return _check_xy(arrays[0], arrays[1], p, keys)
+        names, _ = _npz.read_npz(p, ())
+    except DataError:
+        return False
+    return "X_test" in names and "y_test" in names
 
 
 def _one_line(e):
@@ -472,11 +469,19 @@ def _check_xy(X, y, src, keys=("X", "y")):
         raise DataError(f"length mismatch in {src}: {kx} has {X.shape[0]} rows but {ky} has "
                         f"{y.shape[0]} values, expected the same number")
     if y.dtype.kind in "biu":
+        if y.dtype == np.uint64 and y.size and int(y.max()) > np.iinfo(np.int64).max:
+            raise DataError(f"array {ky} in {src} holds the label {int(y.max())}, beyond int64; "
+                            f"expected class indices 0..K-1")
         y = y.astype(np.int64)
     elif y.dtype.kind == "f":
         if not np.all(np.isfinite(y)):
             raise DataError(f"array {ky} in {src} has NaN or infinite values, expected class indices")
         if np.all(y == np.round(y)):
+            # Beyond 2**53 a float is no exact integer, and beyond int64 the cast is undefined.
+            if y.size and np.abs(y).max() > 2.0 ** 53:
+                bad = int(np.argmax(np.abs(y) > 2.0 ** 53))
+                raise DataError(f"{ky} in {src}: label {y[bad]:g} (sample {bad}) is too large to be a "
+                                f"class index; expected class indices 0..K-1")
             y = y.astype(np.int64)
     else:
         raise DataError(f"array {ky} in {src} has dtype {y.dtype}, expected integer class indices")
@@ -494,6 +499,11 @@ def _load_csv(p):
     first = next((i for i, line in enumerate(lines) if line.strip()), None)
     if first is None:
         raise DataError(f"empty CSV file {p}: no rows, expected a label and features per row")
+    if "," not in lines[first]:
+        for delim, label in ((";", "semicolons"), ("\t", "tabs"), ("|", "vertical bars")):
+            if delim in lines[first]:
+                raise DataError(f"CSV file {p} separates its fields with {label}: expected commas "
+                                f"(the label, then the features, separated by ',')")
     fields = [s.strip().strip('"').strip("'").strip() for s in lines[first].split(",")]
     header = None
     for s in fields:
@@ -589,10 +599,17 @@ def _fetch(url, dest, size, md5, progress):
                 raise _FetchFailure(url, f"timed out after {TIMEOUT:g} s") from None
             except (OSError, http.client.HTTPException, ValueError) as e:
                 raise _FetchFailure(url, _one_line(e) or type(e).__name__) from None
+            started = time.monotonic()
+            deadline = TIMEOUT + size / MIN_RATE
             with resp, _progress_bar(progress, size, dest.name) as bar:
                 while True:
+                    if time.monotonic() - started > deadline:
+                        raise _FetchFailure(url, f"too slow: {got} of {size} bytes in "
+                                                 f"{time.monotonic() - started:.0f} s, expected at least "
+                                                 f"{MIN_RATE // 1024} KiB/s; the partial file was deleted")
                     try:
-                        chunk = resp.read(1 << 16)
+                        # read1: what has arrived (read(n) would wait for all n bytes of a trickle)
+                        chunk = resp.read1(1 << 16)
                     except (socket.timeout, TimeoutError):
                         raise _FetchFailure(url, f"timed out after {TIMEOUT:g} s") from None
                     except (OSError, http.client.HTTPException) as e:
@@ -621,8 +638,8 @@ def _fetch(url, dest, size, md5, progress):
 
     try:
         atomic_write(dest, write)
-    except OSError as e:
-        raise _FetchFailure(url, f"cannot write to {dest.parent}: {e.strerror or e}", write=True) from None
+    except OSError as e:  # fastmlp.errors.OutputError (the target or its directory), or the disk
+        raise _FetchFailure(url, e.strerror or _one_line(e), write=True) from None
     return dest
 
 
@@ -701,7 +718,7 @@ def download(name, data_dir=None, progress=True):
         return None
     if name == "synthetic-digits":
         for split in SPLITS:
-            _load_synthetic(split, data_dir)
+            _load_synthetic(split, data_dir, must_cache=True)
         return path(name, data_dir)
     found = _locate(name, SPLITS, data_dir)
     if found is not None:
@@ -795,9 +812,9 @@ def _verify_synthetic(data_dir=None):
             results.append((fname, "not generated yet: generated and cached on first use"))
             continue
         try:
-            with np.load(f, allow_pickle=False) as z:
-                digest = _synthetic_sha256(z["X"], z["y"])
-        except Exception as e:
+            _, arrays = _npz.read_npz(f, ("X", "y"))
+            digest = _synthetic_sha256(arrays["X"], arrays["y"])
+        except (DataError, KeyError, ValueError) as e:
             raise DataError(f"cannot read cache file {f}: {_one_line(e)}; delete it (it is "
                             f"generated again on next use)") from None
         expected = SYNTHETIC_SHA256[split]

@@ -25,6 +25,15 @@ class CheckpointError(FastMLPError, ValueError):
     """A saved model or checkpoint cannot be loaded: bad format, wrong shapes, newer version."""
 
 
+class OutputError(FastMLPError, OSError):
+    """An output file cannot be written: a path that is not a regular file (a device, a FIFO, a
+    directory, a socket), a read-only file, a missing or unwritable directory, a full disk."""
+
+
+class PathClashError(OutputError):
+    """An output path names an input, or another output, of the same command (the CLI: exit 2)."""
+
+
 class DivergenceError(FastMLPError, FloatingPointError):
     """Training produced a NaN or infinite loss."""
 

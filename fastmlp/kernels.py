@@ -30,14 +30,14 @@ def _k():
 
 
 def _threads(threads):
-    import numba
-    if threads is None:
-        return numba.get_num_threads()
-    return _checks.check_int("threads", threads, 1)
+    from .model import resolve_threads  # 1..NUMBA_NUM_THREADS, as everywhere else
+    return resolve_threads(threads)
 
 
 def _as_batch(name, a, dtype=None):
     arr = _checks.as_float_array(name, a, dtype)
+    if arr.shape[-1] == 0:
+        raise ValueError(f"{name}: got shape {arr.shape}, expected at least one value per sample")
     return (arr.reshape(1, -1) if arr.ndim == 1 else arr), arr.ndim == 1
 
 

@@ -71,16 +71,12 @@ class thread_count:
         numba.set_num_threads(self.saved)
 
 
-def _check_sizes(sizes):
-    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__") or len(sizes) < 2:
-        raise ValueError(f"sizes: got {sizes!r}, expected a list of at least 2 layer sizes, "
-                         "e.g. [784, 100, 10]")
-    out = []
-    for s in sizes:
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1:
-            raise ValueError(f"sizes: got {list(sizes)!r}, expected positive integers")
-        out.append(int(s))
-    return out
+def _check_sizes(sizes, dtype="float32"):
+    try:
+        itemsize = np.dtype(dtype).itemsize
+    except TypeError:
+        itemsize = 4
+    return _checks.check_sizes(sizes, itemsize)
 
 
 class MLP:
@@ -95,7 +91,7 @@ class MLP:
     """
 
     def __init__(self, sizes, activation="relu", output="softmax", dtype="float32", seed=0):
-        sizes = _check_sizes(sizes)
+        sizes = _check_sizes(sizes, dtype)
         self._setup(sizes, activation, output, dtype)
         if seed is not None:
             _checks.check_int("seed", seed, 0)
@@ -174,7 +170,7 @@ class MLP:
 
     def _run(self, X, y=None, loss=None, want_grads=False, want_outputs=False, threads=None):
         from . import _kernels as k
-        Xc, single = _checks.check_input("X", X, self.sizes[0])
+        Xc, single = _checks.check_input("X", X, self.sizes[0], self.dtype)
         n, K = Xc.shape[0], self.sizes[-1]
         if loss is not None:
             _checks.check_loss_output(loss, self.output)
@@ -253,43 +249,37 @@ class MLP:
 
 
 def load_npz(path):
-    """(net, metadata dict, the other arrays) from a fastmlp .npz; CheckpointError if it is not one."""
+    """(net, metadata dict, the other arrays) from a fastmlp .npz; CheckpointError if it is not one.
+    Read by fastmlp._npz (never unpickles, memory bounded by the file's size); every metadata field
+    is checked by fastmlp._checkpoint.validate before anything is built from it."""
+    from . import _checkpoint, _npz
     path = os.fspath(path)
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {key: f[key] for key in f.files}
-    except FileNotFoundError:
-        raise CheckpointError(f"model file {path} does not exist") from None
-    except ValueError as e:
-        if "pickle" in str(e).lower() or "object" in str(e).lower():
-            raise CheckpointError(f"{path}: holds object arrays, which fastmlp never loads "
-                                  "(allow_pickle=False); expected a file written by fastmlp") from None
-        raise CheckpointError(f"{path}: not a fastmlp model file ({e})") from None
-    except Exception as e:  # zipfile.BadZipFile, OSError, EOFError...
-        raise CheckpointError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from None
+    names, arrays = _npz.read_npz(path, error=CheckpointError,
+                                  expected="a model or checkpoint written by fastmlp (an .npz)")
     if "meta" not in arrays or "params" not in arrays:
         raise CheckpointError(f"{path}: expected arrays 'meta' and 'params' (a file written by fastmlp), "
-                              f"found {sorted(arrays)}")
+                              f"found {sorted(names)}")
+    raw = arrays.pop("meta")
+    if raw.dtype.kind != "U" or raw.ndim != 0:
+        raise CheckpointError(f"{path}: array 'meta' has dtype {raw.dtype} and shape {raw.shape}, expected "
+                              f"one JSON string (a file written by fastmlp)")
     try:
-        meta = json.loads(str(arrays.pop("meta")))
-        version = int(meta["format_version"])
-        sizes = [int(s) for s in meta["sizes"]]
-        activation, output, dtype = meta["activation"], meta["output"], meta["dtype"]
-    except Exception as e:
-        raise CheckpointError(f"{path}: unreadable metadata ({type(e).__name__}: {e})") from None
-    if version > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: format version {version} is newer than this fastmlp "
-                              f"understands ({FORMAT_VERSION}); upgrade fastmlp")
+        meta = json.loads(str(raw))
+    except (ValueError, RecursionError) as e:
+        raise CheckpointError(f"{path}: unreadable metadata ({type(e).__name__}: "
+                              f"{' '.join(str(e).split())[:200]})") from None
+    _checkpoint.validate(meta, path)
+    sizes = meta["sizes"]
     params = arrays.pop("params")
-    try:
-        net = MLP.__new__(MLP)
-        net._setup(_check_sizes(sizes), activation, output, dtype)
-    except ValueError as e:
-        raise CheckpointError(f"{path}: bad metadata: {e}") from None
-    if params.dtype != net.dtype or params.shape != net.params.shape:
+    dtype = np.dtype(meta["dtype"])
+    _, _, n_params = layout(sizes)
+    # Compared before anything is allocated: sizes of 1e30 must not become a 1e30-element buffer.
+    if params.dtype != dtype or params.shape != (n_params,):
         raise CheckpointError(f"{path}: parameters have shape {params.shape} and dtype {params.dtype}, "
-                              f"expected {net.params.shape} {net.dtype} for layers {sizes}")
+                              f"expected ({n_params},) {dtype.name} for layers {sizes}")
     if not np.isfinite(params).all():
         raise CheckpointError(f"{path}: parameters contain NaN or infinite values")
+    net = MLP.__new__(MLP)
+    net._setup(sizes, meta["activation"], meta["output"], meta["dtype"])
     net.params[...] = params
     return net, meta, arrays

@@ -100,7 +100,7 @@ class Trainer:
                               ws.Z, ws.a_off, self.threads, losses, stats)
 
     def _prepare(self, X, y, name_x="X", name_y="y"):
-        Xc, _ = _checks.check_input(name_x, X, self.net.sizes[0])
+        Xc, _ = _checks.check_input(name_x, X, self.net.sizes[0], self.net.dtype)
         labels, targets = _checks.check_targets(name_y, y, Xc.shape[0], self.net.sizes[-1], self.loss,
                                                 self.net.dtype)
         has_targets = targets is not None
@@ -110,9 +110,10 @@ class Trainer:
         return Xc, divisor, labels, targets, has_targets
 
     def chunk_samples(self, n):
+        batch = min(self.batch_size, max(n, 1))  # a batch larger than the data is all of it
         per = int(CHUNK_FLOPS / _flops_per_sample(self.net.sizes))
-        per = max(self.batch_size, min(per, MAX_CHUNK_SAMPLES) // self.batch_size * self.batch_size)
-        return min(per, -(-n // self.batch_size) * self.batch_size)
+        per = max(batch, min(per, MAX_CHUNK_SAMPLES) // batch * batch)
+        return min(per, -(-n // batch) * batch)
 
     def step_batch(self, X, y):
         """One optimizer step on the mean cost over all rows of X (one minibatch). Returns that
@@ -139,6 +140,13 @@ class Trainer:
         """Ask fit() to stop after the current chunk of minibatches (raises TrainingInterrupted)."""
         self._stop = True
 
+    @property
+    def stop_requested(self):
+        """Whether a stop (Ctrl-C under handle_interrupt) was requested during the last fit(); fit()
+        returns normally when it came after the last chunk (e.g. during the last epoch's callback),
+        so a caller that must not ignore Ctrl-C checks this."""
+        return self._stop
+
     def fit(self, X, y, epochs, validation=None, verbose=True, callback=None, handle_interrupt=False):
         """Train until `epochs` epochs are complete (counting those already done); returns history.
 
@@ -152,14 +160,18 @@ class Trainer:
         if validation is not None:
             if not isinstance(validation, (tuple, list)) or len(validation) != 2:
                 raise ValueError("validation: expected a pair (X_val, y_val)")
-            val = (_checks.check_input("validation X", validation[0], self.net.sizes[0])[0],
+            val = (_checks.check_input("validation X", validation[0], self.net.sizes[0], self.net.dtype)[0],
                    validation[1])
             self._prepare(val[0], val[1], "validation X", "validation y")
         n = data[0].shape[0]
+        if self.position >= n and self.position > 0:
+            raise CheckpointError(f"the checkpoint's position in its epoch, {self.position} samples, is past "
+                                  f"the end of the {n} training samples; resume on the data it was "
+                                  f"trained on")
         chunk = self.chunk_samples(n)
         ws = Workspace(self.net.sizes, self.net.dtype, min(self.batch_size, n), x_capacity=chunk)
-        losses = np.zeros(self.batch_size)
-        stats = np.zeros((chunk // self.batch_size + 1, 2))
+        losses = np.zeros(min(self.batch_size, n))
+        stats = np.zeros((chunk // min(self.batch_size, n) + 1, 2))
         self._stop = False
         self.compile_seconds = self._compile(data, ws, losses, stats)
         old_handler = None
@@ -261,8 +273,20 @@ class Trainer:
         step += start // self.batch_size
         raise DivergenceError(
             f"training diverged: {what} at epoch {self.epoch + 1}, step {step}; the model keeps its last "
-            f"finite parameters; try a lower learning rate than {self.lr:g}",
+            f"finite parameters; {self._divergence_advice(data)}",
             epoch=self.epoch + 1, step=step)
+
+    def _divergence_advice(self, data):
+        """What to change: the inputs' scale, the weight decay, or the learning rate."""
+        X = data[0]
+        top = float(np.abs(X).max()) / data[1] if X.size and X.dtype.kind == "f" else 1.0
+        if top > 1e4:
+            return (f"the inputs reach {top:.3g}: scale them (e.g. to [0, 1] or unit variance) before "
+                    f"training")
+        if self.weight_decay * self.lr >= 1.0:
+            return (f"lr * weight decay is {self.lr * self.weight_decay:g} (each step multiplies the weights "
+                    f"by 1 - lr * weight_decay): use a weight decay below {1.0 / self.lr:g}")
+        return f"try a lower learning rate than {self.lr:g}"
 
     # -- checkpoints ----------------------------------------------------------------------------
 
