@@ -145,7 +145,7 @@ def check_finite(name, a, dtype=None):
             big = np.abs(a) > limit
             first = a.flat[int(np.argmax(big.ravel()))]
             raise ValueError(f"{name}: contains {int(big.sum())} value(s) too large for {np.dtype(dtype).name} "
-                             f"(e.g. {first!r}, above {limit:.4g}), which would become infinite; expected "
+                             f"(e.g. {float(first):g}, above {limit:.4g}), which would become infinite; expected "
                              f"values within the network's dtype (scale the data)")
 
 

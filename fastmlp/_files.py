@@ -83,13 +83,13 @@ def check_output(path, what=""):
     name = _label(what, path)
     real = resolve(path)
     link = os.fspath(real) != os.path.abspath(os.path.expanduser(os.fspath(path)))
-    st = _check_target(real, name, f" (the target of the link, {real})" if link else "")
     directory = real.parent
     if not directory.exists():
         raise OutputError(f"cannot write {name}: directory {directory} does not exist; create it "
                           f"first or choose another path")
     if not directory.is_dir():
         raise OutputError(f"cannot write {name}: {directory} is not a directory; choose another path")
+    st = _check_target(real, name, f" (the target of the link, {real})" if link else "")
     try:
         fd, probe = tempfile.mkstemp(prefix=".fastmlp-check-", dir=directory)
         os.close(fd)

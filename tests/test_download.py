@@ -48,6 +48,7 @@ class Server:
         self.routes = {}
         self.log = []
         self.delay = 0.0
+        self.trickle = 0.0  # seconds between single bytes of the body (a server that trickles)
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -64,7 +65,13 @@ class Server:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 try:
-                    self.wfile.write(body)
+                    if server.trickle:
+                        for i in range(len(body)):
+                            self.wfile.write(body[i:i + 1])
+                            self.wfile.flush()
+                            time.sleep(server.trickle)
+                    else:
+                        self.wfile.write(body)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
@@ -230,6 +237,21 @@ def test_timeout(isolated, mnist_mirror, monkeypatch):
     with pytest.raises(DownloadError, match=r"timed out after 0.3 s"):
         datasets.load("mnist", split="test", progress=False)
     assert _names(isolated / "xdg" / "fastmlp" / "mnist") == []
+
+
+def test_a_trickling_download_hits_the_overall_deadline(isolated, mnist_mirror, monkeypatch):
+    # One byte every 50 ms never trips the per-read timeout; the overall deadline (TIMEOUT plus the
+    # size at MIN_RATE) does, and nothing is left behind.
+    server, _, _ = mnist_mirror
+    server.trickle = 0.05
+    monkeypatch.setattr(datasets, "TIMEOUT", 0.5)
+    monkeypatch.setattr(datasets, "MIN_RATE", 10**9)
+    target = isolated / "data"
+    with pytest.raises(DownloadError, match=r"too slow: \d+ of \d+ bytes in \d+ s, expected at least "
+                                            r"\d+ KiB/s; the partial file was deleted") as e:
+        datasets.download("mnist", data_dir=target, progress=False)
+    assert "\n" not in str(e.value)
+    assert _names(target) == []
 
 
 def test_mirrors_are_tried_in_order(isolated, mnist_mirror, monkeypatch):
