@@ -14,6 +14,7 @@ data, ``CheckpointError`` for models) naming the file and what was expected:
   a small multiple of the file's size whatever its headers claim;
 * only the stored and deflate methods of numpy.savez / savez_compressed are read.
 """
+import io
 import os
 import zipfile
 
@@ -27,6 +28,8 @@ ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 MAX_DEFLATE_RATIO = 1032
 _METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 _CHUNK = 1 << 20
+#: numpy's own limit on the length of a .npy header.
+MAX_HEADER = 10000
 
 
 def _one_line(e):
@@ -70,16 +73,24 @@ def _read_array(f, size, label, error):
     except ValueError:
         raise error(f"{label} is not a NumPy array (no .npy header); expected arrays written by "
                     f"numpy.save or numpy.savez") from None
+    if version not in ((1, 0), (2, 0)):
+        raise error(f"{label} has .npy format version {version[0]}.{version[1]}, expected 1.0 or "
+                    f"2.0 (numpy.save of a plain numeric array)")
+    # The header's length first: numpy would read (and allocate) whatever it says before its own
+    # size check.
+    width = 2 if version == (1, 0) else 4
+    length_bytes = f.read(width)
+    length = int.from_bytes(length_bytes, "little") if len(length_bytes) == width else -1
+    if not 0 <= length <= MAX_HEADER:
+        raise error(f"{label} has a damaged .npy header (length {length}, expected 0 to "
+                    f"{MAX_HEADER} bytes); write the file again")
+    header = f.read(length)
     try:
+        header_stream = io.BytesIO(length_bytes + header)
         if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(header_stream)
         else:
-            raise error(f"{label} has .npy format version {version[0]}.{version[1]}, expected 1.0 or "
-                        f"2.0 (numpy.save of a plain numeric array)")
-    except error:
-        raise
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(header_stream)
     except Exception as e:  # a damaged header: ValueError, SyntaxError, UnicodeDecodeError...
         raise error(f"{label} has a damaged .npy header ({_one_line(e)}); write the file again") from None
     if dtype.hasobject:
