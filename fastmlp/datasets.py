@@ -145,7 +145,7 @@ _IDX_SETS = ("mnist", "fashion-mnist")
 
 # --------------------------------------------------------------------------- names and places
 
-def _canonical(name):
+def canonical_name(name):
     """The known name meant by ``name`` (case and ``_``/``-`` do not matter), or None."""
     if not isinstance(name, str):
         return None
@@ -158,7 +158,7 @@ def _known_list():
 
 
 def _require_known(name):
-    canonical = _canonical(name)
+    canonical = canonical_name(name)
     if canonical is None:
         raise DataError(f"unknown dataset {name!r}: expected one of {_known_list()}; "
                         f"see `fastmlp datasets list`")
@@ -321,7 +321,7 @@ def load(name_or_path, split="train", data_dir=None, *, download=True, progress=
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise DataError(f"expected a dataset name or a path, got {type(name_or_path).__name__}; "
                         f"use one of {_known_list()} or a .npz/.csv file or directory")
-    name = _canonical(name_or_path) if isinstance(name_or_path, str) else None
+    name = canonical_name(name_or_path) if isinstance(name_or_path, str) else None
     if name is None:
         p = os.fspath(name_or_path)
         looks_like_path = (not isinstance(name_or_path, str) or os.path.exists(p)
@@ -551,6 +551,105 @@ def _csv_problem(p, rows, header):
                         f"column {col}: expected numbers only (a header is allowed on the first "
                         f"line only)")
     return f"cannot parse CSV file {p}: expected numbers separated by commas"
+
+
+def read_features(path):
+    """The rows of an .npy, .npz (X, or its only array) or .csv (header optional) file, as an array."""
+    p = os.fspath(path)
+    ext = os.path.splitext(p)[1].lower()
+    if not os.path.isfile(p):
+        raise DataError(f"missing input file {p}: no such file; give an .npy, .npz or .csv file")
+    if ext in (".npy", ".npz"):
+        try:
+            loaded = np.load(p, allow_pickle=False)
+        except ValueError as e:
+            if "pickle" in str(e).lower() or "object" in str(e).lower():
+                raise DataError(f"{p} holds an object array, which fastmlp never loads (allow_pickle=False); "
+                                f"save a plain numeric array") from None
+            raise DataError(f"cannot read {p}: {_one_line(e)}; expected a file written by numpy.save or "
+                            f"numpy.savez") from None
+        except (OSError, EOFError, zipfile.BadZipFile) as e:
+            raise DataError(f"cannot read {p}: {_one_line(e)}; expected a file written by numpy.save or "
+                            f"numpy.savez") from None
+        if isinstance(loaded, np.ndarray):
+            arr = loaded
+        else:
+            with loaded:
+                files = list(loaded.files)
+                if "X" in files:
+                    key = "X"
+                elif len(files) == 1:
+                    key = files[0]
+                else:
+                    raise DataError(f"{p} holds arrays {', '.join(files) or '(none)'}: expected an array "
+                                    f"named X, or a single array")
+                try:
+                    arr = loaded[key]
+                except ValueError:
+                    raise DataError(f"array {key!r} in {p} is an object array, which fastmlp never loads "
+                                    f"(allow_pickle=False); save a plain numeric array") from None
+                except (OSError, EOFError, zipfile.BadZipFile) as e:
+                    raise DataError(f"cannot read array {key!r} in {p}: {_one_line(e)}; the file is "
+                                    f"damaged") from None
+    elif ext == ".csv":
+        arr = _read_csv_rows(p)
+    else:
+        raise DataError(f"unsupported input file type {ext or '(none)'!r} for {p}: expected .npy, .npz "
+                        f"or .csv")
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"{p} holds an array of dtype {arr.dtype}, expected numbers")
+    if arr.dtype.kind == "b":
+        arr = arr.astype(np.float32)
+    if arr.ndim == 0:
+        raise DataError(f"{p} holds a single number, expected rows of features")
+    if arr.ndim > 2:
+        arr = arr.reshape(arr.shape[0], -1)
+    if arr.size == 0:
+        raise DataError(f"{p} holds no samples (shape {arr.shape})")
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        raise DataError(f"{p} holds NaN or infinite values, expected finite numbers")
+    return arr
+
+
+def _read_csv_rows(p):
+    try:
+        with open(p, "r", encoding="utf-8-sig", newline="") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read {p} as CSV text: {_one_line(e)}") from None
+    rows = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
+    if rows:
+        try:
+            [float(cell) for cell in rows[0][1].split(",")]
+        except ValueError:
+            rows = rows[1:]  # a header line
+    if not rows:
+        raise DataError(f"no data rows in CSV file {p}: expected one sample per line, numbers separated "
+                        f"by commas")
+    width = None
+    values = []
+    for lineno, line in rows:
+        cells = line.split(",")
+        if width is None:
+            width = len(cells)
+        elif len(cells) != width:
+            raise DataError(f"ragged CSV file {p}: line {lineno} has {len(cells)} fields, expected {width} "
+                            f"like the first row")
+        try:
+            values.append([float(cell) for cell in cells])
+        except ValueError:
+            bad = next(c for c in cells if not _is_number(c))
+            raise DataError(f"non-numeric value {bad.strip()!r} in CSV file {p} at line {lineno}: expected "
+                            f"numbers only (a header is allowed on the first line only)") from None
+    return np.array(values, dtype=np.float32)
+
+
+def _is_number(text):
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
 
 # --------------------------------------------------------------------------- downloading

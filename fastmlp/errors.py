@@ -32,3 +32,8 @@ class DivergenceError(FastMLPError, FloatingPointError):
         super().__init__(message)
         self.epoch = epoch
         self.step = step
+
+
+def one_line(text):
+    """`text` (or an exception) as one line: every run of whitespace becomes one space."""
+    return " ".join(str(text).split())
