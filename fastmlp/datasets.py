@@ -484,38 +484,7 @@ def _check_xy(X, y, src, keys=("X", "y")):
 
 
 def _load_csv(p):
-    try:
-        with open(p, "r", encoding="utf-8-sig", newline="") as f:
-            lines = f.read().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read {p} as CSV text: {_one_line(e)}; expected UTF-8 text with "
-                        f"numbers separated by commas") from None
-    # The first non-blank line is a header when one of its (non-empty) fields is not a number.
-    first = next((i for i, line in enumerate(lines) if line.strip()), None)
-    if first is None:
-        raise DataError(f"empty CSV file {p}: no rows, expected a label and features per row")
-    fields = [s.strip().strip('"').strip("'").strip() for s in lines[first].split(",")]
-    header = None
-    for s in fields:
-        try:
-            float(s)
-        except ValueError:
-            if s:
-                header = fields
-                break
-    body = lines[first + 1:] if header is not None else lines[first:]
-    rows = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
-    if header is not None:
-        rows = rows[1:]
-    if not rows:
-        raise DataError(f"no data rows in CSV file {p}: only a header, expected a label and "
-                        f"features per row")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            data = np.loadtxt(body, delimiter=",", dtype=np.float64, ndmin=2, comments=None)
-    except ValueError:
-        raise DataError(_csv_problem(p, rows, header)) from None
+    header, data = _read_csv_table(p, "a label and features per row")
     ncol = data.shape[1]
     if header is not None and len(header) != ncol:
         raise DataError(f"CSV header of {p} has {len(header)} columns but the rows have {ncol}, "
@@ -533,7 +502,45 @@ def _load_csv(p):
     return _check_xy(X, y, p, keys=("features", "labels"))
 
 
-def _csv_problem(p, rows, header):
+def _read_csv_table(p, expected):
+    """(header fields or None, float64 rows) of a CSV file: numbers separated by commas, one row per
+    line, an optional header line (a line with a non-numeric field). `expected` says what a row
+    should hold, for the error messages."""
+    try:
+        with open(p, "r", encoding="utf-8-sig", newline="") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read {p} as CSV text: {_one_line(e)}; expected UTF-8 text with "
+                        f"numbers separated by commas") from None
+    # The first non-blank line is a header when one of its (non-empty) fields is not a number.
+    first = next((i for i, line in enumerate(lines) if line.strip()), None)
+    if first is None:
+        raise DataError(f"empty CSV file {p}: no rows, expected {expected}")
+    fields = [s.strip().strip('"').strip("'").strip() for s in lines[first].split(",")]
+    header = None
+    for s in fields:
+        try:
+            float(s)
+        except ValueError:
+            if s:
+                header = fields
+                break
+    body = lines[first + 1:] if header is not None else lines[first:]
+    rows = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
+    if header is not None:
+        rows = rows[1:]
+    if not rows:
+        raise DataError(f"no data rows in CSV file {p}: only a header, expected {expected}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            data = np.loadtxt(body, delimiter=",", dtype=np.float64, ndmin=2, comments=None)
+    except ValueError:
+        raise DataError(_csv_problem(p, rows, header, expected)) from None
+    return header, data
+
+
+def _csv_problem(p, rows, header, expected):
     """A one-line description of the first bad row of a CSV file (line numbers from 1)."""
     width = len(header) if header is not None else None
     for lineno, line in rows:
@@ -542,7 +549,7 @@ def _csv_problem(p, rows, header):
             width = len(cells)
         elif len(cells) != width:
             return (f"ragged CSV file {p}: line {lineno} has {len(cells)} fields, expected {width} "
-                    f"like the first row; every row needs the label and the same features")
+                    f"like the first row; expected {expected}, the same number in every row")
         for col, cell in enumerate(cells, start=1):
             try:
                 float(cell)
@@ -592,7 +599,7 @@ def read_features(path):
                     raise DataError(f"cannot read array {key!r} in {p}: {_one_line(e)}; the file is "
                                     f"damaged") from None
     elif ext == ".csv":
-        arr = _read_csv_rows(p)
+        arr = _read_csv_table(p, "one sample per row")[1].astype(np.float32)
     else:
         raise DataError(f"unsupported input file type {ext or '(none)'!r} for {p}: expected .npy, .npz "
                         f"or .csv")
@@ -609,47 +616,6 @@ def read_features(path):
     if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
         raise DataError(f"{p} holds NaN or infinite values, expected finite numbers")
     return arr
-
-
-def _read_csv_rows(p):
-    try:
-        with open(p, "r", encoding="utf-8-sig", newline="") as f:
-            lines = f.read().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read {p} as CSV text: {_one_line(e)}") from None
-    rows = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
-    if rows:
-        try:
-            [float(cell) for cell in rows[0][1].split(",")]
-        except ValueError:
-            rows = rows[1:]  # a header line
-    if not rows:
-        raise DataError(f"no data rows in CSV file {p}: expected one sample per line, numbers separated "
-                        f"by commas")
-    width = None
-    values = []
-    for lineno, line in rows:
-        cells = line.split(",")
-        if width is None:
-            width = len(cells)
-        elif len(cells) != width:
-            raise DataError(f"ragged CSV file {p}: line {lineno} has {len(cells)} fields, expected {width} "
-                            f"like the first row")
-        try:
-            values.append([float(cell) for cell in cells])
-        except ValueError:
-            bad = next(c for c in cells if not _is_number(c))
-            raise DataError(f"non-numeric value {bad.strip()!r} in CSV file {p} at line {lineno}: expected "
-                            f"numbers only (a header is allowed on the first line only)") from None
-    return np.array(values, dtype=np.float32)
-
-
-def _is_number(text):
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
 
 
 # --------------------------------------------------------------------------- downloading

@@ -25,6 +25,11 @@ class CheckpointError(FastMLPError, ValueError):
     """A saved model or checkpoint cannot be loaded: bad format, wrong shapes, newer version."""
 
 
+class ConfigError(FastMLPError, ValueError):
+    """Settings of a run that contradict each other, the data or a checkpoint (the CLI reports it as
+    a usage error, exit code 2)."""
+
+
 class DivergenceError(FastMLPError, FloatingPointError):
     """Training produced a NaN or infinite loss."""
 

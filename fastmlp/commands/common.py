@@ -18,7 +18,7 @@ import warnings
 
 import click
 
-from ..errors import FastMLPError, one_line
+from ..errors import ConfigError, FastMLPError, one_line
 
 # The choices of the options; fastmlp._checks validates the same names in the library.
 HIDDEN_ACTIVATIONS = ("relu", "sigmoid", "tanh", "identity")
@@ -44,8 +44,8 @@ def note(message, quiet=False):
 
 
 def handle_errors(f):
-    """Turn fastmlp's errors (and ValueError, OSError) into one-line click errors (exit 1), and a
-    Ctrl-C outside training into exit 130. FASTMLP_DEBUG=1 lets them through with a traceback."""
+    """Turn fastmlp's errors (and ValueError, OSError) into one-line click errors (exit 1; 2 for a
+    ConfigError), and a Ctrl-C outside training into exit 130. FASTMLP_DEBUG=1 lets them through with a traceback."""
 
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
@@ -64,6 +64,8 @@ def handle_errors(f):
             sys.exit(130)
         except BrokenPipeError:
             raise
+        except ConfigError as e:  # settings that contradict each other: a usage error, exit 2
+            raise click.UsageError(one_line(e)) from None
         except (FastMLPError, ValueError, OSError, MemoryError) as e:
             if debug:
                 raise

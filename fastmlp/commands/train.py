@@ -8,7 +8,6 @@ import click
 from .common import (DTYPES, HIDDEN_ACTIVATIONS, LOSSES, OPTIMIZERS, OUTPUTS, Progress, append_jsonl,
                      arch, check_writable, data_dir_option, dataset_option, finite_option, handle_errors,
                      json_option, note, parse_hidden, pct, print_json, resolve_threads, threads_option)
-from .. import __version__
 from ..errors import one_line
 
 HELP = """Train a network on a data set; report the test accuracy at the end.
@@ -37,11 +36,6 @@ exactly the parameters of an uninterrupted run. Options that define the network 
 --batch-size, --seed, --val-split) must then be left out or agree with the checkpoint; anything
 else is a usage error. --epochs is the total number of epochs, counting those already done.
 """
-
-# Options of `train` that define the network or the run; --resume keeps the checkpoint's.
-RESUME_FIXED = ("hidden", "activation", "output", "dtype", "loss", "optimizer", "lr", "momentum",
-                "weight_decay", "batch_size", "seed", "val_split")
-
 
 @click.command(name="train", help=HELP)
 @click.option("--data", default=None, metavar="NAME|PATH", callback=dataset_option,
@@ -94,78 +88,41 @@ def _explicit_options(ctx):
             if ctx.get_parameter_source(name) in (source.COMMANDLINE, source.ENVIRONMENT)}
 
 
-def _option_name(name):
+def option_name(name):
+    """How a setting of fastmlp.run is spelled on the command line: val_split -> --val-split."""
     return "--" + name.replace("_", "-")
 
 
-def _fmt_option_value(name, value):
-    if name == "hidden":
-        return ",".join(map(str, value)) if value else "none"
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def train(ctx, data, data_dir, hidden, activation, output, loss, dtype, epochs, batch_size, lr, optimizer,
-          momentum, weight_decay, seed, threads, val_split, save, resume, metrics, as_json, quiet):
-    from .. import datasets, run as policy
-    from ..model import MLP
-    from ..training import Trainer
+def train(ctx, data, data_dir, epochs, threads, save, resume, metrics, as_json, quiet, **settings):
+    from .. import run as policy
 
     wall0 = time.perf_counter()
-    options = dict(hidden=hidden, activation=activation, output=output, dtype=dtype, loss=loss,
-                   optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                   batch_size=batch_size, seed=seed, val_split=val_split)
-    notes = []
-
-    def say(message):
-        notes.append(one_line(message))
-        note(message, quiet)
-
     _check_outputs(save, metrics)
-    if not resume and loss == "ce" and output != "softmax":
-        raise click.UsageError(f"--loss ce needs --output softmax (got --output {output}); use --loss mse "
-                               f"with --output {output}")
-    run = {}
-    if resume:
-        trainer, run = _resume(resume, options, _explicit_options(ctx))
-        net = trainer.net
-        seed, val_split = trainer.seed, float(run.get("val_split", 0.0))
-        data, data_dir, threads = _resumed_data(run, data, data_dir, threads, say)
-        trainer.threads = resolve_threads(threads)
-        epochs = _resumed_epochs(trainer, run, epochs, "epochs" in _explicit_options(ctx), resume)
-    else:
-        data = datasets.DEFAULT if data is None else data
-        threads = resolve_threads(threads)
-
-    X, y = datasets.load(data, "train", data_dir, progress=not quiet)
-    y = policy.class_labels(y, data)
-    if resume:
-        X = policy.match_input(X, run.get("input_dtype"))
-        policy.check_fits(net, X, y, data, f"the checkpoint's network ({resume})")
-    X, y, validation = _split(X, y, val_split, seed)
-    n, n_val = y.shape[0], (0 if validation is None else validation[1].shape[0])
-
-    if not resume:
-        n_classes = _n_classes(data, y)
-        net = MLP([X.shape[1]] + hidden + [n_classes], activation=activation, output=output, dtype=dtype,
-                  seed=seed)
-        trainer = Trainer(net, optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                          loss=loss, batch_size=batch_size, seed=seed, threads=threads)
-
-    run_meta = {"dataset": policy.dataset_label(data),
-                "data_dir": os.path.abspath(os.path.expanduser(data_dir)) if data_dir else None,
-                "val_split": val_split, "epochs": epochs, "threads": trainer.threads,
-                "input_dtype": X.dtype.name, "fastmlp_version": __version__}
-    extra_meta = {"run": run_meta}
+    if threads is not None:
+        resolve_threads(threads)
+    plan = policy.prepare(data, resume=resume, epochs=epochs, threads=threads, data_dir=data_dir,
+                          given=_explicit_options(ctx), progress=not quiet, spell=option_name, **settings)
+    for message in plan.notes:
+        note(message, quiet)
+    trainer, epochs, record = plan.trainer, plan.epochs, plan.record
+    n, n_val = plan.y.shape[0], (0 if plan.validation is None else plan.validation[1].shape[0])
     if not quiet:
-        _announce(trainer, resume, run_meta["dataset"], n, n_val, epochs)
+        _announce(trainer, resume, record["dataset"], n, n_val, epochs)
 
     epochs_before = trainer.epoch
-    _fit(ctx, trainer, X, y, validation, epochs, save, metrics, extra_meta, as_json, resume, quiet)
-    test_loss, test_accuracy, n_test = _test_score(trainer, data, data_dir, X.dtype.name, quiet, say)
+    extra_meta = {"run": record}
+    _fit(ctx, trainer, plan.X, plan.y, plan.validation, epochs, save, metrics, extra_meta, as_json, quiet)
+    score = policy.score_test_split(trainer.net, plan.data, plan.data_dir, trainer.loss, trainer.threads,
+                                    record["input_dtype"], progress=not quiet)
+    if score is None:
+        plan.notes.append(f"{plan.data} has no test split: no test accuracy (a known data set, a .npz file "
+                          f"with X_test and y_test, or a directory with t10k-* files has one)")
+        note(plan.notes[-1], quiet)
+        score = (None, None, 0)
     if save:
         trainer.save_checkpoint(save, extra_meta=extra_meta)
-    result = _result(trainer, run_meta["dataset"], n, n_val, n_test, test_loss, test_accuracy, wall0)
-    result.update(checkpoint=save, resumed_from=resume, metrics=metrics, notes=notes)
+    result = _result(trainer, record["dataset"], n, n_val, *score, wall0)
+    result.update(checkpoint=save, resumed_from=resume, metrics=metrics, notes=[one_line(m) for m in plan.notes])
     if as_json:
         print_json(result)
     else:
@@ -180,92 +137,6 @@ def _check_outputs(save, metrics):
         check_writable(save, "--save")
     if metrics:
         check_writable(metrics, "--metrics", append=True)
-
-
-def _resume(resume, options, explicit):
-    """The checkpoint's trainer and run record; options given that disagree with it are an error."""
-    from ..run import meta_section
-    from ..training import Trainer
-    trainer, meta = Trainer.from_checkpoint(resume)
-    net = trainer.net
-    run = meta_section(meta, "run")
-    saved = dict(hidden=net.sizes[1:-1], activation=net.activation, output=net.output,
-                 dtype=net.dtype.name, loss=trainer.loss, optimizer=trainer.optimizer, lr=trainer.lr,
-                 momentum=trainer.momentum, weight_decay=trainer.weight_decay,
-                 batch_size=trainer.batch_size, seed=trainer.seed,
-                 val_split=float(run.get("val_split", 0.0)))
-    conflicts = [name for name in RESUME_FIXED if name in explicit and options[name] != saved[name]]
-    if conflicts:
-        given = ", ".join(f"{_option_name(n)} {_fmt_option_value(n, options[n])}" for n in conflicts)
-        kept = ", ".join(f"{n.replace('_', ' ')} {_fmt_option_value(n, saved[n])}" for n in conflicts)
-        raise click.UsageError(f"{given} conflicts with the checkpoint {resume} ({kept}): --resume keeps "
-                               f"the checkpoint's network and hyperparameters; leave "
-                               f"{'these options' if len(conflicts) > 1 else 'the option'} out, or "
-                               f"start a new run without --resume")
-    return trainer, run
-
-
-def _resumed_data(run, data, data_dir, threads, say):
-    """The data set, data directory and thread count of a resumed run: the checkpoint's unless given."""
-    from .. import datasets
-    from ..run import dataset_label
-    if data is None:
-        data = run.get("dataset") or datasets.DEFAULT
-    elif run.get("dataset") and dataset_label(data) != dataset_label(str(run["dataset"])):
-        say(f"the checkpoint was trained on {run['dataset']}; continuing on {data}")
-    if data_dir is None:
-        data_dir = run.get("data_dir")
-    saved_threads = run.get("threads")
-    if threads is None and isinstance(saved_threads, int):
-        import numba
-        if saved_threads <= numba.config.NUMBA_NUM_THREADS:
-            threads = saved_threads
-        else:
-            say(f"the checkpoint ran on {saved_threads} threads but at most "
-                f"{numba.config.NUMBA_NUM_THREADS} are available here: the result will not be "
-                f"bit-identical to an uninterrupted run")
-    elif threads is not None and isinstance(saved_threads, int) and threads != saved_threads:
-        say(f"--threads {threads} differs from the checkpoint's {saved_threads}: the result will not "
-            f"be bit-identical to an uninterrupted run")
-    return data, data_dir, threads
-
-
-def _resumed_epochs(trainer, run, epochs, explicit, resume):
-    needed = trainer.epoch + (1 if trainer.position else 0)
-    if not explicit:
-        return max(int(run.get("epochs", epochs)), needed)
-    if epochs < needed:
-        raise click.UsageError(f"--epochs {epochs}: the checkpoint {resume} has reached epoch {needed} "
-                               f"already; --epochs is the total number of epochs, give at least {needed}")
-    return epochs
-
-
-def _split(X, y, val_split, seed):
-    """(X, y) without the validation part, and the validation pair (or None)."""
-    import numpy as np
-    if val_split <= 0:
-        return X, y, None
-    n_all = y.shape[0]
-    n_val = int(round(n_all * val_split))
-    if n_val < 1 or n_val > n_all - 1:
-        raise click.UsageError(f"--val-split {val_split:g} holds out {n_val} of {n_all} samples; expected "
-                               f"at least 1 for validation and 1 for training")
-    perm = np.random.default_rng([seed, 0x5EED]).permutation(n_all)
-    keep, held = perm[:n_all - n_val], perm[n_all - n_val:]
-    return X[keep], y[keep], (X[held], y[held])
-
-
-def _n_classes(data, y):
-    """The labels' class count, at least the data set's own (a split may miss a class)."""
-    from .. import datasets
-    from ..errors import DataError
-    n_classes = int(y.max()) + 1 if y.size else 0
-    name = datasets.canonical_name(data)
-    if name:
-        n_classes = max(n_classes, datasets.n_classes(name))
-    if n_classes < 2:
-        raise DataError(f"{data} has labels of {n_classes} class(es); expected at least 2 classes")
-    return n_classes
 
 
 def _announce(trainer, resume, dataset, n, n_val, epochs):
@@ -283,7 +154,7 @@ def _announce(trainer, resume, dataset, n, n_val, epochs):
         click.echo(f"training {what} on {dataset}: {n:,} samples{val_text}, {epochs} epochs, {threads_text}")
 
 
-def _fit(ctx, trainer, X, y, validation, epochs, save, metrics, extra_meta, as_json, resume, quiet):
+def _fit(ctx, trainer, X, y, validation, epochs, save, metrics, extra_meta, as_json, quiet):
     """Trainer.fit with the progress bar, the --metrics lines and the checkpoint of every epoch."""
     from ..errors import DivergenceError
     from ..training import TrainingInterrupted
@@ -347,23 +218,7 @@ def _interrupted(ctx, trainer, n, epochs, save, metrics, extra_meta, as_json):
     ctx.exit(130)
 
 
-def _test_score(trainer, data, data_dir, input_dtype, quiet, say):
-    """(loss, accuracy, n) on the data set's test split, or (None, None, 0) if it has none."""
-    from .. import datasets, run as policy
-    if not policy.has_test_split(data):
-        say(f"{data} has no test split: no test accuracy (a known data set, a .npz file with X_test and "
-            f"y_test, or a directory with t10k-* files has one)")
-        return None, None, 0
-    net = trainer.net
-    Xt, yt = datasets.load(data, "test", data_dir, progress=not quiet)
-    yt = policy.class_labels(yt, f"{data} (test split)")
-    Xt = policy.match_input(Xt, input_dtype)
-    policy.check_fits(net, Xt, yt, f"{data} (test split)", "the network")
-    test_loss, test_accuracy = net.evaluate(Xt, yt, loss=trainer.loss, threads=trainer.threads)
-    return test_loss, test_accuracy, yt.shape[0]
-
-
-def _result(trainer, dataset, n, n_val, n_test, test_loss, test_accuracy, wall0):
+def _result(trainer, dataset, n, n_val, test_loss, test_accuracy, n_test, wall0):
     net = trainer.net
     h = trainer.history
     last = {key: (h[key][-1] if h[key] else None) for key in h}
