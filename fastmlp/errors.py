@@ -25,6 +25,11 @@ class CheckpointError(FastMLPError, ValueError):
     """A saved model or checkpoint cannot be loaded: bad format, wrong shapes, newer version."""
 
 
+class ConfigError(FastMLPError, ValueError):
+    """Settings of a run that contradict each other, the data or a checkpoint (the CLI reports it as
+    a usage error, exit code 2)."""
+
+
 class OutputError(FastMLPError, OSError):
     """An output file cannot be written: a path that is not a regular file (a device, a FIFO, a
     directory, a socket), a read-only file, a missing or unwritable directory, a full disk."""
@@ -41,3 +46,8 @@ class DivergenceError(FastMLPError, FloatingPointError):
         super().__init__(message)
         self.epoch = epoch
         self.step = step
+
+
+def one_line(text):
+    """`text` (or an exception) as one line: every run of whitespace becomes one space."""
+    return " ".join(str(text).split())
