@@ -12,15 +12,13 @@ import zipfile
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from fastmlp import _idx, _npz, datasets  # noqa: E402
-from fastmlp.errors import CheckpointError, DataError, FastMLPError  # noqa: E402
-from fastmlp.model import MLP  # noqa: E402
-from fastmlp.training import Trainer  # noqa: E402
+from fastmlp import _idx, _npz, datasets
+from fastmlp.errors import CheckpointError, DataError, FastMLPError
+from fastmlp.model import MLP
+from fastmlp.training import Trainer
 
 # FASTMLP_FUZZ_EXAMPLES=2000 for a deeper run than CI's.
 FUZZ = settings(max_examples=int(os.environ.get("FASTMLP_FUZZ_EXAMPLES", "120")), deadline=None, database=None,
