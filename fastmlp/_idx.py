@@ -137,7 +137,11 @@ def _parse_stream(stream, name, limit, compressed):
                  else f"more than {expected + _TRAILING_COUNT_LIMIT}")
         raise DataError(f"trailing bytes in IDX file {name}: {total} bytes, expected {expected} "
                         f"for a {shape} array of {dtype.name} ({many} too many); {_ADVICE}")
-    arr = np.frombuffer(buf, dtype=dtype, count=count).reshape(dims)
+    try:
+        arr = np.frombuffer(buf, dtype=dtype, count=count).reshape(dims)
+    except ValueError:  # no element, but dimensions whose product NumPy cannot index
+        raise DataError(f"impossible IDX dimensions in {name}: {shape}, expected an array NumPy can "
+                        f"hold; {_ADVICE}") from None
     # Native-endian (a no-op view for single bytes; the buffer is writable).
     return arr.astype(dtype.newbyteorder("="), copy=False)
 

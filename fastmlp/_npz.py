@@ -59,7 +59,7 @@ def _open(path, error):
     try:
         return open(name, "rb")
     except FileNotFoundError:
-        raise error(f"missing file {name}: it does not exist; check the path") from None
+        raise error(f"missing file: {name} does not exist; check the path") from None
     except IsADirectoryError:
         raise error(f"cannot read {name}: it is a directory, expected a file") from None
     except OSError as e:
@@ -94,8 +94,8 @@ def _read_array(f, size, label, error):
     except Exception as e:  # a damaged header: ValueError, SyntaxError, UnicodeDecodeError...
         raise error(f"{label} has a damaged .npy header ({_one_line(e)}); write the file again") from None
     if dtype.hasobject:
-        raise error(f"{label} is an object array (fastmlp never loads object arrays: that would "
-                    f"unpickle); expected a plain numeric array")
+        raise error(f"{label} is an object array; fastmlp never loads object arrays "
+                    f"(allow_pickle=False: that would unpickle); expected a plain numeric array")
     if dtype.itemsize == 0 or any(d < 0 for d in shape):
         raise error(f"{label} announces shape {shape} of dtype {dtype}, expected a non-empty dtype "
                     f"and non-negative dimensions")

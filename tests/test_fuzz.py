@@ -5,6 +5,7 @@ memory stays bounded (tracemalloc sees NumPy's allocations too) whatever sizes t
 import gzip
 import io
 import json
+import math
 import os
 import struct
 import tracemalloc
@@ -76,7 +77,7 @@ def idx_files(draw):
                          min_size=ndim, max_size=ndim))
     magic = draw(st.one_of(st.just(b"\0\0"), st.binary(min_size=2, max_size=2)))
     header = magic + bytes([code, ndim]) + b"".join(struct.pack(">I", d) for d in dims)
-    count = int(np.prod(dims)) if dims else 0
+    count = math.prod(dims) if dims else 0
     itemsize = _idx.IDX_TYPES[code].itemsize if code in _idx.IDX_TYPES else 1
     exact = count * itemsize if count * itemsize <= 4096 else 0
     body_len = draw(st.one_of(st.just(exact), st.integers(0, 600)))
@@ -124,8 +125,8 @@ def npy_headers(draw):
     """A .npy header with arbitrary (often absurd) shape and dtype, then a few bytes."""
     shape = tuple(draw(st.lists(st.one_of(st.integers(0, 4), st.integers(-2, 10**15)), max_size=3)))
     descr = draw(st.sampled_from(["<f8", "<f4", "|u1", "<i8", "|O", "<U3", "|V0", "|S0", "<c16", "x"]))
-    text = "{'descr': %r, 'fortran_order': %s, 'shape': %r, }" % (
-        descr, draw(st.sampled_from(["False", "True", "1", "'x'"])), shape)
+    order = draw(st.sampled_from(["False", "True", "1", "'x'"]))
+    text = f"{{'descr': {descr!r}, 'fortran_order': {order}, 'shape': {shape!r}, }}"
     header = text.encode().ljust(117) + b"\n"
     return (np.lib.format.magic(draw(st.sampled_from([1, 2, 3, 9])), 0)
             + struct.pack("<H", len(header)) + header + draw(st.binary(max_size=64)))
@@ -156,7 +157,7 @@ def test_npz_and_npy_readers(scratch, data):
     f = scratch / "fuzz.npz"
     f.write_bytes(data)
     for split in ("train", "test"):
-        out = bounded(lambda: datasets.load(f, split=split), DataError)
+        out = bounded(lambda split=split: datasets.load(f, split=split), DataError)
         if out is not None:
             X, y = out
             assert X.ndim == 2 and X.shape[0] == y.shape[0] and X.size

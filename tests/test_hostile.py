@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from data_helpers import isolate
-from fastmlp import _checks, _files, _idx, _npz, datasets
+from fastmlp import _checks, _files, _idx, datasets
 from fastmlp.errors import CheckpointError, DataError, DownloadError, OutputError, PathClashError
 from fastmlp.model import MLP
 from fastmlp.training import Trainer

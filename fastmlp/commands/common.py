@@ -106,6 +106,14 @@ def parse_hidden(ctx, param, value):
         raise click.BadParameter(one_line(e)) from None
 
 
+def bounded_int(ctx, param, value):
+    """A click callback: an integer option may not exceed MAX_INT (beyond it, arithmetic on it would
+    leave int64)."""
+    if value is not None and value > MAX_INT:
+        raise click.BadParameter(f"got {value}, expected at most {MAX_INT:,}")
+    return value
+
+
 def finite_option(ctx, param, value):
     """A click callback: the option's number must be finite (click's FloatRange lets NaN through:
     every comparison with NaN is false)."""
@@ -137,7 +145,7 @@ def json_option(help_text="Print the result as one JSON object (the last line of
 
 
 def threads_option():
-    return click.option("--threads", type=click.IntRange(min=1, max=MAX_INT), default=None, metavar="T",
+    return click.option("--threads", type=click.IntRange(min=1), default=None, metavar="T", callback=bounded_int,
                         help="Numba threads (default: all, NUMBA_NUM_THREADS).")
 
 

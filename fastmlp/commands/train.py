@@ -6,7 +6,7 @@ import time
 import click
 
 from .common import (DTYPES, HIDDEN_ACTIVATIONS, LOSSES, OPTIMIZERS, OUTPUTS, Progress, append_jsonl,
-                     MAX_INT, arch, check_outputs, check_writable, data_dir_option, dataset_option,
+                     arch, bounded_int, check_outputs, check_writable, data_dir_option, dataset_option,
                      finite_option, handle_errors,
                      json_option, note, parse_hidden, pct, print_json, resolve_threads, threads_option)
 from ..errors import one_line
@@ -52,9 +52,9 @@ else is a usage error. --epochs is the total number of epochs, counting those al
               help="Cross-entropy (needs --output softmax) or mean squared error.")
 @click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True,
               help="Floating-point type of the parameters.")
-@click.option("--epochs", type=click.IntRange(min=1, max=MAX_INT), default=5, show_default=True,
+@click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True, callback=bounded_int,
               help="Total number of epochs (with --resume: counting those done).")
-@click.option("--batch-size", type=click.IntRange(min=1, max=MAX_INT), default=32, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, callback=bounded_int)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True,
               callback=finite_option, help="Learning rate.")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="sgd", show_default=True)
@@ -62,7 +62,7 @@ else is a usage error. --epochs is the total number of epochs, counting those al
               show_default=True, callback=finite_option, help="Momentum (with --optimizer momentum).")
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0, show_default=True,
               callback=finite_option, help="L2 penalty coefficient.")
-@click.option("--seed", type=click.IntRange(min=0, max=MAX_INT), default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, callback=bounded_int,
               help="Seed of the initial weights, the shuffles and the validation split.")
 @threads_option()
 @click.option("--val-split", type=click.FloatRange(min=0, max=1, max_open=True), default=0.0,
