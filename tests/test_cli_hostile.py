@@ -135,9 +135,18 @@ def test_outputs_that_name_inputs_are_usage_errors(tmp_path):
     mlink.symlink_to(m)
     _, error = run(*base, "--save", m, "--metrics", mlink, code=2)
     assert "are the same file" in error
-    # an IDX file inside a directory given as --data
     assert victim.read_bytes() == before and csv.read_text() == csv_before
     assert not m.exists()
+    # a file of a directory of IDX files given as --data
+    d = tmp_path / "idx"
+    d.mkdir()
+    images = bytes([0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 1, 5, 6])
+    labels = bytes([0, 0, 8, 1, 0, 0, 0, 2, 0, 1])
+    (d / "train-images-idx3-ubyte").write_bytes(images)
+    (d / "train-labels-idx1-ubyte").write_bytes(labels)
+    _, error = run("train", "--data", d, "--epochs", "1", "--save", d / "train-labels-idx1-ubyte", code=2)
+    assert "would replace the input --data" in error
+    assert (d / "train-labels-idx1-ubyte").read_bytes() == labels
 
 
 def test_resume_from_and_save_to_one_checkpoint_stays_allowed(tmp_path):
