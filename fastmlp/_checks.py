@@ -57,8 +57,8 @@ def parse_hidden(text):
     for part in t.split(","):
         part = part.strip()
         if not (part.isascii() and part.isdigit()) or len(part) > 12 or not 1 <= int(part) <= MAX_UNITS:
-            raise ValueError(f"got {text!r}, expected positive integers up to {MAX_UNITS:,} separated by "
-                             f"commas, e.g. 100 or 256,128 (or 'none' for no hidden layer)")
+            raise ValueError(f"got {text!r}, expected positive integers separated by commas, e.g. 100 or "
+                             f"256,128 (or 'none' for no hidden layer), each at most {MAX_UNITS:,}")
         sizes.append(int(part))
     return sizes
 

@@ -371,7 +371,7 @@ def test_a_network_larger_than_memory_is_refused_before_allocating():
 @pytest.mark.parametrize("text", ["\u00b2", "1000000000000000000000000000000", "3,\u0663", "-5", "1e3",
                                   "2147483648", " , "])
 def test_hidden_sizes_text_is_ascii_digits_with_a_bound(text):
-    with pytest.raises(ValueError, match="expected positive integers up to"):
+    with pytest.raises(ValueError, match="expected positive integers separated by commas.*each at most"):
         _checks.parse_hidden(text)
 
 

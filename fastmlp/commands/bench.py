@@ -41,9 +41,10 @@ def command(hidden, batch_size, threads, vs, samples, data, epochs, repeats, war
     import numba
 
     from .. import bench
+    from .._checks import parse_hidden
     try:
-        layers = tuple(int(h) for h in str(hidden).replace(" ", "").split(",") if h)
-        if not layers or min(layers) < 1:
+        layers = tuple(parse_hidden(str(hidden)))
+        if not layers:
             raise ValueError
     except ValueError:
         raise click.BadParameter(f"got {hidden!r}, expected positive integers like 100 or 512,512",
