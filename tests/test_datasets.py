@@ -624,7 +624,7 @@ def test_bad_npz(isolated):
     with pytest.raises(DataError, match=r"missing array 'X' in .*bad.npz: found arrays y"):
         datasets.load(f)
     np.savez(f, X=np.array([[1, "a"], [2, None]], dtype=object), y=np.zeros(2))
-    with pytest.raises(DataError, match=r"array 'X' in .*bad.npz is an object array .*never loads .*"
+    with pytest.raises(DataError, match=r"array 'X' in .*bad.npz is an object array.*never loads .*"
                                         r"expected a plain numeric array"):
         datasets.load(f)
     np.savez(f, X=np.array([["a", "b"]]), y=np.zeros(1))
