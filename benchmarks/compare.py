@@ -1,4 +1,4 @@
-"""The issue-4 comparison table: fastmlp vs PyTorch CPU and vs the NumPy reference, 2 threads, one epoch
+"""The throughput table of the README: fastmlp vs PyTorch CPU and vs the NumPy reference, 2 threads, one epoch
 of 60,000 MNIST-shaped samples (synthetic digits), each trainer in its own subprocess.
 
     OPENBLAS_NUM_THREADS=2 .venv/bin/python benchmarks/compare.py [--repeats R] [--warmup S] [results.json]
