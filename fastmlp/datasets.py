@@ -503,7 +503,7 @@ def _read_csv_table(p, expected):
     line, an optional header line (a line with a non-numeric field). `expected` says what a row
     should hold, for the error messages."""
     try:
-        with open(p, "r", encoding="utf-8-sig", newline="") as f:
+        with open(p, encoding="utf-8-sig", newline="") as f:
             lines = f.read().splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"cannot read {p} as CSV text: {one_line(e)}; expected UTF-8 text with "
@@ -646,7 +646,7 @@ def _fetch(url, dest, size, md5, progress):
                 if isinstance(reason, (socket.timeout, TimeoutError)):
                     reason = f"timed out after {TIMEOUT:g} s"
                 raise _FetchFailure(url, one_line(reason)) from None
-            except (socket.timeout, TimeoutError):
+            except TimeoutError:
                 raise _FetchFailure(url, f"timed out after {TIMEOUT:g} s") from None
             except (OSError, http.client.HTTPException, ValueError) as e:
                 raise _FetchFailure(url, one_line(e) or type(e).__name__) from None
@@ -654,7 +654,7 @@ def _fetch(url, dest, size, md5, progress):
                 while True:
                     try:
                         chunk = resp.read(1 << 16)
-                    except (socket.timeout, TimeoutError):
+                    except TimeoutError:
                         raise _FetchFailure(url, f"timed out after {TIMEOUT:g} s") from None
                     except (OSError, http.client.HTTPException) as e:
                         raise _FetchFailure(url, f"connection broken after {got} bytes: "
