@@ -189,11 +189,15 @@ def minibatch_step(weights, biases, X, target, lr, activation="relu", output="so
     hp[k.HP_LR] = lr
     ws, stats, empty = Workspace(sizes, dtype, n), np.zeros((1, 2)), np.zeros(0, dtype=dtype)
     with thread_count(nthreads):
-        done = k._train_steps(params, np.zeros_like(params), empty, empty, w_off, b_off,
-                              np.array(sizes, dtype=np.int64), k.ACTIVATION_CODES[activation],
-                              k.ACTIVATION_CODES[output], k.LOSS_CODES[loss], Xc, input_divisor(Xc), labels,
-                              targets, has_targets, np.arange(n), n, 0, k.SGD, hp, 1, ws.X, ws.A, ws.D, ws.Z,
-                              ws.a_off, nthreads, np.zeros(n), stats)
+        # by keyword: a new argument of the kernel then fails here with its name instead of
+        # silently shifting the others
+        done = k._train_steps(params=params, grads=np.zeros_like(params), m=empty, v=empty, w_off=w_off,
+                              b_off=b_off, sizes=np.array(sizes, dtype=np.int64),
+                              hidden=k.ACTIVATION_CODES[activation], output=k.ACTIVATION_CODES[output],
+                              loss=k.LOSS_CODES[loss], X=Xc, divisor=input_divisor(Xc), labels=labels,
+                              targets=targets, has_targets=has_targets, order=np.arange(n), batch_size=n,
+                              first_step=0, optimizer=k.SGD, hp=hp, step0=1, Xbuf=ws.X, A=ws.A, D=ws.D, Z=ws.Z,
+                              a_off=ws.a_off, nthreads=nthreads, losses=np.zeros(n), stats=stats)
     if done < 1:
         raise DivergenceError(f"the loss is {stats[0, 0]} for this minibatch; nothing was changed", step=1)
     for l, (W, b) in enumerate(zip(weights, biases), start=1):
