@@ -55,7 +55,7 @@ import numpy as np
 
 from . import _idx, _npz
 from ._files import atomic_savez, atomic_write
-from .errors import ChecksumError, DataError, DownloadError
+from .errors import ChecksumError, DataError, DownloadError, one_line
 
 __all__ = [
     "KNOWN", "DEFAULT", "SPLITS", "CHECKSUMS", "MIRRORS", "load", "list_datasets", "download",
@@ -432,10 +432,6 @@ def has_test_split(p):
     return "X_test" in names and "y_test" in names
 
 
-def _one_line(e):
-    return " ".join(str(e).split())
-
-
 def _check_xy(X, y, src, keys=("X", "y")):
     """Check and convert loaded arrays: X 2-D numeric (C-contiguous), y 1-D, same length."""
     kx, ky = keys
@@ -511,10 +507,10 @@ def _read_csv_table(p, expected):
     line, an optional header line (a line with a non-numeric field). `expected` says what a row
     should hold, for the error messages."""
     try:
-        with open(p, "r", encoding="utf-8-sig", newline="") as f:
+        with open(p, encoding="utf-8-sig", newline="") as f:
             lines = f.read().splitlines()
     except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read {p} as CSV text: {_one_line(e)}; expected UTF-8 text with "
+        raise DataError(f"cannot read {p} as CSV text: {one_line(e)}; expected UTF-8 text with "
                         f"numbers separated by commas") from None
     # The first non-blank line is a header when one of its (non-empty) fields is not a number.
     first = next((i for i, line in enumerate(lines) if line.strip()), None)
@@ -638,11 +634,11 @@ def _fetch(url, dest, size, md5, progress):
                 reason = e.reason
                 if isinstance(reason, (socket.timeout, TimeoutError)):
                     reason = f"timed out after {TIMEOUT:g} s"
-                raise _FetchFailure(url, _one_line(reason)) from None
-            except (socket.timeout, TimeoutError):
+                raise _FetchFailure(url, one_line(reason)) from None
+            except TimeoutError:
                 raise _FetchFailure(url, f"timed out after {TIMEOUT:g} s") from None
             except (OSError, http.client.HTTPException, ValueError) as e:
-                raise _FetchFailure(url, _one_line(e) or type(e).__name__) from None
+                raise _FetchFailure(url, one_line(e) or type(e).__name__) from None
             started = time.monotonic()
             deadline = TIMEOUT + size / MIN_RATE
             with resp, _progress_bar(progress, size, dest.name) as bar:
@@ -654,11 +650,11 @@ def _fetch(url, dest, size, md5, progress):
                     try:
                         # read1: what has arrived (read(n) would wait for all n bytes of a trickle)
                         chunk = resp.read1(1 << 16)
-                    except (socket.timeout, TimeoutError):
+                    except TimeoutError:
                         raise _FetchFailure(url, f"timed out after {TIMEOUT:g} s") from None
                     except (OSError, http.client.HTTPException) as e:
                         raise _FetchFailure(url, f"connection broken after {got} bytes: "
-                                                 f"{_one_line(e) or type(e).__name__}") from None
+                                                 f"{one_line(e) or type(e).__name__}") from None
                     if not chunk:
                         break
                     got += len(chunk)
@@ -683,7 +679,7 @@ def _fetch(url, dest, size, md5, progress):
     try:
         atomic_write(dest, write)
     except OSError as e:  # fastmlp.errors.OutputError (the target or its directory), or the disk
-        raise _FetchFailure(url, e.strerror or _one_line(e), write=True) from None
+        raise _FetchFailure(url, e.strerror or one_line(e), write=True) from None
     return dest
 
 
@@ -859,7 +855,7 @@ def _verify_synthetic(data_dir=None):
             _, arrays = _npz.read_npz(f, ("X", "y"))
             digest = _synthetic_sha256(arrays["X"], arrays["y"])
         except (DataError, KeyError, ValueError) as e:
-            raise DataError(f"cannot read cache file {f}: {_one_line(e)}; delete it (it is "
+            raise DataError(f"cannot read cache file {f}: {one_line(e)}; delete it (it is "
                             f"generated again on next use)") from None
         expected = SYNTHETIC_SHA256[split]
         if expected is not None and digest != expected:
