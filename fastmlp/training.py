@@ -17,7 +17,15 @@ from .model import MLP, Workspace, load_npz, resolve_threads, thread_count
 # A chunk is about this many floating-point operations (a few ms at the speeds reached here).
 CHUNK_FLOPS = 1.5e9
 MAX_CHUNK_SAMPLES = 16384
-HISTORY_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds", "samples_per_second")
+HISTORY_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "samples_per_second")
+# Keys of the history that hold one value for the run, not a list per epoch.
+HISTORY_RUN_KEYS = ("stopped_epoch", "best_epoch")
+
+
+def _new_history():
+    history = {key: [] for key in HISTORY_KEYS}
+    history.update({key: None for key in HISTORY_RUN_KEYS})
+    return history
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -65,8 +73,11 @@ class Trainer:
         self.position = 0           # samples of the current epoch already trained on
         self.epoch_rng_state = None  # generator state before the current epoch's shuffle
         self.partial = {"loss_sum": 0.0, "correct": 0, "seconds": 0.0}
-        self.history = {key: [] for key in HISTORY_KEYS}
+        self.history = _new_history()
         self._stop = False
+        self._stop_training = False
+        self.callbacks = []
+        self._callback_states = None  # from a checkpoint, for the callbacks of the next fit()
 
     # -- hyperparameters as the kernel takes them ------------------------------------------------
 
@@ -139,14 +150,34 @@ class Trainer:
         """Ask fit() to stop after the current chunk of minibatches (raises TrainingInterrupted)."""
         self._stop = True
 
-    def fit(self, X, y, epochs, validation=None, verbose=True, callback=None, handle_interrupt=False):
+    def stop(self):
+        """End training after the current epoch: fit() then returns the history normally (its
+        stopped_epoch is that epoch). For callbacks, e.g. EarlyStopping."""
+        self._stop_training = True
+
+    def fit(self, X, y, epochs, validation=None, verbose=True, callback=None, handle_interrupt=False,
+            validation_split=0.0, callbacks=None):
         """Train until `epochs` epochs are complete (counting those already done); returns history.
+
+        validation: (X_val, y_val), evaluated after each epoch (val_loss, val_accuracy); or
+        validation_split=f holds out a fraction f of (X, y) instead: stratified by class for class
+        labels, drawn from the seed (the same split on every call with the same seed and data).
+        callbacks: fastmlp.callbacks.Callback objects (see that module); on a trainer loaded with
+        from_checkpoint, give the same callbacks in the same order and they continue from their
+        saved state.
 
         callback(info) is called after each chunk of minibatches and at the end of each epoch with a
         dict: epoch (1-based), epochs, done, total (samples this epoch), loss, accuracy (running
         means), samples_per_second, end_of_epoch (bool), and at the end of an epoch its history row.
         """
         epochs = _checks.check_int("epochs", epochs, 1)
+        callbacks = _check_callbacks(callbacks)
+        validation_split = _checks.check_float("validation_split", validation_split, 0.0, maximum=1.0,
+                                               max_strict=True)
+        if validation_split > 0:
+            if validation is not None:
+                raise ValueError("validation, validation_split: got both, expected at most one")
+            X, y, validation = self._split(X, y, validation_split)
         data = self._prepare(X, y)
         val = None
         if validation is not None:
@@ -155,24 +186,74 @@ class Trainer:
             val = (_checks.check_input("validation X", validation[0], self.net.sizes[0])[0],
                    validation[1])
             self._prepare(val[0], val[1], "validation X", "validation y")
+        available = [key for key in HISTORY_KEYS if key not in ("epoch", "seconds", "samples_per_second")
+                     and (val is not None or not key.startswith("val_"))]
+        for cb in callbacks:
+            key = cb.monitored()
+            if key is not None and key not in available:
+                hint = " (val_* keys need validation= or validation_split=)" if key.startswith("val_") else ""
+                raise ValueError(f"{type(cb).__name__}: monitor {key!r} is not in the history{hint}; "
+                                 f"expected one of {', '.join(map(repr, available))}")
         n = data[0].shape[0]
         chunk = self.chunk_samples(n)
         ws = Workspace(self.net.sizes, self.net.dtype, min(self.batch_size, n), x_capacity=chunk)
         losses = np.zeros(self.batch_size)
         stats = np.zeros((chunk // self.batch_size + 1, 2))
         self._stop = False
+        self._start_callbacks(callbacks)
         self.compile_seconds = self._compile(data, ws, losses, stats)
         old_handler = None
         if handle_interrupt and threading.current_thread() is threading.main_thread():
             old_handler = signal.signal(signal.SIGINT, lambda *_: self.request_stop())
         try:
             with thread_count(self.threads):
-                while self.epoch < epochs:
+                while self.epoch < epochs and not self._stop_training:
                     self._run_epoch(data, n, chunk, ws, losses, stats, epochs, val, verbose, callback)
         finally:
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
+        for cb in callbacks:
+            cb.on_train_end()
         return self.history
+
+    def _split(self, X, y, fraction):
+        """(X_train, y_train, (X_val, y_val)): a fraction of the rows held out, stratified by class
+        when y holds class labels (per class, round(fraction * count) rows), from the seed."""
+        Xc, _ = _checks.check_input("X", X, self.net.sizes[0])
+        labels, targets = _checks.check_targets("y", y, Xc.shape[0], self.net.sizes[-1], self.loss,
+                                                self.net.dtype)
+        yarr = np.asarray(y)
+        n = Xc.shape[0]
+        rng = np.random.default_rng([self.seed, 0x5EED])
+        if targets is None and yarr.ndim == 1:
+            held = [rng.permutation(np.flatnonzero(labels == c))
+                    for c in np.unique(labels)]
+            held = np.concatenate([idx[:int(round(fraction * idx.size))] for idx in held])
+        else:
+            held = rng.permutation(n)[:int(round(fraction * n))]
+        if held.size < 1 or held.size > n - 1:
+            raise ValueError(f"validation_split: {fraction:g} holds out {held.size} of {n} samples; expected "
+                             "at least 1 for validation and 1 for training")
+        mask = np.zeros(n, dtype=bool)
+        mask[held] = True
+        held = np.flatnonzero(mask)
+        keep = np.flatnonzero(~mask)
+        return Xc[keep], yarr[keep], (Xc[held], yarr[held])
+
+    def _start_callbacks(self, callbacks):
+        self._stop_training = False
+        states, self._callback_states = self._callback_states, None
+        if states is not None:
+            # a fresh trainer from a checkpoint: the run stopped there if it had asked to
+            self._stop_training = bool(states["stop_training"])
+            states = states["callbacks"]
+        self.callbacks = callbacks
+        for i, cb in enumerate(callbacks):
+            cb.set_trainer(self)
+            if states is not None and i < len(states) and states[i]["class"] == type(cb).__name__:
+                cb.load_state_dict(states[i]["state"])
+            else:
+                cb.on_train_begin()
 
     def _compile(self, data, ws, losses, stats):
         """Compile (or load from Numba's cache) the training kernels with a call that trains on no
@@ -184,6 +265,9 @@ class Trainer:
 
     def _run_epoch(self, data, n, chunk, ws, losses, stats, epochs, val, verbose, callback):
         if self.position == 0:
+            for cb in self.callbacks:
+                cb.on_epoch_begin(self.epoch)
+            self.lr = _checks.check_float("lr", self.lr, 0.0, strict=True)
             self.epoch_rng_state = self.rng.bit_generator.state
         else:
             self.rng.bit_generator.state = self.epoch_rng_state
@@ -210,7 +294,7 @@ class Trainer:
                 raise TrainingInterrupted(self)
         row = {"epoch": self.epoch + 1, "loss": self.partial["loss_sum"] / n,
                "accuracy": self.partial["correct"] / n, "val_loss": None, "val_accuracy": None,
-               "seconds": self.partial["seconds"],
+               "lr": self.lr, "seconds": self.partial["seconds"],
                "samples_per_second": n / self.partial["seconds"] if self.partial["seconds"] > 0 else 0.0}
         if val is not None:
             row["val_loss"], row["val_accuracy"] = self.net.evaluate(val[0], val[1], loss=self.loss,
@@ -220,6 +304,12 @@ class Trainer:
         self.epoch += 1
         self.position = 0
         self.partial = {"loss_sum": 0.0, "correct": 0, "seconds": 0.0}
+        # The callbacks run before the progress callback, which may save a checkpoint: it then
+        # holds their new state and learning rate.
+        for cb in self.callbacks:
+            cb.on_epoch_end(self.epoch - 1, dict(row))
+        if self._stop_training and self.epoch < epochs:
+            self.history["stopped_epoch"] = self.epoch
         if verbose:
             print(format_epoch(row, epochs), flush=True)
         if callback is not None:
@@ -273,8 +363,20 @@ class Trainer:
                 "loss": self.loss, "batch_size": self.batch_size, "seed": self.seed, "steps": self.steps,
                 "epoch": self.epoch, "position": self.position,
                 "epoch_rng_state": self.epoch_rng_state, "rng_state": self.rng.bit_generator.state,
-                "partial": self.partial, "history": self.history}
-        return meta, {"optimizer_m": self.m, "optimizer_v": self.v}
+                "partial": self.partial, "history": self.history, "stop_training": self._stop_training}
+        arrays = {"optimizer_m": self.m, "optimizer_v": self.v}
+        cb_states = []
+        for i, cb in enumerate(self.callbacks):
+            state = {}
+            for key, value in cb.state_dict().items():
+                if isinstance(value, np.ndarray):
+                    arrays[f"callback{i}_{key}"] = value
+                    state[key] = {"array": f"callback{i}_{key}"}
+                else:
+                    state[key] = value
+            cb_states.append({"class": type(cb).__name__, "state": state})
+        meta["callbacks"] = cb_states
+        return meta, arrays
 
     def save_checkpoint(self, path, extra_meta=None):
         """The network plus the training state in one .npz, written atomically."""
@@ -312,13 +414,41 @@ class Trainer:
             trainer.partial = {"loss_sum": float(state["partial"]["loss_sum"]),
                                "correct": int(state["partial"]["correct"]),
                                "seconds": float(state["partial"]["seconds"])}
-            trainer.history = {key: list(state["history"][key]) for key in HISTORY_KEYS}
+            hist = state["history"]
+            trainer.history = {key: list(hist[key]) if key in hist else [None] * len(hist["epoch"])
+                               for key in HISTORY_KEYS}
+            trainer.history.update({key: hist.get(key) for key in HISTORY_RUN_KEYS})
+            cb_states = []
+            for entry in state.get("callbacks", []):
+                cb_state = {}
+                for key, value in entry["state"].items():
+                    if isinstance(value, dict) and set(value) == {"array"}:
+                        if value["array"] not in arrays:
+                            raise CheckpointError(f"{path}: callback state array {value['array']} is missing")
+                        value = arrays[value["array"]]
+                    cb_state[key] = value
+                cb_states.append({"class": str(entry["class"]), "state": cb_state})
+            trainer._callback_states = {"stop_training": bool(state.get("stop_training", False)),
+                                        "callbacks": cb_states}
         except CheckpointError:
             raise
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{path}: bad training state in the checkpoint ({type(e).__name__}: {e})") \
                 from None
         return trainer, meta
+
+
+def _check_callbacks(callbacks):
+    from .callbacks import Callback
+    if callbacks is None:
+        return []
+    if isinstance(callbacks, Callback) or not isinstance(callbacks, (list, tuple)):
+        raise ValueError(f"callbacks: got {type(callbacks).__name__}, expected a list of "
+                         "fastmlp.callbacks.Callback objects")
+    for i, cb in enumerate(callbacks):
+        if not isinstance(cb, Callback):
+            raise ValueError(f"callbacks[{i}]: got {type(cb).__name__}, expected a fastmlp.callbacks.Callback")
+    return list(callbacks)
 
 
 def format_epoch(row, epochs):
@@ -330,9 +460,17 @@ def format_epoch(row, epochs):
 
 
 def train(net, X, y, epochs=10, batch_size=32, lr=0.1, optimizer="sgd", momentum=0.9, weight_decay=0.0,
-          loss="ce", seed=0, threads=None, validation=None, verbose=True, callback=None):
+          loss="ce", seed=0, threads=None, validation=None, verbose=True, callback=None, validation_split=0.0,
+          callbacks=None):
     """Train `net` in place with minibatch gradient descent; returns the history, a dict of
-    per-epoch lists: epoch, loss, accuracy, val_loss, val_accuracy, seconds, samples_per_second.
+    per-epoch lists: epoch, loss, accuracy, val_loss, val_accuracy, lr (the learning rate of the
+    epoch), seconds, samples_per_second; and stopped_epoch (the epoch after which a callback
+    stopped training, None when it ran to the end) and best_epoch (EarlyStopping's best epoch,
+    else None), both counted from 1 like history['epoch'].
+
+    validation=(X_val, y_val), or validation_split=f to hold out a fraction of (X, y) (stratified
+    by class, from the seed). callbacks: see fastmlp.callbacks (EarlyStopping, ReduceLROnPlateau,
+    LearningRateScheduler, ModelCheckpoint, CSVLogger).
 
     optimizer: 'sgd' (W -= lr (g + weight_decay W); momentum is ignored), 'momentum'
     (v = momentum v + g; W -= lr v) or 'adam' (PyTorch's Adam, betas 0.9/0.999, eps 1e-8).
@@ -343,4 +481,5 @@ def train(net, X, y, epochs=10, batch_size=32, lr=0.1, optimizer="sgd", momentum
     """
     trainer = Trainer(net, optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
                       loss=loss, batch_size=batch_size, seed=seed, threads=threads)
-    return trainer.fit(X, y, epochs, validation=validation, verbose=verbose, callback=callback)
+    return trainer.fit(X, y, epochs, validation=validation, verbose=verbose, callback=callback,
+                       validation_split=validation_split, callbacks=callbacks)
