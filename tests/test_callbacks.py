@@ -199,7 +199,7 @@ def test_bad_callbacks_argument():
 def test_validation_split_is_stratified_and_seeded():
     X, y = _data(n=300)
     trainer = _trainer()
-    Xt, yt, (Xv, yv) = trainer._split(X, y, 0.2)
+    Xt, yt, _, (Xv, yv) = trainer._split(X, y, 0.2)
     for c in range(3):
         assert (yv == c).sum() == round(0.2 * (y == c).sum())
     assert len(yt) + len(yv) == 300
@@ -207,8 +207,8 @@ def test_validation_split_is_stratified_and_seeded():
     rows = {r.tobytes() for r in X}
     assert {r.tobytes() for r in Xt} | {r.tobytes() for r in Xv} == rows
     assert not {r.tobytes() for r in Xt} & {r.tobytes() for r in Xv}
-    again = _trainer()._split(X, y, 0.2)[2][0]
-    other = _trainer(seed=1)._split(X, y, 0.2)[2][0]
+    again = _trainer()._split(X, y, 0.2)[3][0]
+    other = _trainer(seed=1)._split(X, y, 0.2)[3][0]
     assert np.array_equal(again, Xv) and not np.array_equal(other, Xv)
     # training with the split is training with validation= on those arrays
     h1 = _trainer().fit(X, y, 2, verbose=False, validation_split=0.2)
