@@ -106,7 +106,9 @@ class EarlyStopping(_Monitor):
 
     With restore_best=True the network ends training with the parameters of the best epoch
     (also when training ran to the last epoch). The history's best_epoch is that epoch (counted
-    from 1, like history['epoch']); stopped_epoch is the epoch after which training stopped."""
+    from 1, like history['epoch']); stopped_epoch is the epoch after which training stopped.
+    A checkpoint saved after training keeps the last epoch's parameters in this callback's state,
+    so that resuming with the same callbacks continues from them, not from the restored ones."""
 
     def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, restore_best=True):
         super().__init__(monitor, min_delta)
@@ -120,6 +122,7 @@ class EarlyStopping(_Monitor):
         self.wait = 0
         self.stopped_epoch = None
         self.best_params = None
+        self.last_params = None  # the parameters training ended with, when restore_best replaced them
 
     def on_epoch_end(self, epoch, logs=None):
         current = self._current(logs)
@@ -136,6 +139,7 @@ class EarlyStopping(_Monitor):
 
     def on_train_end(self, logs=None):
         if self.restore_best and self.best_params is not None:
+            self.last_params = self.trainer.net.params.copy()
             self.trainer.net.params[...] = self.best_params
 
     def state_dict(self):
@@ -143,6 +147,8 @@ class EarlyStopping(_Monitor):
                  "stopped_epoch": self.stopped_epoch}
         if self.best_params is not None:
             state["best_params"] = self.best_params
+        if self.last_params is not None:
+            state["last_params"] = self.last_params
         return state
 
     def load_state_dict(self, state):
@@ -151,6 +157,11 @@ class EarlyStopping(_Monitor):
         self.best_params = state.get("best_params")
         if self.best_params is not None:
             self.best_params = np.array(self.best_params, dtype=self.trainer.net.dtype)
+        last = state.get("last_params")
+        self.last_params = None
+        if last is not None:
+            # the checkpoint holds the restored best parameters: training continues from the last ones
+            self.trainer.net.params[...] = last
 
 
 class ReduceLROnPlateau(_Monitor):

@@ -111,10 +111,12 @@ def prepare(data=None, *, resume=None, epochs=None, threads=None, data_dir=None,
         trainer = new_trainer(X.shape[1], n_out, settings, threads)
         if standardize and X.dtype != np.uint8 and not datasets.canonical_name(data):
             trainer.net.input_mean, trainer.net.input_scale = standardization(X)
+    saved = record  # a resumed run keeps what else its checkpoint recorded (callbacks' settings...)
     record = {"dataset": dataset_label(data),
               "data_dir": os.path.abspath(os.path.expanduser(data_dir)) if data_dir else None,
               "val_split": settings["val_split"], "epochs": epochs, "threads": trainer.threads,
               "input_dtype": X.dtype.name, "fastmlp_version": __version__}
+    record = {**saved, **record}
     if classes is not None:
         record["classes"] = list(classes)
     return Plan(trainer, X, y, validation, epochs, data, data_dir, record, notes)
