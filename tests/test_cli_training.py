@@ -162,3 +162,27 @@ def test_binary_bce_trains_one_sigmoid_unit(tmp_path):
     assert e["loss_function"] == "bce" and len(e["confusion_matrix"]) == 2
     fails(["train", "--data", tmp_path / "b.npz", "--output", "sigmoid", "--loss", "ce", *ONE], 2,
           "--loss bce")
+
+
+# ------------------------------------------------------------- the CSV reader, untrusted input
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+from fastmlp import datasets  # noqa: E402
+from fastmlp.errors import DataError  # noqa: E402
+
+_cells = st.one_of(st.sampled_from(["cat", "dog", "label", "1", "-2.5", "", "nan", "x,y", '"', "1e3"]),
+                   st.text(max_size=4))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.lists(_cells, min_size=1, max_size=4), min_size=0, max_size=6))
+def test_csv_with_text_labels_loads_or_fails_cleanly(tmp_path, rows):
+    path = tmp_path / "fuzz.csv"
+    path.write_text("\n".join(",".join(r) for r in rows), encoding="utf-8")
+    try:
+        X, y = datasets.load(path)
+    except DataError as e:
+        assert "\n" not in str(e)
+        return
+    assert X.ndim == 2 and y.shape == (X.shape[0],) and X.shape[1] >= 1
+    assert np.isfinite(X).all()
