@@ -11,6 +11,7 @@ import time
 import numpy as np
 
 from . import _checks
+from ._pacer import ThreadPacer
 from .errors import CheckpointError, DivergenceError
 from .model import MLP, Workspace, load_npz, resolve_threads, thread_count
 
@@ -98,9 +99,10 @@ class Trainer:
         return (k.ACTIVATION_CODES[net.activation], k.ACTIVATION_CODES[net.output], k.LOSS_CODES[self.loss],
                 k.OPTIMIZER_CODES[self.optimizer])
 
-    def _steps(self, data, order, ws, losses, stats):
-        """Run the minibatches of `order` (a multiple of batch_size long, or the epoch's tail).
-        Returns the number of steps completed (fewer when a loss was not finite)."""
+    def _steps(self, data, order, ws, losses, stats, nthreads=None):
+        """Run the minibatches of `order` (a multiple of batch_size long, or the epoch's tail) on
+        `nthreads` threads (default: self.threads). Returns the number of steps completed (fewer
+        when a loss was not finite)."""
         from . import _kernels as k
         net = self.net
         hidden, output, loss, optimizer = self._kernel_args()
@@ -109,7 +111,7 @@ class Trainer:
                               hidden, output, loss, X, divisor, labels, targets, has_targets, weights,
                               has_weights, order,
                               self.batch_size, 0, optimizer, self._hp(), self.steps + 1, ws.X, ws.A, ws.D,
-                              ws.Z, ws.a_off, self.threads, losses, stats)
+                              ws.Z, ws.a_off, nthreads or self.threads, losses, stats)
 
     def _prepare(self, X, y, name_x="X", name_y="y", sample_weight=None, class_weight=None):
         Xc, _ = _checks.check_input(name_x, X, self.net.sizes[0])
@@ -250,6 +252,7 @@ class Trainer:
         stats = np.zeros((chunk // self.batch_size + 1, 2))
         self._stop = False
         self._start_callbacks(callbacks)
+        self._pacer = ThreadPacer(self.threads, self.batch_size)
         self.compile_seconds = self._compile(data, ws, losses, stats)
         old_handler = None
         if handle_interrupt and threading.current_thread() is threading.main_thread():
@@ -324,12 +327,18 @@ class Trainer:
         else:
             self.rng.bit_generator.state = self.epoch_rng_state
         order = self.rng.permutation(n)
+        import numba
         while self.position < n:
             start = self.position
-            stop = min(start + chunk, n)
+            # one thread or all: whichever is faster now (see _pacer; the results are the same)
+            nthreads, size = self._pacer.plan(chunk)
+            stop = min(start + size, n)
             t0 = time.perf_counter()
             backup = (self.net.params.copy(), self.m.copy(), self.v.copy())
-            done = self._steps(data, order[start:stop], ws, losses, stats)
+            numba.set_num_threads(nthreads)
+            t_kernel = time.perf_counter()
+            done = self._steps(data, order[start:stop], ws, losses, stats, nthreads)
+            self._pacer.record(nthreads, stop - start, time.perf_counter() - t_kernel)
             nsteps = -(-(stop - start) // self.batch_size)
             # The loss is measured before each update, so an update that overflows the parameters
             # shows up only at the next step: check them too, before the next chunk backs them up.
@@ -337,8 +346,9 @@ class Trainer:
                 self._diverged(data, order[start:stop], ws, losses, stats, backup, start, done)
             self.partial["seconds"] += time.perf_counter() - t0
             self.partial["loss_sum"] += float(stats[:nsteps, 0].sum())
-            if data[6]:
-                self.partial["weight"] = self.partial.get("weight", 0.0) + float(data[5][order[start:stop]].sum())
+            if data[6]:  # for the running mean of the progress reports
+                self.partial["weight"] = (self.partial.get("weight", 0.0)
+                                          + float(data[5][order[start:stop]].sum()))
             self.partial["correct"] += int(stats[:nsteps, 1].sum())
             self.steps += nsteps
             self.position = stop
@@ -346,7 +356,7 @@ class Trainer:
                 callback(self._progress(n, epochs, False))
             if self._stop and self.position < n:
                 raise TrainingInterrupted(self)
-        total = self.partial.get("weight", 0.0) if data[6] else n
+        total = float(data[5].sum()) if data[6] else n  # the epoch's weight (every sample once)
         row = {"epoch": self.epoch + 1, "loss": self.partial["loss_sum"] / total,
                "accuracy": None if self.net.is_regression else self.partial["correct"] / n,
                "val_loss": None, "val_accuracy": None,
