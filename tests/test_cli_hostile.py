@@ -185,11 +185,14 @@ def test_bench_warmup_inf_is_a_usage_error():
 
 # -- data ---------------------------------------------------------------------------------------------------
 
-def test_a_stray_label_is_named(tmp_path):
+def test_a_stray_label_is_a_class_of_its_own(tmp_path):
     f = tmp_path / "d.csv"
-    f.write_text("0,1,2\n1,3,4\n2,5,6\n1000000,7,8\n")
-    _, error = run("train", "--data", f, "--epochs", "1", "--quiet", code=1)
-    assert "label 1000000" in error and "1,000,001-class output layer" in error
+    # Labels of the user's own data become classes (the label mapping of issue 13): a stray label is
+    # one more class, not a 1,000,001-unit output layer.
+    f.write_text("0,1,2\n1,3,4\n2,5,6\n1000000,7,8\n0,1,1\n1,2,2\n2,3,3\n1000000,4,4\n")
+    ckpt = tmp_path / "ck.npz"
+    run("train", "--data", f, "--epochs", "1", "--quiet", "--save", ckpt, code=0)
+    assert MLP.load(ckpt).sizes[-1] == 4
 
 
 def test_the_test_split_is_checked_before_the_first_epoch(tmp_path):
