@@ -148,10 +148,10 @@ def _validate_training(path, state, output):
         if not isinstance(values, list) or len(values) != epoch:
             h.fail(key, f"a list of {epoch} values (one per completed epoch)", values)
         for v in values:
-            if v is None and key.startswith("val_"):
+            if v is None:  # no validation split, or no accuracy (a regression network)
                 continue
             if not (isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)):
-                h.fail(key, "finite numbers (null for a missing validation value)", values)
+                h.fail(key, "finite numbers (or null for a missing value)", values)
 
 
 def _validate_run(path, run):
