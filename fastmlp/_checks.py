@@ -7,7 +7,7 @@ import numpy as np
 HIDDEN_ACTIVATIONS = ("sigmoid", "relu", "tanh", "identity")
 OUTPUTS = ("softmax", "sigmoid", "identity")
 LOSSES = ("ce", "mse", "bce")
-OPTIMIZERS = ("sgd", "momentum", "adam")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
 DTYPES = ("float32", "float64")
 
 
