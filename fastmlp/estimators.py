@@ -21,6 +21,7 @@ Needs the extra `fastmlp[sklearn]` (scikit-learn, scipy).
 import math
 import numbers
 import os
+import time
 import warnings
 
 try:
@@ -258,6 +259,9 @@ class _BaseMLP(BaseEstimator):
         return self._score_function(y, y_pred, sample_weight=sample_weight)
 
     def _fit_stochastic(self, X, y, sample_weight, incremental):
+        import numba
+
+        from ._pacer import ThreadPacer
         from .model import Workspace, thread_count
         from .training import Trainer
         if self.early_stopping and incremental:
@@ -325,6 +329,7 @@ class _BaseMLP(BaseEstimator):
         data_scale = 1.0 / (2 * self.n_outputs_) if regression else 1.0
         sample_idx = np.arange(n_samples, dtype=np.int64)
         best = None
+        pacer = ThreadPacer(self._threads, batch_size)
         try:
             self.n_iter_ = 0
             with thread_count(self._threads):
@@ -353,7 +358,12 @@ class _BaseMLP(BaseEstimator):
                             # sqrt(v / (1 - beta_2^t)): the same update with this epsilon
                             trainer.eps = scale * self.epsilon / math.sqrt(1.0 - self.beta_2 ** t)
                             trainer.steps = state["t"]
-                        done = trainer._steps(data, idx, ws, losses, stats)
+                        # one thread or all, whichever is faster now (the results are the same)
+                        nthreads, _ = pacer.plan(batch_size)
+                        numba.set_num_threads(nthreads)
+                        t0 = time.perf_counter()
+                        done = trainer._steps(data, idx, ws, losses, stats, nthreads)
+                        pacer.record(nthreads, nb, time.perf_counter() - t0)
                         if done < 1 or not np.isfinite(net.params).all():
                             raise DivergenceError(f"the loss became {stats[0, 0]}" if done < 1 else
                                                   "the parameters became NaN or infinite")
