@@ -151,7 +151,9 @@ class _BaseMLP(BaseEstimator):
     def _dense(self, X, dtype):
         if hasattr(X, "toarray"):  # scipy.sparse: the kernels take dense rows
             X = X.toarray()
-        return np.ascontiguousarray(X, dtype=dtype)
+        X = np.ascontiguousarray(X, dtype=dtype)
+        # a read-only array (a joblib memmap) would compile the kernels again, for its own type
+        return X if X.flags.writeable else X.copy()
 
     def _net(self):
         """A fastmlp.MLP holding coefs_ (transposed into fastmlp's W^l (N_l, N_{l-1})) and intercepts_."""

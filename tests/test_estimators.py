@@ -28,19 +28,27 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
 
+_FLOAT32_ROUNDING = ("float32 by default: sample weights and repeated rows give the same fit up to float32 rounding "
+                     "(about 4e-7 relative), and the check compares predictions at rtol=1e-7; with "
+                     "dtype='float64' it passes (test_sample_weight_equivalence_in_float64)")
+
+
 def _expected_failed_checks(estimator):
     # Justified the way scikit-learn justifies its own: why the check cannot pass as written.
-    return {
-        "check_sample_weight_equivalence_on_dense_data": (
-            "float32 by default: weights and repeated rows give the same fit up to float32 rounding "
-            "(about 1e-7 relative), and the check compares at rtol=1e-7; with dtype='float64' it passes"),
-    }
+    return {"check_sample_weight_equivalence_on_dense_data": _FLOAT32_ROUNDING,
+            "check_sample_weight_equivalence_on_sparse_data": _FLOAT32_ROUNDING}
 
 
 @parametrize_with_checks([MLPClassifier(max_iter=100), MLPRegressor(max_iter=100)],
                          expected_failed_checks=_expected_failed_checks)
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
+
+
+@pytest.mark.parametrize("cls", [MLPClassifier, MLPRegressor])
+def test_sample_weight_equivalence_in_float64(cls):
+    from sklearn.utils.estimator_checks import check_sample_weight_equivalence_on_dense_data
+    check_sample_weight_equivalence_on_dense_data(cls.__name__, cls(max_iter=100, dtype="float64"))
 
 
 # -- the same training as scikit-learn's, step by step (float64) ---------------------------------
