@@ -351,8 +351,9 @@ class Trainer:
                 self._diverged(data, order[start:stop], ws, losses, stats, backup, start, done)
             self.partial["seconds"] += time.perf_counter() - t0
             self.partial["loss_sum"] += float(stats[:nsteps, 0].sum())
-            if data[6]:
-                self.partial["weight"] = self.partial.get("weight", 0.0) + float(data[5][order[start:stop]].sum())
+            if data[6]:  # for the running mean of the progress reports
+                self.partial["weight"] = (self.partial.get("weight", 0.0)
+                                          + float(data[5][order[start:stop]].sum()))
             self.partial["correct"] += int(stats[:nsteps, 1].sum())
             self.steps += nsteps
             self.position = stop
@@ -360,7 +361,7 @@ class Trainer:
                 callback(self._progress(n, epochs, False))
             if self._stop and self.position < n:
                 raise TrainingInterrupted(self)
-        total = self.partial.get("weight", 0.0) if data[6] else n
+        total = float(data[5].sum()) if data[6] else n  # the epoch's weight (every sample once)
         row = {"epoch": self.epoch + 1, "loss": self.partial["loss_sum"] / total,
                "accuracy": None if self.net.is_regression else self.partial["correct"] / n,
                "val_loss": None, "val_accuracy": None,
