@@ -15,8 +15,6 @@ import statistics
 import time
 import warnings
 
-import numpy as np
-
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

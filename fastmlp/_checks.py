@@ -4,11 +4,9 @@ import numbers
 
 import numpy as np
 
-HIDDEN_ACTIVATIONS = ("sigmoid", "relu", "tanh", "identity")
-OUTPUTS = ("softmax", "sigmoid", "identity")
-LOSSES = ("ce", "mse", "bce")
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
-DTYPES = ("float32", "float64")
+from ._choices import DTYPES, HIDDEN_ACTIVATIONS, LOSSES, OPTIMIZERS, OUTPUTS  # noqa: F401 (re-exported)
+# the library also has scikit-learn's Nesterov momentum (for fastmlp.MLPClassifier / MLPRegressor)
+OPTIMIZERS = OPTIMIZERS + ("nesterov",)
 
 
 def check_choice(name, value, choices):

@@ -300,7 +300,8 @@ class _BaseMLP(BaseEstimator):
             batch_size = min(200, n_samples)
         else:
             if self.batch_size > n_samples:
-                warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
+                warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped",
+                              stacklevel=3)
             batch_size = int(np.clip(self.batch_size, 1, n_samples))
 
         net = self._net()
@@ -335,7 +336,7 @@ class _BaseMLP(BaseEstimator):
         try:
             self.n_iter_ = 0
             with thread_count(self._threads):
-                for it in range(self.max_iter):
+                for _ in range(self.max_iter):
                     if self.shuffle:
                         sample_idx = shuffle(sample_idx, random_state=self._random_state)
                     order = np.ascontiguousarray(sample_idx, dtype=np.int64)
@@ -377,7 +378,7 @@ class _BaseMLP(BaseEstimator):
                     self.t_ += n_samples
                     self.loss_curve_.append(self.loss_)
                     if self.verbose:
-                        print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
+                        print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
                     improved = self._update_no_improvement_count(early_stopping, net, X_val, y_val, sw_val)
                     if improved:
                         best = net.params.copy()
@@ -386,11 +387,11 @@ class _BaseMLP(BaseEstimator):
                         state["learning_rate"] = float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t
                     if self._no_improvement_count > self.n_iter_no_change:
                         if early_stopping:
-                            msg = ("Validation score did not improve more than tol=%f for %d consecutive epochs."
-                                   % (self.tol, self.n_iter_no_change))
+                            msg = (f"Validation score did not improve more than tol={self.tol:f} for "
+                                   f"{self.n_iter_no_change} consecutive epochs.")
                         else:
-                            msg = ("Training loss did not improve more than tol=%f for %d consecutive epochs."
-                                   % (self.tol, self.n_iter_no_change))
+                            msg = (f"Training loss did not improve more than tol={self.tol:f} for "
+                                   f"{self.n_iter_no_change} consecutive epochs.")
                         if self._trigger_stopping(msg, state):
                             break
                         self._no_improvement_count = 0
@@ -400,10 +401,10 @@ class _BaseMLP(BaseEstimator):
                     if incremental:
                         break
                     if self.n_iter_ == self.max_iter:
-                        warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and the optimization "
-                                      "hasn't converged yet." % self.max_iter, ConvergenceWarning)
+                        warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
+                                      "optimization hasn't converged yet.", ConvergenceWarning, stacklevel=3)
         except KeyboardInterrupt:
-            warnings.warn("Training interrupted by user.")
+            warnings.warn("Training interrupted by user.", stacklevel=3)
         except DivergenceError as e:
             self._store(net)
             raise ValueError(f"training diverged: {e} at iteration {self.n_iter_ + 1}; the input data may contain "
@@ -425,7 +426,7 @@ class _BaseMLP(BaseEstimator):
             return True
         state["learning_rate"] /= 5.0
         if self.verbose:
-            print(msg + " Setting learning rate to %f" % state["learning_rate"])
+            print(msg + f" Setting learning rate to {state['learning_rate']:f}")
         return False
 
     def _update_no_improvement_count(self, early_stopping, net, X_val, y_val, sw_val):
@@ -434,7 +435,7 @@ class _BaseMLP(BaseEstimator):
             val_score = self._score_val(net, X_val, y_val, sw_val)
             self.validation_scores_.append(val_score)
             if self.verbose:
-                print("Validation score: %f" % self.validation_scores_[-1])
+                print(f"Validation score: {self.validation_scores_[-1]:f}")
             last = self.validation_scores_[-1]
             if last < self.best_validation_score_ + self.tol:
                 self._no_improvement_count += 1
@@ -480,8 +481,8 @@ class _BaseMLP(BaseEstimator):
                                           options={"maxfun": self.max_fun, "maxiter": self.max_iter,
                                                    "gtol": self.tol})
         if opt_res.status != 0:
-            warnings.warn("lbfgs failed to converge after %d iteration(s) (status=%d): %s. Increase the number of "
-                          "iterations (max_iter) or scale the data." % (opt_res.nit, opt_res.status, opt_res.message),
+            warnings.warn(f"lbfgs failed to converge after {opt_res.nit} iteration(s) (status={opt_res.status}): "
+                          f"{opt_res.message}. Increase the number of iterations (max_iter) or scale the data.",
                           ConvergenceWarning, stacklevel=3)
         self.n_iter_ = min(int(opt_res.nit), self.max_iter)
         self.loss_ = float(opt_res.fun)
@@ -494,8 +495,8 @@ class _BaseMLP(BaseEstimator):
 
     def _check_solver(self):
         if self.solver not in _STOCHASTIC_SOLVERS:
-            raise AttributeError("partial_fit is only available for stochastic optimizers. %s is not stochastic."
-                                 % self.solver)
+            raise AttributeError(f"partial_fit is only available for stochastic optimizers. {self.solver} is not "
+                                 "stochastic.")
         return True
 
     def __sklearn_tags__(self):

@@ -13,7 +13,9 @@ import numpy as np
 from . import _checks
 from ._pacer import ThreadPacer
 from .errors import CheckpointError, DivergenceError
-from .model import MLP, Workspace, load_npz, resolve_threads, thread_count
+from ._buffers import Workspace, no_targets
+from ._threads import resolve_threads, thread_count
+from .model import MLP, load_npz
 
 # A chunk is about this many floating-point operations (a few ms at the speeds reached here).
 CHUNK_FLOPS = 1.5e9
@@ -38,8 +40,9 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.trainer = trainer
 
 
-def _flops_per_sample(sizes):
-    # forward, weight gradient and delta: about 2 flops each per weight
+def _chunk_cost_per_sample(sizes):
+    # A rough cost for sizing chunks (forward, weight gradient and delta: about 2 flops each per
+    # weight), not the exact count bench.flops_per_sample reports.
     return 6 * sum(sizes[l] * sizes[l - 1] for l in range(1, len(sizes)))
 
 
@@ -125,7 +128,7 @@ class Trainer:
         weights, has_weights = self._sample_weights(labels, targets, Xc.shape[0], sample_weight, class_weight)
         has_targets = targets is not None
         if targets is None:
-            targets = np.zeros((1, self.net.sizes[-1]), dtype=self.net.dtype)
+            targets = no_targets(self.net.sizes[-1], self.net.dtype)
         Xc, divisor = self.net.inputs(Xc)
         return Xc, divisor, labels, targets, has_targets, weights, has_weights
 
@@ -170,7 +173,7 @@ class Trainer:
         return np.ascontiguousarray(weights, dtype=np.float64), True
 
     def chunk_samples(self, n):
-        per = int(CHUNK_FLOPS / _flops_per_sample(self.net.sizes))
+        per = int(CHUNK_FLOPS / _chunk_cost_per_sample(self.net.sizes))
         per = max(self.batch_size, min(per, MAX_CHUNK_SAMPLES) // self.batch_size * self.batch_size)
         return min(per, -(-n // self.batch_size) * self.batch_size)
 

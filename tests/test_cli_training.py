@@ -37,7 +37,7 @@ def test_early_stopping_plateau_and_csv(tmp_path):
     assert [int(row["epoch"]) for row in rows] == h["epoch"]
     assert [float(row["lr"]) for row in rows] == h["lr"]
     # the saved model is the best epoch's: its validation loss is the best one
-    Xv, yv = X[-30:], y[-30:]  # not the split; just check the model is loadable and predicts
+    Xv = X[-30:]  # not the split; just check the model is loadable and predicts
     assert MLP.load(model).predict(Xv).shape == (30,)
 
 
