@@ -333,6 +333,8 @@ class _BaseMLP(BaseEstimator):
         sample_idx = np.arange(n_samples, dtype=np.int64)
         best = None
         pacer = ThreadPacer(self._threads, batch_size)
+        chunk = trainer.chunk_samples(n_samples)
+        plan = [self._threads, 0, 0, 0.0]  # threads, samples left in the plan, samples done, seconds
         try:
             self.n_iter_ = 0
             with thread_count(self._threads):
@@ -361,12 +363,18 @@ class _BaseMLP(BaseEstimator):
                             # sqrt(v / (1 - beta_2^t)): the same update with this epsilon
                             trainer.eps = scale * self.epsilon / math.sqrt(1.0 - self.beta_2 ** t)
                             trainer.steps = state["t"]
-                        # one thread or all, whichever is faster now (the results are the same)
-                        nthreads, _ = pacer.plan(batch_size)
-                        numba.set_num_threads(nthreads)
+                        # one thread or all, whichever is faster now (the results are the same),
+                        # decided for a chunk of minibatches at a time like Trainer.fit
+                        if plan[1] <= 0:
+                            plan = [*pacer.plan(chunk), 0, 0.0]
+                            numba.set_num_threads(plan[0])
                         t0 = time.perf_counter()
-                        done = trainer._steps(data, idx, ws, losses, stats, nthreads)
-                        pacer.record(nthreads, nb, time.perf_counter() - t0)
+                        done = trainer._steps(data, idx, ws, losses, stats, plan[0])
+                        plan[1] -= nb
+                        plan[2] += nb
+                        plan[3] += time.perf_counter() - t0
+                        if plan[1] <= 0:
+                            pacer.record(plan[0], plan[2], plan[3])
                         if done < 1 or not np.isfinite(net.params).all():
                             raise DivergenceError(f"the loss became {stats[0, 0]}" if done < 1 else
                                                   "the parameters became NaN or infinite")
