@@ -254,6 +254,19 @@ def test_n_jobs_threads():
         n_threads(1.5)
 
 
+def _threads_in_worker():
+    from fastmlp.estimators import n_threads as threads
+    return threads(None), threads(8)
+
+
+def test_n_jobs_in_joblib_workers_follows_their_thread_limit():
+    # joblib sets NUMBA_NUM_THREADS = cores // n_jobs in its workers: n_jobs=None and 8 are clipped to it
+    from joblib import Parallel, cpu_count, delayed
+    limit = max(1, cpu_count() // 2)
+    got = Parallel(n_jobs=2)(delayed(_threads_in_worker)() for _ in range(2))
+    assert all(a <= limit and b <= limit for a, b in got), got
+
+
 # -- meta-estimators ------------------------------------------------------------------------------
 
 def test_pipeline_cross_val_score_and_calibration():
