@@ -187,7 +187,7 @@ def minibatch_step(weights, biases, X, target, lr, activation="relu", output="so
     nthreads = _threads(threads)
     Xc, _ = _checks.check_input("X", X, sizes[0])
     n = Xc.shape[0]
-    labels, targets = _checks.check_targets("target", target, n, sizes[-1], loss, dtype)
+    labels, targets = _checks.check_targets("target", target, n, sizes[-1], loss, dtype, output)
     has_targets = targets is not None
     if not has_targets:
         targets = no_targets(sizes[-1], dtype)
@@ -197,8 +197,8 @@ def minibatch_step(weights, biases, X, target, lr, activation="relu", output="so
         params[w_off[l]:w_off[l] + W.size] = W.ravel()
         params[b_off[l]:b_off[l] + b.size] = b
     k = _k()
-    hp = np.zeros(k.HP_SIZE)
-    hp[k.HP_LR] = lr
+    hp = np.zeros(2 * k.HP_SIZE)  # the weights' and the biases' hyperparameters
+    hp[k.HP_LR] = hp[k.HP_SIZE + k.HP_LR] = lr
     ws, stats, empty = Workspace(sizes, dtype, n), np.zeros((1, 2)), np.zeros(0, dtype=dtype)
     with thread_count(nthreads):
         # by keyword: a new argument of the kernel then fails here with its name instead of
@@ -207,7 +207,8 @@ def minibatch_step(weights, biases, X, target, lr, activation="relu", output="so
                               b_off=b_off, sizes=np.array(sizes, dtype=np.int64),
                               hidden=k.ACTIVATION_CODES[activation], output=k.ACTIVATION_CODES[output],
                               loss=k.LOSS_CODES[loss], X=Xc, divisor=input_divisor(Xc), labels=labels,
-                              targets=targets, has_targets=has_targets, order=np.arange(n), batch_size=n,
+                              targets=targets, has_targets=has_targets, weights=np.ones(1), has_weights=False,
+                              order=np.arange(n), batch_size=n,
                               first_step=0, optimizer=k.SGD, hp=hp, step0=1, Xbuf=ws.X, A=ws.A, D=ws.D, Z=ws.Z,
                               a_off=ws.a_off, nthreads=nthreads, losses=np.zeros(n), stats=stats)
     if done < 1:

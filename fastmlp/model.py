@@ -5,7 +5,7 @@ import os
 import numpy as np
 
 from . import _checks
-from ._buffers import Workspace, layout, no_targets
+from ._buffers import Workspace, input_divisor, layout, no_targets
 from ._threads import resolve_threads, thread_count
 from ._files import atomic_savez
 from .errors import CheckpointError
@@ -139,7 +139,7 @@ class MLP:
         and input_scale set, the standardised rows ((X [/ 255]) - input_mean) / input_scale in the
         network's dtype (divisor 1). Xc: the checked array from _checks.check_input."""
         if self.input_mean is None:
-            return Xc, (255.0 if Xc.dtype == np.uint8 else 1.0)
+            return Xc, input_divisor(Xc)
         X64 = Xc / 255.0 if Xc.dtype == np.uint8 else Xc.astype(np.float64)
         return np.ascontiguousarray((X64 - self.input_mean) / self.input_scale, dtype=self.dtype), 1.0
 
