@@ -353,7 +353,10 @@ class Trainer:
             if done < nsteps or not np.isfinite(self.net.params).all():
                 self._diverged(data, order[start:stop], ws, losses, stats, backup, start, done)
             self.partial["seconds"] += time.perf_counter() - t0
-            self.partial["loss_sum"] += float(stats[:nsteps, 0].sum())
+            loss_sum = self.partial["loss_sum"]
+            for step_loss in stats[:nsteps, 0].tolist():  # step by step: the same sum wherever chunks end
+                loss_sum += step_loss
+            self.partial["loss_sum"] = loss_sum
             if data[6]:  # for the running mean of the progress reports
                 self.partial["weight"] = (self.partial.get("weight", 0.0)
                                           + float(data[5][order[start:stop]].sum()))
