@@ -199,6 +199,7 @@ class _BaseMLP(BaseEstimator):
             coef, intercept = self._init_coef(layer_units[i], layer_units[i + 1], dtype)
             self.coefs_.append(coef)
             self.intercepts_.append(intercept)
+        self._best_params = self._net().params.copy()
         if self.solver in _STOCHASTIC_SOLVERS:
             self.loss_curve_ = []
             self._no_improvement_count = 0
@@ -331,7 +332,6 @@ class _BaseMLP(BaseEstimator):
                    for l in range(1, len(net.sizes))]
         data_scale = 1.0 / (2 * self.n_outputs_) if regression else 1.0
         sample_idx = np.arange(n_samples, dtype=np.int64)
-        best = None
         pacer = ThreadPacer(self._threads, batch_size)
         chunk = trainer.chunk_samples(n_samples)
         plan = [self._threads, 0, 0, 0.0]  # threads, samples left in the plan, samples done, seconds
@@ -388,8 +388,8 @@ class _BaseMLP(BaseEstimator):
                     if self.verbose:
                         print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
                     improved = self._update_no_improvement_count(early_stopping, net, X_val, y_val, sw_val)
-                    if improved:
-                        best = net.params.copy()
+                    if improved:  # scikit-learn's _best_coefs, kept across warm-started fits
+                        self._best_params = net.params.copy()
                     old_lr = state["learning_rate"]
                     if sgd and self.learning_rate == "invscaling":
                         state["learning_rate"] = float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t
@@ -419,8 +419,11 @@ class _BaseMLP(BaseEstimator):
                              "large values and need to be preprocessed, or learning_rate_init "
                              f"({self.learning_rate_init:g}) is too high") from None
         state["m"], state["v"] = trainer.m, trainer.v
-        if early_stopping and best is not None:
-            net.params[...] = best
+        if early_stopping:
+            # restore the best parameters (from an earlier fit when this one never beat its score)
+            best = getattr(self, "_best_params", None)
+            if best is not None and best.shape == net.params.shape:
+                net.params[...] = best
         self._store(net)
 
     def _trigger_stopping(self, msg, state):

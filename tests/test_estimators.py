@@ -158,6 +158,7 @@ def test_partial_fit_and_warm_start_like_sklearn():
     assert not hasattr(MLPClassifier(solver="lbfgs"), "partial_fit")
 
 
+
 # -- float32 (the default): the same accuracy ---------------------------------------------------
 
 def test_float32_default_accuracy_close_to_sklearn():
