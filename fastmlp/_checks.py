@@ -12,6 +12,8 @@ MAX_UNITS = 2**31 - 1
 MAX_INT = 2**62
 #: Largest number of classes a data set's labels may imply (labels are class indices 0..K-1).
 MAX_CLASSES = 100_000
+# the library also has scikit-learn's Nesterov momentum (for fastmlp.MLPClassifier / MLPRegressor)
+OPTIMIZERS = OPTIMIZERS + ("nesterov",)
 
 
 def check_choice(name, value, choices):
