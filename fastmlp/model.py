@@ -10,6 +10,9 @@ from .errors import CheckpointError
 
 FORMAT_VERSION = 1
 EVAL_BATCH = 1024
+# scikit-learn's activation names -> fastmlp's (hidden layers; out_activation_)
+_SKLEARN_HIDDEN = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
+_SKLEARN_OUTPUT = {"softmax": "softmax", "logistic": "sigmoid", "identity": "identity"}
 
 
 def layout(sizes):
@@ -114,6 +117,7 @@ class MLP:
         self.output = _checks.check_choice("output", output, _checks.OUTPUTS)
         self.dtype = _checks.check_dtype(dtype)
         self.sizes = list(sizes)
+        self.input_dtype = None  # "uint8" once trained on pixels (scaled by 1/255), for export
         self.w_off, self.b_off, n_params = layout(sizes)
         self.sizes_array = np.array(sizes, dtype=np.int64)
         self.params = np.zeros(n_params, dtype=self.dtype)
@@ -149,6 +153,32 @@ class MLP:
             net._W[l][...] = W
             net._b[l][...] = b
         return net
+
+    @classmethod
+    def from_sklearn(cls, fitted, dtype=None):
+        """The network of a fitted scikit-learn MLPClassifier or MLPRegressor: W^l is its coefs_[l-1]
+        (n_in, n_out) transposed, b^l its intercepts_[l-1]. forward() gives what predict_proba gives
+        (for a binary classifier, its one logistic unit: the probability of classes_[1]) and, for a
+        regressor, what predict gives; class indices refer to fitted.classes_. dtype: that of coefs_."""
+        what = type(fitted).__name__
+        if not all(hasattr(fitted, a) for a in ("coefs_", "intercepts_", "activation", "out_activation_")):
+            if hasattr(fitted, "hidden_layer_sizes"):
+                raise ValueError(f"fitted: this {what} is not fitted (it has no coefs_); call fit first")
+            raise ValueError(f"fitted: got {what}, expected a fitted scikit-learn MLPClassifier "
+                             "or MLPRegressor")
+        act, out = fitted.activation, fitted.out_activation_
+        hidden = _SKLEARN_HIDDEN.get(act) if isinstance(act, str) else None
+        output = _SKLEARN_OUTPUT.get(out) if isinstance(out, str) else None
+        if hidden is None or output is None:
+            bad = f"activation {act!r}" if hidden is None else f"out_activation_ {out!r}"
+            raise ValueError(f"fitted: {what} has {bad}, which fastmlp cannot represent; expected activation "
+                             f"in {sorted(_SKLEARN_HIDDEN)} and out_activation_ in {sorted(_SKLEARN_OUTPUT)}")
+        if dtype is None:
+            dtype = np.asarray(fitted.coefs_[0]).dtype
+            dtype = dtype if dtype.name in _checks.DTYPES else "float64"
+        weights = [np.asarray(W).T for W in fitted.coefs_]
+        return cls.from_weights(weights, list(fitted.intercepts_), activation=hidden, output=output,
+                                dtype=dtype)
 
     # -- parameters -----------------------------------------------------------------------------
 
@@ -233,7 +263,8 @@ class MLP:
 
     def metadata(self):
         return {"format": "fastmlp", "format_version": FORMAT_VERSION, "sizes": self.sizes,
-                "activation": self.activation, "output": self.output, "dtype": self.dtype.name}
+                "activation": self.activation, "output": self.output, "dtype": self.dtype.name,
+                "input_dtype": self.input_dtype}
 
     def save(self, path, extra_arrays=None, extra_meta=None):
         """Write an .npz (the flat parameters + JSON metadata) atomically: a temporary file in the
@@ -292,4 +323,17 @@ def load_npz(path):
     if not np.isfinite(params).all():
         raise CheckpointError(f"{path}: parameters contain NaN or infinite values")
     net.params[...] = params
+    net.input_dtype = _input_dtype(path, meta)
     return net, meta, arrays
+
+
+def _input_dtype(path, meta):
+    """'uint8' for a network trained on pixels, else None; files written before the attribute
+    existed say so in the CLI's run record."""
+    value = meta.get("input_dtype")
+    run = meta.get("run")
+    if value is None and isinstance(run, dict) and run.get("input_dtype") == "uint8":
+        value = "uint8"
+    if value not in (None, "uint8"):
+        raise CheckpointError(f"{path}: bad metadata: input_dtype {value!r}, expected 'uint8' or null")
+    return value
