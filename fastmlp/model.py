@@ -10,9 +10,6 @@ from .errors import CheckpointError
 
 FORMAT_VERSION = 1
 EVAL_BATCH = 1024
-# scikit-learn's activation names -> fastmlp's (hidden layers; out_activation_)
-_SKLEARN_HIDDEN = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
-_SKLEARN_OUTPUT = {"softmax": "softmax", "logistic": "sigmoid", "identity": "identity"}
 
 
 def layout(sizes):
@@ -160,6 +157,9 @@ class MLP:
         (n_in, n_out) transposed, b^l its intercepts_[l-1]. forward() gives what predict_proba gives
         (for a binary classifier, its one logistic unit: the probability of classes_[1]) and, for a
         regressor, what predict gives; class indices refer to fitted.classes_. dtype: that of coefs_."""
+        # scikit-learn's activation names -> fastmlp's (hidden layers; out_activation_)
+        sk_hidden = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
+        sk_output = {"softmax": "softmax", "logistic": "sigmoid", "identity": "identity"}
         what = type(fitted).__name__
         if not all(hasattr(fitted, a) for a in ("coefs_", "intercepts_", "activation", "out_activation_")):
             if hasattr(fitted, "hidden_layer_sizes"):
@@ -167,12 +167,12 @@ class MLP:
             raise ValueError(f"fitted: got {what}, expected a fitted scikit-learn MLPClassifier "
                              "or MLPRegressor")
         act, out = fitted.activation, fitted.out_activation_
-        hidden = _SKLEARN_HIDDEN.get(act) if isinstance(act, str) else None
-        output = _SKLEARN_OUTPUT.get(out) if isinstance(out, str) else None
+        hidden = sk_hidden.get(act) if isinstance(act, str) else None
+        output = sk_output.get(out) if isinstance(out, str) else None
         if hidden is None or output is None:
             bad = f"activation {act!r}" if hidden is None else f"out_activation_ {out!r}"
             raise ValueError(f"fitted: {what} has {bad}, which fastmlp cannot represent; expected activation "
-                             f"in {sorted(_SKLEARN_HIDDEN)} and out_activation_ in {sorted(_SKLEARN_OUTPUT)}")
+                             f"in {sorted(sk_hidden)} and out_activation_ in {sorted(sk_output)}")
         if dtype is None:
             dtype = np.asarray(fitted.coefs_[0]).dtype
             dtype = dtype if dtype.name in _checks.DTYPES else "float64"
