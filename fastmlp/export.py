@@ -7,9 +7,10 @@
 The ONNX graph takes "input" (n, N_0) in the network's dtype (uint8 for a network trained on uint8
 pixels, scaled by 1/255 inside the graph), applies the network's input standardisation when it has
 one, then per layer l a Gemm with the stored W^l (transB=1) and b^l followed by the activation,
-and gives "probabilities" (the output activation a^L, (n, N_L)) and "label" (int64 (n,): the
-argmax, or a^L > 0.5 for a single sigmoid unit, as predict does). Opset 17, IR version 8, so
-that runtimes older than the newest onnx package still load it.
+and gives "probabilities" (the output activation a^L, (n, N_L)) and "label" (int64, as predict
+gives it: (n,) the argmax, or a^L > 0.5 for a single sigmoid unit; (n, N_L) a^L > 0.5 for a
+multi-label network). Opset 17, IR version 8, so that runtimes older than the newest onnx package
+still load it. A regression network's values are "probabilities"; its "label" is the argmax.
 
 The safetensors file names the tensors as PyTorch names those of
 nn.Sequential(Linear, activation, Linear, activation, ..., Linear): "0.weight", "0.bias",
@@ -44,8 +45,8 @@ def _check_net(net):
 
 def input_transform(net):
     """(input_dtype, mean, scale) of what the network does to its input before layer 1: input_dtype
-    'uint8' (pixels, divided by 255) or None; mean and scale (N_0,) arrays of its dtype, or None
-    (it computes on (x - mean) / scale)."""
+    'uint8' (pixels, divided by 255) or None; mean and scale float64 (N_0,) arrays, or None (it
+    computes on (x [/ 255] - mean) / scale)."""
     _check_net(net)
     input_dtype = getattr(net, "input_dtype", None)
     if input_dtype not in (None, "uint8"):
@@ -62,10 +63,10 @@ def input_transform(net):
             a = np.asarray(a)
             if a.dtype.kind not in "fiu" or a.shape != (n0,) or not np.isfinite(a).all():
                 raise ValueError(f"net.{name}: got {a.dtype} shape {a.shape}, expected {n0} finite numbers")
-            arrays.append(np.ascontiguousarray(a, dtype=net.dtype))
+            arrays.append(np.ascontiguousarray(a, dtype=np.float64))
         mean, scale = arrays
-        if (scale == 0).any():
-            raise ValueError("net.input_scale: contains zeros, expected non-zero scales")
+        if (scale <= 0).any():
+            raise ValueError("net.input_scale: expected values > 0")
     return input_dtype, mean, scale
 
 
@@ -91,19 +92,27 @@ def onnx_model(net):
         return name
 
     x = "input"
-    graph_input = helper.make_tensor_value_info(
-        x, TensorProto.UINT8 if input_dtype == "uint8" else elem, ["n", net.sizes[0]])
+    in_elem = TensorProto.UINT8 if input_dtype == "uint8" else elem
+    graph_input = helper.make_tensor_value_info(x, in_elem, ["n", net.sizes[0]])
+    # The network standardises in float64 and rounds the result to its dtype; without a
+    # standardisation it divides each byte by 255 in its dtype. The graph rounds the same way.
+    work, work_elem = (np.float64, TensorProto.DOUBLE) if mean is not None else (dt.type, elem)
+    if in_elem != work_elem:
+        nodes.append(helper.make_node("Cast", [x], ["input_cast"], to=work_elem, name="cast_input"))
+        x = "input_cast"
     if input_dtype == "uint8":
-        # The kernels divide each byte by 255 in the network's dtype; Div rounds the same way.
-        nodes.append(helper.make_node("Cast", [x], ["pixels"], to=elem, name="cast_pixels"))
-        nodes.append(helper.make_node("Div", ["pixels", const("pixel_scale", dt.type(255))], ["scaled"],
+        nodes.append(helper.make_node("Div", [x, const("pixel_scale", work(255))], ["pixels"],
                                       name="scale_pixels"))
-        x = "scaled"
+        x = "pixels"
     if mean is not None:
         nodes.append(helper.make_node("Sub", [x, const("input_mean", mean)], ["centred"], name="centre"))
         nodes.append(helper.make_node("Div", ["centred", const("input_scale", scale)], ["standardised"],
                                       name="standardise"))
         x = "standardised"
+        if elem != TensorProto.DOUBLE:
+            nodes.append(helper.make_node("Cast", [x], ["standardised_cast"], to=elem,
+                                          name="cast_standardised"))
+            x = "standardised_cast"
     L = len(net.sizes) - 1
     for l in range(1, L + 1):
         act = net.output if l == L else net.activation
@@ -118,17 +127,24 @@ def onnx_model(net):
         attrs = {"axis": -1} if act == "softmax" else {}
         nodes.append(helper.make_node(_ONNX_ACTIVATIONS[act], [z], [a], name=f"{act}{l}", **attrs))
         x = a
-    if net.output == "sigmoid" and net.sizes[-1] == 1:
+    K = net.sizes[-1]
+    label_shape = ["n"]
+    if net.output == "sigmoid" and (K == 1 or getattr(net, "multilabel", False)):
+        # predict's rule: 1 where the output is > 0.5; (n,) for one unit, (n, K) for multi-label
         nodes.append(helper.make_node("Greater", [x, const("threshold", dt.type(0.5))], ["positive"],
                                       name="threshold"))
-        nodes.append(helper.make_node("Cast", ["positive"], ["positive_int"], to=TensorProto.INT64,
+        positive = "positive_int" if K == 1 else "label"
+        nodes.append(helper.make_node("Cast", ["positive"], [positive], to=TensorProto.INT64,
                                       name="cast_label"))
-        nodes.append(helper.make_node("Reshape", ["positive_int", const("flat", np.array([-1], np.int64))],
-                                      ["label"], name="flatten_label"))
+        if K == 1:
+            nodes.append(helper.make_node("Reshape", [positive, const("flat", np.array([-1], np.int64))],
+                                          ["label"], name="flatten_label"))
+        else:
+            label_shape = ["n", K]
     else:
         nodes.append(helper.make_node("ArgMax", [x], ["label"], axis=1, keepdims=0, name="argmax"))
-    outputs = [helper.make_tensor_value_info("probabilities", elem, ["n", net.sizes[-1]]),
-               helper.make_tensor_value_info("label", TensorProto.INT64, ["n"])]
+    outputs = [helper.make_tensor_value_info("probabilities", elem, ["n", K]),
+               helper.make_tensor_value_info("label", TensorProto.INT64, label_shape)]
     graph = helper.make_graph(nodes, "fastmlp", [graph_input], outputs, initializer=inits,
                               doc_string=repr(net))
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)],
@@ -155,6 +171,8 @@ def to_onnx(net, path):
 def _description(net, input_dtype, mean=None, scale=None):
     meta = {"fastmlp_version": __version__, "sizes": json.dumps(net.sizes), "activation": net.activation,
             "output": net.output, "dtype": net.dtype.name}
+    if getattr(net, "multilabel", False):
+        meta["multilabel"] = "true"
     if input_dtype is not None:
         meta["input_dtype"] = input_dtype
     if mean is not None:

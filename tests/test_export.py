@@ -39,9 +39,12 @@ def _X(n=64, dtype="float32", seed=7):
 
 
 def expected_labels(net, X):
-    """The labels the export promises: predict's argmax, or a^L > 0.5 for one sigmoid unit."""
+    """The labels the export promises: predict's argmax, or a^L > 0.5 for one sigmoid unit ((n,))
+    and for a multi-label network ((n, K))."""
     if net.output == "sigmoid" and net.sizes[-1] == 1:
         return (net.forward(X)[:, 0] > 0.5).astype(np.int64)
+    if net.output == "sigmoid" and getattr(net, "multilabel", False):
+        return (net.forward(X) > 0.5).astype(np.int64)
     return net.predict(X)
 
 
@@ -151,6 +154,21 @@ def test_identity_layers_have_no_node_and_one_sigmoid_unit_is_thresholded():
     assert ops == ["Gemm", "Tanh", "Gemm", "Tanh", "Gemm", "Sigmoid", "Greater", "Cast", "Reshape"]
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_onnx_label_of_a_multilabel_network_is_the_0_1_matrix(tmp_path, dtype):
+    pytest.importorskip("onnx")
+    from fastmlp.export import to_onnx
+    net = _net("relu", "sigmoid", 3, dtype)
+    net.multilabel = True  # what training on (n, K) 0/1 targets sets
+    X = _X(100, dtype)
+    to_onnx(net, tmp_path / "m.onnx")
+    probabilities, label = _ort_run(tmp_path / "m.onnx", X)
+    np.testing.assert_allclose(probabilities, net.forward(X), **tol(dtype))
+    expected = (net.forward(X) > 0.5).astype(np.int64)
+    assert label.shape == (100, 3) and 0 < expected.sum() < 300
+    np.testing.assert_array_equal(label, expected)
+
+
 def test_onnx_on_a_single_sigmoid_unit_gives_both_labels(tmp_path):
     # Biases that put about half of the samples on each side of 0.5, so the threshold is exercised.
     from fastmlp.export import to_onnx
@@ -227,8 +245,8 @@ def test_standardisation_is_applied_inside_the_graph(tmp_path, dtype):
     X = _X(64, dtype) * 4 + 3
     to_onnx(net, tmp_path / "s.onnx")
     probabilities, label = _ort_run(tmp_path / "s.onnx", X)
-    mean, scale = net.input_mean.astype(dtype), net.input_scale.astype(dtype)
-    Xs = (X - mean) / scale
+    # the network standardises in float64, then rounds to its dtype
+    Xs = ((X.astype(np.float64) - net.input_mean) / net.input_scale).astype(dtype)
     plain = _plain_copy(net)
     np.testing.assert_allclose(probabilities, plain.forward(Xs), **tol(dtype))
     np.testing.assert_array_equal(label, plain.predict(Xs))
@@ -240,13 +258,14 @@ def test_standardisation_is_applied_inside_the_graph(tmp_path, dtype):
 
 def test_uint8_pixels_are_scaled_before_the_standardisation(tmp_path):
     pytest.importorskip("onnx")
-    from fastmlp.export import to_onnx
+    from fastmlp.export import onnx_model, to_onnx
     net = _standardised_net("float64", uint8=True)
     net.input_mean = net.input_mean / 10
     X = np.random.default_rng(2).integers(0, 256, (32, N_IN), dtype=np.uint8)
     to_onnx(net, tmp_path / "s.onnx")
     probabilities, _ = _ort_run(tmp_path / "s.onnx", X)
     expected = _plain_copy(net).forward((X / 255.0 - net.input_mean) / net.input_scale)
+    assert [n.op_type for n in onnx_model(net).graph.node][:4] == ["Cast", "Div", "Sub", "Div"]
     np.testing.assert_allclose(probabilities, expected, **tol("float64"))
 
 
@@ -254,7 +273,7 @@ def test_uint8_pixels_are_scaled_before_the_standardisation(tmp_path):
     (np.zeros(N_IN), None, "one is None"),
     (np.zeros(N_IN - 1), np.ones(N_IN - 1), "expected 6 finite numbers"),
     (np.zeros(N_IN), np.full(N_IN, np.nan), "expected 6 finite numbers"),
-    (np.zeros(N_IN), np.zeros(N_IN), "contains zeros"),
+    (np.zeros(N_IN), np.zeros(N_IN), "expected values > 0"),
 ])
 def test_a_bad_standardisation_is_a_one_line_error_and_writes_nothing(tmp_path, mean, scale, problem):
     from fastmlp.export import to_onnx, to_safetensors
@@ -499,3 +518,17 @@ def test_from_sklearn_errors_are_one_line():
     with pytest.raises(ValueError, match="activation 'softplus', which fastmlp cannot represent") as info:
         MLP.from_sklearn(clf)
     assert "\n" not in str(info.value)
+
+
+
+def test_fastmlp_export_is_light_and_reachable_from_the_package():
+    import subprocess
+    import sys
+    from pathlib import Path
+    code = ("import sys, fastmlp; f = fastmlp.export.to_onnx, fastmlp.export.to_safetensors, "
+            "fastmlp.MLP.from_sklearn; heavy = [m for m in ('numba', 'onnx', 'torch', 'sklearn') "
+            "if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
+                         cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
