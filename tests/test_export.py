@@ -520,15 +520,130 @@ def test_from_sklearn_errors_are_one_line():
     assert "\n" not in str(info.value)
 
 
+# ------------------------------------------------------------------------------ the CLI
+def _cli(*args, code=0):
+    from click.testing import CliRunner
+
+    from fastmlp import cli
+    result = CliRunner().invoke(cli.main, [str(a) for a in args])
+    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
+    assert "Traceback" not in result.output
+    if code:
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+        return lines[0]
+    return result.stdout
+
+
+@pytest.fixture
+def saved(tmp_path):
+    net = _net("relu", "softmax", 4, "float32")
+    net.save(tmp_path / "model.npz")
+    return net, tmp_path / "model.npz"
+
+
+def test_cli_export_onnx_and_safetensors_by_extension(saved, tmp_path):
+    pytest.importorskip("onnx")
+    net, model = saved
+    out = _cli("export", model, tmp_path / "m.onnx")
+    assert out.startswith(f"wrote {tmp_path / 'm.onnx'}: onnx, 6-8-5-4") and out.count("\n") == 1
+    X = _X(32)
+    probabilities, label = _ort_run(tmp_path / "m.onnx", X)
+    np.testing.assert_allclose(probabilities, net.forward(X), **tol("float32"))
+    np.testing.assert_array_equal(label, net.predict(X))
+    _cli("export", model, tmp_path / "m.safetensors")
+    _, header, _ = _read_safetensors_by_hand(tmp_path / "m.safetensors")
+    assert header["4.weight"]["shape"] == [4, 5]
+
+
+def test_cli_export_help_and_json(saved, tmp_path):
+    out = _cli("export", "--help")
+    assert "Usage: fastmlp export [OPTIONS] MODEL OUT" in out and "fastmlp export model.npz model.onnx" in out
+    assert "export    Export a saved model to ONNX or safetensors" in _cli("--help")
+    _, model = saved
+    path = tmp_path / "m.safetensors"
+    report = json.loads(_cli("export", model, path, "--json").splitlines()[-1])
+    assert report == {"model": str(model), "out": str(path), "format": "safetensors", "sizes": [N_IN, 8, 5, 4],
+                      "activation": "relu", "output": "softmax", "dtype": "float32", "input_dtype": None,
+                      "standardised": False, "parameters": 6 * 8 + 8 + 8 * 5 + 5 + 5 * 4 + 4,
+                      "bytes": path.stat().st_size}
+
+
+def test_cli_export_format_option_overrides_the_extension(saved, tmp_path):
+    _, model = saved
+    _cli("export", model, tmp_path / "weights.bin", "--format", "safetensors")
+    _, header, _ = _read_safetensors_by_hand(tmp_path / "weights.bin")
+    assert "0.weight" in header
+
+
+def test_cli_export_of_a_model_trained_on_pixels_by_an_older_cli_takes_uint8(tmp_path):
+    """Files written before MLP.input_dtype existed record the data's dtype in the CLI's run record."""
+    pytest.importorskip("onnx")
+    import onnx
+    net = _net()
+    net.save(tmp_path / "old.npz", extra_meta={"run": {"input_dtype": "uint8"}})
+    _cli("export", tmp_path / "old.npz", tmp_path / "old.onnx")
+    graph = onnx.load(str(tmp_path / "old.onnx")).graph
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["{tmp}/out.bin"], "cannot tell the format of"),
+    (["{tmp}/out.onnx", "--format", "xml"], "'xml' is not one of 'onnx', 'safetensors'"),
+    (["{model}"], "would replace the model"),
+    (["{tmp}"], "is a directory"),
+])
+def test_cli_export_usage_errors_exit_2(saved, tmp_path, args, fragment):
+    _, model = saved
+    before = model.read_bytes()
+    line = _cli("export", model, *[a.format(tmp=tmp_path, model=model) for a in args], code=2)
+    assert fragment in line
+    assert model.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz"]
+
+
+def test_cli_export_errors_exit_1_and_write_nothing(saved, tmp_path, monkeypatch):
+    import sys
+    _, model = saved
+    line = _cli("export", tmp_path / "missing.npz", tmp_path / "m.safetensors", code=1)
+    assert "missing.npz does not exist" in line
+    (tmp_path / "junk.npz").write_bytes(b"not a zip file")
+    line = _cli("export", tmp_path / "junk.npz", tmp_path / "m.safetensors", code=1)
+    assert "junk.npz: " in line
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    line = _cli("export", model, tmp_path / "m.onnx", code=1)
+    assert "pip install 'fastmlp[onnx]'" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.npz", "model.npz"]
+
+
+def test_cli_export_in_a_subprocess(saved, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _, model = saved
+
+    def run(out):
+        return subprocess.run([sys.executable, "-m", "fastmlp.cli", "export", str(model), str(out)],
+                              capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
+                              timeout=300, check=False)
+
+    good = run(tmp_path / "s.safetensors")
+    assert good.returncode == 0, good.stderr
+    assert good.stdout.startswith("wrote ") and good.stderr == ""
+    bad = run(tmp_path / "s.txt")
+    assert bad.returncode == 2 and bad.stderr.startswith("Error: cannot tell the format") and bad.stdout == ""
+
 
 def test_fastmlp_export_is_light_and_reachable_from_the_package():
     import subprocess
     import sys
     from pathlib import Path
-    code = ("import sys, fastmlp; f = fastmlp.export.to_onnx, fastmlp.export.to_safetensors, "
-            "fastmlp.MLP.from_sklearn; heavy = [m for m in ('numba', 'onnx', 'torch', 'sklearn') "
-            "if m in sys.modules]; print(heavy)")
+    code = ("import sys, fastmlp, fastmlp.cli\n"
+            "f = fastmlp.export.to_onnx, fastmlp.export.to_safetensors, fastmlp.MLP.from_sklearn\n"
+            "try:\n    fastmlp.cli.main(['export', '--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+            "print([m for m in ('numba', 'onnx', 'torch', 'sklearn') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
                          cwd=Path(__file__).resolve().parents[1], timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
+    assert out.stdout.strip().splitlines()[-1] == "[]"
