@@ -222,6 +222,15 @@ def test_network_trained_on_floats_has_no_input_dtype(tmp_path):
     assert MLP.load(tmp_path / "m.npz").input_dtype is None
 
 
+@pytest.mark.parametrize("bad", ["float16", 8, ["uint8"], {"a": 1}])
+def test_a_model_file_with_a_bad_input_dtype_is_refused_in_one_line(tmp_path, bad):
+    from fastmlp.errors import CheckpointError
+    _net().save(tmp_path / "m.npz", extra_meta={"input_dtype": bad})
+    with pytest.raises(CheckpointError, match="bad metadata: input_dtype .* expected 'uint8' or null") as info:
+        MLP.load(tmp_path / "m.npz")
+    assert "\n" not in str(info.value)
+
+
 def _standardised_net(dtype, uint8=False):
     net = _net("tanh", "softmax", 4, dtype)
     rng = np.random.default_rng(11)
