@@ -657,3 +657,49 @@ def test_fastmlp_export_is_light_and_reachable_from_the_package():
                          cwd=Path(__file__).resolve().parents[1], timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_property_any_network_round_trips_through_both_formats(tmp_path):
+    """Hypothesis draws layer sizes, activations, output, dtype and weights of any scale; the safetensors
+    package reads the file back bit for bit and onnxruntime reproduces forward and the labels."""
+    hypothesis = pytest.importorskip("hypothesis")
+    pytest.importorskip("onnx")
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    from hypothesis import strategies as st
+
+    from fastmlp.export import to_onnx, to_safetensors
+
+    @hypothesis.settings(max_examples=30, deadline=None, database=None,
+                         suppress_health_check=list(hypothesis.HealthCheck))
+    @hypothesis.given(sizes=st.lists(st.integers(1, 9), min_size=2, max_size=5),
+                      activation=st.sampled_from(ACTIVATIONS),
+                      output=st.sampled_from(["softmax", "sigmoid", "identity"]), dtype=st.sampled_from(DTYPES),
+                      scale=st.floats(0.01, 3.0), seed=st.integers(0, 2**32 - 1))
+    def check(sizes, activation, output, dtype, scale, seed):
+        rng = np.random.default_rng(seed)
+        net = MLP(sizes, activation=activation, output=output, dtype=dtype, seed=seed % 1000)
+        net.params[...] = rng.normal(0, scale, net.params.size)
+        to_safetensors(net, tmp_path / "p.safetensors")
+        tensors = safetensors_numpy.load_file(str(tmp_path / "p.safetensors"))
+        assert len(tensors) == 2 * (len(sizes) - 1)
+        for i, (W, b) in enumerate(zip(net.weights, net.biases)):
+            np.testing.assert_array_equal(tensors[f"{2 * i}.weight"], W)
+            np.testing.assert_array_equal(tensors[f"{2 * i}.bias"], b)
+        to_onnx(net, tmp_path / "p.onnx")
+        X = rng.normal(0, 2, (7, sizes[0])).astype(dtype)
+        probabilities, label = _ort_run(tmp_path / "p.onnx", X)
+        forward = net.forward(X)
+        size = max(1.0, float(np.abs(forward).max()))
+        rtol, atol = (1e-4, 1e-5 * size) if dtype == "float32" else (1e-10, 1e-12 * size)
+        np.testing.assert_allclose(probabilities, forward, rtol=rtol, atol=atol)
+        # labels may differ only where the outputs are tied to rounding
+        expected = expected_labels(net, X)
+        if not np.array_equal(label, expected):
+            top = np.sort(forward, axis=1)
+            if forward.shape[1] > 1:
+                close = top[:, -1] - top[:, -2] < 1e-5
+            else:
+                close = np.abs(forward[:, 0] - 0.5) < 1e-6
+            assert close[label != expected].all()
+
+    check()
