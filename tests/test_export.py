@@ -45,6 +45,8 @@ def expected_labels(net, X):
         return (net.forward(X)[:, 0] > 0.5).astype(np.int64)
     if net.output == "sigmoid" and getattr(net, "multilabel", False):
         return (net.forward(X) > 0.5).astype(np.int64)
+    if net.output == "identity" and net.sizes[-1] == 1:
+        return np.zeros(X.shape[0], np.int64)  # the argmax of one column (a regressor's predict is the value)
     return net.predict(X)
 
 
