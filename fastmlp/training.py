@@ -11,8 +11,11 @@ import time
 import numpy as np
 
 from . import _checks
+from ._pacer import ThreadPacer
 from .errors import CheckpointError, DivergenceError
-from .model import MLP, Workspace, load_npz, resolve_threads, thread_count
+from ._buffers import Workspace, input_divisor, no_targets
+from ._threads import resolve_threads, thread_count
+from .model import MLP, load_npz
 
 # A chunk is about this many floating-point operations (a few ms at the speeds reached here).
 CHUNK_FLOPS = 1.5e9
@@ -29,8 +32,9 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.trainer = trainer
 
 
-def _flops_per_sample(sizes):
-    # forward, weight gradient and delta: about 2 flops each per weight
+def _chunk_cost_per_sample(sizes):
+    # A rough cost for sizing chunks (forward, weight gradient and delta: about 2 flops each per
+    # weight), not the exact count bench.flops_per_sample reports.
     return 6 * sum(sizes[l] * sizes[l - 1] for l in range(1, len(sizes)))
 
 
@@ -87,9 +91,10 @@ class Trainer:
         return (k.ACTIVATION_CODES[net.activation], k.ACTIVATION_CODES[net.output], k.LOSS_CODES[self.loss],
                 k.OPTIMIZER_CODES[self.optimizer])
 
-    def _steps(self, data, order, ws, losses, stats):
-        """Run the minibatches of `order` (a multiple of batch_size long, or the epoch's tail).
-        Returns the number of steps completed (fewer when a loss was not finite)."""
+    def _steps(self, data, order, ws, losses, stats, nthreads=None):
+        """Run the minibatches of `order` (a multiple of batch_size long, or the epoch's tail) on
+        `nthreads` threads (default: self.threads). Returns the number of steps completed (fewer
+        when a loss was not finite)."""
         from . import _kernels as k
         net = self.net
         hidden, output, loss, optimizer = self._kernel_args()
@@ -97,7 +102,7 @@ class Trainer:
         return k._train_steps(net.params, self.grads, self.m, self.v, net.w_off, net.b_off, net.sizes_array,
                               hidden, output, loss, X, divisor, labels, targets, has_targets, order,
                               self.batch_size, 0, optimizer, self._hp(), self.steps + 1, ws.X, ws.A, ws.D,
-                              ws.Z, ws.a_off, self.threads, losses, stats)
+                              ws.Z, ws.a_off, nthreads or self.threads, losses, stats)
 
     def _prepare(self, X, y, name_x="X", name_y="y"):
         Xc, _ = _checks.check_input(name_x, X, self.net.sizes[0])
@@ -106,12 +111,12 @@ class Trainer:
                                                 self.net.dtype)
         has_targets = targets is not None
         if targets is None:
-            targets = np.zeros((1, self.net.sizes[-1]), dtype=self.net.dtype)
-        divisor = 255.0 if Xc.dtype == np.uint8 else 1.0
+            targets = no_targets(self.net.sizes[-1], self.net.dtype)
+        divisor = input_divisor(Xc)
         return Xc, divisor, labels, targets, has_targets
 
     def chunk_samples(self, n):
-        per = int(CHUNK_FLOPS / _flops_per_sample(self.net.sizes))
+        per = int(CHUNK_FLOPS / _chunk_cost_per_sample(self.net.sizes))
         per = max(self.batch_size, min(per, MAX_CHUNK_SAMPLES) // self.batch_size * self.batch_size)
         return min(per, -(-n // self.batch_size) * self.batch_size)
 
@@ -162,6 +167,7 @@ class Trainer:
         losses = np.zeros(self.batch_size)
         stats = np.zeros((chunk // self.batch_size + 1, 2))
         self._stop = False
+        self._pacer = ThreadPacer(self.threads, self.batch_size)
         self.compile_seconds = self._compile(data, ws, losses, stats)
         old_handler = None
         if handle_interrupt and threading.current_thread() is threading.main_thread():
@@ -189,12 +195,18 @@ class Trainer:
         else:
             self.rng.bit_generator.state = self.epoch_rng_state
         order = self.rng.permutation(n)
+        import numba
         while self.position < n:
             start = self.position
-            stop = min(start + chunk, n)
+            # one thread or all: whichever is faster now (see _pacer; the results are the same)
+            nthreads, size = self._pacer.plan(chunk)
+            stop = min(start + size, n)
             t0 = time.perf_counter()
             backup = (self.net.params.copy(), self.m.copy(), self.v.copy())
-            done = self._steps(data, order[start:stop], ws, losses, stats)
+            numba.set_num_threads(nthreads)
+            t_kernel = time.perf_counter()
+            done = self._steps(data, order[start:stop], ws, losses, stats, nthreads)
+            self._pacer.record(nthreads, stop - start, time.perf_counter() - t_kernel)
             nsteps = -(-(stop - start) // self.batch_size)
             # The loss is measured before each update, so an update that overflows the parameters
             # shows up only at the next step: check them too, before the next chunk backs them up.
