@@ -39,14 +39,11 @@ def _X(n=64, dtype="float32", seed=7):
 
 
 def expected_labels(net, X):
-    """The labels the export promises: predict's argmax, or a^L > 0.5 for one sigmoid unit ((n,))
-    and for a multi-label network ((n, K))."""
-    if net.output == "sigmoid" and net.sizes[-1] == 1:
-        return (net.forward(X)[:, 0] > 0.5).astype(np.int64)
-    if net.output == "sigmoid" and getattr(net, "multilabel", False):
-        return (net.forward(X) > 0.5).astype(np.int64)
+    """The labels the export promises: what net.predict gives (the argmax; for one sigmoid unit,
+    a^L > 0.5; for a multi-label network, the (n, K) 0/1 matrix), except for a regressor (one
+    identity unit), whose predict is the value itself and whose label is the argmax, 0."""
     if net.output == "identity" and net.sizes[-1] == 1:
-        return np.zeros(X.shape[0], np.int64)  # the argmax of one column (a regressor's predict is the value)
+        return np.zeros(X.shape[0], np.int64)
     return net.predict(X)
 
 
@@ -169,6 +166,7 @@ def test_onnx_label_of_a_multilabel_network_is_the_0_1_matrix(tmp_path, dtype):
     expected = (net.forward(X) > 0.5).astype(np.int64)
     assert label.shape == (100, 3) and 0 < expected.sum() < 300
     np.testing.assert_array_equal(label, expected)
+    np.testing.assert_array_equal(label, net.predict(X))
 
 
 def test_onnx_on_a_single_sigmoid_unit_gives_both_labels(tmp_path):
@@ -181,9 +179,10 @@ def test_onnx_on_a_single_sigmoid_unit_gives_both_labels(tmp_path):
     net.biases[-1][0] -= np.median(np.log(p / (1 - p)))  # z^L centred on 0: a^L centred on 0.5
     to_onnx(net, tmp_path / "b.onnx")
     _, label = _ort_run(tmp_path / "b.onnx", X)
-    expected = expected_labels(net, X)
+    expected = (net.forward(X)[:, 0] > 0.5).astype(np.int64)
     assert 50 < expected.sum() < 150
     np.testing.assert_array_equal(label, expected)
+    np.testing.assert_array_equal(label, net.predict(X))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -263,8 +262,25 @@ def test_standardisation_is_applied_inside_the_graph(tmp_path, dtype):
     np.testing.assert_array_equal(label, plain.predict(Xs))
     W, b = [w.astype(np.float64) for w in net.weights], [b.astype(np.float64) for b in net.biases]
     np.testing.assert_allclose(probabilities, ref.forward(W, b, Xs, "tanh", "softmax"), rtol=1e-4, atol=1e-6)
+    # the network applies its own standardisation: the same outputs and labels from raw rows
+    np.testing.assert_allclose(probabilities, net.forward(X), **tol(dtype))
+    np.testing.assert_array_equal(label, net.predict(X))
     # without the standardisation the outputs differ: the test can fail
     assert not np.allclose(probabilities, plain.forward(X), atol=1e-3)
+
+
+def test_a_saved_standardised_network_exports_its_standardisation(tmp_path):
+    pytest.importorskip("onnx")
+    from fastmlp.export import to_onnx
+    rng = np.random.default_rng(4)
+    X = rng.normal(50, 20, (40, N_IN))
+    net = MLP([N_IN, 5, 3], activation="tanh", dtype="float32", seed=2,
+              input_mean=X.mean(axis=0), input_scale=X.std(axis=0))
+    net.save(tmp_path / "s.npz")
+    to_onnx(MLP.load(tmp_path / "s.npz"), tmp_path / "s.onnx")
+    probabilities, label = _ort_run(tmp_path / "s.onnx", X.astype(np.float32))
+    np.testing.assert_allclose(probabilities, net.forward(X.astype(np.float32)), **tol("float32"))
+    np.testing.assert_array_equal(label, net.predict(X.astype(np.float32)))
 
 
 def test_uint8_pixels_are_scaled_before_the_standardisation(tmp_path):
@@ -278,6 +294,7 @@ def test_uint8_pixels_are_scaled_before_the_standardisation(tmp_path):
     expected = _plain_copy(net).forward((X / 255.0 - net.input_mean) / net.input_scale)
     assert [n.op_type for n in onnx_model(net).graph.node][:4] == ["Cast", "Div", "Sub", "Div"]
     np.testing.assert_allclose(probabilities, expected, **tol("float64"))
+    np.testing.assert_allclose(probabilities, net.forward(X), **tol("float64"))
 
 
 @pytest.mark.parametrize("mean,scale,problem", [
@@ -454,6 +471,7 @@ def test_from_sklearn_binary_classifier_has_one_logistic_unit():
     predicted = clf.classes_[(p > 0.5).astype(int)]
     np.testing.assert_array_equal(predicted, clf.predict(X))
     assert set(predicted) == {"yes", "no"}
+    np.testing.assert_array_equal(clf.classes_[net.predict(X)], clf.predict(X))
 
 
 def test_from_sklearn_multilabel_classifier():
@@ -466,6 +484,8 @@ def test_from_sklearn_multilabel_classifier():
     assert net.output == "sigmoid" and net.sizes[-1] == 3
     np.testing.assert_allclose(net.forward(X), clf.predict_proba(X), rtol=1e-12, atol=1e-14)
     np.testing.assert_array_equal((net.forward(X) > 0.5).astype(int), clf.predict(X))
+    assert net.multilabel
+    np.testing.assert_array_equal(net.predict(X), clf.predict(X))
 
 
 @pytest.mark.parametrize("n_targets", [1, 2])
@@ -482,6 +502,8 @@ def test_from_sklearn_regressor(sk_activation, activation, n_targets):
     assert net.output == "identity" and net.activation == activation and net.sizes[-1] == n_targets
     np.testing.assert_allclose(net.forward(X).reshape(reg.predict(X).shape), reg.predict(X),
                                rtol=1e-11, atol=1e-12)
+    if n_targets == 1:  # a one-output regressor's predict is the value
+        np.testing.assert_allclose(net.predict(X), reg.predict(X), rtol=1e-11, atol=1e-12)
 
 
 def test_from_sklearn_keeps_float32():
