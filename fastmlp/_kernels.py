@@ -30,10 +30,12 @@ ACTIVATION_CODES = {"identity": IDENTITY, "sigmoid": SIGMOID, "relu": RELU, "tan
                     "softmax": SOFTMAX}
 CE, MSE, BCE = 0, 1, 2
 LOSS_CODES = {"ce": CE, "mse": MSE, "bce": BCE}
-SGD, MOMENTUM, ADAM = 0, 1, 2
-OPTIMIZER_CODES = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM}
+SGD, MOMENTUM, ADAM, NESTEROV = 0, 1, 2, 3
+OPTIMIZER_CODES = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM, "nesterov": NESTEROV}
 
-# Indices into the float64 hyperparameter vector passed to the update kernels.
+# Indices into the float64 hyperparameter vector passed to the update kernels. The vector holds
+# two groups of HP_SIZE: the weights' (hp[:HP_SIZE]) and the biases' (hp[HP_SIZE:]), so that the
+# biases can have their own weight decay (scikit-learn penalises the weights only).
 HP_LR, HP_MOMENTUM, HP_WEIGHT_DECAY, HP_BETA1, HP_BETA2, HP_EPS = 0, 1, 2, 3, 4, 5
 HP_SIZE = 6
 
@@ -732,6 +734,7 @@ def _update_range(params, grads, m, v, p0, p1, optimizer, hp, step):
     # params, grads, m, v flat (P,): one optimizer step on params[p0:p1] (PyTorch's semantics):
     #   sgd:      p -= lr (g + wd p)
     #   momentum: v = mu v + (g + wd p);  p -= lr v
+    #   nesterov: v = mu v + g';  p -= lr (g' + mu v),  g' = g + wd p
     #   adam:     m = b1 m + (1 - b1) g';  v = b2 v + (1 - b2) g'^2;
     #             p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps),  g' = g + wd p
     # (Loops over slices from 0, so that Numba drops negative-index handling and LLVM vectorises.)
@@ -754,6 +757,13 @@ def _update_range(params, grads, m, v, p0, p1, optimizer, hp, step):
         for p in range(count):
             V[p] = mu * V[p] + (G[p] + wd * P[p])
             P[p] -= lr * V[p]
+    elif optimizer == NESTEROV:
+        mu = dt(hp[HP_MOMENTUM])
+        V = v[p0:p1]
+        for p in range(count):
+            g = G[p] + wd * P[p]
+            V[p] = mu * V[p] + g
+            P[p] -= lr * (g + mu * V[p])
     else:
         beta1 = hp[HP_BETA1]
         beta2 = hp[HP_BETA2]
@@ -777,7 +787,7 @@ def _update_layer_rows(params, grads, m, v, w_off, b_off, sizes, l, j0, j1, opti
     # the optimizer step on rows j0:j1 of W^l and b^l
     M = sizes[l - 1]
     _update_range(params, grads, m, v, w_off[l] + j0 * M, w_off[l] + j1 * M, optimizer, hp, step)
-    _update_range(params, grads, m, v, b_off[l] + j0, b_off[l] + j1, optimizer, hp, step)
+    _update_range(params, grads, m, v, b_off[l] + j0, b_off[l] + j1, optimizer, hp[HP_SIZE:], step)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -871,8 +881,8 @@ def _backward_pair(t, T, k, params, grads, m, v, w_off, b_off, sizes, hidden, X,
                 base = w_off[k + 1] + j * M
                 _update_range(params, grads, m, v, base + c0, base + c1, optimizer, hp, step)
             if t == 0:
-                _update_range(params, grads, m, v, b_off[k + 1], b_off[k + 1] + sizes[k + 1], optimizer, hp,
-                              step)
+                _update_range(params, grads, m, v, b_off[k + 1], b_off[k + 1] + sizes[k + 1], optimizer,
+                              hp[HP_SIZE:], step)
     if k == 1:
         # (with_bias is always true here, but computed: a literal True would compile the tile
         # kernel a second time, for a Literal[bool] signature)
@@ -1059,7 +1069,7 @@ def _evaluate_batches(params, grads, w_off, b_off, sizes, hidden, output, loss, 
     N = X.shape[0]
     L = sizes.shape[0] - 1
     correct = 0
-    hp = np.zeros(HP_SIZE)
+    hp = np.zeros(2 * HP_SIZE)
     sgd = N - N + SGD  # computed, not literal: no Literal[int] re-specialisation of the callees
     one = sgd + 1
     start = 0
