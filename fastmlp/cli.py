@@ -25,6 +25,7 @@ COMMANDS = {
     "plot": ("fastmlp.commands.plot", "Plot the loss and accuracy curves of a metrics file."),
     "info": ("fastmlp.commands.info", "Versions, threads, threading layer, SIMD level, cache directories."),
     "bench": ("fastmlp.commands.bench", "Measure training throughput against NumPy, PyTorch, JAX, scikit-learn."),
+    "export": ("fastmlp.commands.export", "Export a saved model to ONNX or safetensors (PyTorch)."),
 }
 
 

@@ -70,6 +70,7 @@ class MLP:
         self.sizes = list(sizes)
         self.input_mean = self.input_scale = None
         self.multilabel = False
+        self.input_dtype = None  # "uint8" once trained on pixels (scaled by 1/255), for export
         self.w_off, self.b_off, n_params = layout(sizes)
         self.sizes_array = np.array(sizes, dtype=np.int64)
         self.params = np.zeros(n_params, dtype=self.dtype)
@@ -104,6 +105,39 @@ class MLP:
         for l, (W, b) in enumerate(zip(Ws, bs)):
             net._W[l][...] = W
             net._b[l][...] = b
+        return net
+
+    @classmethod
+    def from_sklearn(cls, fitted, dtype=None):
+        """The network of a fitted scikit-learn MLPClassifier or MLPRegressor: W^l is its coefs_[l-1]
+        (n_in, n_out) transposed, b^l its intercepts_[l-1]. forward() gives what predict_proba gives
+        (for a binary classifier, its one logistic unit: the probability of classes_[1]) and, for a
+        regressor, what predict gives; class indices refer to fitted.classes_ (a multi-label
+        classifier's predict gives the same 0/1 matrix). dtype: that of coefs_."""
+        # scikit-learn's activation names -> fastmlp's (hidden layers; out_activation_)
+        sk_hidden = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
+        sk_output = {"softmax": "softmax", "logistic": "sigmoid", "identity": "identity"}
+        what = type(fitted).__name__
+        if not all(hasattr(fitted, a) for a in ("coefs_", "intercepts_", "activation", "out_activation_")):
+            if hasattr(fitted, "hidden_layer_sizes"):
+                raise ValueError(f"fitted: this {what} is not fitted (it has no coefs_); call fit first")
+            raise ValueError(f"fitted: got {what}, expected a fitted scikit-learn MLPClassifier "
+                             "or MLPRegressor")
+        act, out = fitted.activation, fitted.out_activation_
+        hidden = sk_hidden.get(act) if isinstance(act, str) else None
+        output = sk_output.get(out) if isinstance(out, str) else None
+        if hidden is None or output is None:
+            bad = f"activation {act!r}" if hidden is None else f"out_activation_ {out!r}"
+            raise ValueError(f"fitted: {what} has {bad}, which fastmlp cannot represent; expected activation "
+                             f"in {sorted(sk_hidden)} and out_activation_ in {sorted(sk_output)}")
+        if dtype is None:
+            dtype = np.asarray(fitted.coefs_[0]).dtype
+            dtype = dtype if dtype.name in _checks.DTYPES else "float64"
+        weights = [np.asarray(W).T for W in fitted.coefs_]
+        net = cls.from_weights(weights, list(fitted.intercepts_), activation=hidden, output=output,
+                               dtype=dtype)
+        # scikit-learn's logistic output with several units is its multi-label classifier
+        net.multilabel = output == "sigmoid" and net.sizes[-1] > 1
         return net
 
     # -- parameters -----------------------------------------------------------------------------
@@ -225,6 +259,8 @@ class MLP:
                 "activation": self.activation, "output": self.output, "dtype": self.dtype.name}
         if self.multilabel:
             meta["multilabel"] = True
+        if self.input_dtype is not None:
+            meta["input_dtype"] = self.input_dtype
         return meta
 
     def save(self, path, extra_arrays=None, extra_meta=None):
@@ -286,4 +322,17 @@ def load_npz(path):
             arrays.pop("input_mean", None), arrays.pop("input_scale", None), sizes[0])
     except ValueError as e:
         raise CheckpointError(f"{path}: bad standardisation arrays: {e}") from None
+    net.input_dtype = _input_dtype(path, meta)
     return net, meta, arrays
+
+
+def _input_dtype(path, meta):
+    """'uint8' for a network trained on pixels, else None; files written before the attribute
+    existed say so in the CLI's run record."""
+    value = meta.get("input_dtype")
+    run = meta.get("run")
+    if value is None and isinstance(run, dict) and run.get("input_dtype") == "uint8":
+        value = "uint8"
+    if value not in (None, "uint8"):
+        raise CheckpointError(f"{path}: bad metadata: input_dtype {value!r}, expected 'uint8' or null")
+    return value

@@ -123,6 +123,7 @@ class Trainer:
 
     def _prepare(self, X, y, name_x="X", name_y="y", sample_weight=None, class_weight=None):
         Xc, _ = _checks.check_input(name_x, X, self.net.sizes[0], self.net.dtype)
+        self.net.input_dtype = "uint8" if Xc.dtype == np.uint8 else self.net.input_dtype  # for export
         labels, targets = _checks.check_targets(name_y, y, Xc.shape[0], self.net.sizes[-1], self.loss,
                                                 self.net.dtype, self.net.output)
         weights, has_weights = self._sample_weights(labels, targets, Xc.shape[0], sample_weight, class_weight)
