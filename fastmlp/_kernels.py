@@ -32,10 +32,16 @@ CE, MSE = 0, 1
 LOSS_CODES = {"ce": CE, "mse": MSE}
 SGD, MOMENTUM, ADAM = 0, 1, 2
 OPTIMIZER_CODES = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM}
+# Not an optimizer: _train_steps computes the gradient and leaves the parameters alone (the
+# distributed trainer sums the gradients of all ranks before it applies the update).
+GRADIENT_ONLY = 3
 
 # Indices into the float64 hyperparameter vector passed to the update kernels.
 HP_LR, HP_MOMENTUM, HP_WEIGHT_DECAY, HP_BETA1, HP_BETA2, HP_EPS = 0, 1, 2, 3, 4, 5
-HP_SIZE = 6
+# The factor of the summed loss whose gradient _train_steps takes; 0 means 1/n, the minibatch mean.
+# (A rank of the distributed trainer takes 1/(global batch) of its slice's sum.)
+HP_GRAD_SCALE = 6
+HP_SIZE = 7
 
 # Below this many multiply-adds a layer runs on one thread: a parallel region costs ~1.5 us.
 PARALLEL_MIN_WORK = 65536
@@ -708,6 +714,8 @@ def _update_range(params, grads, m, v, p0, p1, optimizer, hp, step):
     P = params[p0:p1]
     G = grads[p0:p1]
     count = p1 - p0
+    if optimizer == GRADIENT_ONLY:
+        return
     if optimizer == SGD:
         if hp[HP_WEIGHT_DECAY] == 0.0:
             for p in range(count):
@@ -737,6 +745,18 @@ def _update_range(params, grads, m, v, p0, p1, optimizer, hp, step):
             Mm[p] = b1 * Mm[p] + (one - b1) * g
             V[p] = b2 * V[p] + (one - b2) * g * g
             P[p] -= step_size * Mm[p] / (np.sqrt(V[p]) * inv_sqrt_bc2 + eps)
+
+
+@_jit(parallel=True, fastmath=FAST)
+def _update_all(params, grads, m, v, optimizer, hp, step, nthreads):
+    # params, grads, m, v flat (P,): the optimizer step on every parameter (_update_range), split
+    # into blocks of whole cache lines over threads. Elementwise, so the result does not depend on
+    # the split: equal to the step fused into _train_steps' backward pass.
+    P = params.shape[0]
+    T = _region_threads(16 * P, nthreads)
+    for t in prange(T):
+        p0, p1 = _chunk_aligned(P, np.int64(t), T)
+        _update_range(params, grads, m, v, p0, p1, optimizer, hp, step)
 
 
 @_inline()
@@ -953,7 +973,7 @@ def _train_steps(params, grads, m, v, w_off, b_off, sizes, hidden, output, loss,
         Xb = gathered[s0:s1]
         idx = order[s0:s1]
         Zb = Z[:n]
-        scale = params.dtype.type(1.0 / n)
+        scale = params.dtype.type(1.0 / n if hp[HP_GRAD_SCALE] == 0.0 else hp[HP_GRAD_SCALE])
         lb = losses[:n]
         for phase in range(0 if k == 0 else 1, L + 1 + nback):
             layer = max(min(phase, L), 1)  # the forward phases' layer (phase 0: any)

@@ -39,7 +39,7 @@ class Trainer:
     state_dict()/save_checkpoint() capture everything needed to resume bit-identically."""
 
     def __init__(self, net, optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.0, loss="ce",
-                 batch_size=32, seed=0, threads=None, beta1=0.9, beta2=0.999, eps=1e-8):
+                 batch_size=32, seed=0, threads=None, beta1=0.9, beta2=0.999, eps=1e-8, comm=None):
         if not isinstance(net, MLP):
             raise ValueError(f"net: got {type(net).__name__}, expected a fastmlp.MLP")
         self.net = net
@@ -67,6 +67,12 @@ class Trainer:
         self.partial = {"loss_sum": 0.0, "correct": 0, "seconds": 0.0}
         self.history = {key: [] for key in HISTORY_KEYS}
         self._stop = False
+        # comm (an mpi4py communicator): data-parallel training over its ranks (fastmlp.distributed)
+        self.comm = comm
+        self._dist = None
+        if comm is not None:
+            from .distributed import Group
+            self._dist = Group(comm)
 
     # -- hyperparameters as the kernel takes them ------------------------------------------------
 
@@ -94,6 +100,8 @@ class Trainer:
         net = self.net
         hidden, output, loss, optimizer = self._kernel_args()
         X, divisor, labels, targets, has_targets = data
+        if self._dist is not None:
+            return self._dist.steps(self, data, order, ws, losses, stats)
         return k._train_steps(net.params, self.grads, self.m, self.v, net.w_off, net.b_off, net.sizes_array,
                               hidden, output, loss, X, divisor, labels, targets, has_targets, order,
                               self.batch_size, 0, optimizer, self._hp(), self.steps + 1, ws.X, ws.A, ws.D,
@@ -136,8 +144,12 @@ class Trainer:
     # -- the training loop ----------------------------------------------------------------------
 
     def request_stop(self):
-        """Ask fit() to stop after the current chunk of minibatches (raises TrainingInterrupted)."""
-        self._stop = True
+        """Ask fit() to stop after the current chunk of minibatches (raises TrainingInterrupted).
+        With a communicator, every rank stops after the first chunk that ends after any rank asked."""
+        if self._dist is not None:
+            self._dist.stop_requested = True
+        else:
+            self._stop = True
 
     def fit(self, X, y, epochs, validation=None, verbose=True, callback=None, handle_interrupt=False):
         """Train until `epochs` epochs are complete (counting those already done); returns history.
@@ -161,6 +173,9 @@ class Trainer:
         losses = np.zeros(self.batch_size)
         stats = np.zeros((chunk // self.batch_size + 1, 2))
         self._stop = False
+        if self._dist is not None:
+            self._dist.start(self, data)
+            verbose = verbose and self._dist.rank == 0
         self.compile_seconds = self._compile(data, ws, losses, stats)
         old_handler = None
         if handle_interrupt and threading.current_thread() is threading.main_thread():
@@ -172,6 +187,8 @@ class Trainer:
         finally:
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
+        if self._dist is not None:
+            self._dist.check_same(self, "at the end of training")
         return self.history
 
     def _compile(self, data, ws, losses, stats):
@@ -277,15 +294,21 @@ class Trainer:
         return meta, {"optimizer_m": self.m, "optimizer_v": self.v}
 
     def save_checkpoint(self, path, extra_meta=None):
-        """The network plus the training state in one .npz, written atomically."""
+        """The network plus the training state in one .npz, written atomically. With a
+        communicator, rank 0 alone writes (the state is the same on every rank)."""
         meta, arrays = self.state_dict()
+        if self._dist is not None:
+            if self._dist.rank != 0:
+                return
+            meta["world_size"] = self._dist.size
         full = {"training": meta}
         full.update(extra_meta or {})
         self.net.save(path, extra_arrays=arrays, extra_meta=full)
 
     @classmethod
-    def from_checkpoint(cls, path, threads=None):
-        """(trainer, metadata): a trainer that continues the run saved in `path`."""
+    def from_checkpoint(cls, path, threads=None, comm=None):
+        """(trainer, metadata): a trainer that continues the run saved in `path` (with any number
+        of ranks, whatever world_size wrote it)."""
         net, meta, arrays = load_npz(path)
         state = meta.get("training")
         if not isinstance(state, dict):
@@ -295,7 +318,7 @@ class Trainer:
             trainer = cls(net, optimizer=state["optimizer"], lr=state["lr"], momentum=state["momentum"],
                           weight_decay=state["weight_decay"], loss=state["loss"],
                           batch_size=state["batch_size"], seed=state["seed"], threads=threads,
-                          beta1=state["beta1"], beta2=state["beta2"], eps=state["eps"])
+                          beta1=state["beta1"], beta2=state["beta2"], eps=state["eps"], comm=comm)
             for name in ("m", "v"):
                 arr = arrays.get(f"optimizer_{name}")
                 own = getattr(trainer, name)
@@ -330,7 +353,7 @@ def format_epoch(row, epochs):
 
 
 def train(net, X, y, epochs=10, batch_size=32, lr=0.1, optimizer="sgd", momentum=0.9, weight_decay=0.0,
-          loss="ce", seed=0, threads=None, validation=None, verbose=True, callback=None):
+          loss="ce", seed=0, threads=None, validation=None, verbose=True, callback=None, comm=None):
     """Train `net` in place with minibatch gradient descent; returns the history, a dict of
     per-epoch lists: epoch, loss, accuracy, val_loss, val_accuracy, seconds, samples_per_second.
 
@@ -340,7 +363,10 @@ def train(net, X, y, epochs=10, batch_size=32, lr=0.1, optimizer="sgd", momentum
     scaled by 1/255). The same seed and thread count give bit-identical results.
     A NaN or infinite loss raises DivergenceError naming the epoch and step; the network keeps its
     last finite parameters.
+    With comm (e.g. mpi4py's MPI.COMM_WORLD, every rank calling train alike on the same data), the
+    ranks share each minibatch and the result equals one process's (fastmlp.distributed); only
+    rank 0 prints.
     """
     trainer = Trainer(net, optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                      loss=loss, batch_size=batch_size, seed=seed, threads=threads)
+                      loss=loss, batch_size=batch_size, seed=seed, threads=threads, comm=comm)
     return trainer.fit(X, y, epochs, validation=validation, verbose=verbose, callback=callback)
