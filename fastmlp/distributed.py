@@ -17,6 +17,7 @@ one (the tests simulate N ranks in one process that way).
 """
 import hashlib
 import os
+import time
 
 import numpy as np
 
@@ -94,6 +95,13 @@ def _fingerprint(a):
     return (a.shape, str(a.dtype), array_hash(a[::stride]))
 
 
+def _all_ranks(error):
+    # an error that every rank raises alike, after a collective decision: callers may end every rank
+    # normally (the CLI calls MPI_Abort for any other error during training)
+    error.all_ranks = True
+    return error
+
+
 # Training state that rank 0 broadcasts at the start of fit() (with the parameters and the
 # optimizer's moments), so that a run resumed from a checkpoint continues alike on every rank.
 _STATE_ATTRIBUTES = ("steps", "epoch", "position", "epoch_rng_state", "partial", "history")
@@ -109,6 +117,10 @@ class Group:
         self.size = int(comm.Get_size())
         self.stop_requested = False
         self._gbuf = None
+        # wall time of this rank's steps, by part (the README's scaling figures come from these)
+        self.timings = {"steps": 0, "gradient": 0.0, "allreduce": 0.0, "update": 0.0}
+        # tests of the CLI's fault handling: this rank raises in its second chunk of steps
+        self._fail = os.environ.get("FASTMLP_TEST_FAIL_RANK") == str(self.rank)
 
     def __repr__(self):
         return f"Group(rank={self.rank}, size={self.size})"
@@ -143,9 +155,9 @@ class Group:
         for r, sig in enumerate(sigs):
             for key, value in sig.items():
                 if value != sigs[0][key]:
-                    raise ValueError(f"rank {r} of {self.size} has other {key} than rank 0: "
-                                     f"{value!r} against {sigs[0][key]!r}; every rank must run the same "
-                                     "command on the same data")
+                    raise _all_ranks(ValueError(
+                        f"rank {r} of {self.size} has other {key} than rank 0: {value!r} against "
+                        f"{sigs[0][key]!r}; every rank must run the same command on the same data"))
         for arr in (tr.net.params, tr.m, tr.v):
             if arr.size:
                 self.comm.Bcast(arr, root=0)
@@ -167,9 +179,18 @@ class Group:
         """Raise on every rank if the parameters or optimizer state differ between ranks."""
         hashes = self.comm.allgather(self.parameter_hash(tr))
         if len(set(hashes)) > 1:
-            raise RuntimeError(f"the parameters differ between ranks {when} (hashes {', '.join(hashes)}); "
-                               "are fastmlp, NumPy and the MPI library the same on every node?")
+            raise _all_ranks(RuntimeError(
+                f"the parameters differ between ranks {when} (hashes {', '.join(hashes)}); are fastmlp, "
+                "NumPy and the MPI library the same on every node?"))
         return hashes[0]
+
+    def compile(self, tr, X, y):
+        """Compile (or load from Numba's cache) the kernels that training X, y runs, without training."""
+        from .model import Workspace, thread_count
+        data = tr._prepare(X, y)
+        ws = Workspace(tr.net.sizes, tr.net.dtype, 1)
+        with thread_count(tr.threads):
+            self.steps(tr, data, np.zeros(0, dtype=np.int64), ws, np.zeros(1), np.zeros((1, 2)))
 
     # -- the steps -----------------------------------------------------------------------------
 
@@ -205,30 +226,45 @@ class Group:
             gradient(order, tr.steps + 1, local)
             k._update_all(params, g, m, v, k.GRADIENT_ONLY, hp, tr.steps + 1, tr.threads)
             return 0
+        if self._fail and self.timings["steps"] > 0:
+            raise RuntimeError(f"failure injected by FASTMLP_TEST_FAIL_RANK={self.rank}")
         done = nsteps
+        clock = time.perf_counter
+        t_grad = t_sum = t_upd = 0.0
         for s in range(nsteps):
             s0 = s * B
             n = min(s0 + B, count) - s0
             a, b = slice_bounds(n, self.rank, self.size)
             hp[k.HP_GRAD_SCALE] = 1.0 / n
+            t0 = clock()
             if b > a:
                 finite = gradient(order[s0 + a:s0 + b], tr.steps + 1 + s, local[s:s + 1]) == 1
             else:
                 g[:P] = 0
                 finite = True
             g[P] = 0 if finite else 1
+            t1 = clock()
             self.sum_in_place(g)
+            t2 = clock()
+            t_grad += t1 - t0
+            t_sum += t2 - t1
             if g[P] != 0:
                 done = s
                 break
             k._update_all(params, g, m, v, update, hp, tr.steps + 1 + s, tr.threads)
+            t_upd += clock() - t2
+        self.timings["steps"] += done
+        self.timings["gradient"] += t_grad
+        self.timings["allreduce"] += t_sum
+        self.timings["update"] += t_upd
         rows = min(done + 1, nsteps)
         local[rows] = (1.0 if self.stop_requested else 0.0, 0.0 if np.isfinite(params).all() else 1.0)
         self.sum_in_place(local[:rows + 1])
         stats[:rows] = local[:rows]
         tr._stop = bool(local[rows, 0] > 0)
         if local[rows, 1] not in (0.0, float(self.size)):
-            raise RuntimeError("the parameters are finite on some ranks and not on others; are fastmlp, "
-                               "NumPy and the MPI library the same on every node?")
+            raise _all_ranks(RuntimeError(
+                "the parameters are finite on some ranks and not on others; are fastmlp, NumPy and the "
+                "MPI library the same on every node?"))
         return done
 

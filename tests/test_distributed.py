@@ -55,7 +55,7 @@ def test_slices_cover_the_batch_contiguously():
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
 def test_one_rank_is_bit_identical_to_one_process(fm, one_step_chunks, optimizer, dtype):
     ref, ref_hist, _ = _run(fm, None, optimizer, dtype)
-    (snaps, hist, tr), = run_ranks(1, lambda comm: _run(fm, comm, optimizer, dtype))
+    (snaps, hist, _), = run_ranks(1, lambda comm: _run(fm, comm, optimizer, dtype))
     assert len(snaps) == len(ref) == 16  # 14 steps, 2 ends of epoch
     for a, b in zip(ref, snaps):
         assert np.array_equal(a, b)
