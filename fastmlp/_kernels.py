@@ -700,7 +700,9 @@ def _delta_backward(W_next, delta_next, z, code, delta, nthreads):
 # Optimizers
 # ---------------------------------------------------------------------------------------------
 
-@_jit(fastmath=FAST)
+# error_model="numpy": the default ("python") guards every division against zero, and that
+# branch keeps LLVM from vectorising Adam's loop (eps > 0, so the divisor is never zero anyway).
+@_jit(fastmath=FAST, error_model="numpy")
 def _update_range(params, grads, m, v, p0, p1, optimizer, hp, step):
     # params, grads, m, v flat (P,): one optimizer step on params[p0:p1] (PyTorch's semantics):
     #   sgd:      p -= lr (g + wd p)
