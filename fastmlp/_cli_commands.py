@@ -408,6 +408,8 @@ def train(ctx, data, data_dir, hidden, activation, output, loss, dtype, epochs, 
             trainer.save_checkpoint(save, extra_meta=extra_meta)
             saved_epoch[0] = trainer.epoch
 
+    from . import _mpi_cli
+    _mpi_cli.attach(trainer)  # under MPI: train with the other ranks
     try:
         trainer.fit(X, y, epochs, validation=validation, verbose=False, callback=callback,
                     handle_interrupt=True)

@@ -22,30 +22,35 @@ import click
 
 from . import distributed
 
-# Tests: the rank that raises an error in its second chunk of training (a rank-local fault).
-FAIL_RANK_VARIABLE = "FASTMLP_TEST_FAIL_RANK"
-
-
 class Session:
-    """This process's place in an MPI job, for the CLI."""
+    """This process's place in an MPI job, for the CLI (see start())."""
+
+    current = None  # the session of this process, while a command runs under MPI
 
     def __init__(self, comm):
+        from mpi4py import MPI
         self.comm = comm
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
         self.stderr = sys.stderr
-        self._node = None
-
-    @property
-    def node(self):
-        """The ranks on this machine (a communicator)."""
-        if self._node is None:
-            from mpi4py import MPI
-            self._node = self.comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
-        return self._node
+        self.training = False  # set once the ranks have agreed that every one is ready to train
+        self.group = None
+        self.stop_requested = False  # SIGTERM or SIGUSR1 before the training began
+        # the ranks on this machine; every rank gets here before any of them can fail
+        self.node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
+        mine = os.sched_getaffinity(0)
+        masks = self.node.allgather(sorted(mine))
+        self.sharing = sum(1 for m in masks if mine.intersection(m))
+        self.cpus = len(mine)
 
     def prefix(self):
         return f"rank {self.rank}/{self.size}: "
+
+    def default_threads(self):
+        """Numba threads for this rank: the CPUs it may run on, shared with the ranks of its node
+        that may run on any of them (all ranks of the node, unless the launcher bound them apart)."""
+        import numba
+        return max(1, min(self.cpus // max(self.sharing, 1), numba.config.NUMBA_NUM_THREADS))
 
     def fault(self, message):
         """A rank-local fault during training: one line, then end the whole job."""
@@ -54,6 +59,22 @@ class Session:
             self.stderr.flush()
         finally:
             self.comm.Abort(1)
+
+    def ready(self, group, trainer, data):
+        """Called by Group.start once every rank reported ready: from here on a fault ends the job.
+        The first rank of each node compiles the training kernels (or loads them from Numba's
+        cache) while the node's other ranks wait, then they load what it cached."""
+        self.training = True
+        self.group = group
+        group.stop_requested = group.stop_requested or self.stop_requested
+        first = self.node.Get_rank() == 0
+        if not first:
+            self.node.Barrier()
+        try:
+            group.compile_data(trainer, data)
+        finally:
+            if first:
+                self.node.Barrier()
 
 
 def start(mode):
@@ -70,33 +91,26 @@ def start(mode):
     return Session(comm)
 
 
-def default_threads(session):
-    """Numba threads for this rank: the CPUs it may run on, shared with the ranks of its node that
-    may run on any of them (all ranks of the node, unless the launcher bound them apart)."""
-    import numba
-    mine = os.sched_getaffinity(0)
-    masks = session.node.allgather(sorted(mine))
-    sharing = sum(1 for m in masks if mine.intersection(m))
-    return max(1, min(len(mine) // max(sharing, 1), numba.config.NUMBA_NUM_THREADS))
+def rank_options(session, options):
+    """The train command's options on this rank: the default thread count is this rank's share
+    of its node; ranks other than 0 print nothing and write no --metrics."""
+    options = dict(options)
+    if options.get("threads") is None:
+        options["threads"] = session.default_threads()
+    if session.rank != 0:
+        options.update(quiet=True, metrics=None)
+    return options
 
 
-def compile_in_turn(session, trainer, X, y):
-    """The first rank of each node compiles the training kernels (or loads them from Numba's cache)
-    while the node's other ranks wait; then they load what it cached."""
-    node = session.node
-    if node.Get_rank() != 0:
-        node.Barrier()
-    try:
-        trainer._dist.compile(trainer, X, y)
-    finally:
-        if node.Get_rank() == 0:
-            node.Barrier()
+def attach(trainer):
+    """Train with the ranks of the current session (no-op outside MPI)."""
+    session = Session.current
+    if session is not None and trainer._dist is None:
+        distributed.attach(trainer, session.comm, ready=session.ready)
 
 
 def _exit_code(e):
-    if isinstance(e, click.exceptions.Exit):
-        return e.exit_code
-    if isinstance(e, click.ClickException):
+    if isinstance(e, (click.exceptions.Exit, click.ClickException)):
         return e.exit_code
     if isinstance(e, KeyboardInterrupt):
         return 130
@@ -106,40 +120,14 @@ def _exit_code(e):
 
 
 def _message(e):
+    from .errors import FastMLPError
     if isinstance(e, click.ClickException):
-        return e.format_message()
-    return f"{type(e).__name__}: {e}"
-
-
-@contextlib.contextmanager
-def preparation(session):
-    """Run the block on every rank; at its end the ranks agree: if any rank failed, every rank
-    exits with the most severe status (a usage error's 2 first), and the first failing rank's
-    error is shown once."""
-    if session is None:
-        yield
-        return
-    error = None
-    try:
-        yield
-    except BaseException as e:  # noqa: BLE001 - every rank must reach the exchange below
-        error = e
-    verdicts = session.comm.allgather(None if error is None else (_exit_code(error), _message(error)))
-    failed = [(r, v) for r, v in enumerate(verdicts) if v is not None]
-    if not failed:
-        return
-    codes = {v[0] for _, v in failed}
-    code = 2 if 2 in codes else max(codes)
-    first_rank, (_, first_message) = failed[0]
-    if session.rank == first_rank and error is not None:
-        if isinstance(error, click.ClickException) and code == error.exit_code:
-            raise error  # shown as the CLI shows it in one process
-        if isinstance(error, (click.exceptions.Exit, SystemExit, KeyboardInterrupt)) and _exit_code(error) == code:
-            raise error
-        click.echo(f"Error: {session.prefix() if first_rank else ''}{first_message}", err=True)
-    elif session.rank == 0 and first_rank != 0:
-        click.echo(f"Error: rank {first_rank}/{session.size}: {first_message}", err=True)
-    sys.exit(code)
+        text = e.format_message()
+    elif isinstance(e, (FastMLPError, ValueError, OSError)):
+        text = str(e)
+    else:
+        text = f"{type(e).__name__}: {e}"
+    return " ".join(text.split())
 
 
 def _collective(e):
@@ -154,26 +142,46 @@ def _collective(e):
 
 
 @contextlib.contextmanager
-def training(session, trainer):
-    """The training phase (see the module's docstring)."""
-    if session is None:
-        yield
-        return
-    devnull = None
+def running(session, stop_signals=(signal.SIGTERM, signal.SIGUSR1)):
+    """Run a command's body on every rank (see the module's docstring)."""
+    Session.current = session
     saved = sys.stdout, sys.stderr
+    devnull = None
     handlers = {}
 
     def stop(signum, frame):
-        trainer.request_stop()
-    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        session.stop_requested = True
+        if session.group is not None:
+            session.group.stop_requested = True
+    for sig in stop_signals:
         handlers[sig] = signal.signal(sig, stop)
     if session.rank != 0:
         devnull = open(os.devnull, "w")  # noqa: SIM115 - closed below
         sys.stdout = sys.stderr = devnull
     try:
         yield
+    except distributed.PeerFailed as e:
+        # another rank failed before training and said why: exit as it did
+        raise click.exceptions.Exit(e.code) from None
     except BaseException as e:  # noqa: BLE001
-        if isinstance(e, (SystemExit, click.exceptions.Exit)) or _collective(e):
+        if isinstance(e, (SystemExit, click.exceptions.Exit)) and session.training:
+            raise
+        if not session.training:
+            # failed while preparing: tell the other ranks (they are, or will be, in Group.start's
+            # first exchange, or here), then exit with the most severe status of all failures
+            verdicts = session.comm.allgather({"failed": (_exit_code(e), _message(e))})
+            failures = [(r, v["failed"]) for r, v in enumerate(verdicts) if "failed" in v]
+            codes = {code for _, (code, _) in failures}
+            code = 2 if 2 in codes else max(codes)
+            first = failures[0][0]
+            if session.rank == first:
+                # the one message, from the first failing rank (as in one process on rank 0)
+                sys.stdout, sys.stderr = saved
+                if session.rank == 0 and _exit_code(e) == code:
+                    raise
+                click.echo(f"Error: {session.prefix() if session.rank else ''}{_message(e)}", err=True)
+            raise click.exceptions.Exit(code) from None
+        if _collective(e):
             raise
         session.fault(_message(e))
         raise
@@ -183,6 +191,7 @@ def training(session, trainer):
             devnull.close()
         for sig, old in handlers.items():
             signal.signal(sig, old)
+        Session.current = None
 
 
 def info_lines():

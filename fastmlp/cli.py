@@ -327,11 +327,18 @@ else is a usage error. --epochs is the total number of epochs, counting those al
               help="Append one JSON object per epoch to this file (see `fastmlp plot`).")
 @_json_option()
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@click.option("--distributed", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
+              help="auto: under an MPI launcher (mpiexec, srun) train on all its ranks together; "
+                   "off: each process alone.")
 @click.pass_context
 @handle_errors
-def train(ctx, **options):
-    from . import _cli_commands
-    _cli_commands.train(ctx, **options)
+def train(ctx, distributed, **options):
+    from . import _cli_commands, _mpi_cli
+    session = _mpi_cli.start(distributed)
+    if session is None:
+        return _cli_commands.train(ctx, **options)
+    with _mpi_cli.running(session):
+        _cli_commands.train(ctx, **_mpi_cli.rank_options(session, options))
 
 
 EVALUATE_HELP = """Evaluate a saved model: loss, accuracy, per-class accuracy, confusion matrix.

@@ -95,6 +95,26 @@ def _fingerprint(a):
     return (a.shape, str(a.dtype), array_hash(a[::stride]))
 
 
+class PeerFailed(RuntimeError):
+    """Raised on every rank at the start of training when some rank reported a failure instead
+    of being ready (the CLI: an error while reading options, files or data on that rank)."""
+
+    def __init__(self, failed_rank, code, message):
+        super().__init__(f"rank {failed_rank} failed before training: {message}")
+        self.failed_rank, self.code, self.message = failed_rank, code, message
+        self.all_ranks = True
+
+
+def attach(trainer, comm, ready=None):
+    """Make an existing Trainer train with the ranks of comm (as Trainer(comm=...) does).
+    ready(group, trainer, data), if given, is called on every rank once all of them are ready to
+    train (the CLI compiles there, one rank per node at a time)."""
+    trainer.comm = comm
+    trainer._dist = Group(comm)
+    trainer._dist.ready = ready
+    return trainer._dist
+
+
 def _all_ranks(error):
     # an error that every rank raises alike, after a collective decision: callers may end every rank
     # normally (the CLI calls MPI_Abort for any other error during training)
@@ -116,6 +136,7 @@ class Group:
         self.rank = int(comm.Get_rank())
         self.size = int(comm.Get_size())
         self.stop_requested = False
+        self.ready = None
         self._gbuf = None
         # wall time of this rank's steps, by part (the README's scaling figures come from these)
         self.timings = {"steps": 0, "gradient": 0.0, "allreduce": 0.0, "update": 0.0}
@@ -151,7 +172,13 @@ class Group:
         """Check that every rank trains the same model on the same data, then give every rank rank
         0's parameters, optimizer state and progress. Raises on every rank alike."""
         self.stop_requested = False
-        sigs = self.comm.allgather(self._signature(tr, data))
+        # (the CLI's ranks that failed while preparing join this first exchange with a "failed" entry)
+        entries = self.comm.allgather({"signature": self._signature(tr, data)})
+        for r, entry in enumerate(entries):
+            if "failed" in entry:
+                code, message = entry["failed"]
+                raise PeerFailed(r, code, message)
+        sigs = [entry["signature"] for entry in entries]
         for r, sig in enumerate(sigs):
             for key, value in sig.items():
                 if value != sigs[0][key]:
@@ -171,6 +198,8 @@ class Group:
                 setattr(tr, name, state[name])
             tr.rng.bit_generator.state = state["rng_state"]
         self.check_same(tr, "after the broadcast from rank 0")
+        if self.ready is not None:
+            self.ready(self, tr, data)
 
     def parameter_hash(self, tr):
         return array_hash(tr.net.params, tr.m, tr.v)
@@ -184,10 +213,10 @@ class Group:
                 "NumPy and the MPI library the same on every node?"))
         return hashes[0]
 
-    def compile(self, tr, X, y):
-        """Compile (or load from Numba's cache) the kernels that training X, y runs, without training."""
+    def compile_data(self, tr, data):
+        """Compile (or load from Numba's cache) the kernels that training on data (as
+        Trainer._prepare returns it) runs, without training."""
         from .model import Workspace, thread_count
-        data = tr._prepare(X, y)
         ws = Workspace(tr.net.sizes, tr.net.dtype, 1)
         with thread_count(tr.threads):
             self.steps(tr, data, np.zeros(0, dtype=np.int64), ws, np.zeros(1), np.zeros((1, 2)))
