@@ -23,8 +23,17 @@ from .errors import FastMLPError
 N_INPUT = 784
 N_CLASSES = 10
 TORCH_MISSING = "PyTorch is not installed: pip install 'fastmlp[torch]' (or pip install torch==2.13.0)"
-VS_CHOICES = ("numpy", "torch")
+JAX_MISSING = "JAX is not installed: pip install 'fastmlp[jax]' (or pip install \"jax[cpu]\")"
+SKLEARN_MISSING = "scikit-learn is not installed: pip install 'fastmlp[sklearn]' (or pip install scikit-learn)"
+# "jax" is JAX's strongest form here: jax.jit over lax.scan of a chunk of minibatches, buffers donated;
+# "jax-jit" is one jitted call per minibatch.
+VS_CHOICES = ("numpy", "torch", "torch-compile", "jax", "jax-jit", "sklearn")
+OPTIMIZERS = ("sgd", "adam")
+DTYPES = ("float32", "float64")
 LR = 0.05
+ADAM_LR = 0.001
+# Minibatches per jitted lax.scan call of the "jax" trainer.
+JAX_SCAN_STEPS = 256
 # Each trainer trains on a small subset for at least this long before it is timed. Compiling, first
 # touches of memory and thread pools are done after one pass; the rest is for the host: on this
 # machine a process's two busy threads often run no faster than one for its first 25-600 ms.
@@ -43,7 +52,7 @@ def flops_per_sample(sizes):
     return 4 * sum(weights) + 2 * sum(weights[1:])
 
 
-DATA_CHOICES = ("synthetic-digits", "random")
+DATA_CHOICES = ("synthetic-digits", "random", "fashion-mnist")
 
 
 def make_data(n_samples=60000, seed=0, n_input=N_INPUT, n_classes=N_CLASSES, data="synthetic-digits"):
@@ -51,22 +60,58 @@ def make_data(n_samples=60000, seed=0, n_input=N_INPUT, n_classes=N_CLASSES, dat
 
     'synthetic-digits' (default): fastmlp's generated hand-drawn digits (learnable, about 60% zero
     pixels, like MNIST's 80%), the first n of the training split, repeated beyond 60,000.
+    'fashion-mnist': the real Fashion-MNIST training split (found locally, e.g. Debian's
+    dataset-fashion-mnist; never downloaded here), repeated beyond 60,000.
     'random': uniform random pixels and labels. Not learnable: with SGD most ReLUs die within an
     epoch, their deltas are zero and the trainers' work changes, so it measures something else."""
     if data not in DATA_CHOICES:
         raise FastMLPError(f"data: got {data!r}, expected one of {', '.join(DATA_CHOICES)}")
+    if data == "fashion-mnist" and (n_input, n_classes) == (N_INPUT, N_CLASSES):
+        from . import datasets
+        X, y = datasets.load("fashion-mnist", "train", download=False, progress=False)
+        return _repeat(X, y, n_samples)
     if data == "synthetic-digits" and (n_input, n_classes) == (N_INPUT, N_CLASSES):
         from . import _synthetic
         m = min(n_samples, _synthetic.SIZES["train"])
         X, y = _synthetic.generate("train", m)
-        if m < n_samples:
-            reps = -(-n_samples // m)
-            X, y = np.tile(X, (reps, 1))[:n_samples], np.tile(y, reps)[:n_samples]
-        return np.ascontiguousarray(X), np.ascontiguousarray(y, dtype=np.int64)
+        return _repeat(X, y, n_samples)
     rng = np.random.default_rng(seed)
     X = rng.integers(0, 256, size=(n_samples, n_input), dtype=np.uint8)
     y = rng.integers(0, n_classes, size=n_samples).astype(np.int64)
     return X, y
+
+
+def _repeat(X, y, n_samples):
+    if X.shape[0] < n_samples:
+        reps = -(-n_samples // X.shape[0])
+        X, y = np.tile(X, (reps, 1)), np.tile(y, reps)
+    return np.ascontiguousarray(X[:n_samples]), np.ascontiguousarray(y[:n_samples], dtype=np.int64)
+
+
+def make_test_data(data="synthetic-digits"):
+    """The held-out split of `data` (X uint8, y int64), on which every trainer's final weights are
+    scored, or None for random data."""
+    if data not in DATA_CHOICES:
+        raise FastMLPError(f"data: got {data!r}, expected one of {', '.join(DATA_CHOICES)}")
+    if data == "random":
+        return None
+    if data == "fashion-mnist":
+        from . import datasets
+        X, y = datasets.load("fashion-mnist", "test", download=False, progress=False)
+    else:
+        from . import _synthetic
+        X, y = _synthetic.generate("test")
+    return np.ascontiguousarray(X), np.ascontiguousarray(y, dtype=np.int64)
+
+
+def test_accuracy(Ws, bs, X, y):
+    """Share of the rows of uint8 X whose argmax of the ReLU network's output is y (NumPy, float64)."""
+    a = X.astype(np.float64) / 255.0
+    for l, (W, b) in enumerate(zip(Ws, bs)):
+        a = a @ np.asarray(W, dtype=np.float64).T + np.asarray(b, dtype=np.float64)
+        if l < len(Ws) - 1:
+            a = np.maximum(a, 0.0)
+    return float(np.mean(np.argmax(a, axis=1) == y))
 
 
 def matmul_gflops(n=2048, repeats=5):
@@ -82,9 +127,9 @@ def matmul_gflops(n=2048, repeats=5):
     return 2.0 * n ** 3 / best / 1e9
 
 
-def _init_weights(sizes, seed):
+def _init_weights(sizes, seed, dtype="float32"):
     from .model import MLP
-    net = MLP(sizes, activation="relu", output="softmax", dtype="float32", seed=seed)
+    net = MLP(sizes, activation="relu", output="softmax", dtype=dtype, seed=seed)
     return net, [W.copy() for W in net.weights], [b.copy() for b in net.biases]
 
 
@@ -105,15 +150,15 @@ def _warmup_size(X, batch_size):
 
 
 def train_fastmlp(X, y, sizes, batch_size, threads, epochs=1, seed=0, lr=LR, warmup=True,
-                  warmup_seconds=WARMUP_SECONDS):
+                  warmup_seconds=WARMUP_SECONDS, optimizer="sgd", dtype="float32"):
     from .training import Trainer
     if warmup:  # compile (or load from the cache), start the thread pool, then keep it busy
-        wnet, _, _ = _init_weights(sizes, seed)
+        wnet, _, _ = _init_weights(sizes, seed, dtype)
         m = _warmup_size(X, batch_size)
-        wt = Trainer(wnet, lr=lr, batch_size=batch_size, seed=seed, threads=threads)
+        wt = Trainer(wnet, optimizer=optimizer, lr=lr, batch_size=batch_size, seed=seed, threads=threads)
         _warm_up(lambda: wt.fit(X[:m], y[:m], wt.epoch + 1, verbose=False), warmup_seconds)
-    net, _, _ = _init_weights(sizes, seed)
-    trainer = Trainer(net, optimizer="sgd", lr=lr, loss="ce", batch_size=batch_size, seed=seed,
+    net, _, _ = _init_weights(sizes, seed, dtype)
+    trainer = Trainer(net, optimizer=optimizer, lr=lr, loss="ce", batch_size=batch_size, seed=seed,
                       threads=threads)
     t0 = time.perf_counter()
     trainer.fit(X, y, epochs, verbose=False)
@@ -123,12 +168,13 @@ def train_fastmlp(X, y, sizes, batch_size, threads, epochs=1, seed=0, lr=LR, war
 
 def _numpy_epoch(X, y, Ws, bs, order, batch_size, lr):
     L = len(Ws)
-    lr = np.float32(lr)
-    inv255 = np.float32(1.0 / 255.0)
+    dt = Ws[0].dtype.type
+    lr = dt(lr)
+    inv255 = dt(1.0 / 255.0)
     for s0 in range(0, order.shape[0], batch_size):
         idx = order[s0:s0 + batch_size]
         n = idx.shape[0]
-        acts = [X[idx].astype(np.float32) * inv255]
+        acts = [X[idx].astype(dt) * inv255]
         for l in range(L):
             z = acts[-1] @ Ws[l].T
             z += bs[l]
@@ -141,7 +187,7 @@ def _numpy_epoch(X, y, Ws, bs, order, batch_size, lr):
         z /= z.sum(axis=1, keepdims=True)
         delta = z
         delta[np.arange(n), y[idx]] -= 1
-        delta *= np.float32(1.0 / n)
+        delta *= dt(1.0 / n)
         for l in range(L - 1, -1, -1):
             a_prev = acts[l]
             dW = delta.T @ a_prev
@@ -153,9 +199,11 @@ def _numpy_epoch(X, y, Ws, bs, order, batch_size, lr):
 
 
 def train_numpy(X, y, sizes, batch_size, threads=None, epochs=1, seed=0, lr=LR, warmup=True,
-                warmup_seconds=WARMUP_SECONDS):
+                warmup_seconds=WARMUP_SECONDS, optimizer="sgd", dtype="float32"):
     """A vectorised NumPy trainer (BLAS matmuls): the same SGD, initial weights and sample order."""
-    _, Ws, bs = _init_weights(sizes, seed)
+    if optimizer != "sgd":
+        raise FastMLPError(f"the NumPy reference trains with sgd only, not {optimizer!r}")
+    _, Ws, bs = _init_weights(sizes, seed, dtype)
     if warmup:
         wW, wb = [W.copy() for W in Ws], [b.copy() for b in bs]
         m = _warmup_size(X, batch_size)
@@ -176,14 +224,17 @@ def _import_torch():
 
 
 def train_torch(X, y, sizes, batch_size, threads, epochs=1, seed=0, lr=LR, warmup=True,
-                warmup_seconds=WARMUP_SECONDS):
-    """PyTorch CPU: nn.Sequential of Linear/ReLU, CrossEntropyLoss, SGD, manual batching."""
+                warmup_seconds=WARMUP_SECONDS, optimizer="sgd", dtype="float32", compile=False):
+    """PyTorch CPU: nn.Sequential of Linear/ReLU, CrossEntropyLoss, SGD or Adam, manual batching;
+    with compile=True the model runs through torch.compile (shapes static: one graph for the batch
+    size and one for the last, partial batch, both compiled during the warm-up)."""
     torch = _import_torch()
     torch.set_num_threads(threads)
-    _, Ws, bs = _init_weights(sizes, seed)
+    tdtype = torch.float64 if dtype == "float64" else torch.float32
+    _, Ws, bs = _init_weights(sizes, seed, dtype)
     layers = []
     for l in range(len(Ws)):
-        lin = torch.nn.Linear(sizes[l], sizes[l + 1])
+        lin = torch.nn.Linear(sizes[l], sizes[l + 1], dtype=tdtype)
         with torch.no_grad():
             lin.weight.copy_(torch.from_numpy(Ws[l]))
             lin.bias.copy_(torch.from_numpy(bs[l]))
@@ -193,26 +244,40 @@ def train_torch(X, y, sizes, batch_size, threads, epochs=1, seed=0, lr=LR, warmu
     model = torch.nn.Sequential(*layers)
     saved = [p.detach().clone() for p in model.parameters()]
     loss_fn = torch.nn.CrossEntropyLoss()
+    forward = model
+    if compile:
+        try:
+            forward = torch.compile(model, dynamic=False)
+        except Exception as e:  # noqa: BLE001 - any backend failure is reported as one line
+            raise FastMLPError(f"torch.compile failed: {e}") from None
     Xt = torch.from_numpy(X)
     yt = torch.from_numpy(y)
+
+    def make_opt():
+        if optimizer == "adam":
+            return torch.optim.Adam(model.parameters(), lr=lr)
+        return torch.optim.SGD(model.parameters(), lr=lr)
 
     def epoch(order, opt):
         for s0 in range(0, order.shape[0], batch_size):
             idx = order[s0:s0 + batch_size]
-            xb = Xt[idx].float().mul_(1.0 / 255.0)
+            xb = Xt[idx].to(tdtype).mul_(1.0 / 255.0)
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xb), yt[idx])
+            loss = loss_fn(forward(xb), yt[idx])
             loss.backward()
             opt.step()
 
     if warmup:
         m = _warmup_size(X, batch_size)
-        wopt = torch.optim.SGD(model.parameters(), lr=lr)
-        _warm_up(lambda: epoch(torch.arange(m), wopt), warmup_seconds)
+        wopt = make_opt()
+        # the last batch of the timed epoch may be shorter: compile (and warm) its shape too
+        tail = X.shape[0] % batch_size
+        _warm_up(lambda: (epoch(torch.arange(m), wopt), tail and epoch(torch.arange(tail), wopt)),
+                 warmup_seconds)
         with torch.no_grad():
             for p, s in zip(model.parameters(), saved):
                 p.copy_(s)
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    opt = make_opt()
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
     for _ in range(epochs):
@@ -220,6 +285,161 @@ def train_torch(X, y, sizes, batch_size, threads, epochs=1, seed=0, lr=LR, warmu
     seconds = time.perf_counter() - t0
     params = [p.detach().numpy().copy() for p in model.parameters()]
     return seconds, params[0::2], params[1::2]
+
+
+def train_torch_compile(X, y, sizes, batch_size, threads, epochs=1, seed=0, lr=LR, warmup=True,
+                        warmup_seconds=WARMUP_SECONDS, optimizer="sgd", dtype="float32"):
+    return train_torch(X, y, sizes, batch_size, threads, epochs, seed, lr, warmup, warmup_seconds,
+                       optimizer, dtype, compile=True)
+
+
+def _import_jax(dtype):
+    try:
+        import jax
+    except ImportError:
+        raise FastMLPError(JAX_MISSING) from None
+    if dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
+    return jax
+
+
+def _jax_step_fn(jax, optimizer, lr, dt):
+    """The training step (params, opt_state), (X, y, idx) -> new state: softmax-CE of the mean over
+    the batch, SGD or Adam with PyTorch's semantics, the gather and 1/255 inside the compiled code."""
+    jnp = jax.numpy
+
+    def loss(params, xb, yb):
+        a = xb
+        for W, b in params[:-1]:
+            a = jax.nn.relu(a @ W.T + b)
+        W, b = params[-1]
+        logp = jax.nn.log_softmax(a @ W.T + b)
+        return -jnp.mean(jnp.take_along_axis(logp, yb[:, None], axis=1))
+
+    grad = jax.grad(loss)
+    b1, b2, eps = 0.9, 0.999, 1e-8
+
+    def step(state, X, y, idx):
+        params, opt = state
+        xb = X[idx].astype(dt) * dt(1.0 / 255.0)
+        g = grad(params, xb, y[idx])
+        if optimizer == "sgd":
+            return jax.tree_util.tree_map(lambda p, d: p - dt(lr) * d, params, g), opt
+        m, v, t = opt
+        t = t + 1
+        m = jax.tree_util.tree_map(lambda m_, d: b1 * m_ + (1 - b1) * d, m, g)
+        v = jax.tree_util.tree_map(lambda v_, d: b2 * v_ + (1 - b2) * d * d, v, g)
+        step_size = lr / (1 - b1 ** t)
+        bc2 = jnp.sqrt(1 - b2 ** t)
+        params = jax.tree_util.tree_map(lambda p, m_, v_: p - step_size * m_ / (jnp.sqrt(v_) / bc2 + eps),
+                                        params, m, v)
+        return params, (m, v, t)
+
+    return step
+
+
+def train_jax(X, y, sizes, batch_size, threads, epochs=1, seed=0, lr=LR, warmup=True,
+              warmup_seconds=WARMUP_SECONDS, optimizer="sgd", dtype="float32", scan=True):
+    """JAX on the CPU. scan=True: jax.jit over lax.scan of JAX_SCAN_STEPS minibatches per call (the
+    form that pays the dispatch cost once per chunk), state buffers donated; scan=False: one jitted
+    call per minibatch. The remaining full batches and the last partial one run through the
+    per-step function. Every compiled shape is compiled during the warm-up."""
+    jax = _import_jax(dtype)
+    jnp = jax.numpy
+    dt = np.float64 if dtype == "float64" else np.float32
+    _, Ws, bs = _init_weights(sizes, seed, dtype)
+    step = _jax_step_fn(jax, optimizer, lr, dt)
+    one = jax.jit(step, donate_argnums=0)
+
+    def many(state, X_, y_, idxs):
+        return jax.lax.scan(lambda s, idx: (step(s, X_, y_, idx), None), state, idxs)[0]
+
+    chunk = jax.jit(many, donate_argnums=0)
+    Xd, yd = jnp.asarray(X), jnp.asarray(y.astype(np.int32))
+
+    def fresh_state():
+        params = [(jnp.asarray(W), jnp.asarray(b)) for W, b in zip(Ws, bs)]
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+        opt = (zeros, jax.tree_util.tree_map(jnp.zeros_like, params), 0) if optimizer == "adam" else ()
+        return params, opt
+
+    def epoch(state, order):
+        n = order.shape[0]
+        full = n // batch_size
+        s = 0
+        if scan:
+            while full - s // batch_size >= JAX_SCAN_STEPS:
+                idxs = order[s:s + JAX_SCAN_STEPS * batch_size].reshape(JAX_SCAN_STEPS, batch_size)
+                state = chunk(state, Xd, yd, jnp.asarray(idxs))
+                s += JAX_SCAN_STEPS * batch_size
+        while s < n:
+            state = one(state, Xd, yd, jnp.asarray(order[s:s + batch_size]))
+            s += batch_size
+        return state
+
+    def block(state):
+        jax.block_until_ready(state[0])
+        return state
+
+    if warmup:
+        m = _warmup_size(X, batch_size)
+        warm = [fresh_state()]
+        shapes = [np.arange(min(X.shape[0], JAX_SCAN_STEPS * batch_size)) if scan else np.arange(0),
+                  np.arange(m), np.arange(X.shape[0] % batch_size)]
+
+        def warm_epoch():
+            for order in shapes:
+                warm[0] = block(epoch(warm[0], order.astype(np.int32)))
+
+        _warm_up(warm_epoch, warmup_seconds)
+    state = fresh_state()
+    rng = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+    for _ in range(epochs):
+        state = block(epoch(state, rng.permutation(X.shape[0]).astype(np.int32)))
+    seconds = time.perf_counter() - t0
+    params = [(np.asarray(W), np.asarray(b)) for W, b in state[0]]
+    return seconds, [W for W, _ in params], [b for _, b in params]
+
+
+def train_jax_jit(X, y, sizes, batch_size, threads, epochs=1, seed=0, lr=LR, warmup=True,
+                  warmup_seconds=WARMUP_SECONDS, optimizer="sgd", dtype="float32"):
+    return train_jax(X, y, sizes, batch_size, threads, epochs, seed, lr, warmup, warmup_seconds,
+                     optimizer, dtype, scan=False)
+
+
+def train_sklearn(X, y, sizes, batch_size, threads, epochs=1, seed=0, lr=LR, warmup=True,
+                  warmup_seconds=WARMUP_SECONDS, optimizer="sgd", dtype="float32"):
+    """scikit-learn's MLPClassifier, partial_fit for one pass per epoch: the same network, loss,
+    optimizer (plain SGD: momentum 0; or Adam), learning rate and batch size, no L2 penalty. Its own
+    initial weights and sample order (it takes neither from outside); X is scaled to [0, 1] in the
+    network's dtype before the clock starts."""
+    try:
+        from sklearn.neural_network import MLPClassifier
+    except ImportError:
+        raise FastMLPError(SKLEARN_MISSING) from None
+    import warnings
+    dt = np.float64 if dtype == "float64" else np.float32
+    Xf = X.astype(dt) / dt(255.0)
+    classes = np.arange(sizes[-1])
+
+    def make():
+        return MLPClassifier(hidden_layer_sizes=tuple(sizes[1:-1]), activation="relu", solver=optimizer,
+                             alpha=0.0, batch_size=batch_size, learning_rate_init=lr, momentum=0.0,
+                             nesterovs_momentum=False, shuffle=True, random_state=seed)
+
+    if warmup:
+        m = _warmup_size(X, batch_size)
+        w = make()
+        _warm_up(lambda: w.partial_fit(Xf[:m], y[:m], classes=classes), warmup_seconds)
+    clf = make()
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(epochs):
+            clf.partial_fit(Xf, y, classes=classes)
+    seconds = time.perf_counter() - t0
+    return seconds, [W.T.copy() for W in clf.coefs_], [b.copy() for b in clf.intercepts_]
 
 
 def threading_layer():
@@ -230,34 +450,69 @@ def threading_layer():
         return None
 
 
-TRAINERS = {"fastmlp": "train_fastmlp", "numpy": "train_numpy", "torch": "train_torch"}
+TRAINERS = {"fastmlp": "train_fastmlp", "numpy": "train_numpy", "torch": "train_torch",
+            "torch-compile": "train_torch_compile", "jax": "train_jax", "jax-jit": "train_jax_jit",
+            "sklearn": "train_sklearn"}
+
+
+def default_lr(optimizer):
+    return ADAM_LR if optimizer == "adam" else LR
 
 
 def measure(trainer, hidden=(100,), batch_size=32, threads=2, n_samples=60000, epochs=1, seed=0,
-            data="synthetic-digits", warmup_seconds=WARMUP_SECONDS):
-    """Samples/s of one trainer, in this process (see measure_isolated)."""
+            data="synthetic-digits", warmup_seconds=WARMUP_SECONDS, optimizer="sgd", dtype="float32",
+            lr=None):
+    """Samples/s of one trainer, in this process (see measure_isolated), and the test accuracy of
+    the weights it trained (None for random data)."""
     sizes = sizes_of(hidden)
     X, y = make_data(n_samples, seed, data=data)
     fn = globals()[TRAINERS[trainer]]
-    seconds, _, _ = fn(X, y, sizes, batch_size, threads, epochs, seed, warmup_seconds=warmup_seconds)
+    lr = default_lr(optimizer) if lr is None else lr
+    seconds, Ws, bs = fn(X, y, sizes, batch_size, threads, epochs, seed, lr, warmup_seconds=warmup_seconds,
+                         optimizer=optimizer, dtype=dtype)
+    test = make_test_data(data)
     return {"seconds": seconds, "samples_per_second": n_samples * epochs / seconds,
+            "test_accuracy": None if test is None else test_accuracy(Ws, bs, *test),
             "threading_layer": threading_layer() if trainer == "fastmlp" else None}
 
 
-def _child_env(threads):
+def _child_env(threads, unpinned_blas=False):
+    """The environment of a measuring subprocess. unpinned_blas drops OPENBLAS_CORETYPE and
+    OPENBLAS_L2_SIZE (which some machines set to pin OpenBLAS to an older, narrower kernel), so that
+    the matmul ceiling is measured with the kernel OpenBLAS picks for this CPU; only the ceiling's
+    own subprocess ever runs that way."""
     import os
     env = dict(os.environ)
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         env[var] = str(threads)
+    # XLA sizes its pool to the machine; one thread must mean one thread for JAX too
+    if threads == 1:
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
+                            "intra_op_parallelism_threads=1").strip()
+    if unpinned_blas:
+        env.pop("OPENBLAS_CORETYPE", None)
+        env.pop("OPENBLAS_L2_SIZE", None)
     return env
 
 
-def _in_subprocess(payload, threads):
+def blas_kernel():
+    """The BLAS library and the CPU kernel it runs (threadpoolctl), e.g. 'openblas SkylakeX', or None."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    for pool in threadpool_info():
+        if pool.get("user_api") == "blas":
+            return f"{pool.get('internal_api')} {pool.get('architecture')}"
+    return None
+
+
+def _in_subprocess(payload, threads, unpinned_blas=False):
     import json
     import subprocess
     import sys
-    proc = subprocess.run([sys.executable, "-m", "fastmlp.bench", json.dumps(payload)], env=_child_env(threads),
-                          capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "fastmlp.bench", json.dumps(payload)],
+                          env=_child_env(threads, unpinned_blas), capture_output=True, text=True)
     if proc.returncode != 0:
         lines = (proc.stderr or proc.stdout).strip().splitlines()
         raise FastMLPError(f"benchmark subprocess failed: {lines[-1] if lines else proc.returncode}")
@@ -265,49 +520,63 @@ def _in_subprocess(payload, threads):
 
 
 def measure_isolated(trainer, hidden=(100,), batch_size=32, threads=2, n_samples=60000, epochs=1, seed=0,
-                     data="synthetic-digits", warmup_seconds=WARMUP_SECONDS):
+                     data="synthetic-digits", warmup_seconds=WARMUP_SECONDS, optimizer="sgd", dtype="float32",
+                     lr=None):
     """measure() in a fresh Python process with every thread pool (Numba's OpenMP, OpenBLAS, PyTorch's
-    OpenMP) sized to `threads`: two OpenMP runtimes in one process spin against each other, and a
+    OpenMP, XLA) sized to `threads`: two OpenMP runtimes in one process spin against each other, and a
     trainer measured after another would pay for the other's idle threads."""
     return _in_subprocess({"what": "measure", "trainer": trainer, "hidden": list(hidden),
                            "batch_size": batch_size, "threads": threads, "n_samples": n_samples,
-                           "epochs": epochs, "seed": seed, "data": data, "warmup_seconds": warmup_seconds},
+                           "epochs": epochs, "seed": seed, "data": data, "warmup_seconds": warmup_seconds,
+                           "optimizer": optimizer, "dtype": dtype, "lr": lr},
                           threads)
 
 
-def matmul_gflops_isolated(threads):
-    return _in_subprocess({"what": "matmul"}, threads)["gflops"]
+def matmul_gflops_isolated(threads, unpinned_blas=False):
+    """(GFLOP/s, BLAS kernel) of NumPy's float32 matmul in a fresh process; see _child_env."""
+    out = _in_subprocess({"what": "matmul"}, threads, unpinned_blas)
+    return out["gflops"], out["blas"]
 
 
 def run(hidden=(100,), batch_size=32, threads=2, vs="numpy", n_samples=60000, epochs=1, seed=0,
-        matmul=True, isolated=True, data="synthetic-digits", repeats=1, warmup_seconds=WARMUP_SECONDS):
+        matmul=True, isolated=True, data="synthetic-digits", repeats=1, warmup_seconds=WARMUP_SECONDS,
+        optimizer="sgd", dtype="float32"):
     """One side-by-side measurement; returns a dict of the figures (see the module docstring).
     Each trainer (and the matmul) runs in its own subprocess unless isolated=False. With repeats > 1
     the two trainers run alternately that many times each and the medians are compared, so that a
     slow moment of a shared machine falls on both."""
     if vs not in VS_CHOICES:
         raise FastMLPError(f"vs: got {vs!r}, expected one of {', '.join(VS_CHOICES)}")
+    if optimizer not in OPTIMIZERS:
+        raise FastMLPError(f"optimizer: got {optimizer!r}, expected one of {', '.join(OPTIMIZERS)}")
+    if dtype not in DTYPES:
+        raise FastMLPError(f"dtype: got {dtype!r}, expected one of {', '.join(DTYPES)}")
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise FastMLPError(f"repeats: got {repeats!r}, expected a positive integer")
     if isinstance(warmup_seconds, bool) or not isinstance(warmup_seconds, (int, float)) or not warmup_seconds >= 0:
         raise FastMLPError(f"warmup_seconds: got {warmup_seconds!r}, expected a number of seconds >= 0")
-    if vs == "torch":
-        _import_torch()  # fail before the long part
+    if vs == "numpy" and optimizer != "sgd":
+        raise FastMLPError(f"the NumPy reference trains with sgd only, not {optimizer!r}")
+    if vs.startswith("torch"):  # fail before the long part
+        _import_torch()
+    elif vs.startswith("jax"):
+        _import_jax("float32")
     hidden = (hidden,) if isinstance(hidden, int) else tuple(int(h) for h in hidden)
     sizes = sizes_of(hidden)
     fps = flops_per_sample(sizes)
     how = measure_isolated if isolated else measure
     args = dict(hidden=hidden, batch_size=batch_size, threads=threads, n_samples=n_samples, epochs=epochs,
-                seed=seed, data=data, warmup_seconds=float(warmup_seconds))
+                seed=seed, data=data, warmup_seconds=float(warmup_seconds), optimizer=optimizer, dtype=dtype)
     f_runs, r_runs = [], []
     for _ in range(repeats):
         f = how("fastmlp", **args)
         f_runs.append(f["samples_per_second"])
-        r_runs.append(how(vs, **args)["samples_per_second"])
+        r = how(vs, **args)
+        r_runs.append(r["samples_per_second"])
     if matmul:
-        mm = matmul_gflops_isolated(threads) if isolated else matmul_gflops()
+        mm, blas = matmul_gflops_isolated(threads) if isolated else (matmul_gflops(), blas_kernel())
     else:
-        mm = float("nan")
+        mm, blas = float("nan"), None
     f_sps = float(np.median(f_runs))
     r_sps = float(np.median(r_runs))
     f_gf = f_sps * fps / 1e9
@@ -316,6 +585,8 @@ def run(hidden=(100,), batch_size=32, threads=2, vs="numpy", n_samples=60000, ep
         "batch_size": batch_size,
         "threads": threads,
         "vs": vs,
+        "optimizer": optimizer,
+        "dtype": dtype,
         "n_samples": n_samples,
         "epochs": epochs,
         "data": data,
@@ -326,13 +597,20 @@ def run(hidden=(100,), batch_size=32, threads=2, vs="numpy", n_samples=60000, ep
         "fastmlp_samples_per_second": f_sps,
         "reference_samples_per_second": r_sps,
         "ratio": f_sps / r_sps,
+        "fastmlp_test_accuracy": f.get("test_accuracy"),
+        "reference_test_accuracy": r.get("test_accuracy"),
         "flops_per_sample": fps,
         "fastmlp_gflops": f_gf,
         "reference_gflops": r_sps * fps / 1e9,
         "matmul_gflops": mm,
+        "blas_kernel": blas,
         "fastmlp_share_of_matmul": f_gf / mm,
         "threading_layer": f["threading_layer"] if isolated else threading_layer(),
     }
+
+
+def _accuracy(a):
+    return "" if a is None else f"  test accuracy {100 * a:.2f}%"
 
 
 def format_result(r):
@@ -341,76 +619,27 @@ def format_result(r):
         f"{r['n_samples']} samples ({r['data']}) x {r['epochs']} epoch(s)  threading layer {r['threading_layer']}"
         + (f"\nmedians of {r['repeats']} alternating runs each" if r["repeats"] > 1 else ""),
         f"fastmlp   {r['fastmlp_samples_per_second']:>12,.0f} samples/s  {r['fastmlp_gflops']:7.1f} GFLOP/s  "
-        f"({100 * r['fastmlp_share_of_matmul']:.0f}% of matmul {r['matmul_gflops']:.0f} GFLOP/s)",
-        f"{r['vs']:<9} {r['reference_samples_per_second']:>12,.0f} samples/s  {r['reference_gflops']:7.1f} GFLOP/s",
+        f"({100 * r['fastmlp_share_of_matmul']:.0f}% of matmul {r['matmul_gflops']:.0f} GFLOP/s)"
+        + _accuracy(r.get("fastmlp_test_accuracy")),
+        f"{r['vs']:<9} {r['reference_samples_per_second']:>12,.0f} samples/s  {r['reference_gflops']:7.1f} GFLOP/s"
+        + _accuracy(r.get("reference_test_accuracy")),
         f"ratio     {r['ratio']:.2f}x",
     ])
 
 
-def register(group):
-    """Add the `bench` command to a click group (the fastmlp CLI)."""
-    import click
-
-    @group.command("bench")
-    @click.option("--hidden", default="100", show_default=True,
-                  help="Hidden layer sizes, comma-separated (e.g. 512,512).")
-    @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
-    @click.option("--threads", default=2, show_default=True, type=click.IntRange(1))
-    @click.option("--vs", "vs", default="numpy", show_default=True, type=click.Choice(VS_CHOICES))
-    @click.option("--samples", "samples", default=60000, show_default=True, type=click.IntRange(1),
-                  help="Training samples (MNIST-shaped).")
-    @click.option("--data", default="synthetic-digits", show_default=True, type=click.Choice(DATA_CHOICES),
-                  help="synthetic-digits (learnable, MNIST-like) or random pixels and labels.")
-    @click.option("--epochs", default=1, show_default=True, type=click.IntRange(1))
-    @click.option("--repeats", default=1, show_default=True, type=click.IntRange(1),
-                  help="Run both trainers this many times, alternately, and compare the medians.")
-    @click.option("--warmup", "warmup_seconds", default=WARMUP_SECONDS, show_default=True,
-                  type=click.FloatRange(0), metavar="SECONDS",
-                  help="Train each trainer on a small subset for at least this long before timing it.")
-    @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-    def bench(hidden, batch_size, threads, vs, samples, data, epochs, repeats, warmup_seconds, as_json):
-        """Compare fastmlp's training throughput with NumPy or PyTorch.
-
-        One epoch of plain SGD with softmax + cross-entropy on MNIST-shaped data, each trainer
-        after a warm-up of --warmup seconds: samples/s, GFLOP/s, the share of NumPy's float32
-        matmul rate, the ratio.
-
-        \b
-        Examples:
-          fastmlp bench --hidden 100 --batch-size 32 --threads 2 --vs numpy
-          fastmlp bench --hidden 512,512 --batch-size 128 --vs torch --json
-          fastmlp bench --batch-size 10 --vs torch --repeats 3
-        """
-        import json
-        try:
-            layers = tuple(int(h) for h in str(hidden).replace(" ", "").split(",") if h)
-            if not layers or min(layers) < 1:
-                raise ValueError
-        except ValueError:
-            raise click.BadParameter(f"got {hidden!r}, expected positive integers like 100 or 512,512",
-                                     param_hint="--hidden") from None
-        try:
-            import numba
-            if threads > numba.config.NUMBA_NUM_THREADS:
-                raise click.BadParameter(f"got {threads}, at most {numba.config.NUMBA_NUM_THREADS} "
-                                         "(NUMBA_NUM_THREADS)", param_hint="--threads")
-            r = run(hidden=layers, batch_size=batch_size, threads=threads, vs=vs, n_samples=samples,
-                    epochs=epochs, data=data, repeats=repeats, warmup_seconds=warmup_seconds)
-        except FastMLPError as e:
-            raise click.ClickException(str(e)) from None
-        click.echo(json.dumps(r, indent=2) if as_json else format_result(r))
-
-    return bench
-
-
 def _main(argv):
     import json
+    import sys
     payload = json.loads(argv[0])
     if payload.pop("what") == "matmul":
-        out = {"gflops": matmul_gflops()}
+        out = {"gflops": matmul_gflops(), "blas": blas_kernel()}
     else:
         payload["hidden"] = tuple(payload["hidden"])
-        out = measure(**payload)
+        try:
+            out = measure(**payload)
+        except FastMLPError as e:
+            print(str(e), file=sys.stderr)
+            raise SystemExit(1) from None
     print(json.dumps(out))
 
 

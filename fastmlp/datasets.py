@@ -145,7 +145,7 @@ _IDX_SETS = ("mnist", "fashion-mnist")
 
 # --------------------------------------------------------------------------- names and places
 
-def _canonical(name):
+def canonical_name(name):
     """The known name meant by ``name`` (case and ``_``/``-`` do not matter), or None."""
     if not isinstance(name, str):
         return None
@@ -158,7 +158,7 @@ def _known_list():
 
 
 def _require_known(name):
-    canonical = _canonical(name)
+    canonical = canonical_name(name)
     if canonical is None:
         raise DataError(f"unknown dataset {name!r}: expected one of {_known_list()}; "
                         f"see `fastmlp datasets list`")
@@ -321,7 +321,7 @@ def load(name_or_path, split="train", data_dir=None, *, download=True, progress=
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise DataError(f"expected a dataset name or a path, got {type(name_or_path).__name__}; "
                         f"use one of {_known_list()} or a .npz/.csv file or directory")
-    name = _canonical(name_or_path) if isinstance(name_or_path, str) else None
+    name = canonical_name(name_or_path) if isinstance(name_or_path, str) else None
     if name is None:
         p = os.fspath(name_or_path)
         looks_like_path = (not isinstance(name_or_path, str) or os.path.exists(p)
@@ -484,38 +484,7 @@ def _check_xy(X, y, src, keys=("X", "y")):
 
 
 def _load_csv(p):
-    try:
-        with open(p, "r", encoding="utf-8-sig", newline="") as f:
-            lines = f.read().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read {p} as CSV text: {_one_line(e)}; expected UTF-8 text with "
-                        f"numbers separated by commas") from None
-    # The first non-blank line is a header when one of its (non-empty) fields is not a number.
-    first = next((i for i, line in enumerate(lines) if line.strip()), None)
-    if first is None:
-        raise DataError(f"empty CSV file {p}: no rows, expected a label and features per row")
-    fields = [s.strip().strip('"').strip("'").strip() for s in lines[first].split(",")]
-    header = None
-    for s in fields:
-        try:
-            float(s)
-        except ValueError:
-            if s:
-                header = fields
-                break
-    body = lines[first + 1:] if header is not None else lines[first:]
-    rows = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
-    if header is not None:
-        rows = rows[1:]
-    if not rows:
-        raise DataError(f"no data rows in CSV file {p}: only a header, expected a label and "
-                        f"features per row")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            data = np.loadtxt(body, delimiter=",", dtype=np.float64, ndmin=2, comments=None)
-    except ValueError:
-        raise DataError(_csv_problem(p, rows, header)) from None
+    header, data = _read_csv_table(p, "a label and features per row")
     ncol = data.shape[1]
     if header is not None and len(header) != ncol:
         raise DataError(f"CSV header of {p} has {len(header)} columns but the rows have {ncol}, "
@@ -533,7 +502,45 @@ def _load_csv(p):
     return _check_xy(X, y, p, keys=("features", "labels"))
 
 
-def _csv_problem(p, rows, header):
+def _read_csv_table(p, expected):
+    """(header fields or None, float64 rows) of a CSV file: numbers separated by commas, one row per
+    line, an optional header line (a line with a non-numeric field). `expected` says what a row
+    should hold, for the error messages."""
+    try:
+        with open(p, "r", encoding="utf-8-sig", newline="") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read {p} as CSV text: {_one_line(e)}; expected UTF-8 text with "
+                        f"numbers separated by commas") from None
+    # The first non-blank line is a header when one of its (non-empty) fields is not a number.
+    first = next((i for i, line in enumerate(lines) if line.strip()), None)
+    if first is None:
+        raise DataError(f"empty CSV file {p}: no rows, expected {expected}")
+    fields = [s.strip().strip('"').strip("'").strip() for s in lines[first].split(",")]
+    header = None
+    for s in fields:
+        try:
+            float(s)
+        except ValueError:
+            if s:
+                header = fields
+                break
+    body = lines[first + 1:] if header is not None else lines[first:]
+    rows = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
+    if header is not None:
+        rows = rows[1:]
+    if not rows:
+        raise DataError(f"no data rows in CSV file {p}: only a header, expected {expected}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            data = np.loadtxt(body, delimiter=",", dtype=np.float64, ndmin=2, comments=None)
+    except ValueError:
+        raise DataError(_csv_problem(p, rows, header, expected)) from None
+    return header, data
+
+
+def _csv_problem(p, rows, header, expected):
     """A one-line description of the first bad row of a CSV file (line numbers from 1)."""
     width = len(header) if header is not None else None
     for lineno, line in rows:
@@ -542,7 +549,7 @@ def _csv_problem(p, rows, header):
             width = len(cells)
         elif len(cells) != width:
             return (f"ragged CSV file {p}: line {lineno} has {len(cells)} fields, expected {width} "
-                    f"like the first row; every row needs the label and the same features")
+                    f"like the first row; expected {expected}, the same number in every row")
         for col, cell in enumerate(cells, start=1):
             try:
                 float(cell)
@@ -551,6 +558,64 @@ def _csv_problem(p, rows, header):
                         f"column {col}: expected numbers only (a header is allowed on the first "
                         f"line only)")
     return f"cannot parse CSV file {p}: expected numbers separated by commas"
+
+
+def read_features(path):
+    """The rows of an .npy, .npz (X, or its only array) or .csv (header optional) file, as an array."""
+    p = os.fspath(path)
+    ext = os.path.splitext(p)[1].lower()
+    if not os.path.isfile(p):
+        raise DataError(f"missing input file {p}: no such file; give an .npy, .npz or .csv file")
+    if ext in (".npy", ".npz"):
+        try:
+            loaded = np.load(p, allow_pickle=False)
+        except ValueError as e:
+            if "pickle" in str(e).lower() or "object" in str(e).lower():
+                raise DataError(f"{p} holds an object array, which fastmlp never loads (allow_pickle=False); "
+                                f"save a plain numeric array") from None
+            raise DataError(f"cannot read {p}: {_one_line(e)}; expected a file written by numpy.save or "
+                            f"numpy.savez") from None
+        except (OSError, EOFError, zipfile.BadZipFile) as e:
+            raise DataError(f"cannot read {p}: {_one_line(e)}; expected a file written by numpy.save or "
+                            f"numpy.savez") from None
+        if isinstance(loaded, np.ndarray):
+            arr = loaded
+        else:
+            with loaded:
+                files = list(loaded.files)
+                if "X" in files:
+                    key = "X"
+                elif len(files) == 1:
+                    key = files[0]
+                else:
+                    raise DataError(f"{p} holds arrays {', '.join(files) or '(none)'}: expected an array "
+                                    f"named X, or a single array")
+                try:
+                    arr = loaded[key]
+                except ValueError:
+                    raise DataError(f"array {key!r} in {p} is an object array, which fastmlp never loads "
+                                    f"(allow_pickle=False); save a plain numeric array") from None
+                except (OSError, EOFError, zipfile.BadZipFile) as e:
+                    raise DataError(f"cannot read array {key!r} in {p}: {_one_line(e)}; the file is "
+                                    f"damaged") from None
+    elif ext == ".csv":
+        arr = _read_csv_table(p, "one sample per row")[1].astype(np.float32)
+    else:
+        raise DataError(f"unsupported input file type {ext or '(none)'!r} for {p}: expected .npy, .npz "
+                        f"or .csv")
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"{p} holds an array of dtype {arr.dtype}, expected numbers")
+    if arr.dtype.kind == "b":
+        arr = arr.astype(np.float32)
+    if arr.ndim == 0:
+        raise DataError(f"{p} holds a single number, expected rows of features")
+    if arr.ndim > 2:
+        arr = arr.reshape(arr.shape[0], -1)
+    if arr.size == 0:
+        raise DataError(f"{p} holds no samples (shape {arr.shape})")
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        raise DataError(f"{p} holds NaN or infinite values, expected finite numbers")
+    return arr
 
 
 # --------------------------------------------------------------------------- downloading

@@ -56,8 +56,9 @@ def world():
 
 def library_version(comm=None):
     """One line naming the MPI library mpi4py loaded."""
+    import mpi4py
     from mpi4py import MPI
-    return MPI.Get_library_version().strip().splitlines()[0]
+    return " ".join(MPI.Get_library_version().strip().splitlines()[0].split()) + f" (mpi4py {mpi4py.__version__})"
 
 
 def _mpi_namespace(comm):

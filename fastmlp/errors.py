@@ -25,6 +25,11 @@ class CheckpointError(FastMLPError, ValueError):
     """A saved model or checkpoint cannot be loaded: bad format, wrong shapes, newer version."""
 
 
+class ConfigError(FastMLPError, ValueError):
+    """Settings of a run that contradict each other, the data or a checkpoint (the CLI reports it as
+    a usage error, exit code 2)."""
+
+
 class DivergenceError(FastMLPError, FloatingPointError):
     """Training produced a NaN or infinite loss."""
 
@@ -32,3 +37,8 @@ class DivergenceError(FastMLPError, FloatingPointError):
         super().__init__(message)
         self.epoch = epoch
         self.step = step
+
+
+def one_line(text):
+    """`text` (or an exception) as one line: every run of whitespace becomes one space."""
+    return " ".join(str(text).split())

@@ -223,3 +223,119 @@ def test_cli_bench_warmup_errors():
     from click.testing import CliRunner
     bad = CliRunner().invoke(_cli(), ["bench", "--warmup", "-1"])
     assert bad.exit_code == 2 and "--warmup" in bad.output
+
+
+# -- the peers of the comparison: each must train exactly what fastmlp trains -----------------------
+
+PEER_CASES = [("sgd", "float32"), ("adam", "float32"), ("sgd", "float64")]
+
+
+def _same_weights(bench, trainer, optimizer, dtype, rtol, atol, **kw):
+    X, y = bench.make_data(203, seed=3)
+    sizes = [784, 20, 10]
+    lr = bench.default_lr(optimizer)
+    _, W1, b1 = bench.train_fastmlp(X, y, sizes, 16, 1, warmup=False, lr=lr, optimizer=optimizer, dtype=dtype)
+    fn = getattr(bench, bench.TRAINERS[trainer])
+    _, W2, b2 = fn(X, y, sizes, 16, 1, lr=lr, optimizer=optimizer, dtype=dtype, **kw)
+    for a, b in zip(W1 + b1, W2 + b2):
+        assert b.dtype == np.dtype(dtype)
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("optimizer,dtype", PEER_CASES)
+@pytest.mark.parametrize("trainer", ["jax", "jax-jit"])
+def test_jax_trainers_train_like_fastmlp(bench, monkeypatch, trainer, optimizer, dtype):
+    pytest.importorskip("jax")
+    # 12 full batches and a partial one: two scan chunks of 4 steps, then 4 single steps and the tail
+    monkeypatch.setattr(bench, "JAX_SCAN_STEPS", 4)
+    tol = 1e-12 if dtype == "float64" else 1e-5
+    _same_weights(bench, trainer, optimizer, dtype, rtol=1e-3, atol=tol, warmup=False)
+
+
+@pytest.mark.parametrize("optimizer,dtype", PEER_CASES)
+def test_torch_trainer_optimizers_and_dtypes(bench, optimizer, dtype):
+    pytest.importorskip("torch")
+    tol = 1e-12 if dtype == "float64" else 1e-5
+    _same_weights(bench, "torch", optimizer, dtype, rtol=1e-3, atol=tol, warmup=False)
+
+
+def test_torch_compile_trainer(bench):
+    pytest.importorskip("torch")
+    # the warm-up compiles the graphs of both batch shapes (16 and the last 11)
+    _same_weights(bench, "torch-compile", "sgd", "float32", rtol=1e-3, atol=1e-5, warmup_seconds=0)
+
+
+def test_numpy_reference_float64_and_no_adam(bench):
+    _same_weights(bench, "numpy", "sgd", "float64", rtol=1e-9, atol=1e-12, warmup=False)
+    X, y = bench.make_data(16)
+    with pytest.raises(bench.FastMLPError, match="sgd only"):
+        bench.train_numpy(X, y, [784, 4, 10], 8, 1, optimizer="adam")
+    with pytest.raises(bench.FastMLPError, match="sgd only"):
+        bench.run(hidden=(4,), vs="numpy", optimizer="adam", n_samples=16)
+
+
+def test_sklearn_trainer(bench):
+    pytest.importorskip("sklearn")
+    X, y = bench.make_data(203, seed=3)
+    seconds, Ws, bs = bench.train_sklearn(X, y, [784, 20, 10], 16, 1, warmup=False)
+    assert seconds > 0
+    assert [W.shape for W in Ws] == [(20, 784), (10, 20)] and [b.shape for b in bs] == [(20,), (10,)]
+
+
+@pytest.mark.parametrize("bad", [dict(optimizer="rmsprop"), dict(dtype="float16")])
+def test_run_rejects_unknown_optimizer_and_dtype(bench, bad):
+    with pytest.raises(bench.FastMLPError, match=next(iter(bad))):
+        bench.run(hidden=(4,), n_samples=16, **bad)
+
+
+def test_jax_missing_is_a_clear_error(bench, monkeypatch):
+    real_import = builtins.__import__
+
+    def no_jax(name, *args, **kwargs):
+        if name == "jax" or name.startswith("jax."):
+            raise ImportError("No module named 'jax'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_jax)
+    monkeypatch.delitem(sys.modules, "jax", raising=False)
+    with pytest.raises(bench.FastMLPError) as info:
+        bench.run(hidden=(8,), batch_size=8, threads=1, vs="jax", n_samples=64)
+    assert str(info.value) == "JAX is not installed: pip install 'fastmlp[jax]' (or pip install \"jax[cpu]\")"
+
+
+def test_test_accuracy_by_hand(bench):
+    # one layer, W = [[1, 0], [0, 1]], b = [0, 0.5]: pixel rows (255, 0) -> z (1, 0.5) -> class 0;
+    # (0, 0) -> z (0, 0.5) -> class 1; (0, 255) -> (0, 1.5) -> 1; (100, 0) -> (0.39, 0.5) -> 1
+    X = np.array([[255, 0], [0, 0], [0, 255], [100, 0]], dtype=np.uint8)
+    W, b = [np.eye(2, dtype=np.float32)], [np.array([0, 0.5], np.float32)]
+    assert bench.test_accuracy(W, b, X, np.array([0, 1, 1, 1])) == 1.0
+    assert bench.test_accuracy(W, b, X, np.array([0, 1, 1, 0])) == 0.75
+    # a ReLU hidden layer: z^1 = -x clipped to 0, so the output is the bias alone: class 1 everywhere
+    W2 = [-np.eye(2), np.eye(2)]
+    assert bench.test_accuracy(W2, [np.zeros(2), np.array([0.0, 1.0])], X, np.array([1, 1, 1, 1])) == 1.0
+
+
+def test_test_splits(bench):
+    Xt, yt = bench.make_test_data("synthetic-digits")
+    assert Xt.shape == (10000, 784) and Xt.dtype == np.uint8 and yt.shape == (10000,)
+    assert bench.make_test_data("random") is None
+
+
+def test_measure_reports_test_accuracy(bench):
+    r = bench.measure("fastmlp", hidden=(16,), batch_size=32, threads=1, n_samples=640, warmup_seconds=0)
+    assert 0.1 < r["test_accuracy"] <= 1.0  # 640 samples of learnable digits: above chance
+    r = bench.measure("numpy", hidden=(16,), batch_size=32, threads=1, n_samples=64, warmup_seconds=0,
+                      data="random")
+    assert r["test_accuracy"] is None
+
+
+def test_child_env_pins_threads_and_unpins_blas_only_when_asked(bench, monkeypatch):
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    monkeypatch.setenv("OPENBLAS_L2_SIZE", "512")
+    env = bench._child_env(1)
+    assert env["OPENBLAS_CORETYPE"] == "Haswell" and env["OPENBLAS_L2_SIZE"] == "512"
+    assert env["NUMBA_NUM_THREADS"] == env["OMP_NUM_THREADS"] == "1"
+    assert "intra_op_parallelism_threads=1" in env["XLA_FLAGS"]
+    env = bench._child_env(2, unpinned_blas=True)
+    assert "OPENBLAS_CORETYPE" not in env and "OPENBLAS_L2_SIZE" not in env
+    assert env["OPENBLAS_NUM_THREADS"] == "2" and "intra_op" not in env.get("XLA_FLAGS", "")

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from fastmlp import _cli_commands, cli, training
+from fastmlp import cli, training
+from fastmlp.commands import common as cli_common, info as cli_info
 from fastmlp.model import MLP
 from fastmlp.training import Trainer
 
@@ -205,7 +206,7 @@ def test_val_split_and_metrics_file(files, tmp_path):
 
 
 def test_progress_bar_on_a_terminal(files, monkeypatch):
-    monkeypatch.setattr(_cli_commands, "_isatty", lambda stream: True)
+    monkeypatch.setattr(cli_common, "_isatty", lambda stream: True)
     monkeypatch.setattr(training, "MAX_CHUNK_SAMPLES", 64)
     result = invoke("train", "--data", files["blobs"], "--epochs", "2", *ONE)
     assert "\r" in result.stderr and "epoch 1/2 [" in result.stderr and "samples/s" in result.stderr
@@ -244,7 +245,7 @@ def test_ctrl_c_in_process_saves_a_checkpoint_and_exits_130(files, tmp_path, mon
     monkeypatch.setattr(training, "MAX_CHUNK_SAMPLES", 64)  # 4 chunks per epoch of 240 samples
     common = ("--data", files["blobs"], "--epochs", "3", *ONE)
     invoke("train", *common, "--save", tmp_path / "ref.npz", "--quiet")
-    original = _cli_commands.Progress.update
+    original = cli_common.Progress.update
     sent = []
 
     def ctrl_c(self, info):  # as if the user pressed Ctrl-C during the first chunk
@@ -253,7 +254,7 @@ def test_ctrl_c_in_process_saves_a_checkpoint_and_exits_130(files, tmp_path, mon
             os.kill(os.getpid(), signal.SIGINT)
         return original(self, info)
 
-    monkeypatch.setattr(_cli_commands.Progress, "update", ctrl_c)
+    monkeypatch.setattr(cli_common.Progress, "update", ctrl_c)
     ckpt = tmp_path / "ck.npz"
     result = invoke("train", *common, "--save", ckpt, "--metrics", tmp_path / "m.jsonl", "--json", code=130)
     assert sent
@@ -263,14 +264,14 @@ def test_ctrl_c_in_process_saves_a_checkpoint_and_exits_130(files, tmp_path, mon
     r = last_json(result)
     assert r["interrupted"] is True and r["position"] == 64 and r["checkpoint"] == str(ckpt)
     assert not (tmp_path / "m.jsonl").exists()  # no epoch finished
-    monkeypatch.setattr(_cli_commands.Progress, "update", original)
+    monkeypatch.setattr(cli_common.Progress, "update", original)
     invoke("train", "--resume", ckpt, "--save", ckpt, "--metrics", tmp_path / "m.jsonl", "--quiet")
     assert np.array_equal(MLP.load(ckpt).params, MLP.load(tmp_path / "ref.npz").params)
     assert len((tmp_path / "m.jsonl").read_text().splitlines()) == 3
 
     # without --save: nothing to resume from, and it says so
     sent.clear()
-    monkeypatch.setattr(_cli_commands.Progress, "update", ctrl_c)
+    monkeypatch.setattr(cli_common.Progress, "update", ctrl_c)
     result = invoke("train", *common, code=130)
     assert "no checkpoint was saved (give --save PATH" in result.stderr
 
@@ -670,7 +671,7 @@ def test_info_text_and_json(monkeypatch):
     assert r["threads"] >= 1 and r["numba_num_threads"] >= r["threads"]
     assert isinstance(r["avx2"], bool) and isinstance(r["avx512f"], bool)
     assert r["data_cache_dir"].endswith(os.path.join("cache", "fastmlp"))
-    monkeypatch.setattr(_cli_commands, "_threading_layer", lambda: "workqueue")
+    monkeypatch.setattr(cli_info, "_threading_layer", lambda: "workqueue")
     result = invoke("info")
     assert "threading layer: workqueue" in result.stdout
     assert "warning: Numba's threading layer is 'workqueue'" in result.stderr and "45-90 us" in result.stderr
@@ -680,8 +681,8 @@ def test_bench_is_a_lazy_command(monkeypatch):
     assert "bench" in invoke("--help").stdout
     assert "Usage: fastmlp bench" in invoke("bench", "--help").stdout
     monkeypatch.setattr(cli.main, "commands", dict(cli.main.commands))
-    monkeypatch.setitem(cli.LAZY_COMMANDS, "broken", ("fastmlp.errors", "A command without register()."))
-    monkeypatch.setitem(cli.LAZY_COMMANDS, "absent", ("fastmlp._no_such_module", "Never listed."))
+    monkeypatch.setitem(cli.COMMANDS, "broken", ("fastmlp.errors", "A command without register()."))
+    monkeypatch.setitem(cli.COMMANDS, "absent", ("fastmlp._no_such_module", "Never listed."))
     out = invoke("--help").stdout
     assert "broken" in out and "absent" not in out
     fails(["broken"], 1, "`fastmlp broken` cannot be loaded", "no register")

@@ -20,7 +20,7 @@ import sys
 
 import click
 
-from . import distributed
+from .. import distributed
 
 class Session:
     """This process's place in an MPI job, for the CLI (see start())."""
@@ -120,7 +120,7 @@ def _exit_code(e):
 
 
 def _message(e):
-    from .errors import FastMLPError
+    from ..errors import FastMLPError
     if isinstance(e, click.ClickException):
         text = e.format_message()
     elif isinstance(e, (FastMLPError, ValueError, OSError)):
@@ -131,7 +131,7 @@ def _message(e):
 
 
 def _collective(e):
-    from .errors import DivergenceError
+    from ..errors import DivergenceError
     seen = set()
     while e is not None and id(e) not in seen:
         seen.add(id(e))
@@ -194,13 +194,16 @@ def running(session, stop_signals=(signal.SIGTERM, signal.SIGUSR1)):
         Session.current = None
 
 
-def info_lines():
-    """`fastmlp info`: the MPI library and world size when launched under MPI (else whether mpi4py
-    is installed, without importing it)."""
+def info():
+    """`fastmlp info`: the MPI library and world size when launched under MPI; else whether
+    mpi4py is installed (without importing it, which would initialise MPI)."""
+    import importlib.metadata
     if distributed.launched_size() is None:
-        import importlib.util
-        found = importlib.util.find_spec("mpi4py") is not None
-        return {"mpi": "mpi4py installed (not launched under MPI)" if found else "mpi4py not installed"}
+        try:
+            found = f"mpi4py {importlib.metadata.version('mpi4py')} installed"
+        except importlib.metadata.PackageNotFoundError:
+            found = "mpi4py not installed (pip install 'fastmlp[mpi]')"
+        return {"mpi": f"{found}; not launched under MPI"}
     comm = distributed.world()
     return {"mpi": distributed.library_version(), "mpi_world_size": comm.Get_size(),
             "mpi_rank": comm.Get_rank()}
