@@ -22,6 +22,7 @@ import click
 
 from .. import distributed
 
+
 class Session:
     """This process's place in an MPI job, for the CLI (see start())."""
 
@@ -110,8 +111,12 @@ def attach(trainer):
 
 
 def _exit_code(e):
+    # as commands.common.handle_errors and fastmlp.cli decide it in one process
+    from ..errors import ConfigError
     if isinstance(e, (click.exceptions.Exit, click.ClickException)):
         return e.exit_code
+    if isinstance(e, ConfigError):
+        return 2
     if isinstance(e, KeyboardInterrupt):
         return 130
     if isinstance(e, SystemExit):
@@ -120,14 +125,13 @@ def _exit_code(e):
 
 
 def _message(e):
-    from ..errors import FastMLPError
+    from ..errors import FastMLPError, one_line
+    from .common import describe_exception
     if isinstance(e, click.ClickException):
-        text = e.format_message()
-    elif isinstance(e, (FastMLPError, ValueError, OSError)):
-        text = str(e)
-    else:
-        text = f"{type(e).__name__}: {e}"
-    return " ".join(text.split())
+        return one_line(e.format_message())
+    if isinstance(e, (FastMLPError, ValueError, OSError, MemoryError)):
+        return one_line(describe_exception(e))
+    return one_line(f"{type(e).__name__}: {e}")
 
 
 def _collective(e):
@@ -163,7 +167,7 @@ def running(session, stop_signals=(signal.SIGTERM, signal.SIGUSR1)):
     except distributed.PeerFailed as e:
         # another rank failed before training and said why: exit as it did
         raise click.exceptions.Exit(e.code) from None
-    except BaseException as e:  # noqa: BLE001
+    except BaseException as e:
         if isinstance(e, (SystemExit, click.exceptions.Exit)) and session.training:
             raise
         if not session.training:
