@@ -176,3 +176,22 @@ def test_cli_sigint_saves_rank_zeros_checkpoint_and_one_process_resumes_it(tmp_p
     a, b = (np.load(tmp_path / f)["params"] for f in ("alone.npz", "ck.npz"))
     np.testing.assert_allclose(b, a, rtol=0, atol=1e-10)
     assert abs(resumed["train_loss"] - alone["train_loss"]) < 1e-12
+
+
+def test_cli_sigusr1_stops_every_rank_with_a_checkpoint(tmp_path):
+    # what `scancel --signal=USR1` and Open MPI deliver; MPICH's mpiexec forwards it to the ranks
+    cmd = [MPIEXEC, "-n", "2", sys.executable, "-m", "fastmlp.cli", "train", "--hidden", "32", "--threads", "1",
+           "--epochs", "50", "--save", "ck.npz"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+                            cwd=tmp_path)
+    try:
+        proc.stdout.readline()
+        proc.stdout.readline()
+        proc.send_signal(signal.SIGUSR1)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert err.count("checkpoint saved to ck.npz") == 1
+    assert (tmp_path / "ck.npz").exists()
