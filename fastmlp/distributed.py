@@ -138,6 +138,7 @@ class Group:
         self.size = int(comm.Get_size())
         self.stop_requested = False
         self.ready = None
+        self.ready_seconds = 0.0
         self._gbuf = None
         # wall time of this rank's steps, by part (the README's scaling figures come from these)
         self.timings = {"steps": 0, "gradient": 0.0, "allreduce": 0.0, "update": 0.0}
@@ -199,8 +200,11 @@ class Group:
                 setattr(tr, name, state[name])
             tr.rng.bit_generator.state = state["rng_state"]
         self.check_same(tr, "after the broadcast from rank 0")
+        self.ready_seconds = 0.0
         if self.ready is not None:
+            t0 = time.perf_counter()
             self.ready(self, tr, data)
+            self.ready_seconds = time.perf_counter() - t0
 
     def parameter_hash(self, tr):
         return array_hash(tr.net.params, tr.m, tr.v)

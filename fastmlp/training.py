@@ -177,6 +177,8 @@ class Trainer:
             self._dist.start(self, data)
             verbose = verbose and self._dist.rank == 0
         self.compile_seconds = self._compile(data, ws, losses, stats)
+        if self._dist is not None:
+            self.compile_seconds += self._dist.ready_seconds  # the CLI compiles in Group.start
         old_handler = None
         if handle_interrupt and threading.current_thread() is threading.main_thread():
             old_handler = signal.signal(signal.SIGINT, lambda *_: self.request_stop())
