@@ -180,6 +180,12 @@ class Group:
             if "failed" in entry:
                 code, message = entry["failed"]
                 raise PeerFailed(r, code, message)
+        self.ready_seconds = 0.0
+        if self.ready is not None:
+            # every rank is here: from now on an error on one rank is that rank's alone
+            t0 = time.perf_counter()
+            self.ready(self, tr, data)
+            self.ready_seconds = time.perf_counter() - t0
         sigs = [entry["signature"] for entry in entries]
         for r, sig in enumerate(sigs):
             for key, value in sig.items():
@@ -200,11 +206,6 @@ class Group:
                 setattr(tr, name, state[name])
             tr.rng.bit_generator.state = state["rng_state"]
         self.check_same(tr, "after the broadcast from rank 0")
-        self.ready_seconds = 0.0
-        if self.ready is not None:
-            t0 = time.perf_counter()
-            self.ready(self, tr, data)
-            self.ready_seconds = time.perf_counter() - t0
 
     def parameter_hash(self, tr):
         return array_hash(tr.net.params, tr.m, tr.v)
