@@ -29,6 +29,10 @@ Progress: a bar on a terminal (stderr) and one line per epoch (stdout); --quiet 
 --save writes a checkpoint at the end of every epoch. Ctrl-C stops after the current chunk of
 minibatches, saves the checkpoint (with --save) and exits with status 130.
 
+Under an MPI launcher (`mpiexec -n N fastmlp train ...`, `srun --mpi=pmix fastmlp train ...`) the
+ranks train together on each minibatch, equal to one process; rank 0 prints and saves (README:
+Several machines). SIGTERM and SIGUSR1 then stop like Ctrl-C.
+
 --resume continues a checkpoint with its network and hyperparameters (and its data set, thread
 count, validation split and number of epochs, unless given): a run stopped and resumed ends with
 exactly the parameters of an uninterrupted run. Options that define the network or the training
