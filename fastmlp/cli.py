@@ -24,7 +24,7 @@ COMMANDS = {
     "datasets": ("fastmlp.commands.datasets", "List, download, verify and locate data sets."),
     "plot": ("fastmlp.commands.plot", "Plot the loss and accuracy curves of a metrics file."),
     "info": ("fastmlp.commands.info", "Versions, threads, threading layer, SIMD level, cache directories."),
-    "bench": ("fastmlp.commands.bench", "Measure training throughput against NumPy or PyTorch."),
+    "bench": ("fastmlp.commands.bench", "Measure training throughput against NumPy, PyTorch, JAX, scikit-learn."),
 }
 
 

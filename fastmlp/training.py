@@ -11,6 +11,7 @@ import time
 import numpy as np
 
 from . import _checks
+from ._pacer import ThreadPacer
 from .errors import CheckpointError, DivergenceError
 from .model import MLP, Workspace, load_npz, resolve_threads, thread_count
 
@@ -93,9 +94,10 @@ class Trainer:
         return (k.ACTIVATION_CODES[net.activation], k.ACTIVATION_CODES[net.output], k.LOSS_CODES[self.loss],
                 k.OPTIMIZER_CODES[self.optimizer])
 
-    def _steps(self, data, order, ws, losses, stats):
-        """Run the minibatches of `order` (a multiple of batch_size long, or the epoch's tail).
-        Returns the number of steps completed (fewer when a loss was not finite)."""
+    def _steps(self, data, order, ws, losses, stats, nthreads=None):
+        """Run the minibatches of `order` (a multiple of batch_size long, or the epoch's tail) on
+        `nthreads` threads (default: self.threads). Returns the number of steps completed (fewer
+        when a loss was not finite)."""
         from . import _kernels as k
         net = self.net
         hidden, output, loss, optimizer = self._kernel_args()
@@ -105,7 +107,7 @@ class Trainer:
         return k._train_steps(net.params, self.grads, self.m, self.v, net.w_off, net.b_off, net.sizes_array,
                               hidden, output, loss, X, divisor, labels, targets, has_targets, order,
                               self.batch_size, 0, optimizer, self._hp(), self.steps + 1, ws.X, ws.A, ws.D,
-                              ws.Z, ws.a_off, self.threads, losses, stats)
+                              ws.Z, ws.a_off, nthreads or self.threads, losses, stats)
 
     def _prepare(self, X, y, name_x="X", name_y="y"):
         Xc, _ = _checks.check_input(name_x, X, self.net.sizes[0])
@@ -176,6 +178,7 @@ class Trainer:
         if self._dist is not None:
             self._dist.start(self, data)
             verbose = verbose and self._dist.rank == 0
+        self._pacer = ThreadPacer(self.threads, self.batch_size)
         self.compile_seconds = self._compile(data, ws, losses, stats)
         if self._dist is not None:
             self.compile_seconds += self._dist.ready_seconds  # the CLI compiles in Group.start
@@ -207,12 +210,21 @@ class Trainer:
         else:
             self.rng.bit_generator.state = self.epoch_rng_state
         order = self.rng.permutation(n)
+        import numba
         while self.position < n:
             start = self.position
-            stop = min(start + chunk, n)
+            # one thread or all: whichever is faster now (see _pacer; the results are the same)
+            nthreads, size = self._pacer.plan(chunk)
+            if self._dist is not None:
+                # every rank must run the same chunks (their ends are collectives): no pacing
+                nthreads, size = self.threads, chunk
+            stop = min(start + size, n)
             t0 = time.perf_counter()
             backup = (self.net.params.copy(), self.m.copy(), self.v.copy())
-            done = self._steps(data, order[start:stop], ws, losses, stats)
+            numba.set_num_threads(nthreads)
+            t_kernel = time.perf_counter()
+            done = self._steps(data, order[start:stop], ws, losses, stats, nthreads)
+            self._pacer.record(nthreads, stop - start, time.perf_counter() - t_kernel)
             nsteps = -(-(stop - start) // self.batch_size)
             # The loss is measured before each update, so an update that overflows the parameters
             # shows up only at the next step: check them too, before the next chunk backs them up.

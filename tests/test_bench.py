@@ -339,3 +339,17 @@ def test_child_env_pins_threads_and_unpins_blas_only_when_asked(bench, monkeypat
     env = bench._child_env(2, unpinned_blas=True)
     assert "OPENBLAS_CORETYPE" not in env and "OPENBLAS_L2_SIZE" not in env
     assert env["OPENBLAS_NUM_THREADS"] == "2" and "intra_op" not in env.get("XLA_FLAGS", "")
+
+
+def test_cli_bench_vs_jax_with_adam():
+    pytest.importorskip("jax")
+    from click.testing import CliRunner
+    result = CliRunner().invoke(_cli(), ["bench", "--hidden", "8", "--threads", "1", "--samples", "128",
+                                         "--batch-size", "16", "--vs", "jax", "--optimizer", "adam",
+                                         "--warmup", "0", "--json"])
+    assert result.exit_code == 0, result.output
+    r = json.loads(result.output)
+    assert r["vs"] == "jax" and r["optimizer"] == "adam" and r["dtype"] == "float32"
+    assert r["reference_samples_per_second"] > 0 and 0 <= r["reference_test_accuracy"] <= 1
+    bad = CliRunner().invoke(_cli(), ["bench", "--optimizer", "rmsprop"])
+    assert bad.exit_code == 2 and "--optimizer" in bad.output

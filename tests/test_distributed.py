@@ -213,3 +213,18 @@ def test_failed_rank_reported(fm):
         comm.allgather(1)
     with pytest.raises(ZeroDivisionError):
         run_ranks(2, body)
+
+
+def test_ranks_run_the_same_chunks_whatever_their_thread_pacers_say(fm, monkeypatch):
+    # the pacer times chunks and may pick other chunk sizes on each rank; with a communicator the
+    # chunks end in collectives, so every rank must run the planned chunks regardless
+    from fastmlp import _pacer
+    ref, _, _ = _run(fm, None, "sgd", "float64", epochs=1)
+    ranks = {}
+
+    def plan(self, chunk):
+        ranks.setdefault(id(self), len(ranks))
+        return 1, 10 * (1 + ranks[id(self)])   # 10 samples on one rank, 20 on another
+    monkeypatch.setattr(_pacer.ThreadPacer, "plan", plan)
+    out = run_ranks(2, lambda comm: _run(fm, comm, "sgd", "float64", epochs=1))
+    np.testing.assert_allclose(out[0][0][-1], ref[-1], rtol=0, atol=1e-12)
