@@ -228,3 +228,17 @@ def test_ranks_run_the_same_chunks_whatever_their_thread_pacers_say(fm, monkeypa
     monkeypatch.setattr(_pacer.ThreadPacer, "plan", plan)
     out = run_ranks(2, lambda comm: _run(fm, comm, "sgd", "float64", epochs=1))
     np.testing.assert_allclose(out[0][0][-1], ref[-1], rtol=0, atol=1e-12)
+
+
+def test_two_ranks_of_two_threads(fm):
+    # the parallel update (_update_all) and kernels on 2 threads per rank: the same result
+    X, y = _data("float64")
+
+    def body(comm):
+        net = fm.MLP([5, 512, 3], dtype="float64", seed=3)  # P = 4611: the update runs on 2 threads
+        tr = fm.Trainer(net, optimizer="adam", lr=0.01, batch_size=20, seed=4, threads=2, comm=comm)
+        tr.fit(X, y, 2, verbose=False)
+        return net.params
+    ref = body(None)
+    out = run_ranks(2, body)
+    np.testing.assert_allclose(out[0], ref, rtol=0, atol=1e-12)
