@@ -242,3 +242,15 @@ def test_two_ranks_of_two_threads(fm):
     ref = body(None)
     out = run_ranks(2, body)
     np.testing.assert_allclose(out[0], ref, rtol=0, atol=1e-12)
+
+
+def test_launchers_are_detected_from_their_environment():
+    from fastmlp.distributed import launched_size
+    assert launched_size({}) is None
+    assert launched_size({"PMI_SIZE": "1"}) is None             # mpiexec -n 1: train alone
+    assert launched_size({"PMI_SIZE": "4"}) == 4                # MPICH, Intel MPI
+    assert launched_size({"OMPI_COMM_WORLD_SIZE": "2"}) == 2    # Open MPI
+    assert launched_size({"SLURM_NTASKS": "8"}) == 8            # srun
+    assert launched_size({"SLURM_NTASKS": "1"}) is None         # a one-task Slurm job
+    assert launched_size({"PMIX_RANK": "0"}) == -1              # PMIx: MPI tells the size
+    assert launched_size({"PMI_SIZE": "x"}) is None

@@ -180,12 +180,16 @@ def test_cli_sigint_saves_rank_zeros_checkpoint_and_one_process_resumes_it(tmp_p
 
 def test_cli_sigusr1_stops_every_rank_with_a_checkpoint(tmp_path):
     # what `scancel --signal=USR1` and Open MPI deliver; MPICH's mpiexec forwards it to the ranks
-    cmd = [MPIEXEC, "-n", "2", sys.executable, "-m", "fastmlp.cli", "train", "--hidden", "32", "--threads", "1",
-           "--epochs", "50", "--save", "ck.npz"]
+    # no --threads: each rank takes its share of the CPUs it may run on
+    cmd = [MPIEXEC, "-n", "2", sys.executable, "-m", "fastmlp.cli", "train", "--hidden", "32", "--epochs", "50",
+           "--save", "ck.npz"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
                             cwd=tmp_path)
+    import numba
+    share = max(1, min(len(os.sched_getaffinity(0)) // 2, numba.config.NUMBA_NUM_THREADS))
     try:
-        proc.stdout.readline()
+        first = proc.stdout.readline()
+        assert f"2 MPI ranks x {share} thread" in first, first
         proc.stdout.readline()
         proc.send_signal(signal.SIGUSR1)
         _, err = proc.communicate(timeout=120)
@@ -195,3 +199,9 @@ def test_cli_sigusr1_stops_every_rank_with_a_checkpoint(tmp_path):
     assert proc.returncode == 130, err
     assert err.count("checkpoint saved to ck.npz") == 1
     assert (tmp_path / "ck.npz").exists()
+
+
+def test_cli_distributed_off_trains_in_every_process_alone(tmp_path):
+    proc = cli(2, [*XOR, "--distributed", "off"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count('"train_loss"') == 2 and '"ranks"' not in proc.stdout
