@@ -2,16 +2,17 @@
 
 A command runs in two phases on every rank:
 - preparation (options, files, data, the model): each rank checks its inputs, then all ranks
-  exchange their verdicts at one point (agree()), so that an error on any rank makes every rank
-  exit together, with that error's status (2 for a usage error), and one message;
+  exchange their verdicts in one collective (the first of Group.start, which a failed rank joins
+  from running()), so that an error on any rank makes every rank exit together, with that
+  error's status (2 for a usage error), and one message;
 - training: the ranks meet in collectives at every step. An exception that every rank raises
   alike (divergence, Ctrl-C, a mismatch found by a collective check) ends every rank normally;
   any other exception on one rank prints `rank r/N: ...` and calls MPI_Abort, which ends the job
   instead of leaving the other ranks waiting in a collective for ever. SIGINT, SIGTERM and SIGUSR1
   ask for a stop: all ranks stop after the same chunk of steps, rank 0 saves the checkpoint, and
   every rank exits with status 130.
-Only rank 0 prints (the other ranks' stdout and stderr go to /dev/null during training, except
-their `rank r/N:` fault lines).
+Only rank 0 prints (the other ranks' stdout and stderr go to /dev/null, except their `rank r/N:`
+fault lines and the first failing rank's error).
 """
 import contextlib
 import os
@@ -37,6 +38,8 @@ class Session:
         self.training = False  # set once the ranks have agreed that every one is ready to train
         self.group = None
         self.stop_requested = False  # SIGTERM or SIGUSR1 before the training began
+        self.stop_handler = signal.SIG_DFL
+        self.saved_sigint = None
         # the ranks on this machine; every rank gets here before any of them can fail
         self.node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
         mine = os.sched_getaffinity(0)
@@ -68,6 +71,9 @@ class Session:
         self.training = True
         self.group = group
         group.stop_requested = group.stop_requested or self.stop_requested
+        # from here a Ctrl-C is a stop request too (before, it interrupts the preparation on every
+        # rank, and the ranks agree on exit 130)
+        self.saved_sigint = signal.signal(signal.SIGINT, self.stop_handler)
         first = self.node.Get_rank() == 0
         if not first:
             self.node.Barrier()
@@ -157,6 +163,7 @@ def running(session, stop_signals=(signal.SIGTERM, signal.SIGUSR1)):
         session.stop_requested = True
         if session.group is not None:
             session.group.stop_requested = True
+    session.stop_handler = stop
     for sig in stop_signals:
         handlers[sig] = signal.signal(sig, stop)
     if session.rank != 0:
@@ -195,6 +202,8 @@ def running(session, stop_signals=(signal.SIGTERM, signal.SIGUSR1)):
             devnull.close()
         for sig, old in handlers.items():
             signal.signal(sig, old)
+        if session.saved_sigint is not None:
+            signal.signal(signal.SIGINT, session.saved_sigint)
         Session.current = None
 
 
