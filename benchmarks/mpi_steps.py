@@ -13,7 +13,7 @@ import numpy as np
 from mpi4py import MPI
 
 import fastmlp
-from fastmlp import datasets
+from fastmlp import datasets, distributed
 
 
 def main():
@@ -29,7 +29,7 @@ def main():
     X, y = X[:args.samples], y[:args.samples]
     sizes = [784, *[int(h) for h in args.hidden.split(",")], 10]
     out = print if rank == 0 else (lambda *a, **k: None)
-    out(f"{size} ranks x 1 thread, {sizes}, {X.shape[0]} samples, {MPI.Get_library_version().splitlines()[0]}")
+    out(f"{size} ranks x 1 thread, {sizes}, {X.shape[0]} samples, {distributed.library_version()}")
     out("| global batch | samples per rank | gradient ms | Allreduce ms | update ms | Allreduce share "
         "| samples/s |")
     out("|---|---|---|---|---|---|---|")

@@ -6,12 +6,17 @@ split into N contiguous slices, one per rank; a rank takes the gradient of its s
 global mean cost (1/batch times its slice's sum of losses) with the trainer's own kernel, one
 in-place Allreduce sums those gradients, and every rank applies the same optimizer step to the same
 parameters. A rank whose slice is empty contributes zeros but still joins, so every rank takes the
-same steps and no rank waits for ever. Loss sums, correct counts and the stop flag are reduced once
-per chunk of steps; the check for a non-finite loss runs on reduced values, so every rank decides
-alike.
+same steps and no rank waits for ever. Loss sums, correct counts and the stop flag are reduced
+once per chunk of steps; the check for a non-finite loss runs on reduced values, so every rank
+decides alike.
 
-mpi4py is imported here only, and only when an MPI launcher is detected (the CLI) or a caller
-passes an mpi4py communicator. Any object with mpi4py's methods Get_rank, Get_size, Allreduce,
+The factor 1/batch is applied inside the kernel, to the output deltas, as the single-process
+trainer applies it, and not to the summed gradient after the Allreduce: scaling by anything but a
+power of two rounds, and one rank is then bit-identical to the single-process trainer at every
+batch size (benchmarks/RESULTS.md has the differences of the other order).
+
+mpi4py is imported only here and in the CLI (fastmlp.commands.mpi), and only when an MPI launcher
+is detected or a caller passes an mpi4py communicator. Any object with mpi4py's methods Get_rank, Get_size, Allreduce,
 Bcast, allgather, bcast and Abort, and an attribute MPI holding IN_PLACE and SUM, can stand in for
 one (the tests simulate N ranks in one process that way).
 """
