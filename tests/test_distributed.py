@@ -254,3 +254,21 @@ def test_launchers_are_detected_from_their_environment():
     assert launched_size({"SLURM_NTASKS": "1"}) is None         # a one-task Slurm job
     assert launched_size({"PMIX_RANK": "0"}) == -1              # PMIx: MPI tells the size
     assert launched_size({"PMI_SIZE": "x"}) is None
+
+
+def test_the_cli_imports_mpi4py_only_under_a_launcher(tmp_path):
+    import subprocess
+    import sys
+    code = ("import sys\nfrom fastmlp.cli import main\n"
+            "sys.argv = ['fastmlp', 'train', '--data', 'xor', '--hidden', '4', '--epochs', '1', '--quiet',"
+            " '--threads', '1']\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+            "print('mpi4py' in sys.modules)\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "SLURM_NTASKS")}
+    env["PYTHONPATH"] = root
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
+                         timeout=300, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False"
