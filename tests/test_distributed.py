@@ -272,3 +272,20 @@ def test_the_cli_imports_mpi4py_only_under_a_launcher(tmp_path):
                          timeout=300, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_a_rank_that_failed_before_training_stops_the_others_at_the_start(fm):
+    # what fastmlp.commands.mpi does on a rank whose options or data were bad: it joins the first
+    # exchange of Group.start with its verdict, and every other rank raises PeerFailed
+    from fastmlp.distributed import PeerFailed
+    X, y = _data("float32")
+
+    def body(comm):
+        if comm.Get_rank() == 1:
+            comm.allgather({"failed": (2, "--output: bad")})
+            return None
+        tr = fm.Trainer(fm.MLP(SIZES, seed=3), batch_size=10, threads=1, comm=comm)
+        with pytest.raises(PeerFailed) as info:
+            tr.fit(X, y, 1, verbose=False)
+        return info.value.failed_rank, info.value.code, info.value.message
+    assert run_ranks(2, body)[0] == (1, 2, "--output: bad")
