@@ -4,11 +4,7 @@ import numbers
 
 import numpy as np
 
-HIDDEN_ACTIVATIONS = ("sigmoid", "relu", "tanh", "identity")
-OUTPUTS = ("softmax", "sigmoid", "identity")
-LOSSES = ("ce", "mse")
-OPTIMIZERS = ("sgd", "momentum", "adam")
-DTYPES = ("float32", "float64")
+from ._choices import DTYPES, HIDDEN_ACTIVATIONS, LOSSES, OPTIMIZERS, OUTPUTS  # noqa: F401 (re-exported)
 
 
 def check_choice(name, value, choices):

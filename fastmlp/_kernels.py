@@ -252,7 +252,7 @@ def _dense_forward_rows(W, b, a_prev, out, code, j0, j1):
     # W (N, M), b (N,), a_prev (n, M), out (n, N); float32|float64.
     # out[s, j] = sigma(sum_k W[j, k] a_prev[s, k] + b[j]) for rows j0 <= j < j1 of W.
     # Register blocking: four weight rows x four samples per pass over k (16 vector accumulators,
-    # 8 loads per 16 FMAs: 103 GFLOP/s on one core against 81 for 2 x 4), leftover samples singly;
+    # 8 loads per 16 FMAs, twice the reuse of 2 x 4, which runs out of loads first), leftover samples singly;
     # the last N % 4 rows one at a time (few loop variants: each costs compile time).
     n, M = a_prev.shape
     one = W.dtype.type(1)
@@ -1053,7 +1053,8 @@ def _evaluate_batches(params, grads, w_off, b_off, sizes, hidden, output, loss, 
                          nthreads)
         AL = _rows(A, a_off, sizes, L, n)
         if want_outputs:
-            # element by element: the slice assignment outputs[start:stop] = AL took 3.5 s to compile
+            # element by element: Numba compiles a slice assignment outputs[start:stop] = AL into far
+            # more code (seconds of compile time) than this loop
             for s in range(n):
                 for i in range(AL.shape[1]):
                     outputs[start + s, i] = AL[s, i]

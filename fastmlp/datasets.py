@@ -55,7 +55,7 @@ import numpy as np
 
 from . import _idx
 from ._files import atomic_savez, atomic_write
-from .errors import ChecksumError, DataError, DownloadError
+from .errors import ChecksumError, DataError, DownloadError, one_line
 
 __all__ = [
     "KNOWN", "DEFAULT", "SPLITS", "CHECKSUMS", "MIRRORS", "load", "list_datasets", "download",
@@ -407,7 +407,7 @@ def _load_npz(p, split):
     try:
         z = np.load(p, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise DataError(f"cannot read {p} as .npz: {_one_line(e)}; expected a file written by "
+        raise DataError(f"cannot read {p} as .npz: {one_line(e)}; expected a file written by "
                         f"numpy.savez with arrays X and y") from None
     if not isinstance(z, np.lib.npyio.NpzFile):  # a plain .npy saved under a .npz name
         raise DataError(f"cannot read {p} as .npz: it holds a single array, expected arrays "
@@ -428,16 +428,12 @@ def _load_npz(p, split):
                 arrays.append(z[k])
             except ValueError as e:
                 raise DataError(f"array {k!r} in {p} cannot be loaded without pickle "
-                                f"({_one_line(e)}): expected a numeric array; save plain numeric "
+                                f"({one_line(e)}): expected a numeric array; save plain numeric "
                                 f"arrays, not object arrays") from None
             except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile) as e:
-                raise DataError(f"cannot read array {k!r} in {p}: {_one_line(e)}; the file is "
+                raise DataError(f"cannot read array {k!r} in {p}: {one_line(e)}; the file is "
                                 f"damaged, write it again") from None
     return _check_xy(arrays[0], arrays[1], p, keys)
-
-
-def _one_line(e):
-    return " ".join(str(e).split())
 
 
 def _check_xy(X, y, src, keys=("X", "y")):
@@ -507,10 +503,10 @@ def _read_csv_table(p, expected):
     line, an optional header line (a line with a non-numeric field). `expected` says what a row
     should hold, for the error messages."""
     try:
-        with open(p, "r", encoding="utf-8-sig", newline="") as f:
+        with open(p, encoding="utf-8-sig", newline="") as f:
             lines = f.read().splitlines()
     except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read {p} as CSV text: {_one_line(e)}; expected UTF-8 text with "
+        raise DataError(f"cannot read {p} as CSV text: {one_line(e)}; expected UTF-8 text with "
                         f"numbers separated by commas") from None
     # The first non-blank line is a header when one of its (non-empty) fields is not a number.
     first = next((i for i, line in enumerate(lines) if line.strip()), None)
@@ -573,10 +569,10 @@ def read_features(path):
             if "pickle" in str(e).lower() or "object" in str(e).lower():
                 raise DataError(f"{p} holds an object array, which fastmlp never loads (allow_pickle=False); "
                                 f"save a plain numeric array") from None
-            raise DataError(f"cannot read {p}: {_one_line(e)}; expected a file written by numpy.save or "
+            raise DataError(f"cannot read {p}: {one_line(e)}; expected a file written by numpy.save or "
                             f"numpy.savez") from None
         except (OSError, EOFError, zipfile.BadZipFile) as e:
-            raise DataError(f"cannot read {p}: {_one_line(e)}; expected a file written by numpy.save or "
+            raise DataError(f"cannot read {p}: {one_line(e)}; expected a file written by numpy.save or "
                             f"numpy.savez") from None
         if isinstance(loaded, np.ndarray):
             arr = loaded
@@ -596,7 +592,7 @@ def read_features(path):
                     raise DataError(f"array {key!r} in {p} is an object array, which fastmlp never loads "
                                     f"(allow_pickle=False); save a plain numeric array") from None
                 except (OSError, EOFError, zipfile.BadZipFile) as e:
-                    raise DataError(f"cannot read array {key!r} in {p}: {_one_line(e)}; the file is "
+                    raise DataError(f"cannot read array {key!r} in {p}: {one_line(e)}; the file is "
                                     f"damaged") from None
     elif ext == ".csv":
         arr = _read_csv_table(p, "one sample per row")[1].astype(np.float32)
@@ -649,20 +645,20 @@ def _fetch(url, dest, size, md5, progress):
                 reason = e.reason
                 if isinstance(reason, (socket.timeout, TimeoutError)):
                     reason = f"timed out after {TIMEOUT:g} s"
-                raise _FetchFailure(url, _one_line(reason)) from None
-            except (socket.timeout, TimeoutError):
+                raise _FetchFailure(url, one_line(reason)) from None
+            except TimeoutError:
                 raise _FetchFailure(url, f"timed out after {TIMEOUT:g} s") from None
             except (OSError, http.client.HTTPException, ValueError) as e:
-                raise _FetchFailure(url, _one_line(e) or type(e).__name__) from None
+                raise _FetchFailure(url, one_line(e) or type(e).__name__) from None
             with resp, _progress_bar(progress, size, dest.name) as bar:
                 while True:
                     try:
                         chunk = resp.read(1 << 16)
-                    except (socket.timeout, TimeoutError):
+                    except TimeoutError:
                         raise _FetchFailure(url, f"timed out after {TIMEOUT:g} s") from None
                     except (OSError, http.client.HTTPException) as e:
                         raise _FetchFailure(url, f"connection broken after {got} bytes: "
-                                                 f"{_one_line(e) or type(e).__name__}") from None
+                                                 f"{one_line(e) or type(e).__name__}") from None
                     if not chunk:
                         break
                     got += len(chunk)
@@ -863,7 +859,7 @@ def _verify_synthetic(data_dir=None):
             with np.load(f, allow_pickle=False) as z:
                 digest = _synthetic_sha256(z["X"], z["y"])
         except Exception as e:
-            raise DataError(f"cannot read cache file {f}: {_one_line(e)}; delete it (it is "
+            raise DataError(f"cannot read cache file {f}: {one_line(e)}; delete it (it is "
                             f"generated again on next use)") from None
         expected = SYNTHETIC_SHA256[split]
         if expected is not None and digest != expected:

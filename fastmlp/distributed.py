@@ -227,7 +227,8 @@ class Group:
     def compile_data(self, tr, data):
         """Compile (or load from Numba's cache) the kernels that training on data (as
         Trainer._prepare returns it) runs, without training."""
-        from .model import Workspace, thread_count
+        from ._buffers import Workspace
+        from ._threads import thread_count
         ws = Workspace(tr.net.sizes, tr.net.dtype, 1)
         with thread_count(tr.threads):
             self.steps(tr, data, np.zeros(0, dtype=np.int64), ws, np.zeros(1), np.zeros((1, 2)))

@@ -19,6 +19,9 @@ Compilation happens on first use (and is cached on disk), never at import.
 import numpy as np
 
 from . import _checks
+from ._buffers import Workspace, input_divisor, layout, no_targets
+from ._threads import resolve_threads, thread_count
+from .errors import DivergenceError
 
 __all__ = ["dense_forward", "activation_forward", "activation_backward", "loss_forward",
            "output_delta", "delta_backward", "accumulate_gradients", "minibatch_step"]
@@ -30,10 +33,7 @@ def _k():
 
 
 def _threads(threads):
-    import numba
-    if threads is None:
-        return numba.get_num_threads()
-    return _checks.check_int("threads", threads, 1)
+    return resolve_threads(threads)
 
 
 def _as_batch(name, a, dtype=None):
@@ -117,7 +117,7 @@ def output_delta(z, yhat, target, output, loss):
     labels, targets = _targets(yb, target, loss)
     has_targets = targets is not None
     if not has_targets:
-        targets = np.zeros((1, zb.shape[1]), dtype=zb.dtype)
+        targets = no_targets(zb.shape[1], zb.dtype)
     delta = np.empty_like(zb)
     losses = np.empty(zb.shape[0])
     k = _k()
@@ -165,11 +165,54 @@ def accumulate_gradients(delta, a_prev, dW, db, threads=None):
 def minibatch_step(weights, biases, X, target, lr, activation="relu", output="softmax", loss="ce",
                    threads=None):
     """One SGD step, in place, on the mean cost over the rows of X: W^l -= lr dC/dW^l, b^l -= lr dC/db^l.
-    The minibatch runs through the same parallel kernels the trainer uses. Returns the mean loss
+    The minibatch runs through the same parallel kernel the trainer uses. Returns the mean loss
     before the step."""
-    from .model import MLP
-    if not isinstance(weights, (list, tuple)) or not isinstance(biases, (list, tuple)):
+    sizes, dtype = _check_layers(weights, biases)
+    activation = _checks.check_choice("activation", activation, _checks.HIDDEN_ACTIVATIONS)
+    output = _checks.check_choice("output", output, _checks.OUTPUTS)
+    _checks.check_loss_output(loss, output)
+    lr = _checks.check_float("lr", lr, 0.0, strict=True)
+    nthreads = _threads(threads)
+    Xc, _ = _checks.check_input("X", X, sizes[0])
+    n = Xc.shape[0]
+    labels, targets = _checks.check_targets("target", target, n, sizes[-1], loss, dtype)
+    has_targets = targets is not None
+    if not has_targets:
+        targets = no_targets(sizes[-1], dtype)
+    w_off, b_off, n_params = layout(sizes)
+    params = np.empty(n_params, dtype=dtype)
+    for l, (W, b) in enumerate(zip(weights, biases), start=1):
+        params[w_off[l]:w_off[l] + W.size] = W.ravel()
+        params[b_off[l]:b_off[l] + b.size] = b
+    k = _k()
+    hp = np.zeros(k.HP_SIZE)
+    hp[k.HP_LR] = lr
+    ws, stats, empty = Workspace(sizes, dtype, n), np.zeros((1, 2)), np.zeros(0, dtype=dtype)
+    with thread_count(nthreads):
+        # by keyword: a new argument of the kernel then fails here with its name instead of
+        # silently shifting the others
+        done = k._train_steps(params=params, grads=np.zeros_like(params), m=empty, v=empty, w_off=w_off,
+                              b_off=b_off, sizes=np.array(sizes, dtype=np.int64),
+                              hidden=k.ACTIVATION_CODES[activation], output=k.ACTIVATION_CODES[output],
+                              loss=k.LOSS_CODES[loss], X=Xc, divisor=input_divisor(Xc), labels=labels,
+                              targets=targets, has_targets=has_targets, order=np.arange(n), batch_size=n,
+                              first_step=0, optimizer=k.SGD, hp=hp, step0=1, Xbuf=ws.X, A=ws.A, D=ws.D, Z=ws.Z,
+                              a_off=ws.a_off, nthreads=nthreads, losses=np.zeros(n), stats=stats)
+    if done < 1:
+        raise DivergenceError(f"the loss is {stats[0, 0]} for this minibatch; nothing was changed", step=1)
+    for l, (W, b) in enumerate(zip(weights, biases), start=1):
+        W[...] = params[w_off[l]:w_off[l] + W.size].reshape(W.shape)
+        b[...] = params[b_off[l]:b_off[l] + b.size]
+    return stats[0, 0] / n
+
+
+def _check_layers(weights, biases):
+    """The layer sizes and dtype of W^l (N_l, N_{l-1}) and b^l (N_l,), writeable arrays of one
+    float dtype that chain; ValueError otherwise."""
+    if not isinstance(weights, (list, tuple)) or not isinstance(biases, (list, tuple)) or not weights:
         raise ValueError("weights, biases: expected two lists of NumPy arrays, updated in place")
+    if len(biases) != len(weights):
+        raise ValueError(f"biases: got {len(biases)}, expected a list of {len(weights)} 1-D arrays, one per layer")
     arrays = {f"weights[{i}]": W for i, W in enumerate(weights)}
     arrays.update({f"biases[{i}]": b for i, b in enumerate(biases)})
     for name, arr in arrays.items():
@@ -177,14 +220,16 @@ def minibatch_step(weights, biases, X, target, lr, activation="relu", output="so
             raise ValueError(f"{name}: expected a writeable float32 or float64 NumPy array (updated in place), "
                              f"got {type(arr).__name__} {getattr(arr, 'dtype', '')}")
     _checks.same_dtype(**arrays)
-    net = MLP.from_weights(weights, biases, activation=activation, output=output,
-                           dtype=np.asarray(weights[0]).dtype if len(weights) else None)
-    lr = _checks.check_float("lr", lr, 0.0, strict=True)
-    from .training import Trainer
-    trainer = Trainer(net, optimizer="sgd", lr=lr, loss=loss, threads=threads)
-    Xc, _ = _checks.check_input("X", X, net.sizes[0])
-    mean_loss = trainer.step_batch(Xc, target)
-    for W, b, nW, nb in zip(weights, biases, net.weights, net.biases):
-        W[...] = nW
-        b[...] = nb
-    return mean_loss
+    sizes = [weights[0].shape[1] if weights[0].ndim == 2 else -1]
+    for i, (W, b) in enumerate(zip(weights, biases)):
+        if W.ndim != 2 or W.shape[1] != sizes[-1]:
+            raise ValueError(f"weights: weights[{i}] has shape {W.shape}, expected ({W.shape[0]}, {sizes[-1]}) "
+                             f"to chain with the layer before")
+        if b.shape != (W.shape[0],):
+            raise ValueError(f"biases: biases[{i}] has shape {b.shape}, expected ({W.shape[0]},)")
+        sizes.append(W.shape[0])
+    if min(sizes) < 1:
+        raise ValueError(f"weights: got layer sizes {sizes}, expected positive sizes")
+    for name, arr in arrays.items():
+        _checks.check_finite(name, arr)
+    return sizes, weights[0].dtype

@@ -5,70 +5,13 @@ import os
 import numpy as np
 
 from . import _checks
+from ._buffers import Workspace, input_divisor, layout, no_targets
+from ._threads import resolve_threads, thread_count
 from ._files import atomic_savez
 from .errors import CheckpointError
 
 FORMAT_VERSION = 1
 EVAL_BATCH = 1024
-
-
-def layout(sizes):
-    """Offsets of W^l and b^l (l = 1..L) in the flat buffer (W^1, b^1, W^2, b^2, ...), and its length."""
-    L = len(sizes) - 1
-    w_off = np.zeros(L + 1, dtype=np.int64)
-    b_off = np.zeros(L + 1, dtype=np.int64)
-    pos = 0
-    for l in range(1, L + 1):
-        w_off[l] = pos
-        pos += sizes[l] * sizes[l - 1]
-        b_off[l] = pos
-        pos += sizes[l]
-    return w_off, b_off, pos
-
-
-class Workspace:
-    """Per-batch buffers for up to `capacity` samples: the gathered inputs, a^l and delta^l of
-    every layer (flat, layer l at a_off[l]) and z^L."""
-
-    def __init__(self, sizes, dtype, capacity, x_capacity=None):
-        self.capacity = capacity
-        self.a_off = np.zeros(len(sizes), dtype=np.int64)
-        total = 0
-        for l in range(1, len(sizes)):
-            self.a_off[l] = total
-            total += capacity * sizes[l]
-        self.X = np.empty((max(capacity, x_capacity or 0), sizes[0]), dtype=dtype)
-        self.A = np.empty(total, dtype=dtype)
-        self.D = np.empty(total, dtype=dtype)
-        self.Z = np.empty((capacity, sizes[-1]), dtype=dtype)
-
-
-def resolve_threads(threads):
-    import numba
-    if threads is None:
-        return numba.get_num_threads()
-    limit = numba.config.NUMBA_NUM_THREADS
-    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or not 1 <= threads <= limit:
-        raise ValueError(f"threads: got {threads!r}, expected an integer from 1 to {limit} "
-                         "(NUMBA_NUM_THREADS, fixed when numba is imported)")
-    return int(threads)
-
-
-class thread_count:
-    """Context manager: Numba runs parallel regions on `n` threads inside the block."""
-
-    def __init__(self, n):
-        self.n = n
-
-    def __enter__(self):
-        import numba
-        self.saved = numba.get_num_threads()
-        numba.set_num_threads(self.n)
-        return self
-
-    def __exit__(self, *exc):
-        import numba
-        numba.set_num_threads(self.saved)
 
 
 def _check_sizes(sizes):
@@ -183,13 +126,13 @@ class MLP:
             labels, targets = np.zeros(1, dtype=np.int64), None
         has_targets = targets is not None
         if targets is None:
-            targets = np.zeros((1, K), dtype=self.dtype)
+            targets = no_targets(K, self.dtype)
         nthreads = resolve_threads(threads)
         ws = Workspace(self.sizes, self.dtype, min(n, EVAL_BATCH))
         grads = np.zeros_like(self.params)
         losses = np.zeros(n if loss is not None else 0)
         outputs = np.empty((n, K) if want_outputs else (0, K), dtype=self.dtype)
-        divisor = 255.0 if Xc.dtype == np.uint8 else 1.0
+        divisor = input_divisor(Xc)
         with thread_count(nthreads):
             run = k._evaluate_with_gradients if want_grads else k._evaluate
             correct = run(self.params, grads, self.w_off, self.b_off, self.sizes_array,

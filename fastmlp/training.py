@@ -13,7 +13,9 @@ import numpy as np
 from . import _checks
 from ._pacer import ThreadPacer
 from .errors import CheckpointError, DivergenceError
-from .model import MLP, Workspace, load_npz, resolve_threads, thread_count
+from ._buffers import Workspace, input_divisor, no_targets
+from ._threads import resolve_threads, thread_count
+from .model import MLP, load_npz
 
 # A chunk is about this many floating-point operations (a few ms at the speeds reached here).
 CHUNK_FLOPS = 1.5e9
@@ -30,8 +32,9 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.trainer = trainer
 
 
-def _flops_per_sample(sizes):
-    # forward, weight gradient and delta: about 2 flops each per weight
+def _chunk_cost_per_sample(sizes):
+    # A rough cost for sizing chunks (forward, weight gradient and delta: about 2 flops each per
+    # weight), not the exact count bench.flops_per_sample reports.
     return 6 * sum(sizes[l] * sizes[l - 1] for l in range(1, len(sizes)))
 
 
@@ -115,12 +118,12 @@ class Trainer:
                                                 self.net.dtype)
         has_targets = targets is not None
         if targets is None:
-            targets = np.zeros((1, self.net.sizes[-1]), dtype=self.net.dtype)
-        divisor = 255.0 if Xc.dtype == np.uint8 else 1.0
+            targets = no_targets(self.net.sizes[-1], self.net.dtype)
+        divisor = input_divisor(Xc)
         return Xc, divisor, labels, targets, has_targets
 
     def chunk_samples(self, n):
-        per = int(CHUNK_FLOPS / _flops_per_sample(self.net.sizes))
+        per = int(CHUNK_FLOPS / _chunk_cost_per_sample(self.net.sizes))
         per = max(self.batch_size, min(per, MAX_CHUNK_SAMPLES) // self.batch_size * self.batch_size)
         return min(per, -(-n // self.batch_size) * self.batch_size)
 

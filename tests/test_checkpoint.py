@@ -53,7 +53,7 @@ def test_interrupted_saved_and_resumed_equals_uninterrupted(tmp_path, small_chun
     def stop_soon(info):
         calls.append(info)
         if len(calls) == stop_after:
-            trainer.request_stop()
+            trainer.request_stop()  # noqa: F821 (`del trainer` below confuses pyflakes)
 
     with pytest.raises(TrainingInterrupted) as excinfo:
         trainer.fit(X, y, EPOCHS, validation=(Xv, yv), verbose=False, callback=stop_soon)

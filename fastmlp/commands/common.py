@@ -18,15 +18,8 @@ import warnings
 
 import click
 
+from .._choices import DTYPES, HIDDEN_ACTIVATIONS, LOSSES, OPTIMIZERS, OUTPUTS  # noqa: F401 (for the commands)
 from ..errors import ConfigError, FastMLPError, one_line
-
-# The choices of the options; fastmlp._checks validates the same names in the library.
-HIDDEN_ACTIVATIONS = ("relu", "sigmoid", "tanh", "identity")
-OUTPUTS = ("softmax", "sigmoid", "identity")
-LOSSES = ("ce", "mse")
-OPTIMIZERS = ("sgd", "momentum", "adam")
-DTYPES = ("float32", "float64")
-
 
 # -- errors ---------------------------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ def command(metrics, out):
 def read_metrics(path):
     """The rows of a --metrics file, split into runs (a new run starts when the epoch goes back)."""
     try:
-        with open(path, "r", encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()
     except FileNotFoundError:
         raise DataError(f"missing metrics file {path}: write one with `fastmlp train --metrics {path}`") \

@@ -1,0 +1,44 @@
+"""What the compiled kernels are called with, besides the data: the flat parameter layout, the
+per-batch buffers, the input divisor and the placeholder for targets. No layer above is imported."""
+import numpy as np
+
+
+def layout(sizes):
+    """Offsets of W^l and b^l (l = 1..L) in the flat buffer (W^1, b^1, W^2, b^2, ...), and its length."""
+    L = len(sizes) - 1
+    w_off = np.zeros(L + 1, dtype=np.int64)
+    b_off = np.zeros(L + 1, dtype=np.int64)
+    pos = 0
+    for l in range(1, L + 1):
+        w_off[l] = pos
+        pos += sizes[l] * sizes[l - 1]
+        b_off[l] = pos
+        pos += sizes[l]
+    return w_off, b_off, pos
+
+
+class Workspace:
+    """Per-batch buffers for up to `capacity` samples: the gathered inputs, a^l and delta^l of
+    every layer (flat, layer l at a_off[l]) and z^L."""
+
+    def __init__(self, sizes, dtype, capacity, x_capacity=None):
+        self.capacity = capacity
+        self.a_off = np.zeros(len(sizes), dtype=np.int64)
+        total = 0
+        for l in range(1, len(sizes)):
+            self.a_off[l] = total
+            total += capacity * sizes[l]
+        self.X = np.empty((max(capacity, x_capacity or 0), sizes[0]), dtype=dtype)
+        self.A = np.empty(total, dtype=dtype)
+        self.D = np.empty(total, dtype=dtype)
+        self.Z = np.empty((capacity, sizes[-1]), dtype=dtype)
+
+
+def input_divisor(X):
+    """The kernels divide X by this: 255 for uint8 pixels (scaled to [0, 1] as they are read), else 1."""
+    return 255.0 if X.dtype == np.uint8 else 1.0
+
+
+def no_targets(n_outputs, dtype):
+    """The targets argument when the labels are class indices (has_targets false): never read."""
+    return np.zeros((1, n_outputs), dtype=dtype)

@@ -1,0 +1,7 @@
+"""The names the API and the command line accept. Imports nothing, so that the CLI can build its
+options from them without loading NumPy."""
+HIDDEN_ACTIVATIONS = ("relu", "sigmoid", "tanh", "identity")
+OUTPUTS = ("softmax", "sigmoid", "identity")
+LOSSES = ("ce", "mse")
+OPTIMIZERS = ("sgd", "momentum", "adam")
+DTYPES = ("float32", "float64")
