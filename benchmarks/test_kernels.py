@@ -52,7 +52,7 @@ def test_softmax_ce_delta(benchmark, rng, batch):
     targets = np.zeros((1, K), np.float32)
     idx = np.arange(batch)
     scale = np.float32(1.0 / batch)
-    args = (Z, AL, D, labels, targets, False, idx, k.SOFTMAX, k.CE, scale, losses)
+    args = (Z, AL, D, labels, targets, False, idx, k.SOFTMAX, k.CE, scale, losses, np.ones(1), False)
     correct = k._output_step(*args)
     z64 = Z.astype(np.float64)
     p = np.exp(z64 - z64.max(axis=1, keepdims=True))
@@ -125,7 +125,8 @@ def test_minibatch_step(benchmark, rng, threads, batch, hidden):
 
     def step(params):
         return k._train_steps(params, grads, empty, empty, net.w_off, net.b_off, net.sizes_array, k.RELU,
-                              k.SOFTMAX, k.CE, X, 255.0, y, targets, False, order, batch, 0, k.SGD, hp, 1,
+                              k.SOFTMAX, k.CE, X, 255.0, y, targets, False, np.ones(1), False, order, batch, 0,
+                              k.SGD, hp, 1,
                               ws.X, ws.A, ws.D, ws.Z, ws.a_off, threads, losses, stats)
 
     start = net.params.copy()

@@ -8,7 +8,7 @@ Importing fastmlp is cheap: NumPy and Numba load, and kernels compile, on first 
 """
 __version__ = "0.1.0"
 
-__all__ = ["MLP", "train", "Trainer", "kernels", "datasets", "errors", "__version__"]
+__all__ = ["MLP", "train", "Trainer", "kernels", "datasets", "errors", "callbacks", "__version__"]
 
 _LAZY = {"MLP": ("model", "MLP"), "train": ("training", "train"), "Trainer": ("training", "Trainer")}
 
@@ -18,7 +18,7 @@ def __getattr__(name):
     if name in _LAZY:
         module, attr = _LAZY[name]
         value = getattr(importlib.import_module(f".{module}", __name__), attr)
-    elif name in ("kernels", "datasets", "errors", "model", "training"):
+    elif name in ("kernels", "datasets", "errors", "model", "training", "callbacks"):
         value = importlib.import_module(f".{name}", __name__)
     else:
         raise AttributeError(f"module 'fastmlp' has no attribute {name!r}")

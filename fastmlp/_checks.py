@@ -25,9 +25,17 @@ def check_dtype(dtype):
 
 def check_loss_output(loss, output):
     check_choice("loss", loss, LOSSES)
+    if loss == "ce" and output == "sigmoid":
+        raise ValueError("loss: got 'ce' with output 'sigmoid'; cross-entropy needs output='softmax' "
+                         "(a probability distribution over the classes); for sigmoid outputs use loss='bce' "
+                         "(binary cross-entropy) or loss='mse'")
     if loss == "ce" and output != "softmax":
         raise ValueError(f"loss: got 'ce' with output {output!r}; cross-entropy needs output='softmax' "
                          "(a probability distribution over the classes); use loss='mse' instead")
+    if loss == "bce" and output != "sigmoid":
+        raise ValueError(f"loss: got 'bce' with output {output!r}; binary cross-entropy needs "
+                         "output='sigmoid' (each output a probability)" +
+                         ("; use loss='ce' for softmax" if output == "softmax" else "; use loss='mse' instead"))
 
 
 def check_int(name, value, minimum):
@@ -102,20 +110,39 @@ def check_input(name, X, width):
     return np.ascontiguousarray(arr), single
 
 
-def check_targets(name, y, n, n_outputs, loss, dtype):
-    """y: class indices (n,) in [0, n_outputs) or float targets (n, n_outputs).
+def is_regression(output, n_outputs):
+    """One identity output unit: a 1-D y is the float target, and there is no accuracy."""
+    return output == "identity" and n_outputs == 1
+
+
+def check_targets(name, y, n, n_outputs, loss, dtype, output=None):
+    """y: class indices (n,) in [0, n_outputs) or float targets (n, n_outputs); for one sigmoid
+    output (binary) y (n,) holds 0/1, for one identity output (regression) y (n,) holds the targets.
     Returns (labels int64 (n,), targets (n, K) or None)."""
     arr = np.asarray(y)
     if arr.dtype == object or arr.dtype.kind not in "fiub":
         raise ValueError(f"{name}: got an array of dtype {arr.dtype}, expected class indices or targets")
     if arr.ndim == 0:
         arr = arr.reshape(1)
+    if arr.ndim == 1 and arr.shape[0] == n and n_outputs == 1 and output in ("identity", "sigmoid"):
+        if output == "identity":
+            check_finite(name, arr)
+            return np.zeros(n, dtype=np.int64), np.ascontiguousarray(arr.reshape(n, 1), dtype=dtype)
+        check_finite(name, arr)
+        bad = arr[(arr != 0) & (arr != 1)]
+        if bad.size:
+            raise ValueError(f"{name}: got label {bad[0].item()!r}, expected 0 or 1 for the network's single sigmoid "
+                             "output (binary classification)")
+        return (np.ascontiguousarray(arr, dtype=np.int64),
+                np.ascontiguousarray(arr.reshape(n, 1), dtype=dtype))
     if arr.ndim == 1:
         if arr.shape[0] != n:
             raise ValueError(f"{name}: got {arr.shape[0]} labels for {n} samples, expected {n}")
         if arr.dtype.kind == "f":
             if not np.isfinite(arr).all() or not np.array_equal(arr, np.round(arr)):
-                raise ValueError(f"{name}: got non-integer class labels, expected integers in [0, {n_outputs})")
+                raise ValueError(f"{name}: got non-integer class labels, expected integers in [0, {n_outputs}) "
+                                 "(a 1-D float y is a regression target only for a network with one "
+                                 "identity output)")
         if arr.dtype.kind == "b":
             arr = arr.astype(np.int64)
         if arr.size and (arr.min() < 0 or arr.max() >= n_outputs):
@@ -131,4 +158,43 @@ def check_targets(name, y, n, n_outputs, loss, dtype):
     if loss == "ce":
         if (targets < 0).any() or not np.allclose(targets.sum(axis=1), 1.0, atol=1e-4):
             raise ValueError(f"{name}: cross-entropy targets must be probabilities (rows >= 0 summing to 1)")
+    if loss == "bce" and ((targets < 0).any() or (targets > 1).any()):
+        raise ValueError(f"{name}: binary cross-entropy targets must be in [0, 1] (0/1 for multi-label)")
+    if output == "sigmoid" and n_outputs == 1:
+        return np.ascontiguousarray(targets[:, 0] > 0.5, dtype=np.int64), targets
     return np.ascontiguousarray(targets.argmax(axis=1), dtype=np.int64), targets
+
+
+def check_sample_weight(name, w, n):
+    """Per-sample weights (n,) >= 0, not all 0, or None; returns (float64 array, has_weights)."""
+    if w is None:
+        return np.ones(1), False
+    arr = np.asarray(w)
+    if arr.dtype == object or arr.dtype.kind not in "fiub":
+        raise ValueError(f"{name}: got an array of dtype {arr.dtype}, expected numbers")
+    if arr.shape != (n,):
+        raise ValueError(f"{name}: got shape {arr.shape}, expected ({n},), one weight per sample")
+    check_finite(name, arr)
+    if (arr < 0).any() or not arr.any():
+        raise ValueError(f"{name}: expected weights >= 0, not all zero")
+    return np.ascontiguousarray(arr, dtype=np.float64), True
+
+
+def check_standardization(mean, scale, width):
+    """input_mean, input_scale: both None, or both finite arrays (width,), scale > 0."""
+    if (mean is None) != (scale is None):
+        raise ValueError("input_mean, input_scale: got one without the other, expected both or neither")
+    if mean is None:
+        return None, None
+    out = []
+    for name, a in (("input_mean", mean), ("input_scale", scale)):
+        arr = np.asarray(a)
+        if arr.dtype == object or arr.dtype.kind not in "fiub":
+            raise ValueError(f"{name}: got an array of dtype {arr.dtype}, expected numbers")
+        if arr.shape != (width,):
+            raise ValueError(f"{name}: got shape {arr.shape}, expected ({width},), one value per input")
+        check_finite(name, arr)
+        out.append(np.array(arr, dtype=np.float64))
+    if (out[1] <= 0).any():
+        raise ValueError("input_scale: expected values > 0 (use 1 for a constant feature)")
+    return out[0], out[1]

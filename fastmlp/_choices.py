@@ -2,6 +2,6 @@
 options from them without loading NumPy."""
 HIDDEN_ACTIVATIONS = ("relu", "sigmoid", "tanh", "identity")
 OUTPUTS = ("softmax", "sigmoid", "identity")
-LOSSES = ("ce", "mse")
+LOSSES = ("ce", "mse", "bce")
 OPTIMIZERS = ("sgd", "momentum", "adam")
 DTYPES = ("float32", "float64")

@@ -28,8 +28,8 @@ from numba.extending import intrinsic
 IDENTITY, SIGMOID, RELU, TANH, SOFTMAX = 0, 1, 2, 3, 4
 ACTIVATION_CODES = {"identity": IDENTITY, "sigmoid": SIGMOID, "relu": RELU, "tanh": TANH,
                     "softmax": SOFTMAX}
-CE, MSE = 0, 1
-LOSS_CODES = {"ce": CE, "mse": MSE}
+CE, MSE, BCE = 0, 1, 2
+LOSS_CODES = {"ce": CE, "mse": MSE, "bce": BCE}
 SGD, MOMENTUM, ADAM = 0, 1, 2
 OPTIMIZER_CODES = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM}
 # Not an optimizer: _train_steps computes the gradient and leaves the parameters alone (the
@@ -38,8 +38,9 @@ GRADIENT_ONLY = 3
 
 # Indices into the float64 hyperparameter vector passed to the update kernels.
 HP_LR, HP_MOMENTUM, HP_WEIGHT_DECAY, HP_BETA1, HP_BETA2, HP_EPS = 0, 1, 2, 3, 4, 5
-# The factor of the summed loss whose gradient _train_steps takes; 0 means 1/n, the minibatch mean.
-# (A rank of the distributed trainer takes 1/(global batch) of its slice's sum.)
+# The factor of the summed loss whose gradient _train_steps takes; 0 means the minibatch's own:
+# 1/n, or 1/(sum of its weights). (A rank of the distributed trainer passes that of the global batch
+# for its slice.)
 HP_GRAD_SCALE = 6
 HP_SIZE = 7
 
@@ -380,7 +381,9 @@ def _output_loss_delta(z, a, lse, label, targets, t_row, has_targets, output, lo
     #                                                        = a_j (g_j - sum_i a_i g_i), g = 2(a - y)
     #   sigmoid + mse:       delta = 2(a - y) * a (1 - a)
     #   identity + mse:      delta = 2(a - y)
-    # (ce with sigmoid or identity outputs is rejected by the callers: a^L is not a distribution.)
+    #   sigmoid + bce:       c = -sum_i [y_i log a_i + (1 - y_i) log(1 - a_i)];   delta = a - y
+    # (ce with sigmoid or identity outputs, and bce with any output but sigmoid, are rejected by
+    # the callers.) scale is 1/n, or w_s / sum of the minibatch's weights with sample weights.
     # y is the one-hot of the class label, or row t_row of targets; it is written into delta first.
     K = z.shape[0]
     one = z.dtype.type(1)
@@ -393,6 +396,14 @@ def _output_loss_delta(z, a, lse, label, targets, t_row, has_targets, output, lo
         for i in range(K):
             if delta[i] != 0:
                 c += delta[i] * (lse - z[i])
+            delta[i] = scale * (a[i] - delta[i])
+        return c
+    if loss == BCE:
+        # with a = sigmoid(z): c_i = log(1 + e^z) - y z, the softplus written so that it neither
+        # overflows nor takes log(0) when a_i rounds to 0 or 1 (then log(a_i) would be -inf)
+        for i in range(K):
+            zi = np.float64(z[i])
+            c += max(zi, 0.0) + math.log1p(math.exp(-abs(zi))) - np.float64(delta[i]) * zi
             delta[i] = scale * (a[i] - delta[i])
         return c
     ag = 0.0
@@ -424,17 +435,36 @@ def _argmax(a):
 
 
 @_jit()
-def _output_step(Z, AL, D, labels, targets, has_targets, idx, output, loss, scale, losses):
-    # Z, AL, D (n, K): the output layer of a minibatch whose samples are rows idx[s] of the data set.
-    # Writes per-sample losses (float64, (n,)) and D = scale * dc/dz^L; returns the number of
-    # samples whose argmax matches their label.
-    n = Z.shape[0]
-    return _output_samples(Z, AL, D, labels, targets, has_targets, idx, output, loss, scale, losses, n - n, n,
-                           n < 0)
+def _is_correct(a, label, targets, t_row, has_targets, output):
+    # One sample's prediction against its label: one sigmoid unit predicts class 1 where a > 0.5;
+    # several sigmoid units with target rows (multi-label) are right when every unit is on the
+    # right side of 0.5; otherwise the argmax must be the label.
+    K = a.shape[0]
+    if output == SIGMOID:
+        if K == 1:
+            return (1 if a[0] > 0.5 else 0) == label
+        if has_targets:
+            for i in range(K):
+                if (a[i] > 0.5) != (targets[t_row, i] > 0.5):
+                    return False
+            return True
+    return _argmax(a) == label
 
 
 @_jit()
-def _output_samples(Z, AL, D, labels, targets, has_targets, idx, output, loss, scale, losses, s0, s1, activate):
+def _output_step(Z, AL, D, labels, targets, has_targets, idx, output, loss, scale, losses, weights,
+                 has_weights):
+    # Z, AL, D (n, K): the output layer of a minibatch whose samples are rows idx[s] of the data set.
+    # Writes per-sample losses (float64, (n,); times the sample's weight with has_weights) and
+    # D = scale * dc/dz^L (times the weight); returns the number of correct predictions.
+    n = Z.shape[0]
+    return _output_samples(Z, AL, D, labels, targets, has_targets, idx, output, loss, scale, losses, weights,
+                           has_weights, n - n, n, n < 0)
+
+
+@_jit()
+def _output_samples(Z, AL, D, labels, targets, has_targets, idx, output, loss, scale, losses, weights,
+                    has_weights, s0, s1, activate):
     # _output_step for samples s0 <= s < s1; with activate, AL = a^L is computed here first (the
     # softmax's exponentials then serve the loss too), else AL is given
     correct = 0
@@ -442,6 +472,7 @@ def _output_samples(Z, AL, D, labels, targets, has_targets, idx, output, loss, s
         row = idx[s]
         label = labels[row]
         t_row = row if has_targets else 0
+        w = weights[row] if has_weights else 1.0
         lse = 0.0
         if activate:
             lse = _output_activation(Z[s], AL[s], output)
@@ -454,9 +485,10 @@ def _output_samples(Z, AL, D, labels, targets, has_targets, idx, output, loss, s
             for i in range(Z.shape[1]):
                 total += math.exp(Z[s, i] - zmax)
             lse = zmax + math.log(total)
-        losses[s] = _output_loss_delta(Z[s], AL[s], lse, label, targets, t_row, has_targets,
-                                       output, loss, scale, D[s])
-        if _argmax(AL[s]) == label:
+        sc = scale * Z.dtype.type(w) if has_weights else scale
+        losses[s] = w * _output_loss_delta(Z[s], AL[s], lse, label, targets, t_row, has_targets,
+                                           output, loss, sc, D[s])
+        if _is_correct(AL[s], label, targets, t_row, has_targets, output):
             correct += 1
     return correct
 
@@ -819,13 +851,13 @@ def _forward_network(params, w_off, b_off, sizes, hidden, output, X, idx, diviso
 
 @_inline()
 def _last_layer_samples(W, b, a_prev, Z, AL, D, labels, targets, has_targets, idx, output, loss, scale,
-                        losses, s0, s1):
+                        losses, weights, has_weights, s0, s1):
     # samples s0 <= s < s1: z^L = W a^{L-1} + b, a^L, the loss and delta^L (see _output_step)
     zero = s1 - s1  # computed, not a literal 0: no Literal[int] re-specialisation of the callees
     if s1 > s0:
         _dense_forward_rows(W, b, a_prev[s0:s1], Z[s0:s1], zero + IDENTITY, zero, W.shape[0])
-    return _output_samples(Z, AL, D, labels, targets, has_targets, idx, output, loss, scale, losses, s0, s1,
-                           s1 >= s0)
+    return _output_samples(Z, AL, D, labels, targets, has_targets, idx, output, loss, scale, losses, weights,
+                           has_weights, s0, s1, s1 >= s0)
 
 
 @_inline(fastmath=FAST)
@@ -945,10 +977,13 @@ def _prefetch(typingctx, arr, i):
 
 @_jit(parallel=True, fastmath=FAST)
 def _train_steps(params, grads, m, v, w_off, b_off, sizes, hidden, output, loss,
-                 X, divisor, labels, targets, has_targets, order, batch_size, first_step,
+                 X, divisor, labels, targets, has_targets, weights, has_weights, order, batch_size, first_step,
                  optimizer, hp, step0, Xbuf, A, D, Z, a_off, nthreads, losses, stats):
     # Minibatch SGD steps over the samples order[0:len(order)] (already this chunk's slice of the
-    # epoch's permutation), batch_size at a time, the last batch possibly smaller.
+    # epoch's permutation), batch_size at a time, the last batch possibly smaller. hp holds the
+    # learning rate and the optimizer's other hyperparameters for these steps.
+    # With has_weights, weights (N,) float64 per data set row: the cost of a minibatch is the
+    # weighted mean sum_s w_s c_s / sum_s w_s (its per-sample losses are then w_s c_s).
     # For each step k: stats[k] = (sum of the per-sample losses before the update, correct count).
     # Returns the number of steps completed; a non-finite loss stops before that step's update.
     #
@@ -975,7 +1010,14 @@ def _train_steps(params, grads, m, v, w_off, b_off, sizes, hidden, output, loss,
         Xb = gathered[s0:s1]
         idx = order[s0:s1]
         Zb = Z[:n]
-        scale = params.dtype.type(1.0 / n if hp[HP_GRAD_SCALE] == 0.0 else hp[HP_GRAD_SCALE])
+        scale = params.dtype.type(1.0 / n)
+        if has_weights:
+            wsum = 0.0
+            for s in range(n):
+                wsum += weights[idx[s]]
+            scale = params.dtype.type(1.0 / wsum if wsum > 0 else 0.0)
+        if hp[HP_GRAD_SCALE] != 0.0:
+            scale = params.dtype.type(hp[HP_GRAD_SCALE])
         lb = losses[:n]
         for phase in range(0 if k == 0 else 1, L + 1 + nback):
             layer = max(min(phase, L), 1)  # the forward phases' layer (phase 0: any)
@@ -997,7 +1039,8 @@ def _train_steps(params, grads, m, v, w_off, b_off, sizes, hidden, output, loss,
             if phase == L and T == 1:
                 # small batches: the output step on this thread, without a parallel region (~1.2 us)
                 counts[0] = _last_layer_samples(W, b, a_prev, Zb, out, _rows(D, a_off, sizes, L, n), labels,
-                                                targets, has_targets, idx, output, loss, scale, lb, n - n, n)
+                                                targets, has_targets, idx, output, loss, scale, lb, weights,
+                                                has_weights, n - n, n)
             else:
                 for t in prange(T):
                     tt = np.int64(t)
@@ -1011,7 +1054,7 @@ def _train_steps(params, grads, m, v, w_off, b_off, sizes, hidden, output, loss,
                         c0, c1 = _chunk4(n, tt, T)
                         counts[t] = _last_layer_samples(W, b, a_prev, Zb, out, _rows(D, a_off, sizes, L, n),
                                                         labels, targets, has_targets, idx, output, loss, scale,
-                                                        lb, c0, c1)
+                                                        lb, weights, has_weights, c0, c1)
                     else:
                         _backward_pair(tt, T, hidden_layer, params, grads, m, v, w_off, b_off, sizes, hidden,
                                        Xb, A, D, a_off, n, n < 0, n > 0, optimizer, hp, step0 + k)
@@ -1031,8 +1074,8 @@ def _train_steps(params, grads, m, v, w_off, b_off, sizes, hidden, output, loss,
 
 @_inline()
 def _evaluate_batches(params, grads, w_off, b_off, sizes, hidden, output, loss, X, divisor, labels, targets,
-                      has_targets, batch_size, want_grads, scale, Xbuf, A, D, Z, a_off, nthreads, losses,
-                      outputs, want_outputs):
+                      has_targets, weights, has_weights, batch_size, want_grads, scale, Xbuf, A, D, Z, a_off,
+                      nthreads, losses, outputs, want_outputs):
     # Over all rows of X in batches: per-sample losses (losses (N,), when loss >= 0), the number of
     # correct argmaxes, a^L into outputs (N, K) when want_outputs, and with want_grads the gradient
     # of scale * (sum of losses) added into grads (which the caller zeroes).
@@ -1060,7 +1103,7 @@ def _evaluate_batches(params, grads, w_off, b_off, sizes, hidden, output, loss, 
                     outputs[start + s, i] = AL[s, i]
         if loss >= 0:
             correct += _output_step(Zb, AL, _rows(D, a_off, sizes, L, n), labels, targets, has_targets,
-                                    idx, output, loss, scale, losses[start:stop])
+                                    idx, output, loss, scale, losses[start:stop], weights, has_weights)
             if want_grads:
                 _backward_network(params, grads, grads, grads, w_off, b_off, sizes, hidden, Xb, A, D,
                                   a_off, n, n > 0, n < 0, sgd, hp, one, nthreads)
@@ -1072,16 +1115,17 @@ def _evaluate_batches(params, grads, w_off, b_off, sizes, hidden, output, loss, 
 # (want_grads is a constant in each, and Numba drops the branch it never takes).
 @_jit()
 def _evaluate(params, grads, w_off, b_off, sizes, hidden, output, loss, X, divisor, labels, targets,
-              has_targets, batch_size, scale, Xbuf, A, D, Z, a_off, nthreads, losses, outputs, want_outputs):
+              has_targets, weights, has_weights, batch_size, scale, Xbuf, A, D, Z, a_off, nthreads, losses, outputs,
+              want_outputs):
     return _evaluate_batches(params, grads, w_off, b_off, sizes, hidden, output, loss, X, divisor, labels,
-                             targets, has_targets, batch_size, False, scale, Xbuf, A, D, Z, a_off, nthreads,
-                             losses, outputs, want_outputs)
+                             targets, has_targets, weights, has_weights, batch_size, False, scale, Xbuf, A, D,
+                             Z, a_off, nthreads, losses, outputs, want_outputs)
 
 
 @_jit()
 def _evaluate_with_gradients(params, grads, w_off, b_off, sizes, hidden, output, loss, X, divisor, labels,
-                             targets, has_targets, batch_size, scale, Xbuf, A, D, Z, a_off, nthreads, losses,
-                             outputs, want_outputs):
+                             targets, has_targets, weights, has_weights, batch_size, scale, Xbuf, A, D, Z, a_off,
+                             nthreads, losses, outputs, want_outputs):
     return _evaluate_batches(params, grads, w_off, b_off, sizes, hidden, output, loss, X, divisor, labels,
-                             targets, has_targets, batch_size, True, scale, Xbuf, A, D, Z, a_off, nthreads,
-                             losses, outputs, want_outputs)
+                             targets, has_targets, weights, has_weights, batch_size, True, scale, Xbuf, A, D,
+                             Z, a_off, nthreads, losses, outputs, want_outputs)

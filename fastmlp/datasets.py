@@ -480,7 +480,16 @@ def _check_xy(X, y, src, keys=("X", "y")):
 
 
 def _load_csv(p):
-    header, data = _read_csv_table(p, "a label and features per row")
+    try:
+        header, data = _read_csv_table(p, "a label and features per row")
+    except DataError:
+        # labels that are text (e.g. species names): numbers everywhere but in the label column
+        text = _read_csv_text_labels(p)
+        if text is None:
+            raise
+        X, y = text
+        X, _ = _check_xy(X, np.zeros(X.shape[0], dtype=np.int64), p, keys=("features", "labels"))
+        return X, y
     ncol = data.shape[1]
     if header is not None and len(header) != ncol:
         raise DataError(f"CSV header of {p} has {len(header)} columns but the rows have {ncol}, "
@@ -496,6 +505,57 @@ def _load_csv(p):
     y = data[:, label_col]
     X = np.delete(data, label_col, axis=1).astype(np.float32)
     return _check_xy(X, y, p, keys=("features", "labels"))
+
+
+def _read_csv_text_labels(p):
+    """(X float32, y str array) of a CSV file whose label column (the first, or the one headed
+    `label`) holds text and every other field a number; None if the file is not like that."""
+    import csv
+    try:
+        with open(p, encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f)
+            rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    lines = [n for n, _ in rows]
+    rows = [row for _, row in rows]
+    if not rows or len(rows[0]) < 2:
+        return None
+    first = [cell.strip() for cell in rows[0]]
+    lowered = [cell.lower() for cell in first]
+    label_col = lowered.index("label") if "label" in lowered else 0
+
+    def numbers(row):
+        try:
+            return [float(cell) for i, cell in enumerate(row) if i != label_col]
+        except ValueError:
+            return None
+
+    if "label" in lowered or numbers(first) is None:
+        rows, lines = rows[1:], lines[1:]  # a header line
+    width = len(first)
+    X, y = [], []
+    for lineno, row in zip(lines, rows):
+        values = numbers(row) if len(row) == width else None
+        if values is None:
+            if not X or len(row) != width:
+                return None
+            col, cell = next((i, c) for i, c in enumerate(row) if i != label_col and not _is_number(c))
+            raise DataError(f"non-numeric value {cell.strip()!r} in CSV file {p} at line {lineno}, column "
+                            f"{col + 1}: expected numbers only (text is allowed in the label column)")
+        X.append(values)
+        y.append(row[label_col].strip())
+    if not X:
+        return None
+    return np.array(X, dtype=np.float32), np.array(y)
+
+
+def _is_number(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _read_csv_table(p, expected):

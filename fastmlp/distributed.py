@@ -167,13 +167,14 @@ class Group:
     # -- the start of fit() --------------------------------------------------------------------
 
     def _signature(self, tr, data):
-        X, _, labels, targets, has_targets = data
+        X, _, labels, targets, has_targets, weights, has_weights = data
         net = tr.net
         return {"layer sizes": list(net.sizes), "activation": net.activation, "output": net.output,
                 "dtype": str(net.dtype), "optimizer": tr.optimizer, "loss": tr.loss,
                 "hyperparameters": (tr.lr, tr.momentum, tr.weight_decay, tr.beta1, tr.beta2, tr.eps),
                 "batch size": tr.batch_size, "seed": tr.seed, "training inputs": _fingerprint(X),
-                "labels": _fingerprint(labels), "targets": _fingerprint(targets) if has_targets else None}
+                "labels": _fingerprint(labels), "targets": _fingerprint(targets) if has_targets else None,
+                "sample weights": _fingerprint(weights) if has_weights else None}
 
     def start(self, tr, data):
         """Check that every rank trains the same model on the same data, then give every rank rank
@@ -249,7 +250,7 @@ class Group:
             self._gbuf = np.zeros(P + 1, dtype=params.dtype)
         g = self._gbuf
         hidden, output, loss, update = tr._kernel_args()
-        X, divisor, labels, targets, has_targets = data
+        X, divisor, labels, targets, has_targets, weights, has_weights = data
         hp = tr._hp()
         count = order.shape[0]
         B = tr.batch_size
@@ -258,7 +259,8 @@ class Group:
 
         def gradient(idx, step, out):
             return k._train_steps(params, g, m, v, net.w_off, net.b_off, net.sizes_array, hidden, output, loss,
-                                  X, divisor, labels, targets, has_targets, idx, max(idx.shape[0], 1), 0,
+                                  X, divisor, labels, targets, has_targets, weights, has_weights, idx,
+                                  max(idx.shape[0], 1), 0,
                                   k.GRADIENT_ONLY, hp, step, ws.X, ws.A, ws.D, ws.Z, ws.a_off, tr.threads,
                                   losses, out)
 
@@ -276,7 +278,11 @@ class Group:
             s0 = s * B
             n = min(s0 + B, count) - s0
             a, b = slice_bounds(n, self.rank, self.size)
-            hp[k.HP_GRAD_SCALE] = 1.0 / n
+            # the global batch's factor: 1/n, or 1 over its summed weights. A rank whose slice is the
+            # whole batch (one rank) leaves it to the kernel, which sums the weights in its own
+            # order (bit-identical to one process); a zero sum too, as every slice's sum is then zero.
+            total = float(np.sum(weights[order[s0:s0 + n]])) if has_weights else float(n)
+            hp[k.HP_GRAD_SCALE] = 1.0 / total if total > 0 and b - a < n else 0.0
             t0 = clock()
             if b > a:
                 finite = gradient(order[s0 + a:s0 + b], tr.steps + 1 + s, local[s:s + 1]) == 1

@@ -8,7 +8,8 @@ delta^l = dc/dz^l.
     dense_forward(W, b, a_prev)                      z = W a_prev + b
     activation_forward(z, activation)                a = sigma(z)  (or softmax per sample)
     activation_backward(z, activation)               sigma'(z)
-    loss_forward(yhat, target, loss)                 per-sample c: mse sum_i (yhat_i - y_i)^2, ce -log yhat_t
+    loss_forward(yhat, target, loss)                 per-sample c: mse sum_i (yhat_i - y_i)^2, ce -log yhat_t,
+                                                     bce -sum_i [y_i log yhat_i + (1 - y_i) log(1 - yhat_i)]
     output_delta(z, yhat, target, output, loss)      delta^L = dc/dz^L
     delta_backward(W_next, delta_next, z, activation)  delta^l = sigma'(z^l) * (W^{l+1})^T delta^{l+1}
     accumulate_gradients(delta, a_prev, dW, db)      dW += delta a_prev^T, db += delta (summed over samples)
@@ -74,21 +75,23 @@ def activation_backward(z, activation):
     return out[0] if single else out
 
 
-def _targets(yhat_b, target, loss):
+def _targets(yhat_b, target, loss, output=None):
     n, K = yhat_b.shape
     t = np.asarray(target)
     if yhat_b.shape[0] == 1 and t.ndim == (0 if t.dtype.kind in "iu" else 1) and t.size in (1, K):
         t = t.reshape(1, -1) if t.ndim == 1 else t.reshape(1)
-    return _checks.check_targets("target", t, n, K, loss, yhat_b.dtype)
+    return _checks.check_targets("target", t, n, K, loss, yhat_b.dtype, output)
 
 
 def loss_forward(yhat, target, loss):
     """Per-sample loss, in yhat's dtype (summed in float64): 'mse' c = sum_i (yhat_i - y_i)^2, 'ce' c = -log yhat_t
-    (-sum_i y_i log yhat_i for target rows). target: class index/indices, or targets shaped like yhat.
-    Returns a 0-d array for one sample, (n,) for a batch; the cost is their mean."""
+    (-sum_i y_i log yhat_i for target rows), 'bce' c = -sum_i [y_i log yhat_i + (1 - y_i) log(1 - yhat_i)]
+    (yhat: sigmoid outputs; infinite where yhat is exactly 0 or 1 on the wrong side: the trainer computes
+    it from z instead). target: class index/indices, or targets shaped like yhat (for bce with one output,
+    0/1 labels). Returns a 0-d array for one sample, (n,) for a batch; the cost is their mean."""
     _checks.check_choice("loss", loss, _checks.LOSSES)
     yb, single = _as_batch("yhat", yhat)
-    labels, targets = _targets(yb, target, loss)
+    labels, targets = _targets(yb, target, loss, "sigmoid" if loss == "bce" else None)
     if targets is None:
         targets = np.zeros_like(yb)
         targets[np.arange(yb.shape[0]), labels] = 1
@@ -98,6 +101,14 @@ def loss_forward(yhat, target, loss):
         with np.errstate(divide="ignore"):
             logs = np.where(targets != 0, np.log(np.where(targets != 0, yb, 1).astype(np.float64)), 0.0)
         c = -(targets * logs).sum(axis=1)
+    elif loss == "bce":
+        if (yb < 0).any() or (yb > 1).any():
+            raise ValueError("yhat: binary cross-entropy needs probabilities in [0, 1] (sigmoid outputs)")
+        y64, t = yb.astype(np.float64), targets.astype(np.float64)
+        with np.errstate(divide="ignore"):
+            pos = np.where(t != 0, t * np.log(np.where(t != 0, y64, 1.0)), 0.0)
+            neg = np.where(t != 1, (1 - t) * np.log(np.where(t != 1, 1 - y64, 1.0)), 0.0)
+        c = -(pos + neg).sum(axis=1)
     else:
         c = ((yb.astype(np.float64) - targets) ** 2).sum(axis=1)
     c = c.astype(yb.dtype)
@@ -106,7 +117,8 @@ def loss_forward(yhat, target, loss):
 
 def output_delta(z, yhat, target, output, loss):
     """delta^L = dc/dz^L for one sample or per row (no 1/n). Pairs: softmax+ce (yhat - y),
-    softmax+mse, sigmoid+mse, identity+mse. yhat must be the output activation of z."""
+    softmax+mse, sigmoid+mse, identity+mse, sigmoid+bce (yhat - y). yhat must be the output activation
+    of z."""
     _checks.check_choice("output", output, _checks.OUTPUTS)
     _checks.check_loss_output(loss, output)
     zb, single = _as_batch("z", z)
@@ -114,7 +126,7 @@ def output_delta(z, yhat, target, output, loss):
     _checks.same_dtype(z=zb, yhat=yb)
     if yb.shape != zb.shape:
         raise ValueError(f"yhat: got shape {yb.shape}, expected {zb.shape} like z")
-    labels, targets = _targets(yb, target, loss)
+    labels, targets = _targets(yb, target, loss, output)
     has_targets = targets is not None
     if not has_targets:
         targets = no_targets(zb.shape[1], zb.dtype)
@@ -122,7 +134,7 @@ def output_delta(z, yhat, target, output, loss):
     losses = np.empty(zb.shape[0])
     k = _k()
     k._output_step(zb, yb, delta, labels, targets, has_targets, np.arange(zb.shape[0]),
-                   k.ACTIVATION_CODES[output], k.LOSS_CODES[loss], zb.dtype.type(1), losses)
+                   k.ACTIVATION_CODES[output], k.LOSS_CODES[loss], zb.dtype.type(1), losses, np.ones(1), False)
     return delta[0] if single else delta
 
 
@@ -175,7 +187,7 @@ def minibatch_step(weights, biases, X, target, lr, activation="relu", output="so
     nthreads = _threads(threads)
     Xc, _ = _checks.check_input("X", X, sizes[0])
     n = Xc.shape[0]
-    labels, targets = _checks.check_targets("target", target, n, sizes[-1], loss, dtype)
+    labels, targets = _checks.check_targets("target", target, n, sizes[-1], loss, dtype, output)
     has_targets = targets is not None
     if not has_targets:
         targets = no_targets(sizes[-1], dtype)
@@ -195,7 +207,8 @@ def minibatch_step(weights, biases, X, target, lr, activation="relu", output="so
                               b_off=b_off, sizes=np.array(sizes, dtype=np.int64),
                               hidden=k.ACTIVATION_CODES[activation], output=k.ACTIVATION_CODES[output],
                               loss=k.LOSS_CODES[loss], X=Xc, divisor=input_divisor(Xc), labels=labels,
-                              targets=targets, has_targets=has_targets, order=np.arange(n), batch_size=n,
+                              targets=targets, has_targets=has_targets, weights=np.ones(1), has_weights=False,
+                              order=np.arange(n), batch_size=n,
                               first_step=0, optimizer=k.SGD, hp=hp, step0=1, Xbuf=ws.X, A=ws.A, D=ws.D, Z=ws.Z,
                               a_off=ws.a_off, nthreads=nthreads, losses=np.zeros(n), stats=stats)
     if done < 1:

@@ -35,11 +35,24 @@ class MLP:
     output: 'softmax', 'sigmoid' or 'identity'.
     Weights are drawn from the seed: He normal (std sqrt(2 / N_{l-1})) for layers followed by ReLU,
     Glorot uniform (limit sqrt(6 / (N_{l-1} + N_l))) otherwise; biases start at zero.
+
+    input_mean, input_scale: feature standardisation kept with the network (saved and loaded with
+    it): the network computes on (x - input_mean) / input_scale, where x is a raw input row (uint8
+    rows divided by 255 first), so that forward, predict and evaluate take raw rows. Both float
+    arrays of shape (N_0,), or both None (no standardisation); e.g. X.mean(0) and X.std(0) with 1
+    where the std is 0.
+
+    Outputs: one sigmoid unit is a binary classifier (predict: 1 where the output is > 0.5); K
+    sigmoid units trained on (n, K) 0/1 targets are multi-label (`multilabel` becomes True and
+    predict returns the (n, K) 0/1 matrix); one identity unit is a regressor (predict returns the
+    (n,) values); otherwise predict is the argmax.
     """
 
-    def __init__(self, sizes, activation="relu", output="softmax", dtype="float32", seed=0):
+    def __init__(self, sizes, activation="relu", output="softmax", dtype="float32", seed=0, input_mean=None,
+                 input_scale=None):
         sizes = _check_sizes(sizes)
         self._setup(sizes, activation, output, dtype)
+        self.input_mean, self.input_scale = _checks.check_standardization(input_mean, input_scale, sizes[0])
         if seed is not None:
             _checks.check_int("seed", seed, 0)
         rng = np.random.default_rng(seed)
@@ -57,6 +70,8 @@ class MLP:
         self.output = _checks.check_choice("output", output, _checks.OUTPUTS)
         self.dtype = _checks.check_dtype(dtype)
         self.sizes = list(sizes)
+        self.input_mean = self.input_scale = None
+        self.multilabel = False
         self.w_off, self.b_off, n_params = layout(sizes)
         self.sizes_array = np.array(sizes, dtype=np.int64)
         self.params = np.zeros(n_params, dtype=self.dtype)
@@ -115,13 +130,27 @@ class MLP:
 
     # -- evaluation -----------------------------------------------------------------------------
 
-    def _run(self, X, y=None, loss=None, want_grads=False, want_outputs=False, threads=None):
+    @property
+    def is_regression(self):
+        return _checks.is_regression(self.output, self.sizes[-1])
+
+    def inputs(self, Xc):
+        """(X as the kernels take it, divisor): X unchanged with 255 (uint8) or 1, or with input_mean
+        and input_scale set, the standardised rows ((X [/ 255]) - input_mean) / input_scale in the
+        network's dtype (divisor 1). Xc: the checked array from _checks.check_input."""
+        if self.input_mean is None:
+            return Xc, input_divisor(Xc)
+        X64 = Xc / 255.0 if Xc.dtype == np.uint8 else Xc.astype(np.float64)
+        return np.ascontiguousarray((X64 - self.input_mean) / self.input_scale, dtype=self.dtype), 1.0
+
+    def _run(self, X, y=None, loss=None, want_grads=False, want_outputs=False, threads=None, sample_weight=None):
         from . import _kernels as k
         Xc, single = _checks.check_input("X", X, self.sizes[0])
         n, K = Xc.shape[0], self.sizes[-1]
+        weights, has_weights = _checks.check_sample_weight("sample_weight", sample_weight, n)
         if loss is not None:
             _checks.check_loss_output(loss, self.output)
-            labels, targets = _checks.check_targets("y", y, n, K, loss, self.dtype)
+            labels, targets = _checks.check_targets("y", y, n, K, loss, self.dtype, self.output)
         else:
             labels, targets = np.zeros(1, dtype=np.int64), None
         has_targets = targets is not None
@@ -132,14 +161,17 @@ class MLP:
         grads = np.zeros_like(self.params)
         losses = np.zeros(n if loss is not None else 0)
         outputs = np.empty((n, K) if want_outputs else (0, K), dtype=self.dtype)
-        divisor = input_divisor(Xc)
+        Xc, divisor = self.inputs(Xc)
+        total = weights.sum() if has_weights else n
         with thread_count(nthreads):
             run = k._evaluate_with_gradients if want_grads else k._evaluate
             correct = run(self.params, grads, self.w_off, self.b_off, self.sizes_array,
                           k.ACTIVATION_CODES[self.activation], k.ACTIVATION_CODES[self.output],
                           k.LOSS_CODES[loss] if loss is not None else -1, Xc, divisor, labels, targets,
-                          has_targets, ws.capacity, self.dtype.type(1.0 / n), ws.X, ws.A, ws.D, ws.Z,
-                          ws.a_off, nthreads, losses, outputs, want_outputs)
+                          has_targets, weights, has_weights, ws.capacity, self.dtype.type(1.0 / total), ws.X,
+                          ws.A, ws.D, ws.Z, ws.a_off, nthreads, losses, outputs, want_outputs)
+        if has_weights:
+            losses *= n / total  # so that their mean is the weighted mean sum w c / sum w
         return single, losses, outputs, grads, correct
 
     def forward(self, X, threads=None):
@@ -148,23 +180,35 @@ class MLP:
         return outputs[0] if single else outputs
 
     def predict(self, X, threads=None):
-        """Class indices: the argmax of the output for each sample."""
+        """Class indices: the argmax of the output for each sample; for one sigmoid output, 1 where
+        the output is > 0.5, else 0; for a multi-label network the (n, K) 0/1 matrix; for one identity
+        output (regression) the output value."""
         out = self.forward(X, threads=threads)
+        if self.output == "sigmoid" and (self.sizes[-1] == 1 or self.multilabel):
+            pred = (out > 0.5).astype(np.int64)
+            return pred[..., 0] if self.sizes[-1] == 1 else pred
+        if self.is_regression:
+            return out[..., 0]
         return np.argmax(out, axis=-1)
 
-    def loss(self, X, y, loss="ce", threads=None):
-        """The cost: the mean over samples of c (mse: sum_i (yhat_i - y_i)^2, ce: -log yhat_t)."""
-        _, losses, _, _, _ = self._run(X, y, loss, threads=threads)
+    def loss(self, X, y, loss="ce", threads=None, sample_weight=None):
+        """The cost: the mean over samples of c (mse: sum_i (yhat_i - y_i)^2, ce: -log yhat_t,
+        bce: -sum_i [y_i log yhat_i + (1 - y_i) log(1 - yhat_i)]); with sample_weight, the weighted
+        mean sum_s w_s c_s / sum_s w_s."""
+        _, losses, _, _, _ = self._run(X, y, loss, threads=threads, sample_weight=sample_weight)
         return float(losses.mean())
 
-    def evaluate(self, X, y, loss="ce", threads=None):
-        """(mean loss, accuracy) over the samples."""
-        _, losses, _, _, correct = self._run(X, y, loss, threads=threads)
-        return float(losses.mean()), correct / losses.shape[0]
+    def evaluate(self, X, y, loss="ce", threads=None, sample_weight=None):
+        """(mean loss, accuracy) over the samples (the loss weighted with sample_weight, the accuracy
+        not). Accuracy: the share of samples predicted right (see predict; multi-label: the share of
+        rows right in every output); None for a regression network (one identity output)."""
+        _, losses, _, _, correct = self._run(X, y, loss, threads=threads, sample_weight=sample_weight)
+        return float(losses.mean()), (None if self.is_regression else correct / losses.shape[0])
 
-    def gradients(self, X, y, loss="ce", threads=None):
-        """dC/dW^l and dC/db^l of the mean cost over the samples, as lists shaped like weights, biases."""
-        _, _, _, grads, _ = self._run(X, y, loss, want_grads=True, threads=threads)
+    def gradients(self, X, y, loss="ce", threads=None, sample_weight=None):
+        """dC/dW^l and dC/db^l of the mean cost over the samples (weighted with sample_weight), as lists
+        shaped like weights, biases."""
+        _, _, _, grads, _ = self._run(X, y, loss, want_grads=True, threads=threads, sample_weight=sample_weight)
         L = len(self.sizes) - 1
         s = self.sizes
         dW = [grads[self.w_off[l]:self.w_off[l] + s[l] * s[l - 1]].reshape(s[l], s[l - 1]).copy()
@@ -175,8 +219,11 @@ class MLP:
     # -- files ----------------------------------------------------------------------------------
 
     def metadata(self):
-        return {"format": "fastmlp", "format_version": FORMAT_VERSION, "sizes": self.sizes,
+        meta = {"format": "fastmlp", "format_version": FORMAT_VERSION, "sizes": self.sizes,
                 "activation": self.activation, "output": self.output, "dtype": self.dtype.name}
+        if self.multilabel:
+            meta["multilabel"] = True
+        return meta
 
     def save(self, path, extra_arrays=None, extra_meta=None):
         """Write an .npz (the flat parameters + JSON metadata) atomically: a temporary file in the
@@ -185,6 +232,8 @@ class MLP:
         if extra_meta:
             meta.update(extra_meta)
         arrays = {"params": self.params, "meta": np.array(json.dumps(meta))}
+        if self.input_mean is not None:
+            arrays.update(input_mean=self.input_mean, input_scale=self.input_scale)
         arrays.update(extra_arrays or {})
         atomic_savez(path, **arrays)
 
@@ -235,4 +284,10 @@ def load_npz(path):
     if not np.isfinite(params).all():
         raise CheckpointError(f"{path}: parameters contain NaN or infinite values")
     net.params[...] = params
+    net.multilabel = bool(meta.get("multilabel", False))
+    try:
+        net.input_mean, net.input_scale = _checks.check_standardization(
+            arrays.pop("input_mean", None), arrays.pop("input_scale", None), sizes[0])
+    except ValueError as e:
+        raise CheckpointError(f"{path}: bad standardisation arrays: {e}") from None
     return net, meta, arrays

@@ -29,6 +29,9 @@ DEFAULTS = dict(hidden=(100,), activation="relu", output="softmax", dtype="float
 RESUME_FIXED = tuple(DEFAULTS)
 # The generator of the validation split: seeded by the run's seed and this constant.
 SPLIT_SALT = 0x5EED
+# More distinct labels than this (or than half the samples) is not a classification problem.
+MAX_CLASSES = 100_000
+TASKS = ("classification", "regression")
 
 
 @dataclass
@@ -46,14 +49,23 @@ class Plan:
 
 
 def prepare(data=None, *, resume=None, epochs=None, threads=None, data_dir=None, given=None, progress=True,
-            spell=str, **settings):
+            spell=str, task="classification", standardize=True, **settings):
     """The plan of a new or resumed run (see the module docstring).
 
     settings: hidden, activation, output, dtype, loss, optimizer, lr, momentum, weight_decay,
     batch_size, seed, val_split (DEFAULTS when not given); epochs: the total (5, or the
     checkpoint's, when not given). `given`: the names of the settings (and
     "epochs") the caller chose; None means those passed and not None. `spell(name)` names a setting
-    in error messages (the CLI passes its option names)."""
+    in error messages (the CLI passes its option names).
+
+    The user's own data (a file, not a known data set): its labels, whatever they are (integers
+    with gaps, negative, strings), become classes 0..K-1 in sorted order, kept in record["classes"];
+    with task="regression" y is the float target of one identity output unit (loss mse); with
+    standardize, float features are standardised with the mean and standard deviation of the
+    training split, kept in the network (input_mean, input_scale). uint8 pixels keep their 1/255.
+    A resumed run keeps the checkpoint's classes, task and standardisation."""
+    if task not in TASKS:
+        raise ConfigError(f"{spell('task')} {task}: expected one of {', '.join(TASKS)}")
     unknown = set(settings) - set(DEFAULTS)
     if unknown:
         raise TypeError(f"prepare() got unexpected settings {', '.join(sorted(unknown))}")
@@ -65,25 +77,58 @@ def prepare(data=None, *, resume=None, epochs=None, threads=None, data_dir=None,
     notes = []
     if resume:
         trainer, record = resume_trainer(resume, settings, given, spell)
+        task = "regression" if trainer.net.is_regression else "classification"
         settings["seed"], settings["val_split"] = trainer.seed, float(record.get("val_split", 0.0))
         data, data_dir, threads = _resumed_data(record, data, data_dir, threads, spell, notes)
         trainer.threads = _resolve_threads(threads)
         epochs = _resumed_epochs(trainer, record, epochs, "epochs" in given, resume, spell)
     else:
+        if task == "regression":
+            for name, want in (("output", "identity"), ("loss", "mse")):
+                if name in given and settings[name] != want:
+                    raise ConfigError(f"{spell('task')} regression trains one {want} output with mse loss; "
+                                      f"got {spell(name)} {settings[name]}: leave it out")
+                settings[name] = want
         check_loss_output(settings["loss"], settings["output"], spell)
         data = datasets.DEFAULT if data is None else data
         trainer, record = None, {}
-    X, y = load_labelled(data, "train", data_dir, input_dtype=record.get("input_dtype"), progress=progress)
+    classes = record.get("classes")
+    X, y = load_labelled(data, "train", data_dir, input_dtype=record.get("input_dtype"), progress=progress,
+                         task=task, classes=classes)
+    if isinstance(y, tuple):
+        y, classes = y
     if trainer is not None:
-        check_fits(trainer.net, X, y, data, f"the checkpoint's network ({resume})")
+        check_fits(trainer.net, X, None if task == "regression" else y, data,
+                   f"the checkpoint's network ({resume})")
     X, y, validation = validation_split(X, y, settings["val_split"], settings["seed"], spell)
     if trainer is None:
-        trainer = new_trainer(X.shape[1], n_classes(data, y), settings, threads)
+        if task == "regression":
+            n_out = 1
+        else:
+            n_out = n_classes(data, y, classes)
+            if settings["output"] == "sigmoid" and settings["loss"] == "bce" and n_out == 2:
+                n_out = 1  # binary: one sigmoid unit, 1 where its output is > 0.5
+        trainer = new_trainer(X.shape[1], n_out, settings, threads)
+        if standardize and X.dtype != np.uint8 and not datasets.canonical_name(data):
+            trainer.net.input_mean, trainer.net.input_scale = standardization(X)
+    saved = record  # a resumed run keeps what else its checkpoint recorded (callbacks' settings...)
     record = {"dataset": dataset_label(data),
               "data_dir": os.path.abspath(os.path.expanduser(data_dir)) if data_dir else None,
               "val_split": settings["val_split"], "epochs": epochs, "threads": trainer.threads,
               "input_dtype": X.dtype.name, "fastmlp_version": __version__}
+    record = {**saved, **record}
+    if classes is not None:
+        record["classes"] = list(classes)
     return Plan(trainer, X, y, validation, epochs, data, data_dir, record, notes)
+
+
+def standardization(X):
+    """(mean, scale) of the features of X (float64): the standard deviation, 1 where it is 0."""
+    X64 = np.asarray(X, dtype=np.float64)
+    mean = X64.mean(axis=0)
+    scale = X64.std(axis=0)
+    scale[~(scale > 0)] = 1.0
+    return mean, scale
 
 
 def new_trainer(n_inputs, n_outputs, settings, threads=None):
@@ -99,6 +144,13 @@ def new_trainer(n_inputs, n_outputs, settings, threads=None):
 
 
 def check_loss_output(loss, output, spell=str):
+    if loss == "bce" and output != "sigmoid":
+        raise ConfigError(f"{spell('loss')} bce needs {spell('output')} sigmoid (got {spell('output')} "
+                          f"{output})")
+    if loss == "ce" and output == "sigmoid":
+        raise ConfigError(f"{spell('loss')} ce needs {spell('output')} softmax (got {spell('output')} "
+                          f"sigmoid); use {spell('loss')} bce (binary cross-entropy) with {spell('output')} "
+                          f"sigmoid")
     if loss == "ce" and output != "softmax":
         raise ConfigError(f"{spell('loss')} ce needs {spell('output')} softmax (got {spell('output')} "
                           f"{output}); use {spell('loss')} mse with {spell('output')} {output}")
@@ -192,9 +244,11 @@ def validation_split(X, y, fraction, seed, spell=str):
     return X[keep], y[keep], (X[held], y[held])
 
 
-def n_classes(data, y):
+def n_classes(data, y, classes=None):
     """The labels' class count, at least the data set's own (a split may miss a class)."""
     count = int(y.max()) + 1 if y.size else 0
+    if classes is not None:
+        count = len(classes)
     name = datasets.canonical_name(data)
     if name:
         count = max(count, datasets.n_classes(name))
@@ -203,25 +257,86 @@ def n_classes(data, y):
     return count
 
 
-def load_labelled(data, split="train", data_dir=None, *, input_dtype=None, progress=True, source=None):
+def load_labelled(data, split="train", data_dir=None, *, input_dtype=None, progress=True, source=None,
+                  task="classification", classes=None):
     """(X, y) of a data set with y checked as class labels (int64 >= 0), and X in the representation
-    a network trained on `input_dtype` data expects (see match_input)."""
+    a network trained on `input_dtype` data expects (see match_input). For the user's own data y is
+    mapped to classes (see map_labels): with `classes` (a trained model's) to those, else y is
+    (class indices, the sorted labels). With task="regression", y is the float targets."""
     X, y = datasets.load(data, split, data_dir, progress=progress)
-    y = class_labels(y, source or data)
+    if task == "regression":
+        y = regression_targets(y, source or data)
+    elif datasets.canonical_name(data) is None:
+        indices, found = map_labels(y, source or data, classes)
+        y = indices if classes is not None else (indices, found)
+    else:
+        y = class_labels(y, source or data)
     if input_dtype:
         X = match_input(X, input_dtype)
     return X, y
 
 
-def score_test_split(net, data, data_dir, loss, threads, input_dtype, progress=True):
-    """(loss, accuracy, n) of `net` on the test split of `data`, or None if it has none."""
+def regression_targets(y, source):
+    y = np.asarray(y)
+    if y.dtype.kind not in "iuf":
+        raise DataError(f"targets of {source} have dtype {y.dtype}, expected numbers for --task regression")
+    return y.astype(np.float64)
+
+
+def map_labels(y, source, classes=None):
+    """(class indices int64, classes as a list): the distinct labels of y in sorted order become
+    classes 0..K-1; with `classes` given (those of a trained model), y is mapped to them and a label
+    that is not among them is a DataError."""
+    y = np.asarray(y)
+    if y.dtype.kind == "f":
+        bad = y[y != np.round(y)]
+        if bad.size:
+            raise DataError(f"labels of {source} are not integers ({bad[0].item()!r}): expected class labels "
+                            f"(integers or strings); for a numeric target use --task regression")
+        y = y.astype(np.int64)
+    if classes is None:
+        found, indices = np.unique(y, return_inverse=True)
+        if found.size > MAX_CLASSES or found.size > max(y.size / 2, 2):
+            raise DataError(f"labels of {source}: {found.size:,} distinct values in {y.size:,} samples; expected "
+                            f"class labels (at most half the samples and at most {MAX_CLASSES:,} classes); "
+                            f"for a numeric target use --task regression")
+        return indices.astype(np.int64).reshape(-1), found.tolist()
+    lookup = {label: i for i, label in enumerate(classes)}
+    out = np.empty(y.shape[0], dtype=np.int64)
+    for i, label in enumerate(y.tolist()):
+        k = lookup.get(label)
+        if k is None:
+            raise DataError(f"labels of {source} include {label!r}, which is not one of the model's "
+                            f"{len(classes)} classes ({', '.join(map(str, classes[:10]))}"
+                            f"{', ...' if len(classes) > 10 else ''}); use data with the model's classes")
+        out[i] = k
+    return out, list(classes)
+
+
+def score_test_split(net, data, data_dir, loss, threads, input_dtype, progress=True, classes=None):
+    """(loss, accuracy, n) of `net` on the test split of `data`, or None if it has none. For a
+    regression network, the accuracy is None (see regression_scores)."""
     if not has_test_split(data):
         return None
     source = f"{data} (test split)"
-    X, y = load_labelled(data, "test", data_dir, input_dtype=input_dtype, progress=progress, source=source)
-    check_fits(net, X, y, source, "the network")
+    task = "regression" if net.is_regression else "classification"
+    X, y = load_labelled(data, "test", data_dir, input_dtype=input_dtype, progress=progress, source=source,
+                         task=task, classes=classes)
+    if isinstance(y, tuple):
+        y = y[0]
+    check_fits(net, X, None if task == "regression" else y, source, "the network")
     test_loss, test_accuracy = net.evaluate(X, y, loss=loss, threads=threads)
     return test_loss, test_accuracy, y.shape[0]
+
+
+def regression_scores(net, X, y, threads=None):
+    """(RMSE, R^2) of a regression network's predictions of y."""
+    pred = net.predict(X, threads=threads).astype(np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    rmse = float(np.sqrt(np.mean((pred - y) ** 2)))
+    total = float(np.sum((y - y.mean()) ** 2))
+    r2 = 1.0 - float(np.sum((pred - y) ** 2)) / total if total > 0 else float("nan")
+    return rmse, r2
 
 
 
@@ -281,7 +396,7 @@ def check_fits(net, X, y, source, model_name):
                         f"shape as the training data")
     if y is not None and y.size:
         top = int(y.max())
-        K = net.sizes[-1]
+        K = max(net.sizes[-1], 2 if net.output == "sigmoid" else 1)
         if top >= K:
             raise DataError(f"labels of {source} go up to {top} but {model_name} has {K} outputs "
                             f"(classes 0-{K - 1}); use a data set with at most {K} classes, or train "

@@ -13,14 +13,22 @@ import numpy as np
 from . import _checks
 from ._pacer import ThreadPacer
 from .errors import CheckpointError, DivergenceError
-from ._buffers import Workspace, input_divisor, no_targets
+from ._buffers import Workspace, no_targets
 from ._threads import resolve_threads, thread_count
 from .model import MLP, load_npz
 
 # A chunk is about this many floating-point operations (a few ms at the speeds reached here).
 CHUNK_FLOPS = 1.5e9
 MAX_CHUNK_SAMPLES = 16384
-HISTORY_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds", "samples_per_second")
+HISTORY_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "samples_per_second")
+# Keys of the history that hold one value for the run, not a list per epoch.
+HISTORY_RUN_KEYS = ("stopped_epoch", "best_epoch")
+
+
+def _new_history():
+    history = {key: [] for key in HISTORY_KEYS}
+    history.update({key: None for key in HISTORY_RUN_KEYS})
+    return history
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -69,8 +77,11 @@ class Trainer:
         self.position = 0           # samples of the current epoch already trained on
         self.epoch_rng_state = None  # generator state before the current epoch's shuffle
         self.partial = {"loss_sum": 0.0, "correct": 0, "seconds": 0.0}
-        self.history = {key: [] for key in HISTORY_KEYS}
+        self.history = _new_history()
         self._stop = False
+        self._stop_training = False
+        self.callbacks = []
+        self._callback_states = None  # from a checkpoint, for the callbacks of the next fit()
         # comm (an mpi4py communicator): data-parallel training over its ranks (fastmlp.distributed)
         self.comm = comm
         self._dist = None
@@ -104,33 +115,75 @@ class Trainer:
         from . import _kernels as k
         net = self.net
         hidden, output, loss, optimizer = self._kernel_args()
-        X, divisor, labels, targets, has_targets = data
+        X, divisor, labels, targets, has_targets, weights, has_weights = data
         if self._dist is not None:
             return self._dist.steps(self, data, order, ws, losses, stats)
         return k._train_steps(net.params, self.grads, self.m, self.v, net.w_off, net.b_off, net.sizes_array,
-                              hidden, output, loss, X, divisor, labels, targets, has_targets, order,
+                              hidden, output, loss, X, divisor, labels, targets, has_targets, weights,
+                              has_weights, order,
                               self.batch_size, 0, optimizer, self._hp(), self.steps + 1, ws.X, ws.A, ws.D,
                               ws.Z, ws.a_off, nthreads or self.threads, losses, stats)
 
-    def _prepare(self, X, y, name_x="X", name_y="y"):
+    def _prepare(self, X, y, name_x="X", name_y="y", sample_weight=None, class_weight=None):
         Xc, _ = _checks.check_input(name_x, X, self.net.sizes[0])
         labels, targets = _checks.check_targets(name_y, y, Xc.shape[0], self.net.sizes[-1], self.loss,
-                                                self.net.dtype)
+                                                self.net.dtype, self.net.output)
+        weights, has_weights = self._sample_weights(labels, targets, Xc.shape[0], sample_weight, class_weight)
         has_targets = targets is not None
         if targets is None:
             targets = no_targets(self.net.sizes[-1], self.net.dtype)
-        divisor = input_divisor(Xc)
-        return Xc, divisor, labels, targets, has_targets
+        Xc, divisor = self.net.inputs(Xc)
+        return Xc, divisor, labels, targets, has_targets, weights, has_weights
+
+    def _classes(self, labels, targets):
+        """The class count of single-label classification (2 for one sigmoid unit), else None."""
+        K, output = self.net.sizes[-1], self.net.output
+        if output == "sigmoid" and K == 1:
+            return 2
+        if _checks.is_regression(output, K) or (targets is not None and output == "sigmoid"):
+            return None
+        return K
+
+    def _sample_weights(self, labels, targets, n, sample_weight, class_weight):
+        """Per-sample weights (sample_weight times the class weight of each sample's label)."""
+        weights, has_weights = _checks.check_sample_weight("sample_weight", sample_weight, n)
+        if class_weight is None:
+            return weights, has_weights
+        n_classes = self._classes(labels, targets)
+        if n_classes is None:
+            raise ValueError("class_weight: expected single-label classification (class labels, or one "
+                             "sigmoid output with 0/1 labels), not regression or multi-label targets; use "
+                             "sample_weight")
+        per_class = np.ones(n_classes)
+        if isinstance(class_weight, str):
+            _checks.check_choice("class_weight", class_weight, ("balanced",))
+            # scikit-learn's 'balanced': n_samples / (n_classes * count), over the classes present
+            counts = np.bincount(labels, minlength=n_classes)
+            present = counts > 0
+            per_class[present] = n / (np.count_nonzero(present) * counts[present])
+        elif isinstance(class_weight, dict):
+            for c, w in class_weight.items():
+                if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not 0 <= c < n_classes:
+                    raise ValueError(f"class_weight: got class {c!r}, expected class indices in [0, {n_classes})")
+                per_class[c] = _checks.check_float(f"class_weight[{c}]", w, 0.0)
+        else:
+            raise ValueError(f"class_weight: got {type(class_weight).__name__}, expected None, 'balanced' or "
+                             "a dict {class: weight}")
+        cw = per_class[labels]
+        weights = cw * weights if has_weights else cw
+        if not weights.any():
+            raise ValueError("class_weight: gives every sample weight 0; expected some weight > 0")
+        return np.ascontiguousarray(weights, dtype=np.float64), True
 
     def chunk_samples(self, n):
         per = int(CHUNK_FLOPS / _chunk_cost_per_sample(self.net.sizes))
         per = max(self.batch_size, min(per, MAX_CHUNK_SAMPLES) // self.batch_size * self.batch_size)
         return min(per, -(-n // self.batch_size) * self.batch_size)
 
-    def step_batch(self, X, y):
-        """One optimizer step on the mean cost over all rows of X (one minibatch). Returns that
-        mean loss, measured before the step."""
-        data = self._prepare(X, y)
+    def step_batch(self, X, y, sample_weight=None):
+        """One optimizer step on the mean cost over all rows of X (one minibatch; the weighted mean
+        with sample_weight). Returns that mean loss, measured before the step."""
+        data = self._prepare(X, y, sample_weight=sample_weight)
         n = data[0].shape[0]
         saved, self.batch_size = self.batch_size, n
         try:
@@ -144,7 +197,7 @@ class Trainer:
             self.steps += 1
         finally:
             self.batch_size = saved
-        return stats[0, 0] / n
+        return stats[0, 0] / (data[5].sum() if data[6] else n)
 
     # -- the training loop ----------------------------------------------------------------------
 
@@ -156,15 +209,41 @@ class Trainer:
         else:
             self._stop = True
 
-    def fit(self, X, y, epochs, validation=None, verbose=True, callback=None, handle_interrupt=False):
+    def stop(self):
+        """End training after the current epoch: fit() then returns the history normally (its
+        stopped_epoch is that epoch). For callbacks, e.g. EarlyStopping."""
+        self._stop_training = True
+
+    def fit(self, X, y, epochs, validation=None, verbose=True, callback=None, handle_interrupt=False,
+            validation_split=0.0, callbacks=None, sample_weight=None, class_weight=None):
         """Train until `epochs` epochs are complete (counting those already done); returns history.
+
+        validation: (X_val, y_val), evaluated after each epoch (val_loss, val_accuracy); or
+        validation_split=f holds out a fraction f of (X, y) instead: stratified by class for class
+        labels, drawn from the seed (the same split on every call with the same seed and data).
+        callbacks: fastmlp.callbacks.Callback objects (see that module); on a trainer loaded with
+        from_checkpoint, give the same callbacks in the same order and they continue from their
+        saved state.
+        sample_weight (n,) and class_weight (None, 'balanced' or {class: weight}) weight the training
+        cost: each minibatch's cost is sum_s w_s c_s / sum_s w_s, and the history's loss the same
+        over the epoch (validation and accuracy are not weighted).
 
         callback(info) is called after each chunk of minibatches and at the end of each epoch with a
         dict: epoch (1-based), epochs, done, total (samples this epoch), loss, accuracy (running
         means), samples_per_second, end_of_epoch (bool), and at the end of an epoch its history row.
         """
         epochs = _checks.check_int("epochs", epochs, 1)
-        data = self._prepare(X, y)
+        callbacks = _check_callbacks(callbacks)
+        validation_split = _checks.check_float("validation_split", validation_split, 0.0, maximum=1.0,
+                                               max_strict=True)
+        if validation_split > 0:
+            if validation is not None:
+                raise ValueError("validation, validation_split: got both, expected at most one")
+            X, y, sample_weight, validation = self._split(X, y, validation_split, sample_weight)
+        data = self._prepare(X, y, sample_weight=sample_weight, class_weight=class_weight)
+        if self.net.output == "sigmoid" and self.net.sizes[-1] > 1:
+            self.net.multilabel = data[4]  # (n, K) target rows: multi-label
+        regression = self.net.is_regression
         val = None
         if validation is not None:
             if not isinstance(validation, (tuple, list)) or len(validation) != 2:
@@ -172,6 +251,15 @@ class Trainer:
             val = (_checks.check_input("validation X", validation[0], self.net.sizes[0])[0],
                    validation[1])
             self._prepare(val[0], val[1], "validation X", "validation y")
+        available = [key for key in HISTORY_KEYS if key not in ("epoch", "seconds", "samples_per_second")
+                     and (val is not None or not key.startswith("val_"))
+                     and not (regression and key.endswith("accuracy"))]
+        for cb in callbacks:
+            key = cb.monitored()
+            if key is not None and key not in available:
+                hint = " (val_* keys need validation= or validation_split=)" if key.startswith("val_") else ""
+                raise ValueError(f"{type(cb).__name__}: monitor {key!r} is not in the history{hint}; "
+                                 f"expected one of {', '.join(map(repr, available))}")
         n = data[0].shape[0]
         chunk = self.chunk_samples(n)
         ws = Workspace(self.net.sizes, self.net.dtype, min(self.batch_size, n), x_capacity=chunk)
@@ -181,6 +269,7 @@ class Trainer:
         if self._dist is not None:
             self._dist.start(self, data)
             verbose = verbose and self._dist.rank == 0
+        self._start_callbacks(callbacks)
         self._pacer = ThreadPacer(self.threads, self.batch_size)
         self.compile_seconds = self._compile(data, ws, losses, stats)
         if self._dist is not None:
@@ -190,14 +279,58 @@ class Trainer:
             old_handler = signal.signal(signal.SIGINT, lambda *_: self.request_stop())
         try:
             with thread_count(self.threads):
-                while self.epoch < epochs:
+                while self.epoch < epochs and not self._stop_training:
                     self._run_epoch(data, n, chunk, ws, losses, stats, epochs, val, verbose, callback)
         finally:
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
         if self._dist is not None:
             self._dist.check_same(self, "at the end of training")
+        for cb in callbacks:
+            cb.on_train_end()
         return self.history
+
+    def _split(self, X, y, fraction, sample_weight=None):
+        """(X_train, y_train, (X_val, y_val)): a fraction of the rows held out, stratified by class
+        when y holds class labels (per class, round(fraction * count) rows), from the seed."""
+        Xc, _ = _checks.check_input("X", X, self.net.sizes[0])
+        labels, targets = _checks.check_targets("y", y, Xc.shape[0], self.net.sizes[-1], self.loss,
+                                                self.net.dtype, self.net.output)
+        yarr = np.asarray(y)
+        n = Xc.shape[0]
+        rng = np.random.default_rng([self.seed, 0x5EED])
+        if yarr.ndim == 1 and self._classes(labels, targets) is not None:
+            held = [rng.permutation(np.flatnonzero(labels == c))
+                    for c in np.unique(labels)]
+            held = np.concatenate([idx[:int(round(fraction * idx.size))] for idx in held])
+        else:
+            held = rng.permutation(n)[:int(round(fraction * n))]
+        if held.size < 1 or held.size > n - 1:
+            raise ValueError(f"validation_split: {fraction:g} holds out {held.size} of {n} samples; expected "
+                             "at least 1 for validation and 1 for training")
+        mask = np.zeros(n, dtype=bool)
+        mask[held] = True
+        held = np.flatnonzero(mask)
+        keep = np.flatnonzero(~mask)
+        sw = None if sample_weight is None else np.asarray(sample_weight)
+        if sw is not None and sw.shape != (n,):
+            raise ValueError(f"sample_weight: got shape {sw.shape}, expected ({n},), one weight per sample")
+        return Xc[keep], yarr[keep], None if sw is None else sw[keep], (Xc[held], yarr[held])
+
+    def _start_callbacks(self, callbacks):
+        self._stop_training = False
+        states, self._callback_states = self._callback_states, None
+        if states is not None:
+            # a fresh trainer from a checkpoint: the run stopped there if it had asked to
+            self._stop_training = bool(states["stop_training"])
+            states = states["callbacks"]
+        self.callbacks = callbacks
+        for i, cb in enumerate(callbacks):
+            cb.set_trainer(self)
+            if states is not None and i < len(states) and states[i]["class"] == type(cb).__name__:
+                cb.load_state_dict(states[i]["state"])
+            else:
+                cb.on_train_begin()
 
     def _compile(self, data, ws, losses, stats):
         """Compile (or load from Numba's cache) the training kernels with a call that trains on no
@@ -209,6 +342,9 @@ class Trainer:
 
     def _run_epoch(self, data, n, chunk, ws, losses, stats, epochs, val, verbose, callback):
         if self.position == 0:
+            for cb in self.callbacks:
+                cb.on_epoch_begin(self.epoch)
+            self.lr = _checks.check_float("lr", self.lr, 0.0, strict=True)
             self.epoch_rng_state = self.rng.bit_generator.state
         else:
             self.rng.bit_generator.state = self.epoch_rng_state
@@ -234,7 +370,13 @@ class Trainer:
             if done < nsteps or not np.isfinite(self.net.params).all():
                 self._diverged(data, order[start:stop], ws, losses, stats, backup, start, done)
             self.partial["seconds"] += time.perf_counter() - t0
-            self.partial["loss_sum"] += float(stats[:nsteps, 0].sum())
+            loss_sum = self.partial["loss_sum"]
+            for step_loss in stats[:nsteps, 0].tolist():  # step by step: the same sum wherever chunks end
+                loss_sum += step_loss
+            self.partial["loss_sum"] = loss_sum
+            if data[6]:  # for the running mean of the progress reports
+                self.partial["weight"] = (self.partial.get("weight", 0.0)
+                                          + float(data[5][order[start:stop]].sum()))
             self.partial["correct"] += int(stats[:nsteps, 1].sum())
             self.steps += nsteps
             self.position = stop
@@ -242,9 +384,11 @@ class Trainer:
                 callback(self._progress(n, epochs, False))
             if self._stop and self.position < n:
                 raise TrainingInterrupted(self)
-        row = {"epoch": self.epoch + 1, "loss": self.partial["loss_sum"] / n,
-               "accuracy": self.partial["correct"] / n, "val_loss": None, "val_accuracy": None,
-               "seconds": self.partial["seconds"],
+        total = float(data[5].sum()) if data[6] else n  # the epoch's weight (every sample once)
+        row = {"epoch": self.epoch + 1, "loss": self.partial["loss_sum"] / total,
+               "accuracy": None if self.net.is_regression else self.partial["correct"] / n,
+               "val_loss": None, "val_accuracy": None,
+               "lr": self.lr, "seconds": self.partial["seconds"],
                "samples_per_second": n / self.partial["seconds"] if self.partial["seconds"] > 0 else 0.0}
         if val is not None:
             row["val_loss"], row["val_accuracy"] = self.net.evaluate(val[0], val[1], loss=self.loss,
@@ -254,6 +398,12 @@ class Trainer:
         self.epoch += 1
         self.position = 0
         self.partial = {"loss_sum": 0.0, "correct": 0, "seconds": 0.0}
+        # The callbacks run before the progress callback, which may save a checkpoint: it then
+        # holds their new state and learning rate.
+        for cb in self.callbacks:
+            cb.on_epoch_end(self.epoch - 1, dict(row))
+        if self._stop_training and self.epoch < epochs:
+            self.history["stopped_epoch"] = self.epoch
         if verbose:
             print(format_epoch(row, epochs), flush=True)
         if callback is not None:
@@ -273,7 +423,8 @@ class Trainer:
                     "accuracy": row["accuracy"], "samples_per_second": row["samples_per_second"],
                     "end_of_epoch": True}
         return {"epoch": self.epoch + 1, "epochs": epochs, "done": done, "total": n,
-                "loss": self.partial["loss_sum"] / seen, "accuracy": self.partial["correct"] / seen,
+                "loss": self.partial["loss_sum"] / (self.partial.get("weight", seen) or seen),
+                "accuracy": None if self.net.is_regression else self.partial["correct"] / seen,
                 "samples_per_second": done / secs if secs > 0 else 0.0, "end_of_epoch": False}
 
     def _diverged(self, data, order, ws, losses, stats, backup, start, done):
@@ -307,8 +458,20 @@ class Trainer:
                 "loss": self.loss, "batch_size": self.batch_size, "seed": self.seed, "steps": self.steps,
                 "epoch": self.epoch, "position": self.position,
                 "epoch_rng_state": self.epoch_rng_state, "rng_state": self.rng.bit_generator.state,
-                "partial": self.partial, "history": self.history}
-        return meta, {"optimizer_m": self.m, "optimizer_v": self.v}
+                "partial": self.partial, "history": self.history, "stop_training": self._stop_training}
+        arrays = {"optimizer_m": self.m, "optimizer_v": self.v}
+        cb_states = []
+        for i, cb in enumerate(self.callbacks):
+            state = {}
+            for key, value in cb.state_dict().items():
+                if isinstance(value, np.ndarray):
+                    arrays[f"callback{i}_{key}"] = value
+                    state[key] = {"array": f"callback{i}_{key}"}
+                else:
+                    state[key] = value
+            cb_states.append({"class": type(cb).__name__, "state": state})
+        meta["callbacks"] = cb_states
+        return meta, arrays
 
     def save_checkpoint(self, path, extra_meta=None):
         """The network plus the training state in one .npz, written atomically. With a
@@ -352,7 +515,24 @@ class Trainer:
             trainer.partial = {"loss_sum": float(state["partial"]["loss_sum"]),
                                "correct": int(state["partial"]["correct"]),
                                "seconds": float(state["partial"]["seconds"])}
-            trainer.history = {key: list(state["history"][key]) for key in HISTORY_KEYS}
+            if "weight" in state["partial"]:
+                trainer.partial["weight"] = float(state["partial"]["weight"])
+            hist = state["history"]
+            trainer.history = {key: list(hist[key]) if key in hist else [None] * len(hist["epoch"])
+                               for key in HISTORY_KEYS}
+            trainer.history.update({key: hist.get(key) for key in HISTORY_RUN_KEYS})
+            cb_states = []
+            for entry in state.get("callbacks", []):
+                cb_state = {}
+                for key, value in entry["state"].items():
+                    if isinstance(value, dict) and set(value) == {"array"}:
+                        if value["array"] not in arrays:
+                            raise CheckpointError(f"{path}: callback state array {value['array']} is missing")
+                        value = arrays[value["array"]]
+                    cb_state[key] = value
+                cb_states.append({"class": str(entry["class"]), "state": cb_state})
+            trainer._callback_states = {"stop_training": bool(state.get("stop_training", False)),
+                                        "callbacks": cb_states}
         except CheckpointError:
             raise
         except (KeyError, TypeError, ValueError) as e:
@@ -361,18 +541,49 @@ class Trainer:
         return trainer, meta
 
 
+def _check_callbacks(callbacks):
+    from .callbacks import Callback
+    if callbacks is None:
+        return []
+    if isinstance(callbacks, Callback) or not isinstance(callbacks, (list, tuple)):
+        raise ValueError(f"callbacks: got {type(callbacks).__name__}, expected a list of "
+                         "fastmlp.callbacks.Callback objects")
+    for i, cb in enumerate(callbacks):
+        if not isinstance(cb, Callback):
+            raise ValueError(f"callbacks[{i}]: got {type(cb).__name__}, expected a fastmlp.callbacks.Callback")
+    return list(callbacks)
+
+
 def format_epoch(row, epochs):
-    text = (f"epoch {row['epoch']}/{epochs}  loss {row['loss']:.4f}  accuracy {100 * row['accuracy']:.2f}%")
+    text = f"epoch {row['epoch']}/{epochs}  loss {row['loss']:.4f}"
+    if row.get("accuracy") is not None:
+        text += f"  accuracy {100 * row['accuracy']:.2f}%"
     if row.get("val_loss") is not None:
-        text += f"  val_loss {row['val_loss']:.4f}  val_accuracy {100 * row['val_accuracy']:.2f}%"
+        text += f"  val_loss {row['val_loss']:.4f}"
+    if row.get("val_accuracy") is not None:
+        text += f"  val_accuracy {100 * row['val_accuracy']:.2f}%"
     text += f"  {row['seconds']:.2f} s  {row['samples_per_second']:,.0f} samples/s"
     return text
 
 
 def train(net, X, y, epochs=10, batch_size=32, lr=0.1, optimizer="sgd", momentum=0.9, weight_decay=0.0,
-          loss="ce", seed=0, threads=None, validation=None, verbose=True, callback=None, comm=None):
+          loss="ce", seed=0, threads=None, validation=None, verbose=True, callback=None, validation_split=0.0,
+          callbacks=None, sample_weight=None, class_weight=None, comm=None):
     """Train `net` in place with minibatch gradient descent; returns the history, a dict of
-    per-epoch lists: epoch, loss, accuracy, val_loss, val_accuracy, seconds, samples_per_second.
+    per-epoch lists: epoch, loss, accuracy, val_loss, val_accuracy, lr (the learning rate of the
+    epoch), seconds, samples_per_second; and stopped_epoch (the epoch after which a callback
+    stopped training, None when it ran to the end) and best_epoch (EarlyStopping's best epoch,
+    else None), both counted from 1 like history['epoch'].
+
+    validation=(X_val, y_val), or validation_split=f to hold out a fraction of (X, y) (stratified
+    by class, from the seed). callbacks: see fastmlp.callbacks (EarlyStopping, ReduceLROnPlateau,
+    LearningRateScheduler, ModelCheckpoint, CSVLogger).
+
+    loss: 'ce' (softmax outputs), 'mse', or 'bce' (binary cross-entropy, sigmoid outputs: one unit
+    with y (n,) of 0/1 for binary classification, K units with y (n, K) of 0/1 for multi-label).
+    One identity output with a 1-D float y is regression (accuracy None). sample_weight (n,) and
+    class_weight (None, 'balanced': n / (n_classes * count), or {class: weight}) make the cost the
+    weighted mean of the per-sample losses.
 
     optimizer: 'sgd' (W -= lr (g + weight_decay W); momentum is ignored), 'momentum'
     (v = momentum v + g; W -= lr v) or 'adam' (PyTorch's Adam, betas 0.9/0.999, eps 1e-8).
@@ -386,4 +597,6 @@ def train(net, X, y, epochs=10, batch_size=32, lr=0.1, optimizer="sgd", momentum
     """
     trainer = Trainer(net, optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
                       loss=loss, batch_size=batch_size, seed=seed, threads=threads, comm=comm)
-    return trainer.fit(X, y, epochs, validation=validation, verbose=verbose, callback=callback)
+    return trainer.fit(X, y, epochs, validation=validation, verbose=verbose, callback=callback,
+                       validation_split=validation_split, callbacks=callbacks, sample_weight=sample_weight,
+                       class_weight=class_weight)

@@ -17,7 +17,7 @@ import numpy as np
 
 HIDDEN_ACTIVATIONS = ("sigmoid", "relu", "tanh", "identity")
 OUTPUTS = ("softmax", "sigmoid", "identity")
-LOSSES = ("ce", "mse")
+LOSSES = ("ce", "mse", "bce")
 
 
 # --------------------------------------------------------------------------------------- dtypes
@@ -141,8 +141,11 @@ def _is_index(target):
 
 
 def target_vector(target, n_out):
-    """A class index becomes its one-hot row; float targets are used as they are."""
+    """A class index becomes its one-hot row (for a single output unit: the 0/1 value itself);
+    float targets are used as they are."""
     if _is_index(target):
+        if n_out == 1:
+            return np.array([float(target)])
         return one_hot(target, n_out)
     return _f64(target)
 
@@ -158,6 +161,10 @@ def sample_loss(yhat, target, loss):
             return float(-np.log(yhat[int(target)]))
         y = _f64(target)
         return float(-np.sum(y * np.log(yhat)))
+    if loss == "bce":
+        # binary cross-entropy, each output a probability: -sum_i [y_i log yhat_i + (1 - y_i) log(1 - yhat_i)]
+        y = target_vector(target, yhat.shape[0])
+        return float(-np.sum(y * np.log(yhat) + (1 - y) * np.log(1 - yhat)))
     raise ValueError(f"unknown loss {loss!r}")
 
 
@@ -180,6 +187,8 @@ def loss_gradient_wrt_output(yhat, target, loss):
         return 2.0 * (yhat - y)
     if loss == "ce":
         return -y / yhat
+    if loss == "bce":
+        return -y / yhat + (1 - y) / (1 - yhat)
     raise ValueError(f"unknown loss {loss!r}")
 
 
@@ -191,6 +200,8 @@ def _sample_output_delta(z, yhat, target, output, loss):
         raise ValueError(f"unknown output {output!r}")
     if loss == "ce" and output != "softmax":
         raise ValueError("cross-entropy needs a softmax output")
+    if loss == "bce" and output != "sigmoid":
+        raise ValueError("binary cross-entropy needs a sigmoid output")
     if output == "softmax" and loss == "ce" and _is_index(target):
         # lecture: delta_i = yhat_t - 1 if i == t, yhat_i otherwise  =  yhat - onehot(t)
         return yhat - one_hot(target, yhat.shape[0])
@@ -272,17 +283,26 @@ def forward(weights, biases, X, activation="relu", output="softmax"):
                      for x in X]).astype(dtype)
 
 
-def cost(weights, biases, X, y, activation="relu", output="softmax", loss="ce"):
-    """C = mean over the samples of the per-sample loss c (always a Python float, in float64)."""
-    X = np.atleast_2d(_f64(X))
+def _targets_per_sample(y, n_out, n):
     y = np.asarray(y)
+    if n_out == 1 and y.ndim == 1 and y.shape[0] == n and not _is_index(y):
+        return y[:, None]          # one output unit: y (n,) holds each sample's target
     if y.ndim == 0 or (not _is_index(y) and y.ndim == 1):
         y = y[None]
+    return y
+
+
+def cost(weights, biases, X, y, activation="relu", output="softmax", loss="ce", sample_weight=None):
+    """C = mean over the samples of the per-sample loss c (always a Python float, in float64);
+    with sample_weight, the weighted mean sum_k w_k c_k / sum_k w_k."""
+    X = np.atleast_2d(_f64(X))
+    y = _targets_per_sample(y, np.shape(weights[-1])[0], X.shape[0])
+    w = np.ones(X.shape[0]) if sample_weight is None else _f64(sample_weight)
     total = 0.0
     for k in range(X.shape[0]):
         yhat = forward_sample(weights, biases, X[k], activation, output)[1][-1]
-        total += sample_loss(yhat, y[k], loss)
-    return total / X.shape[0]
+        total += w[k] * sample_loss(yhat, y[k], loss)
+    return total / w.sum()
 
 
 def backprop_sample(weights, biases, x, target, activation, output, loss):
@@ -298,24 +318,25 @@ def backprop_sample(weights, biases, x, target, activation, output, loss):
     return dW, db
 
 
-def gradients(weights, biases, X, y, activation="relu", output="softmax", loss="ce"):
-    """Gradients of the MEAN cost over the samples: loop, add up outer products, divide by n.
+def gradients(weights, biases, X, y, activation="relu", output="softmax", loss="ce", sample_weight=None):
+    """Gradients of the MEAN cost over the samples: loop, add up outer products, divide by n
+    (with sample_weight: add up w_k times them, divide by sum_k w_k).
 
     Returned in the dtype of the weights (computed in float64)."""
     dtype = result_dtype(*weights)
     X = np.atleast_2d(_f64(X))
-    y = np.asarray(y)
-    if y.ndim == 0 or (not _is_index(y) and y.ndim == 1):
-        y = y[None]
     n = X.shape[0]
+    y = _targets_per_sample(y, np.shape(weights[-1])[0], n)
+    w = np.ones(n) if sample_weight is None else _f64(sample_weight)
     dW = [np.zeros(np.shape(W)) for W in weights]
     db = [np.zeros(np.shape(b)) for b in biases]
     for k in range(n):
         gW, gb = backprop_sample(weights, biases, X[k], y[k], activation, output, loss)
         for l in range(len(weights)):
-            dW[l] += gW[l]
-            db[l] += gb[l]
-    return ([(g / n).astype(dtype) for g in dW], [(g / n).astype(dtype) for g in db])
+            dW[l] += w[k] * gW[l]
+            db[l] += w[k] * gb[l]
+    total = w.sum()
+    return ([(g / total).astype(dtype) for g in dW], [(g / total).astype(dtype) for g in db])
 
 
 # ---------------------------------------------------------------------------------- optimizers

@@ -470,8 +470,8 @@ def test_resume_errors(files, tmp_path):
           "--hidden 50, --lr 0.3 conflicts with the checkpoint", "(hidden 16, lr 0.05)", "leave these options out")
     fails(["train", "--resume", model, "--activation", "tanh"], 2, "--activation tanh conflicts")
     fails(["train", "--resume", model, "--epochs", "3"], 2, "--epochs 3", "at least 5")
-    fails(["train", "--resume", model, "--data", files["four"], *ONE], 1, "labels of", "go up to 3",
-          "has 3 outputs", "without --resume")
+    fails(["train", "--resume", model, "--data", files["four"], *ONE], 1, "labels of", "include 3",
+          "not one of the model's 3 classes")
     fails(["train", "--resume", model, "--data", files["wide"], *ONE], 1, "5 features", "takes 8 inputs")
     MLP([8, 3], seed=0).save(tmp_path / "plain.npz")
     fails(["train", "--resume", tmp_path / "plain.npz"], 1, "no training state")
@@ -498,7 +498,8 @@ def test_evaluate_text_and_json(files):
 
 
 def test_evaluate_errors(files, tmp_path):
-    fails(["evaluate", files["model"], "--data", files["four"], *ONE], 1, "go up to 3", "has 3 outputs")
+    fails(["evaluate", files["model"], "--data", files["four"], *ONE], 1, "include 3",
+          "not one of the model's 3 classes (0, 1, 2)")
     fails(["evaluate", files["model"], "--data", files["wide"], *ONE], 1, "5 features per sample",
           "takes 8 inputs")
     fails(["evaluate", files["model"], "--loss", "ce", "--data", "nope"], 2, "unknown dataset 'nope'")

@@ -289,3 +289,24 @@ def test_a_rank_that_failed_before_training_stops_the_others_at_the_start(fm):
             tr.fit(X, y, 1, verbose=False)
         return info.value.failed_rank, info.value.code, info.value.message
     assert run_ranks(2, body)[0] == (1, 2, "--output: bad")
+
+
+@pytest.mark.parametrize("size", [1, 3])
+def test_sample_weights_are_shared_out_like_the_samples(fm, size):
+    # each minibatch's cost is sum_s w_s c_s / sum_s w_s over the global batch, whatever the split
+    X, y = _data("float64")
+    w = np.random.default_rng(5).uniform(0.0, 2.0, N_SAMPLES)
+    w[:12] = 0.0   # some batches hold zero-weight samples only on some ranks
+
+    def body(comm):
+        net = fm.MLP(SIZES, activation="tanh", dtype="float64", seed=3)
+        tr = fm.Trainer(net, optimizer="adam", lr=0.01, batch_size=10, seed=4, threads=1, comm=comm)
+        tr.fit(X, y, 2, verbose=False, sample_weight=w)
+        return net.params.copy(), tr.history["loss"]
+    ref = body(None)
+    out = run_ranks(size, body)
+    if size == 1:
+        assert np.array_equal(out[0][0], ref[0]) and out[0][1] == ref[1]
+    else:
+        np.testing.assert_allclose(out[0][0], ref[0], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(out[0][1], ref[1], rtol=1e-12)

@@ -22,7 +22,7 @@ import reference as ref
 
 SIZES = [5, 7, 6, 4]
 N_SAMPLES = 3
-PAIRS = [("softmax", "ce"), ("softmax", "mse"), ("sigmoid", "mse"), ("identity", "mse")]
+PAIRS = [("softmax", "ce"), ("softmax", "mse"), ("sigmoid", "mse"), ("identity", "mse"), ("sigmoid", "bce")]
 ACTIVATIONS = ["sigmoid", "relu", "tanh", "identity"]
 TARGET_KINDS = ["index", "float"]
 BOUND_ORDER4 = 1e-6
@@ -126,7 +126,7 @@ def test_reference_output_delta_jacobian_route(output, kind):
     yhat = ref.activation_forward(z, output)
     target = 2 if kind == "index" else (rng.dirichlet(np.ones(5)) if output == "softmax"
                                         else rng.normal(size=5))
-    losses = ["ce", "mse"] if output == "softmax" else ["mse"]
+    losses = {"softmax": ["ce", "mse"], "sigmoid": ["mse", "bce"]}.get(output, ["mse"])
     for loss in losses:
         delta = ref.output_delta(z, yhat, target, output, loss)
         zz = z.copy()

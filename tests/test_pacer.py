@@ -131,3 +131,30 @@ def test_training_is_bit_identical_for_every_thread_count(fm, sizes, batch, dtyp
         pytest.skip("needs 2 Numba threads")
     assert (_trained_hash(fm, sizes, batch, 1, dtype, optimizer, activation)
             == _trained_hash(fm, sizes, batch, 2, dtype, optimizer, activation))
+
+
+def test_chunking_and_thread_counts_change_no_number(fm, monkeypatch):
+    """Whatever chunks and thread counts the pacer picks, parameters and history are bit-identical."""
+    import numba
+    rng = np.random.default_rng(5)
+    X = rng.random((1000, 30)).astype(np.float32)
+    y = rng.integers(0, 4, 1000)
+
+    def run(plan):
+        monkeypatch.setattr(ThreadPacer, "plan", plan)
+        net = fm.MLP([30, 17, 4], seed=1)
+        h = fm.train(net, X, y, epochs=2, batch_size=16, lr=0.05, threads=2, verbose=False)
+        return net.params.copy(), h["loss"], h["accuracy"]
+
+    threads = min(2, numba.config.NUMBA_NUM_THREADS)
+    whole = run(lambda self, chunk: (1, chunk))
+    calls = []
+
+    def small_alternating(self, chunk):
+        calls.append(1)
+        return (threads if len(calls) % 2 else 1), 48
+
+    pieces = run(small_alternating)
+    assert len(calls) > 20
+    assert np.array_equal(whole[0], pieces[0])
+    assert whole[1] == pieces[1] and whole[2] == pieces[2]

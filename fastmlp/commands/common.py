@@ -241,8 +241,9 @@ class Progress:
         self.last = now
         frac = info["done"] / info["total"] if info["total"] else 1.0
         head = f"epoch {info['epoch']}/{info['epochs']} "
+        acc = "" if info["accuracy"] is None else f"acc {100 * info['accuracy']:.2f}% "
         tail = (f" {info['done']:,}/{info['total']:,} loss {info['loss']:.4f} "
-                f"acc {100 * info['accuracy']:.2f}% {info['samples_per_second']:,.0f} samples/s")
+                f"{acc}{info['samples_per_second']:,.0f} samples/s")
         width = shutil.get_terminal_size((80, 24)).columns
         bar = max(8, min(self.BAR, width - 1 - len(head) - len(tail) - 2))
         filled = int(frac * bar)

@@ -47,7 +47,7 @@ def evaluate(model, data, data_dir, split, loss, threads, as_json):
     if data_dir is None:
         data_dir = run.get("data_dir")
     if loss is None:
-        loss = training.get("loss") if training.get("loss") in ("ce", "mse") else None
+        loss = training.get("loss") if training.get("loss") in LOSSES else None
         loss = loss or ("ce" if net.output == "softmax" else "mse")
     if loss == "ce" and net.output != "softmax":
         raise click.UsageError(f"--loss ce needs a softmax output; {model} has a {net.output} output: use "
@@ -57,18 +57,33 @@ def evaluate(model, data, data_dir, split, loss, threads, as_json):
     if not policy.has_test_split(data) and split == "test":
         note(f"{data} has no separate test split: evaluating on all of its samples")
     source = f"{data} ({split})" if datasets.canonical_name(data) else data
-    y = policy.class_labels(y, source)
+    classes = run.get("classes")
     X = policy.match_input(X, run.get("input_dtype"))
+    if net.is_regression:
+        y = policy.regression_targets(y, source)
+        policy.check_fits(net, X, None, source, model)
+        loss_value, _ = net.evaluate(X, y, loss=loss, threads=threads)
+        rmse, r2 = policy.regression_scores(net, X, y, threads=threads)
+        if as_json:
+            print_json({"model": model, "dataset": data, "split": split, "n": int(y.shape[0]),
+                        "loss_function": loss, "loss": loss_value, "rmse": rmse, "r2": r2})
+            return
+        click.echo(f"{model}: {arch(net.sizes)} on {data}, {split} split, {y.shape[0]:,} samples")
+        click.echo(f"loss {loss_value:.4f} ({loss})  RMSE {rmse:.4g}  R^2 {r2:.4f}")
+        return
+    if classes is not None:
+        y, _ = policy.map_labels(y, source, classes)
+    else:
+        y = policy.class_labels(y, source)
     policy.check_fits(net, X, y, source, model)
-    outputs = net.forward(X, threads=threads)
-    pred = np.argmax(outputs, axis=1)
+    pred = net.predict(X, threads=threads)
     loss_value, accuracy = net.evaluate(X, y, loss=loss, threads=threads)
-    K = net.sizes[-1]
+    K = max(net.sizes[-1], 2 if net.output == "sigmoid" else 1)
     confusion = np.zeros((K, K), dtype=np.int64)
     np.add.at(confusion, (y, pred), 1)
     counts = confusion.sum(axis=1)
     per_class = [float(confusion[k, k] / counts[k]) if counts[k] else None for k in range(K)]
-    names = policy.class_names(data)
+    names = [str(c) for c in classes] if classes is not None else policy.class_names(data)
     if as_json:
         print_json({"model": model, "dataset": data, "split": split, "n": int(y.shape[0]), "loss_function": loss,
                     "loss": loss_value, "accuracy": accuracy, "per_class_accuracy": per_class,

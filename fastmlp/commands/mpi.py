@@ -100,12 +100,14 @@ def start(mode):
 
 def rank_options(session, options):
     """The train command's options on this rank: the default thread count is this rank's share
-    of its node; ranks other than 0 print nothing and write no --metrics."""
+    of its node; ranks other than 0 print nothing and write no --metrics or --csv."""
     options = dict(options)
     if options.get("threads") is None:
         options["threads"] = session.default_threads()
     if session.rank != 0:
         options.update(quiet=True, metrics=None)
+        if "csv_path" in options:
+            options["csv_path"] = None
     return options
 
 

@@ -43,20 +43,36 @@ def predict(model, input, threads, as_json):
     X = policy.match_input(X, run.get("input_dtype"))
     policy.check_fits(net, X, None, input, model)
     outputs = net.forward(X, threads=threads)
-    labels = np.argmax(outputs, axis=1)
+    if net.is_regression:
+        values = outputs[:, 0].tolist()
+        if as_json:
+            print_json({"model": model, "input": input, "n": int(X.shape[0]), "predictions": values})
+            return
+        click.echo("sample  prediction")
+        for i, v in enumerate(values):
+            click.echo(f"{i:>6}  {v:>10.6g}")
+        return
+    labels = net.predict(X, threads=threads)
+    if labels.ndim == 2:  # multi-label: one 0/1 column per output; label = the first on, for the table
+        labels = np.argmax(outputs, axis=1)
     key = "probabilities" if net.output == "softmax" else "outputs"
-    names = policy.class_names(run.get("dataset"))
+    classes = run.get("classes")
+    names = [str(c) for c in classes] if classes is not None else policy.class_names(run.get("dataset"))
     if as_json:
         result = {"model": model, "input": input, "n": int(X.shape[0]), "labels": labels.tolist(),
                   key: [[float(f"{v:.6g}") for v in row] for row in outputs.tolist()]}
-        if names:
+        if classes is not None:
+            result["labels"] = [classes[k] for k in labels.tolist()]
+        elif names:
             result["class_names"] = [names[k] for k in labels]
         print_json(result)
         return
     K = net.sizes[-1]
     head = "p" if key == "probabilities" else "out"
     click.echo("sample  label  " + f"{head}(label)  " + "  ".join(f"{head}({k})".rjust(7) for k in range(K))
-               + ("  name" if names else ""))
+               + ("  name" if names and classes is None else ""))
     for i, (label, row) in enumerate(zip(labels.tolist(), outputs.tolist())):
-        click.echo(f"{i:>6}  {label:>5}  {row[label]:>8.4f}  " + "  ".join(f"{v:>7.4f}" for v in row)
-                   + (f"  {names[label]}" if names else ""))
+        p = row[label] if K > 1 else row[0]  # one sigmoid unit: its output is the probability of class 1
+        shown = f"{names[label]:>5}" if classes is not None else f"{label:>5}"
+        click.echo(f"{i:>6}  {shown}  {p:>8.4f}  " + "  ".join(f"{v:>7.4f}" for v in row)
+                   + (f"  {names[label]}" if names and classes is None else ""))

@@ -19,10 +19,25 @@ Examples:
   fastmlp train --data xor --hidden 8 --activation tanh --epochs 200 --lr 0.5 --batch-size 4
   fastmlp train --data points.npz --val-split 0.1 --save model.npz --metrics run.jsonl
   fastmlp train --resume model.npz --save model.npz   # continue a saved run
+  fastmlp train --data fashion-mnist --epochs 50 --early-stopping 3 --lr-schedule plateau --csv log.csv
+  fastmlp train --data houses.csv --task regression --hidden 32 --lr 0.01
 
 DATA is a known data set (`fastmlp datasets list`) or a file: .npz with arrays X and y (and
 optionally X_test, y_test), .csv with the label in the first column (or the column named
-`label`), or a directory of IDX files.
+`label`), or a directory of IDX files. The labels of your own files can be anything (integers with
+gaps, negative numbers, strings in a CSV): they become classes in sorted order, kept in the model,
+and `evaluate`/`predict` print them back. Their float features are standardised (the mean and
+standard deviation of the training split, kept in the model) unless --no-standardize; uint8 pixels
+are divided by 255.
+
+--task regression trains one identity output with mse loss on a numeric target and reports RMSE
+and R^2. --output sigmoid --loss bce on two classes trains one sigmoid unit (binary).
+
+--early-stopping PATIENCE stops when the validation loss has not improved for PATIENCE epochs and
+keeps the best epoch's parameters (a 10% validation split unless --val-split is given).
+--lr-schedule plateau divides the learning rate by 10 after 2 epochs without improvement of the
+validation loss (the training loss without validation); cosine anneals it to 0 over --epochs.
+--csv writes the history, one row per epoch.
 
 Progress: a bar on a terminal (stderr) and one line per epoch (stdout); --quiet shows neither
 (only the results).
@@ -52,7 +67,8 @@ else is a usage error. --epochs is the total number of epochs, counting those al
 @click.option("--output", type=click.Choice(OUTPUTS), default="softmax", show_default=True,
               help="Activation of the output layer.")
 @click.option("--loss", type=click.Choice(LOSSES), default="ce", show_default=True,
-              help="Cross-entropy (needs --output softmax) or mean squared error.")
+              help="Cross-entropy (needs --output softmax), mean squared error, or binary cross-entropy "
+                   "(needs --output sigmoid).")
 @click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True,
               help="Floating-point type of the parameters.")
 @click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True,
@@ -77,6 +93,16 @@ else is a usage error. --epochs is the total number of epochs, counting those al
               help="Continue the run saved in this checkpoint.")
 @click.option("--metrics", type=click.Path(dir_okay=False), default=None, metavar="PATH.jsonl",
               help="Append one JSON object per epoch to this file (see `fastmlp plot`).")
+@click.option("--task", type=click.Choice(("classification", "regression")), default="classification",
+              show_default=True, help="regression: one identity output, mse, a numeric target.")
+@click.option("--no-standardize", "no_standardize", is_flag=True,
+              help="Keep your own float features as they are (no standardisation).")
+@click.option("--early-stopping", "early_stopping", type=click.IntRange(min=1), default=None, metavar="PATIENCE",
+              help="Stop after PATIENCE epochs without a lower validation loss; keep the best epoch.")
+@click.option("--lr-schedule", "lr_schedule", type=click.Choice(("plateau", "cosine")), default=None,
+              help="Reduce the learning rate on a plateau (/10), or anneal it (cosine).")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, metavar="PATH.csv",
+              help="Write the history (one row per epoch) to this CSV file.")
 @json_option()
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @click.option("--distributed", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
@@ -105,15 +131,24 @@ def option_name(name):
     return "--" + name.replace("_", "-")
 
 
-def train(ctx, data, data_dir, epochs, threads, save, resume, metrics, as_json, quiet, **settings):
+def train(ctx, data, data_dir, epochs, threads, save, resume, metrics, as_json, quiet, task, no_standardize,
+          early_stopping, lr_schedule, csv_path, **settings):
     from .. import run as policy
 
     wall0 = time.perf_counter()
     _check_outputs(save, metrics)
+    if csv_path:
+        if save and os.path.abspath(save) == os.path.abspath(csv_path):
+            raise click.UsageError("--save and --csv name the same file; give two different paths")
+        check_writable(csv_path, "--csv")
     if threads is not None:
         resolve_threads(threads)
+    given = _explicit_options(ctx)
+    if early_stopping and "val_split" not in given and not resume:
+        settings["val_split"] = 0.1
     plan = policy.prepare(data, resume=resume, epochs=epochs, threads=threads, data_dir=data_dir,
-                          given=_explicit_options(ctx), progress=not quiet, spell=option_name, **settings)
+                          given=given, progress=not quiet, spell=option_name, task=task,
+                          standardize=not no_standardize, **settings)
     for message in plan.notes:
         note(message, quiet)
     trainer, epochs, record = plan.trainer, plan.epochs, plan.record
@@ -123,11 +158,14 @@ def train(ctx, data, data_dir, epochs, threads, save, resume, metrics, as_json, 
 
     epochs_before = trainer.epoch
     extra_meta = {"run": record}
+    callbacks = _callbacks(trainer, record, resume, given, early_stopping, lr_schedule, csv_path, epochs,
+                           plan.validation is not None)
     from . import mpi
     mpi.attach(trainer)  # under MPI: train together with the other ranks
-    _fit(ctx, trainer, plan.X, plan.y, plan.validation, epochs, save, metrics, extra_meta, as_json, quiet)
+    _fit(ctx, trainer, plan.X, plan.y, plan.validation, epochs, save, metrics, extra_meta, as_json, quiet,
+         callbacks)
     score = policy.score_test_split(trainer.net, plan.data, plan.data_dir, trainer.loss, trainer.threads,
-                                    record["input_dtype"], progress=not quiet)
+                                    record["input_dtype"], progress=not quiet, classes=record.get("classes"))
     if score is None:
         plan.notes.append(f"{plan.data} has no test split: no test accuracy (a known data set, a .npz file "
                           f"with X_test and y_test, or a directory with t10k-* files has one)")
@@ -136,7 +174,11 @@ def train(ctx, data, data_dir, epochs, threads, save, resume, metrics, as_json, 
     if save:
         trainer.save_checkpoint(save, extra_meta=extra_meta)
     result = _result(trainer, record["dataset"], n, n_val, *score, wall0)
-    result.update(checkpoint=save, resumed_from=resume, metrics=metrics, notes=[one_line(m) for m in plan.notes])
+    result.update(checkpoint=save, resumed_from=resume, metrics=metrics, notes=[one_line(m) for m in plan.notes],
+                  csv=csv_path, stopped_epoch=trainer.history["stopped_epoch"],
+                  best_epoch=trainer.history["best_epoch"], classes=record.get("classes"))
+    if trainer.net.is_regression:
+        result.update(_regression_result(trainer, plan, record))
     if trainer._dist is not None:
         # the parameters' hash, checked equal on every rank at the end of training
         result.update(ranks=trainer._dist.size, parameter_hash=trainer._dist.parameter_hash(trainer))
@@ -144,6 +186,50 @@ def train(ctx, data, data_dir, epochs, threads, save, resume, metrics, as_json, 
         print_json(result)
     else:
         _report(trainer, result, resume and trainer.epoch == epochs_before, save)
+
+
+def _callbacks(trainer, record, resume, given, early_stopping, lr_schedule, csv_path, epochs, has_validation):
+    """The callbacks of --early-stopping, --lr-schedule and --csv, recorded in the run record so
+    that --resume continues with the same ones (in the same order, with their saved state)."""
+    from ..callbacks import CSVLogger, EarlyStopping, LearningRateScheduler, ReduceLROnPlateau, cosine_schedule
+    if resume:
+        for name, value in (("early_stopping", early_stopping), ("lr_schedule", lr_schedule)):
+            if name in given and value != record.get(name):
+                raise click.UsageError(f"{option_name(name)} {value} conflicts with the checkpoint {resume} "
+                                       f"({record.get(name) or 'none'}): leave it out to continue the run")
+        early_stopping, lr_schedule = record.get("early_stopping"), record.get("lr_schedule")
+        lr0 = record.get("lr0", trainer.lr)
+    else:
+        lr0 = trainer.lr
+    record.update(early_stopping=early_stopping, lr_schedule=lr_schedule, lr0=lr0)
+    monitor = "val_loss" if has_validation else "loss"
+    callbacks = []
+    if early_stopping:
+        callbacks.append(EarlyStopping(monitor="val_loss", patience=early_stopping))
+    if lr_schedule == "plateau":
+        callbacks.append(ReduceLROnPlateau(monitor=monitor, factor=0.1, patience=2))
+    elif lr_schedule == "cosine":
+        callbacks.append(LearningRateScheduler(cosine_schedule(record["epochs"], lr0)))
+    if csv_path:
+        callbacks.append(CSVLogger(csv_path))
+    return callbacks
+
+
+def _regression_result(trainer, plan, record):
+    """RMSE and R^2 on the training split, the validation split and the test split (if any)."""
+    from .. import run as policy
+    net = trainer.net
+    out = {}
+    parts = [("train", plan.X, plan.y)]
+    if plan.validation is not None:
+        parts.append(("val", *plan.validation))
+    if policy.has_test_split(plan.data):
+        Xt, yt = policy.load_labelled(plan.data, "test", plan.data_dir, input_dtype=record["input_dtype"],
+                                      progress=False, task="regression")
+        parts.append(("test", Xt, yt))
+    for name, X, y in parts:
+        out[f"{name}_rmse"], out[f"{name}_r2"] = policy.regression_scores(net, X, y, threads=trainer.threads)
+    return out
 
 
 def _check_outputs(save, metrics):
@@ -174,7 +260,7 @@ def _announce(trainer, resume, dataset, n, n_val, epochs):
         click.echo(f"training {what} on {dataset}: {n:,} samples{val_text}, {epochs} epochs, {threads_text}")
 
 
-def _fit(ctx, trainer, X, y, validation, epochs, save, metrics, extra_meta, as_json, quiet):
+def _fit(ctx, trainer, X, y, validation, epochs, save, metrics, extra_meta, as_json, quiet, callbacks=()):
     """Trainer.fit with the progress bar, the --metrics lines and the checkpoint of every epoch."""
     from ..errors import DivergenceError
     from ..training import TrainingInterrupted
@@ -189,7 +275,7 @@ def _fit(ctx, trainer, X, y, validation, epochs, save, metrics, extra_meta, as_j
         progress.epoch_end(row, info["epochs"])
         if metrics:
             record = {key: row[key] for key in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy",
-                                                "seconds", "samples_per_second")}
+                                                "lr", "seconds", "samples_per_second")}
             record.update(epochs=info["epochs"], dataset=extra_meta["run"]["dataset"])
             append_jsonl(metrics, record)
         if save:
@@ -198,7 +284,7 @@ def _fit(ctx, trainer, X, y, validation, epochs, save, metrics, extra_meta, as_j
 
     try:
         trainer.fit(X, y, epochs, validation=validation, verbose=False, callback=callback,
-                    handle_interrupt=True)
+                    handle_interrupt=True, callbacks=list(callbacks))
     except TrainingInterrupted:
         progress.close()
         _interrupted(ctx, trainer, y.shape[0], epochs, save, metrics, extra_meta, as_json)
@@ -241,7 +327,10 @@ def _interrupted(ctx, trainer, n, epochs, save, metrics, extra_meta, as_json):
 def _result(trainer, dataset, n, n_val, test_loss, test_accuracy, n_test, wall0):
     net = trainer.net
     h = trainer.history
-    last = {key: (h[key][-1] if h[key] else None) for key in h}
+    from ..training import HISTORY_KEYS
+    # the epoch whose parameters the network has: the best one when EarlyStopping restored it
+    at = h["best_epoch"] - 1 if h.get("best_epoch") and trainer.net is not None else -1
+    last = {key: (h[key][at] if h[key] else None) for key in HISTORY_KEYS}
     seconds = float(sum(h["seconds"]))
     trained = n * len(h["seconds"])
     return {
@@ -270,11 +359,22 @@ def _report(trainer, r, nothing_trained, save):
         speed += f"; {trainer.compile_seconds:.2f} s compiling or loading the kernels before"
         click.echo(f"trained {trainer.epoch} epochs of {r['n_train']:,} samples: {r['seconds']:.2f} s of "
                    f"training ({speed})")
-        text = f"train loss {r['train_loss']:.4f}  accuracy {pct(r['train_accuracy'])}"
-        if r["val_loss"] is not None:
-            text += f"  |  validation loss {r['val_loss']:.4f}  accuracy {pct(r['val_accuracy'])}"
+        if r.get("stopped_epoch"):
+            best = r.get("best_epoch")
+            click.echo(f"early stopping after epoch {r['stopped_epoch']}" +
+                       (f"; the parameters of epoch {best} (the lowest validation loss) were kept" if best else ""))
+        if "train_rmse" in r:
+            text = f"train RMSE {r['train_rmse']:.4g}  R^2 {r['train_r2']:.4f}"
+            if "val_rmse" in r:
+                text += f"  |  validation RMSE {r['val_rmse']:.4g}  R^2 {r['val_r2']:.4f}"
+        else:
+            text = f"train loss {r['train_loss']:.4f}  accuracy {pct(r['train_accuracy'])}"
+            if r["val_loss"] is not None:
+                text += f"  |  validation loss {r['val_loss']:.4f}  accuracy {pct(r['val_accuracy'])}"
         click.echo(text)
-    if r["test_accuracy"] is not None:
+    if "test_rmse" in r:
+        click.echo(f"test RMSE {r['test_rmse']:.4g}  R^2 {r['test_r2']:.4f}  ({r['n_test']:,} samples)")
+    elif r["test_accuracy"] is not None:
         click.echo(f"test accuracy {pct(r['test_accuracy'])}  (loss {r['test_loss']:.4f}, {r['n_test']:,} samples)")
     if save:
         click.echo(f"checkpoint saved to {save}")
