@@ -114,8 +114,8 @@ def test_minibatch_step(benchmark, rng, threads, batch, hidden):
     Ws = [W.copy() for W in net.weights]
     bs = [b.copy() for b in net.biases]
     bench._numpy_epoch(X, y, Ws, bs, np.arange(batch), batch, lr)
-    hp = np.zeros(k.HP_SIZE)
-    hp[k.HP_LR] = lr
+    hp = np.zeros(2 * k.HP_SIZE)  # the weights' and the biases' hyperparameters
+    hp[k.HP_LR] = hp[k.HP_SIZE + k.HP_LR] = lr
     grads = np.zeros_like(net.params)
     empty = np.zeros(0, net.dtype)
     targets = np.zeros((1, sizes[-1]), net.dtype)

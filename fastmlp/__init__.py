@@ -8,9 +8,12 @@ Importing fastmlp is cheap: NumPy and Numba load, and kernels compile, on first 
 """
 __version__ = "0.1.0"
 
-__all__ = ["MLP", "train", "Trainer", "kernels", "datasets", "errors", "callbacks", "__version__"]
+__all__ = ["MLP", "train", "Trainer", "MLPClassifier", "MLPRegressor", "kernels", "datasets", "errors",
+           "callbacks", "__version__"]
 
-_LAZY = {"MLP": ("model", "MLP"), "train": ("training", "train"), "Trainer": ("training", "Trainer")}
+# MLPClassifier and MLPRegressor (scikit-learn's API) need the extra fastmlp[sklearn].
+_LAZY = {"MLP": ("model", "MLP"), "train": ("training", "train"), "Trainer": ("training", "Trainer"),
+         "MLPClassifier": ("estimators", "MLPClassifier"), "MLPRegressor": ("estimators", "MLPRegressor")}
 
 
 def __getattr__(name):
@@ -18,7 +21,7 @@ def __getattr__(name):
     if name in _LAZY:
         module, attr = _LAZY[name]
         value = getattr(importlib.import_module(f".{module}", __name__), attr)
-    elif name in ("kernels", "datasets", "errors", "model", "training", "callbacks"):
+    elif name in ("kernels", "datasets", "errors", "model", "training", "callbacks", "estimators"):
         value = importlib.import_module(f".{name}", __name__)
     else:
         raise AttributeError(f"module 'fastmlp' has no attribute {name!r}")

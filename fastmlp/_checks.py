@@ -5,6 +5,8 @@ import numbers
 import numpy as np
 
 from ._choices import DTYPES, HIDDEN_ACTIVATIONS, LOSSES, OPTIMIZERS, OUTPUTS  # noqa: F401 (re-exported)
+# the library also has scikit-learn's Nesterov momentum (for fastmlp.MLPClassifier / MLPRegressor)
+OPTIMIZERS = OPTIMIZERS + ("nesterov",)
 
 
 def check_choice(name, value, choices):

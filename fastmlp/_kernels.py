@@ -30,13 +30,15 @@ ACTIVATION_CODES = {"identity": IDENTITY, "sigmoid": SIGMOID, "relu": RELU, "tan
                     "softmax": SOFTMAX}
 CE, MSE, BCE = 0, 1, 2
 LOSS_CODES = {"ce": CE, "mse": MSE, "bce": BCE}
-SGD, MOMENTUM, ADAM = 0, 1, 2
-OPTIMIZER_CODES = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM}
+SGD, MOMENTUM, ADAM, NESTEROV = 0, 1, 2, 3
+OPTIMIZER_CODES = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM, "nesterov": NESTEROV}
 # Not an optimizer: _train_steps computes the gradient and leaves the parameters alone (the
 # distributed trainer sums the gradients of all ranks before it applies the update).
-GRADIENT_ONLY = 3
+GRADIENT_ONLY = 4
 
-# Indices into the float64 hyperparameter vector passed to the update kernels.
+# Indices into the float64 hyperparameter vector passed to the update kernels. The vector holds
+# two groups of HP_SIZE: the weights' (hp[:HP_SIZE]) and the biases' (hp[HP_SIZE:]), so that the
+# biases can have their own weight decay (scikit-learn penalises the weights only).
 HP_LR, HP_MOMENTUM, HP_WEIGHT_DECAY, HP_BETA1, HP_BETA2, HP_EPS = 0, 1, 2, 3, 4, 5
 # The factor of the summed loss whose gradient _train_steps takes; 0 means the minibatch's own:
 # 1/n, or 1/(sum of its weights). (A rank of the distributed trainer passes that of the global batch
@@ -739,6 +741,7 @@ def _update_range(params, grads, m, v, p0, p1, optimizer, hp, step):
     # params, grads, m, v flat (P,): one optimizer step on params[p0:p1] (PyTorch's semantics):
     #   sgd:      p -= lr (g + wd p)
     #   momentum: v = mu v + (g + wd p);  p -= lr v
+    #   nesterov: v = mu v + g';  p -= lr (g' + mu v),  g' = g + wd p
     #   adam:     m = b1 m + (1 - b1) g';  v = b2 v + (1 - b2) g'^2;
     #             p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps),  g' = g + wd p
     # (Loops over slices from 0, so that Numba drops negative-index handling and LLVM vectorises.)
@@ -763,6 +766,13 @@ def _update_range(params, grads, m, v, p0, p1, optimizer, hp, step):
         for p in range(count):
             V[p] = mu * V[p] + (G[p] + wd * P[p])
             P[p] -= lr * V[p]
+    elif optimizer == NESTEROV:
+        mu = dt(hp[HP_MOMENTUM])
+        V = v[p0:p1]
+        for p in range(count):
+            g = G[p] + wd * P[p]
+            V[p] = mu * V[p] + g
+            P[p] -= lr * (g + mu * V[p])
     else:
         beta1 = hp[HP_BETA1]
         beta2 = hp[HP_BETA2]
@@ -782,15 +792,20 @@ def _update_range(params, grads, m, v, p0, p1, optimizer, hp, step):
 
 
 @_jit(parallel=True, fastmath=FAST)
-def _update_all(params, grads, m, v, optimizer, hp, step, nthreads):
-    # params, grads, m, v flat (P,): the optimizer step on every parameter (_update_range), split
-    # into blocks of whole cache lines over threads. Elementwise, so the result does not depend on
-    # the split: equal to the step fused into _train_steps' backward pass.
-    P = params.shape[0]
-    T = _region_threads(16 * P, nthreads)
+def _update_all(params, grads, m, v, w_off, b_off, sizes, optimizer, hp, step, nthreads):
+    # params, grads, m, v flat (P,): the optimizer step on every parameter (_update_range), the
+    # weights of each layer with hp[:HP_SIZE] and its biases with hp[HP_SIZE:], each range split into
+    # blocks of whole cache lines over threads. Elementwise, so the result does not depend on the
+    # split: equal to the step fused into _train_steps' backward pass.
+    L = sizes.shape[0] - 1
+    T = _region_threads(16 * params.shape[0], nthreads)
     for t in prange(T):
-        p0, p1 = _chunk_aligned(P, np.int64(t), T)
-        _update_range(params, grads, m, v, p0, p1, optimizer, hp, step)
+        tt = np.int64(t)
+        for l in range(1, L + 1):
+            p0, p1 = _chunk_aligned(sizes[l] * sizes[l - 1], tt, T)
+            _update_range(params, grads, m, v, w_off[l] + p0, w_off[l] + p1, optimizer, hp, step)
+            q0, q1 = _chunk_aligned(sizes[l], tt, T)
+            _update_range(params, grads, m, v, b_off[l] + q0, b_off[l] + q1, optimizer, hp[HP_SIZE:], step)
 
 
 @_inline()
@@ -798,7 +813,7 @@ def _update_layer_rows(params, grads, m, v, w_off, b_off, sizes, l, j0, j1, opti
     # the optimizer step on rows j0:j1 of W^l and b^l
     M = sizes[l - 1]
     _update_range(params, grads, m, v, w_off[l] + j0 * M, w_off[l] + j1 * M, optimizer, hp, step)
-    _update_range(params, grads, m, v, b_off[l] + j0, b_off[l] + j1, optimizer, hp, step)
+    _update_range(params, grads, m, v, b_off[l] + j0, b_off[l] + j1, optimizer, hp[HP_SIZE:], step)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -892,8 +907,8 @@ def _backward_pair(t, T, k, params, grads, m, v, w_off, b_off, sizes, hidden, X,
                 base = w_off[k + 1] + j * M
                 _update_range(params, grads, m, v, base + c0, base + c1, optimizer, hp, step)
             if t == 0:
-                _update_range(params, grads, m, v, b_off[k + 1], b_off[k + 1] + sizes[k + 1], optimizer, hp,
-                              step)
+                _update_range(params, grads, m, v, b_off[k + 1], b_off[k + 1] + sizes[k + 1], optimizer,
+                              hp[HP_SIZE:], step)
     if k == 1:
         # (with_bias is always true here, but computed: a literal True would compile the tile
         # kernel a second time, for a Literal[bool] signature)
@@ -1082,7 +1097,7 @@ def _evaluate_batches(params, grads, w_off, b_off, sizes, hidden, output, loss, 
     N = X.shape[0]
     L = sizes.shape[0] - 1
     correct = 0
-    hp = np.zeros(HP_SIZE)
+    hp = np.zeros(2 * HP_SIZE)
     sgd = N - N + SGD  # computed, not literal: no Literal[int] re-specialisation of the callees
     one = sgd + 1
     start = 0

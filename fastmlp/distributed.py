@@ -267,7 +267,8 @@ class Group:
         if count == 0:
             # compile (or load) both kernels without training
             gradient(order, tr.steps + 1, local)
-            k._update_all(params, g, m, v, k.GRADIENT_ONLY, hp, tr.steps + 1, tr.threads)
+            k._update_all(params, g, m, v, net.w_off, net.b_off, net.sizes_array, k.GRADIENT_ONLY, hp,
+                          tr.steps + 1, tr.threads)
             return 0
         if self._fail and self.timings["steps"] > 0:
             raise RuntimeError(f"failure injected by FASTMLP_TEST_FAIL_RANK={self.rank}")
@@ -298,7 +299,8 @@ class Group:
             if g[P] != 0:
                 done = s
                 break
-            k._update_all(params, g, m, v, update, hp, tr.steps + 1 + s, tr.threads)
+            k._update_all(params, g, m, v, net.w_off, net.b_off, net.sizes_array, update, hp,
+                          tr.steps + 1 + s, tr.threads)
             t_upd += clock() - t2
         self.timings["steps"] += done
         self.timings["gradient"] += t_grad

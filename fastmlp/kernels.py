@@ -197,8 +197,8 @@ def minibatch_step(weights, biases, X, target, lr, activation="relu", output="so
         params[w_off[l]:w_off[l] + W.size] = W.ravel()
         params[b_off[l]:b_off[l] + b.size] = b
     k = _k()
-    hp = np.zeros(k.HP_SIZE)
-    hp[k.HP_LR] = lr
+    hp = np.zeros(2 * k.HP_SIZE)  # the weights' and the biases' hyperparameters
+    hp[k.HP_LR] = hp[k.HP_SIZE + k.HP_LR] = lr
     ws, stats, empty = Workspace(sizes, dtype, n), np.zeros((1, 2)), np.zeros(0, dtype=dtype)
     with thread_count(nthreads):
         # by keyword: a new argument of the kernel then fails here with its name instead of

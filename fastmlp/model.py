@@ -12,6 +12,8 @@ from .errors import CheckpointError
 
 FORMAT_VERSION = 1
 EVAL_BATCH = 1024
+# Below this many multiply-adds (rows x parameters) forward/predict/loss run on the calling thread.
+SERIAL_WORK = 1_000_000
 
 
 def _check_sizes(sizes):
@@ -157,8 +159,12 @@ class MLP:
         if targets is None:
             targets = no_targets(K, self.dtype)
         nthreads = resolve_threads(threads)
+        if n * self.params.shape[0] < SERIAL_WORK:
+            # A few rows: a second thread would save less than waking it costs (and on a busy
+            # machine it may not be running at all); the result is the same on any thread count.
+            nthreads = 1
         ws = Workspace(self.sizes, self.dtype, min(n, EVAL_BATCH))
-        grads = np.zeros_like(self.params)
+        grads = np.zeros_like(self.params) if want_grads else np.empty(0, dtype=self.dtype)
         losses = np.zeros(n if loss is not None else 0)
         outputs = np.empty((n, K) if want_outputs else (0, K), dtype=self.dtype)
         Xc, divisor = self.inputs(Xc)

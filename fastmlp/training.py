@@ -62,6 +62,8 @@ class Trainer:
         self.beta1 = _checks.check_float("beta1", beta1, 0.0, maximum=1.0, max_strict=True)
         self.beta2 = _checks.check_float("beta2", beta2, 0.0, maximum=1.0, max_strict=True)
         self.eps = _checks.check_float("eps", eps, 0.0, strict=True)
+        # weight decay on the biases too (PyTorch's default); scikit-learn's alpha spares them
+        self.decay_biases = True
         _checks.check_loss_output(loss, net.output)
         self.loss = loss
         self.batch_size = _checks.check_int("batch_size", batch_size, 1)
@@ -69,7 +71,7 @@ class Trainer:
         self.threads = resolve_threads(threads)
         n_state = net.params.size
         self.m = np.zeros(n_state if optimizer == "adam" else 0, dtype=net.dtype)
-        self.v = np.zeros(n_state if optimizer in ("momentum", "adam") else 0, dtype=net.dtype)
+        self.v = np.zeros(n_state if optimizer in ("momentum", "nesterov", "adam") else 0, dtype=net.dtype)
         self.grads = np.zeros_like(net.params)
         self.rng = np.random.default_rng(self.seed)
         self.steps = 0              # optimizer steps taken (Adam's t is steps + 1 at the next)
@@ -93,13 +95,16 @@ class Trainer:
 
     def _hp(self):
         from . import _kernels as k
-        hp = np.zeros(k.HP_SIZE)
+        hp = np.zeros(2 * k.HP_SIZE)
         hp[k.HP_LR] = self.lr
         hp[k.HP_MOMENTUM] = self.momentum
         hp[k.HP_WEIGHT_DECAY] = self.weight_decay
         hp[k.HP_BETA1] = self.beta1
         hp[k.HP_BETA2] = self.beta2
         hp[k.HP_EPS] = self.eps
+        hp[k.HP_SIZE:] = hp[:k.HP_SIZE]  # the biases' group
+        if not self.decay_biases:
+            hp[k.HP_SIZE + k.HP_WEIGHT_DECAY] = 0.0
         return hp
 
     def _kernel_args(self):
@@ -586,7 +591,8 @@ def train(net, X, y, epochs=10, batch_size=32, lr=0.1, optimizer="sgd", momentum
     weighted mean of the per-sample losses.
 
     optimizer: 'sgd' (W -= lr (g + weight_decay W); momentum is ignored), 'momentum'
-    (v = momentum v + g; W -= lr v) or 'adam' (PyTorch's Adam, betas 0.9/0.999, eps 1e-8).
+    (v = momentum v + g; W -= lr v), 'nesterov' (v = momentum v + g; W -= lr (g + momentum v))
+    or 'adam' (PyTorch's Adam, betas 0.9/0.999, eps 1e-8).
     The data are shuffled every epoch from `seed`; X may be float32, float64 or uint8 (pixels,
     scaled by 1/255). The same seed and thread count give bit-identical results.
     A NaN or infinite loss raises DivergenceError naming the epoch and step; the network keeps its
