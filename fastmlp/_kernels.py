@@ -32,12 +32,19 @@ CE, MSE, BCE = 0, 1, 2
 LOSS_CODES = {"ce": CE, "mse": MSE, "bce": BCE}
 SGD, MOMENTUM, ADAM, NESTEROV = 0, 1, 2, 3
 OPTIMIZER_CODES = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM, "nesterov": NESTEROV}
+# Not an optimizer: _train_steps computes the gradient and leaves the parameters alone (the
+# distributed trainer sums the gradients of all ranks before it applies the update).
+GRADIENT_ONLY = 4
 
 # Indices into the float64 hyperparameter vector passed to the update kernels. The vector holds
 # two groups of HP_SIZE: the weights' (hp[:HP_SIZE]) and the biases' (hp[HP_SIZE:]), so that the
 # biases can have their own weight decay (scikit-learn penalises the weights only).
 HP_LR, HP_MOMENTUM, HP_WEIGHT_DECAY, HP_BETA1, HP_BETA2, HP_EPS = 0, 1, 2, 3, 4, 5
-HP_SIZE = 6
+# The factor of the summed loss whose gradient _train_steps takes; 0 means the minibatch's own:
+# 1/n, or 1/(sum of its weights). (A rank of the distributed trainer passes that of the global batch
+# for its slice.)
+HP_GRAD_SCALE = 6
+HP_SIZE = 7
 
 # Below this many multiply-adds a layer runs on one thread: a parallel region costs ~1.5 us.
 PARALLEL_MIN_WORK = 65536
@@ -744,6 +751,8 @@ def _update_range(params, grads, m, v, p0, p1, optimizer, hp, step):
     P = params[p0:p1]
     G = grads[p0:p1]
     count = p1 - p0
+    if optimizer == GRADIENT_ONLY:
+        return
     if optimizer == SGD:
         if hp[HP_WEIGHT_DECAY] == 0.0:
             for p in range(count):
@@ -780,6 +789,23 @@ def _update_range(params, grads, m, v, p0, p1, optimizer, hp, step):
             Mm[p] = b1 * Mm[p] + (one - b1) * g
             V[p] = b2 * V[p] + (one - b2) * g * g
             P[p] -= step_size * Mm[p] / (np.sqrt(V[p]) * inv_sqrt_bc2 + eps)
+
+
+@_jit(parallel=True, fastmath=FAST)
+def _update_all(params, grads, m, v, w_off, b_off, sizes, optimizer, hp, step, nthreads):
+    # params, grads, m, v flat (P,): the optimizer step on every parameter (_update_range), the
+    # weights of each layer with hp[:HP_SIZE] and its biases with hp[HP_SIZE:], each range split into
+    # blocks of whole cache lines over threads. Elementwise, so the result does not depend on the
+    # split: equal to the step fused into _train_steps' backward pass.
+    L = sizes.shape[0] - 1
+    T = _region_threads(16 * params.shape[0], nthreads)
+    for t in prange(T):
+        tt = np.int64(t)
+        for l in range(1, L + 1):
+            p0, p1 = _chunk_aligned(sizes[l] * sizes[l - 1], tt, T)
+            _update_range(params, grads, m, v, w_off[l] + p0, w_off[l] + p1, optimizer, hp, step)
+            q0, q1 = _chunk_aligned(sizes[l], tt, T)
+            _update_range(params, grads, m, v, b_off[l] + q0, b_off[l] + q1, optimizer, hp[HP_SIZE:], step)
 
 
 @_inline()
@@ -1005,6 +1031,8 @@ def _train_steps(params, grads, m, v, w_off, b_off, sizes, hidden, output, loss,
             for s in range(n):
                 wsum += weights[idx[s]]
             scale = params.dtype.type(1.0 / wsum if wsum > 0 else 0.0)
+        if hp[HP_GRAD_SCALE] != 0.0:
+            scale = params.dtype.type(hp[HP_GRAD_SCALE])
         lb = losses[:n]
         for phase in range(0 if k == 0 else 1, L + 1 + nback):
             layer = max(min(phase, L), 1)  # the forward phases' layer (phase 0: any)

@@ -51,7 +51,7 @@ class Trainer:
     state_dict()/save_checkpoint() capture everything needed to resume bit-identically."""
 
     def __init__(self, net, optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.0, loss="ce",
-                 batch_size=32, seed=0, threads=None, beta1=0.9, beta2=0.999, eps=1e-8):
+                 batch_size=32, seed=0, threads=None, beta1=0.9, beta2=0.999, eps=1e-8, comm=None):
         if not isinstance(net, MLP):
             raise ValueError(f"net: got {type(net).__name__}, expected a fastmlp.MLP")
         self.net = net
@@ -84,6 +84,12 @@ class Trainer:
         self._stop_training = False
         self.callbacks = []
         self._callback_states = None  # from a checkpoint, for the callbacks of the next fit()
+        # comm (an mpi4py communicator): data-parallel training over its ranks (fastmlp.distributed)
+        self.comm = comm
+        self._dist = None
+        if comm is not None:
+            from .distributed import Group
+            self._dist = Group(comm)
 
     # -- hyperparameters as the kernel takes them ------------------------------------------------
 
@@ -115,6 +121,8 @@ class Trainer:
         net = self.net
         hidden, output, loss, optimizer = self._kernel_args()
         X, divisor, labels, targets, has_targets, weights, has_weights = data
+        if self._dist is not None:
+            return self._dist.steps(self, data, order, ws, losses, stats)
         return k._train_steps(net.params, self.grads, self.m, self.v, net.w_off, net.b_off, net.sizes_array,
                               hidden, output, loss, X, divisor, labels, targets, has_targets, weights,
                               has_weights, order,
@@ -201,8 +209,12 @@ class Trainer:
     # -- the training loop ----------------------------------------------------------------------
 
     def request_stop(self):
-        """Ask fit() to stop after the current chunk of minibatches (raises TrainingInterrupted)."""
-        self._stop = True
+        """Ask fit() to stop after the current chunk of minibatches (raises TrainingInterrupted).
+        With a communicator, every rank stops after the first chunk that ends after any rank asked."""
+        if self._dist is not None:
+            self._dist.stop_requested = True
+        else:
+            self._stop = True
 
     @property
     def stop_requested(self):
@@ -272,9 +284,14 @@ class Trainer:
         losses = np.zeros(min(self.batch_size, n))
         stats = np.zeros((chunk // min(self.batch_size, n) + 1, 2))
         self._stop = False
+        if self._dist is not None:
+            self._dist.start(self, data)
+            verbose = verbose and self._dist.rank == 0
         self._start_callbacks(callbacks)
         self._pacer = ThreadPacer(self.threads, self.batch_size)
         self.compile_seconds = self._compile(data, ws, losses, stats)
+        if self._dist is not None:
+            self.compile_seconds += self._dist.ready_seconds  # the CLI compiles in Group.start
         old_handler = None
         if handle_interrupt and threading.current_thread() is threading.main_thread():
             old_handler = signal.signal(signal.SIGINT, lambda *_: self.request_stop())
@@ -285,6 +302,8 @@ class Trainer:
         finally:
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
+        if self._dist is not None:
+            self._dist.check_same(self, "at the end of training")
         for cb in callbacks:
             cb.on_train_end()
         return self.history
@@ -353,6 +372,9 @@ class Trainer:
             start = self.position
             # one thread or all: whichever is faster now (see _pacer; the results are the same)
             nthreads, size = self._pacer.plan(chunk)
+            if self._dist is not None:
+                # every rank must run the same chunks (their ends are collectives): no pacing
+                nthreads, size = self.threads, chunk
             stop = min(start + size, n)
             t0 = time.perf_counter()
             backup = (self.net.params.copy(), self.m.copy(), self.v.copy())
@@ -482,15 +504,21 @@ class Trainer:
         return meta, arrays
 
     def save_checkpoint(self, path, extra_meta=None):
-        """The network plus the training state in one .npz, written atomically."""
+        """The network plus the training state in one .npz, written atomically. With a
+        communicator, rank 0 alone writes (the state is the same on every rank)."""
         meta, arrays = self.state_dict()
+        if self._dist is not None:
+            if self._dist.rank != 0:
+                return
+            meta["world_size"] = self._dist.size
         full = {"training": meta}
         full.update(extra_meta or {})
         self.net.save(path, extra_arrays=arrays, extra_meta=full)
 
     @classmethod
-    def from_checkpoint(cls, path, threads=None):
-        """(trainer, metadata): a trainer that continues the run saved in `path`."""
+    def from_checkpoint(cls, path, threads=None, comm=None):
+        """(trainer, metadata): a trainer that continues the run saved in `path` (with any number
+        of ranks, whatever world_size wrote it)."""
         net, meta, arrays = load_npz(path)
         state = meta.get("training")
         if not isinstance(state, dict):
@@ -500,7 +528,7 @@ class Trainer:
             trainer = cls(net, optimizer=state["optimizer"], lr=state["lr"], momentum=state["momentum"],
                           weight_decay=state["weight_decay"], loss=state["loss"],
                           batch_size=state["batch_size"], seed=state["seed"], threads=threads,
-                          beta1=state["beta1"], beta2=state["beta2"], eps=state["eps"])
+                          beta1=state["beta1"], beta2=state["beta2"], eps=state["eps"], comm=comm)
             for name in ("m", "v"):
                 arr = arrays.get(f"optimizer_{name}")
                 own = getattr(trainer, name)
@@ -570,7 +598,7 @@ def format_epoch(row, epochs):
 
 def train(net, X, y, epochs=10, batch_size=32, lr=0.1, optimizer="sgd", momentum=0.9, weight_decay=0.0,
           loss="ce", seed=0, threads=None, validation=None, verbose=True, callback=None, validation_split=0.0,
-          callbacks=None, sample_weight=None, class_weight=None):
+          callbacks=None, sample_weight=None, class_weight=None, comm=None):
     """Train `net` in place with minibatch gradient descent; returns the history, a dict of
     per-epoch lists: epoch, loss, accuracy, val_loss, val_accuracy, lr (the learning rate of the
     epoch), seconds, samples_per_second; and stopped_epoch (the epoch after which a callback
@@ -594,9 +622,12 @@ def train(net, X, y, epochs=10, batch_size=32, lr=0.1, optimizer="sgd", momentum
     scaled by 1/255). The same seed and thread count give bit-identical results.
     A NaN or infinite loss raises DivergenceError naming the epoch and step; the network keeps its
     last finite parameters.
+    With comm (e.g. mpi4py's MPI.COMM_WORLD, every rank calling train alike on the same data), the
+    ranks share each minibatch and the result equals one process's (fastmlp.distributed); only
+    rank 0 prints.
     """
     trainer = Trainer(net, optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                      loss=loss, batch_size=batch_size, seed=seed, threads=threads)
+                      loss=loss, batch_size=batch_size, seed=seed, threads=threads, comm=comm)
     return trainer.fit(X, y, epochs, validation=validation, verbose=verbose, callback=callback,
                        validation_split=validation_split, callbacks=callbacks, sample_weight=sample_weight,
                        class_weight=class_weight)

@@ -114,6 +114,10 @@ def info(as_json):
         "data_cache_dir": str(datasets.cache_dir()), "fastmlp_data": os.environ.get("FASTMLP_DATA"),
         "warnings": warnings_list,
     }
+    from . import mpi
+    result.update(mpi.info())
+    if result.get("mpi_rank", 0) != 0:
+        return  # under mpiexec: rank 0 speaks for the job
     if as_json:
         print_json(result)
     else:
@@ -130,6 +134,8 @@ def info(as_json):
             ("data cache", str(result["data_cache_dir"])
              + (f" (FASTMLP_DATA={result['fastmlp_data']} is searched first)" if result["fastmlp_data"]
                 else "")),
+            ("mpi", result["mpi"] + (f" (world size {result['mpi_world_size']})" if "mpi_world_size" in result
+                                     else "")),
         ]
         for key, value in rows:
             click.echo(f"{key + ':':<17}{value}")

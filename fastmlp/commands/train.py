@@ -45,6 +45,10 @@ Progress: a bar on a terminal (stderr) and one line per epoch (stdout); --quiet 
 --save writes a checkpoint at the end of every epoch. Ctrl-C stops after the current chunk of
 minibatches, saves the checkpoint (with --save) and exits with status 130.
 
+Under an MPI launcher (`mpiexec -n N fastmlp train ...`, `srun --mpi=pmix fastmlp train ...`) the
+ranks train together on each minibatch, equal to one process; rank 0 prints and saves (README:
+Several machines). SIGTERM and SIGUSR1 then stop like Ctrl-C.
+
 --resume continues a checkpoint with its network and hyperparameters (and its data set, thread
 count, validation split and number of epochs, unless given): a run stopped and resumed ends with
 exactly the parameters of an uninterrupted run. Options that define the network or the training
@@ -102,10 +106,18 @@ else is a usage error. --epochs is the total number of epochs, counting those al
               help="Write the history (one row per epoch) to this CSV file.")
 @json_option()
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@click.option("--distributed", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
+              help="auto: under an MPI launcher (mpiexec, srun) train on all its ranks together; "
+                   "off: every process trains alone.")
 @click.pass_context
 @handle_errors
-def command(ctx, **options):
-    train(ctx, **options)
+def command(ctx, distributed, **options):
+    from . import mpi
+    session = mpi.start(distributed)
+    if session is None:
+        return train(ctx, **options)
+    with mpi.running(session):
+        return train(ctx, **mpi.rank_options(session, options))
 
 
 def _explicit_options(ctx):
@@ -153,6 +165,8 @@ def train(ctx, data, data_dir, epochs, threads, save, resume, metrics, as_json, 
     test = (None if trainer.net.is_regression else
             policy.test_split(trainer.net, plan.data, plan.data_dir, record["input_dtype"], progress=not quiet,
                               classes=record.get("classes")))
+    from . import mpi
+    mpi.attach(trainer)  # under MPI: train together with the other ranks
     _fit(ctx, trainer, plan.X, plan.y, plan.validation, epochs, save, metrics, extra_meta, as_json, quiet,
          callbacks)
     score = policy.score_test_split(trainer.net, plan.data, plan.data_dir, trainer.loss, trainer.threads,
@@ -171,6 +185,9 @@ def train(ctx, data, data_dir, epochs, threads, save, resume, metrics, as_json, 
                   best_epoch=trainer.history["best_epoch"], classes=record.get("classes"))
     if trainer.net.is_regression:
         result.update(_regression_result(trainer, plan, record))
+    if trainer._dist is not None:
+        # the parameters' hash, checked equal on every rank at the end of training
+        result.update(ranks=trainer._dist.size, parameter_hash=trainer._dist.parameter_hash(trainer))
     if as_json:
         print_json(result)
     else:
@@ -241,6 +258,9 @@ def _announce(trainer, resume, dataset, n, n_val, epochs):
             f"{trainer.optimizer} lr {trainer.lr:g}, batch {trainer.batch_size})")
     val_text = f" + {n_val:,} for validation" if n_val else ""
     threads_text = f"{trainer.threads} thread{'s' if trainer.threads != 1 else ''}"
+    from . import mpi
+    if mpi.Session.current is not None:
+        threads_text = f"{mpi.Session.current.size} MPI ranks x {threads_text}"
     if resume:
         at = (f"epoch {trainer.epoch + 1}, {trainer.position:,}/{n:,} samples" if trainer.position
               else f"epoch {trainer.epoch + 1}")
