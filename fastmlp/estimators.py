@@ -262,49 +262,81 @@ class _BaseMLP(BaseEstimator):
         return self._score_function(y, y_pred, sample_weight=sample_weight)
 
     def _fit_stochastic(self, X, y, sample_weight, incremental):
-        import numba
-
-        from ._pacer import ThreadPacer
-        from .model import Workspace, thread_count
-        from .training import Trainer
+        from .model import thread_count
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
-        regression = self.out_activation_ == "identity"
-        sgd = self.solver == "sgd"
         if not incremental or not hasattr(self, "_optimizer"):
             self._optimizer = {"learning_rate": float(self.learning_rate_init), "t": 0, "m": None, "v": None}
         state = self._optimizer
-        early_stopping = self.early_stopping
-        if early_stopping:
-            should_stratify = isinstance(self, ClassifierMixin) and self.n_outputs_ == 1
-            stratify = y if should_stratify else None
-            if sample_weight is None:
-                X_train, X_val, y_train, y_val = train_test_split(
-                    X, y, random_state=self._random_state, test_size=self.validation_fraction, stratify=stratify)
-                sw_train = sw_val = None
-            else:
-                X_train, X_val, y_train, y_val, sw_train, sw_val = train_test_split(
-                    X, y, sample_weight, random_state=self._random_state, test_size=self.validation_fraction,
-                    stratify=stratify)
-            if X_val.shape[0] < 2:
-                raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size of "
-                                 "your dataset.")
-            if isinstance(self, ClassifierMixin):
-                y_val = self._label_binarizer.inverse_transform(y_val)
-            elif y_val.shape[1] == 1:
-                y_val = y_val[:, 0]
-        else:
-            X_train, y_train, sw_train = X, y, sample_weight
-            X_val = y_val = sw_val = None
-        n_samples = X_train.shape[0]
-        if self.batch_size == "auto":
-            batch_size = min(200, n_samples)
-        else:
-            if self.batch_size > n_samples:
-                warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped",
-                              stacklevel=3)
-            batch_size = int(np.clip(self.batch_size, 1, n_samples))
+        X_train, y_train, sw_train, val = self._split_validation(X, y, sample_weight)
+        run = self._stochastic_run(X_train, y_train, sw_train, state)
+        try:
+            self.n_iter_ = 0
+            with thread_count(self._threads):
+                for _ in range(self.max_iter):
+                    self.loss_ = self._stochastic_epoch(run, state) / run.n_samples
+                    if self._end_epoch(run, state, val, incremental):
+                        break
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user.", stacklevel=3)
+        except DivergenceError as e:
+            self._store(run.net)
+            raise ValueError(f"training diverged: {e} at iteration {self.n_iter_ + 1}; the input data may contain "
+                             "large values and need to be preprocessed, or learning_rate_init "
+                             f"({self.learning_rate_init:g}) is too high") from None
+        state["m"], state["v"] = run.trainer.m, run.trainer.v
+        if self.early_stopping:
+            # restore the best parameters (from an earlier fit when this one never beat its score)
+            best = getattr(self, "_best_params", None)
+            if best is not None and best.shape == run.net.params.shape:
+                run.net.params[...] = best
+        self._store(run.net)
 
+    def _split_validation(self, X, y, sample_weight):
+        """(X_train, y_train, sw_train, (X_val, y_val, sw_val)): scikit-learn's early-stopping split,
+        or all the data for training and a validation set of Nones."""
+        if not self.early_stopping:
+            return X, y, sample_weight, (None, None, None)
+        should_stratify = isinstance(self, ClassifierMixin) and self.n_outputs_ == 1
+        stratify = y if should_stratify else None
+        if sample_weight is None:
+            X_train, X_val, y_train, y_val = train_test_split(
+                X, y, random_state=self._random_state, test_size=self.validation_fraction, stratify=stratify)
+            sw_train = sw_val = None
+        else:
+            X_train, X_val, y_train, y_val, sw_train, sw_val = train_test_split(
+                X, y, sample_weight, random_state=self._random_state, test_size=self.validation_fraction,
+                stratify=stratify)
+        if X_val.shape[0] < 2:
+            raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size of "
+                             "your dataset.")
+        if isinstance(self, ClassifierMixin):
+            y_val = self._label_binarizer.inverse_transform(y_val)
+        elif y_val.shape[1] == 1:
+            y_val = y_val[:, 0]
+        return X_train, y_train, sw_train, (X_val, y_val, sw_val)
+
+    def _stochastic_batch_size(self, n_samples):
+        if self.batch_size == "auto":
+            return min(200, n_samples)
+        if self.batch_size > n_samples:
+            # stacklevel: the user's fit / partial_fit call
+            warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped",
+                          stacklevel=5)
+        return int(np.clip(self.batch_size, 1, n_samples))
+
+    def _stochastic_run(self, X_train, y_train, sw_train, state):
+        """Everything one stochastic fit keeps across its minibatches: the net, a fastmlp Trainer set
+        up as scikit-learn's optimizer (its saved moments restored), the prepared data and buffers."""
+        from types import SimpleNamespace
+
+        from ._pacer import ThreadPacer
+        from .model import Workspace
+        from .training import Trainer
+        regression = self.out_activation_ == "identity"
+        sgd = self.solver == "sgd"
+        n_samples = X_train.shape[0]
+        batch_size = self._stochastic_batch_size(n_samples)
         net = self._net()
         loss, targets = self._targets(y_train)
         if sgd:
@@ -320,111 +352,114 @@ class _BaseMLP(BaseEstimator):
             saved = state[name]
             if saved is not None and saved.shape == getattr(trainer, name).shape:
                 getattr(trainer, name)[...] = saved
-        # fastmlp's squared error has no factor 1/2, so its gradients are twice scikit-learn's: halve
-        # the SGD step and double the decay and Adam's epsilon (all exact in binary floating point).
-        scale = 2.0 if regression else 1.0
         data = trainer._prepare(X_train, targets, sample_weight=sw_train)
-        weights = data[5] if data[6] else None
-        ws = Workspace(net.sizes, net.dtype, batch_size)
-        losses = np.zeros(batch_size)
-        stats = np.zeros((1, 2))
-        w_views = [net.params[net.w_off[l]:net.w_off[l] + net.sizes[l] * net.sizes[l - 1]]
-                   for l in range(1, len(net.sizes))]
-        data_scale = 1.0 / (2 * self.n_outputs_) if regression else 1.0
-        sample_idx = np.arange(n_samples, dtype=np.int64)
-        pacer = ThreadPacer(self._threads, batch_size)
-        chunk = trainer.chunk_samples(n_samples)
-        plan = [self._threads, 0, 0, 0.0]  # threads, samples left in the plan, samples done, seconds
-        try:
-            self.n_iter_ = 0
-            with thread_count(self._threads):
-                for _ in range(self.max_iter):
-                    if self.shuffle:
-                        sample_idx = shuffle(sample_idx, random_state=self._random_state)
-                    order = np.ascontiguousarray(sample_idx, dtype=np.int64)
-                    accumulated_loss = 0.0
-                    for batch_slice in gen_batches(n_samples, batch_size):
-                        idx = order[batch_slice]
-                        nb = idx.shape[0]
-                        wsum = float(weights[idx].sum()) if weights is not None else float(nb)
-                        penalty = 0.0
-                        if self.alpha > 0:
-                            sq = 0.0
-                            for w in w_views:
-                                sq += float(np.dot(w, w))
-                            penalty = 0.5 * self.alpha * sq / wsum if wsum > 0 else 0.0
-                        trainer.weight_decay = scale * self.alpha / wsum if wsum > 0 else 0.0
-                        if sgd:
-                            trainer.lr = state["learning_rate"] / scale
-                        else:
-                            t = state["t"] + 1
-                            trainer.lr = float(self.learning_rate_init)
-                            # scikit-learn adds epsilon to sqrt(v), PyTorch (the kernel) to
-                            # sqrt(v / (1 - beta_2^t)): the same update with this epsilon
-                            trainer.eps = scale * self.epsilon / math.sqrt(1.0 - self.beta_2 ** t)
-                            trainer.steps = state["t"]
-                        # one thread or all, whichever is faster now (the results are the same),
-                        # decided for a chunk of minibatches at a time like Trainer.fit
-                        if plan[1] <= 0:
-                            plan = [*pacer.plan(chunk), 0, 0.0]
-                            numba.set_num_threads(plan[0])
-                        t0 = time.perf_counter()
-                        done = trainer._steps(data, idx, ws, losses, stats, plan[0])
-                        plan[1] -= nb
-                        plan[2] += nb
-                        plan[3] += time.perf_counter() - t0
-                        if plan[1] <= 0:
-                            pacer.record(plan[0], plan[2], plan[3])
-                        if done < 1 or not np.isfinite(net.params).all():
-                            raise DivergenceError(f"the loss became {stats[0, 0]}" if done < 1 else
-                                                  "the parameters became NaN or infinite")
-                        state["t"] += 1
-                        batch_loss = stats[0, 0] / wsum if wsum > 0 else 0.0
-                        accumulated_loss += (batch_loss * data_scale + penalty) * nb
-                    self.n_iter_ += 1
-                    self.loss_ = accumulated_loss / n_samples
-                    self.t_ += n_samples
-                    self.loss_curve_.append(self.loss_)
-                    if self.verbose:
-                        print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
-                    improved = self._update_no_improvement_count(early_stopping, net, X_val, y_val, sw_val)
-                    if improved:  # scikit-learn's _best_coefs, kept across warm-started fits
-                        self._best_params = net.params.copy()
-                    old_lr = state["learning_rate"]
-                    if sgd and self.learning_rate == "invscaling":
-                        state["learning_rate"] = float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t
-                    if self._no_improvement_count > self.n_iter_no_change:
-                        if early_stopping:
-                            msg = (f"Validation score did not improve more than tol={self.tol:f} for "
-                                   f"{self.n_iter_no_change} consecutive epochs.")
-                        else:
-                            msg = (f"Training loss did not improve more than tol={self.tol:f} for "
-                                   f"{self.n_iter_no_change} consecutive epochs.")
-                        if self._trigger_stopping(msg, state):
-                            break
-                        self._no_improvement_count = 0
-                    if sgd and trainer.v.size and state["learning_rate"] != old_lr:
-                        # scikit-learn's velocity holds -lr * (fastmlp's v): keep it when lr changes
-                        trainer.v *= trainer.v.dtype.type(old_lr / state["learning_rate"])
-                    if incremental:
-                        break
-                    if self.n_iter_ == self.max_iter:
-                        warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
-                                      "optimization hasn't converged yet.", ConvergenceWarning, stacklevel=3)
-        except KeyboardInterrupt:
-            warnings.warn("Training interrupted by user.", stacklevel=3)
-        except DivergenceError as e:
-            self._store(net)
-            raise ValueError(f"training diverged: {e} at iteration {self.n_iter_ + 1}; the input data may contain "
-                             "large values and need to be preprocessed, or learning_rate_init "
-                             f"({self.learning_rate_init:g}) is too high") from None
-        state["m"], state["v"] = trainer.m, trainer.v
-        if early_stopping:
-            # restore the best parameters (from an earlier fit when this one never beat its score)
-            best = getattr(self, "_best_params", None)
-            if best is not None and best.shape == net.params.shape:
-                net.params[...] = best
-        self._store(net)
+        return SimpleNamespace(
+            net=net, trainer=trainer, data=data, sgd=sgd, n_samples=n_samples, batch_size=batch_size,
+            # fastmlp's squared error has no factor 1/2, so its gradients are twice scikit-learn's: halve
+            # the SGD step and double the decay and Adam's epsilon (all exact in binary floating point).
+            scale=2.0 if regression else 1.0,
+            data_scale=1.0 / (2 * self.n_outputs_) if regression else 1.0,
+            weights=data[5] if data[6] else None,
+            ws=Workspace(net.sizes, net.dtype, batch_size),
+            losses=np.zeros(batch_size), stats=np.zeros((1, 2)),
+            w_views=[net.params[net.w_off[l]:net.w_off[l] + net.sizes[l] * net.sizes[l - 1]]
+                     for l in range(1, len(net.sizes))],
+            sample_idx=np.arange(n_samples, dtype=np.int64),
+            pacer=ThreadPacer(self._threads, batch_size), chunk=trainer.chunk_samples(n_samples),
+            plan=[self._threads, 0, 0, 0.0])  # threads, samples left in the plan, samples done, seconds
+
+    def _stochastic_epoch(self, run, state):
+        """One pass over the (shuffled) training set in minibatches; returns the summed loss
+        (scikit-learn's: batch loss plus the L2 penalty, times the batch size)."""
+        if self.shuffle:
+            run.sample_idx = shuffle(run.sample_idx, random_state=self._random_state)
+        order = np.ascontiguousarray(run.sample_idx, dtype=np.int64)
+        accumulated_loss = 0.0
+        for batch_slice in gen_batches(run.n_samples, run.batch_size):
+            idx = order[batch_slice]
+            nb = idx.shape[0]
+            wsum = float(run.weights[idx].sum()) if run.weights is not None else float(nb)
+            penalty = self._set_step_hyperparameters(run, state, wsum)
+            self._minibatch_step(run, idx)
+            state["t"] += 1
+            batch_loss = run.stats[0, 0] / wsum if wsum > 0 else 0.0
+            accumulated_loss += (batch_loss * run.data_scale + penalty) * nb
+        return accumulated_loss
+
+    def _set_step_hyperparameters(self, run, state, wsum):
+        """Set the trainer's decay, step and epsilon for the next minibatch as scikit-learn's would
+        be; returns that minibatch's L2 penalty."""
+        trainer = run.trainer
+        penalty = 0.0
+        if self.alpha > 0:
+            sq = 0.0
+            for w in run.w_views:
+                sq += float(np.dot(w, w))
+            penalty = 0.5 * self.alpha * sq / wsum if wsum > 0 else 0.0
+        trainer.weight_decay = run.scale * self.alpha / wsum if wsum > 0 else 0.0
+        if run.sgd:
+            trainer.lr = state["learning_rate"] / run.scale
+        else:
+            t = state["t"] + 1
+            trainer.lr = float(self.learning_rate_init)
+            # scikit-learn adds epsilon to sqrt(v), PyTorch (the kernel) to
+            # sqrt(v / (1 - beta_2^t)): the same update with this epsilon
+            trainer.eps = run.scale * self.epsilon / math.sqrt(1.0 - self.beta_2 ** t)
+            trainer.steps = state["t"]
+        return penalty
+
+    def _minibatch_step(self, run, idx):
+        """One minibatch through fastmlp's kernel; raises DivergenceError when it diverged."""
+        import numba
+        # one thread or all, whichever is faster now (the results are the same),
+        # decided for a chunk of minibatches at a time like Trainer.fit
+        plan = run.plan
+        if plan[1] <= 0:
+            plan = run.plan = [*run.pacer.plan(run.chunk), 0, 0.0]
+            numba.set_num_threads(plan[0])
+        t0 = time.perf_counter()
+        done = run.trainer._steps(run.data, idx, run.ws, run.losses, run.stats, plan[0])
+        nb = idx.shape[0]
+        plan[1] -= nb
+        plan[2] += nb
+        plan[3] += time.perf_counter() - t0
+        if plan[1] <= 0:
+            run.pacer.record(plan[0], plan[2], plan[3])
+        if done < 1 or not np.isfinite(run.net.params).all():
+            raise DivergenceError(f"the loss became {run.stats[0, 0]}" if done < 1 else
+                                  "the parameters became NaN or infinite")
+
+    def _end_epoch(self, run, state, val, incremental):
+        """scikit-learn's end-of-epoch bookkeeping: the loss curve, the no-improvement count and the
+        best parameters, the learning-rate schedule, the stopping rule. Returns True to stop."""
+        self.n_iter_ += 1
+        self.t_ += run.n_samples
+        self.loss_curve_.append(self.loss_)
+        if self.verbose:
+            print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
+        improved = self._update_no_improvement_count(self.early_stopping, run.net, *val)
+        if improved:  # scikit-learn's _best_coefs, kept across warm-started fits
+            self._best_params = run.net.params.copy()
+        old_lr = state["learning_rate"]
+        if run.sgd and self.learning_rate == "invscaling":
+            state["learning_rate"] = float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t
+        if self._no_improvement_count > self.n_iter_no_change:
+            measure = "Validation score" if self.early_stopping else "Training loss"
+            msg = (f"{measure} did not improve more than tol={self.tol:f} for "
+                   f"{self.n_iter_no_change} consecutive epochs.")
+            if self._trigger_stopping(msg, state):
+                return True
+            self._no_improvement_count = 0
+        trainer = run.trainer
+        if run.sgd and trainer.v.size and state["learning_rate"] != old_lr:
+            # scikit-learn's velocity holds -lr * (fastmlp's v): keep it when lr changes
+            trainer.v *= trainer.v.dtype.type(old_lr / state["learning_rate"])
+        if incremental:
+            return True
+        if self.n_iter_ == self.max_iter:
+            warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
+                          "optimization hasn't converged yet.", ConvergenceWarning, stacklevel=4)
+        return False
 
     def _trigger_stopping(self, msg, state):
         if self.solver != "sgd" or self.learning_rate != "adaptive":

@@ -113,20 +113,7 @@ def onnx_model(net):
             nodes.append(helper.make_node("Cast", [x], ["standardised_cast"], to=elem,
                                           name="cast_standardised"))
             x = "standardised_cast"
-    L = len(net.sizes) - 1
-    for l in range(1, L + 1):
-        act = net.output if l == L else net.activation
-        z = "probabilities" if l == L and act == "identity" else f"z{l}"
-        nodes.append(helper.make_node("Gemm", [x, const(f"W{l}", net.weights[l - 1]),
-                                               const(f"b{l}", net.biases[l - 1])], [z], transB=1,
-                                      name=f"gemm{l}"))
-        if act == "identity":
-            x = z
-            continue
-        a = "probabilities" if l == L else f"a{l}"
-        attrs = {"axis": -1} if act == "softmax" else {}
-        nodes.append(helper.make_node(_ONNX_ACTIVATIONS[act], [z], [a], name=f"{act}{l}", **attrs))
-        x = a
+    x = _onnx_layers(net, x, nodes, const, helper)
     K = net.sizes[-1]
     label_shape = ["n"]
     if net.output == "sigmoid" and (K == 1 or getattr(net, "multilabel", False)):
@@ -153,6 +140,26 @@ def onnx_model(net):
     helper.set_model_props(model, _description(net, input_dtype))
     onnx.checker.check_model(model)
     return model
+
+
+def _onnx_layers(net, x, nodes, const, helper):
+    """Append each layer's Gemm (z^l = W^l a^{l-1} + b^l) and activation node to nodes, reading
+    the tensor named x; returns the name of a^L ("probabilities")."""
+    L = len(net.sizes) - 1
+    for l in range(1, L + 1):
+        act = net.output if l == L else net.activation
+        z = "probabilities" if l == L and act == "identity" else f"z{l}"
+        nodes.append(helper.make_node("Gemm", [x, const(f"W{l}", net.weights[l - 1]),
+                                               const(f"b{l}", net.biases[l - 1])], [z], transB=1,
+                                      name=f"gemm{l}"))
+        if act == "identity":
+            x = z
+            continue
+        a = "probabilities" if l == L else f"a{l}"
+        attrs = {"axis": -1} if act == "softmax" else {}
+        nodes.append(helper.make_node(_ONNX_ACTIVATIONS[act], [z], [a], name=f"{act}{l}", **attrs))
+        x = a
+    return x
 
 
 def to_onnx(net, path):
