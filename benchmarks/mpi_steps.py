@@ -4,7 +4,7 @@ the Allreduce alone on buffers of several sizes. Ranks train with 1 thread each.
 
     mpiexec -n 2 python benchmarks/mpi_steps.py [--hidden 100] [--samples 8192] [--batches 32,128,512]
 
-Rank 0 prints a Markdown table (figures in benchmarks/RESULTS.md and the README's scaling model).
+Rank 0 prints a Markdown table (figures in benchmarks/RESULTS.md and docs/distributed.md's scaling model).
 """
 import argparse
 import time

@@ -145,7 +145,7 @@ class Group:
         self.ready = None
         self.ready_seconds = 0.0
         self._gbuf = None
-        # wall time of this rank's steps, by part (the README's scaling figures come from these)
+        # wall time of this rank's steps, by part (docs/distributed.md's scaling figures come from these)
         self.timings = {"steps": 0, "gradient": 0.0, "allreduce": 0.0, "update": 0.0}
         # tests of the CLI's fault handling: this rank raises in its second chunk of steps
         self._fail = os.environ.get("FASTMLP_TEST_FAIL_RANK") == str(self.rank)
