@@ -18,10 +18,14 @@ import contextlib
 import os
 import signal
 import sys
+import time
 
 import click
 
 from .. import distributed
+
+# Seconds a faulty rank waits after printing its error line and before it aborts the job.
+FAULT_GRACE_SECONDS = 1.0
 
 
 class Session:
@@ -61,6 +65,9 @@ class Session:
         try:
             self.stderr.write(f"{self.prefix()}{message}\n")
             self.stderr.flush()
+            # The launcher forwards each rank's output asynchronously, and MPI_Abort kills the job at once:
+            # give it a moment to pass the line on, or the user sees an exit status without a reason.
+            time.sleep(FAULT_GRACE_SECONDS)
         finally:
             self.comm.Abort(1)
 
