@@ -125,7 +125,7 @@ def test_minibatch_step(benchmark, rng, threads, batch, hidden):
 
     def step(params):
         return k._train_steps(params, grads, empty, empty, net.w_off, net.b_off, net.sizes_array, k.RELU,
-                              k.SOFTMAX, k.CE, X, 255.0, y, targets, False, np.ones(1), False, order, batch, 0,
+                              k.SOFTMAX, k.CE, X, 0, 255.0, y, targets, False, np.ones(1), False, order, batch, 0,
                               k.SGD, hp, 1,
                               ws.X, ws.A, ws.D, ws.Z, ws.a_off, threads, losses, stats)
 

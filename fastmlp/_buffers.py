@@ -34,6 +34,19 @@ class Workspace:
         self.Z = np.empty((capacity, sizes[-1]), dtype=dtype)
 
 
+# The dtype of the data set's values, for the kernels, which read X as raw bytes (input_bytes).
+INPUT_UINT8, INPUT_FLOAT32, INPUT_FLOAT64 = 0, 1, 2
+INPUT_CODES = {np.dtype(np.uint8): INPUT_UINT8, np.dtype(np.float32): INPUT_FLOAT32,
+               np.dtype(np.float64): INPUT_FLOAT64}
+
+
+def input_bytes(X):
+    """(the bytes of X's rows as a (n, M * itemsize) uint8 view, the code of X's dtype) for a
+    C-contiguous uint8, float32 or float64 X (n, M): the kernels get every input dtype through one
+    compiled signature and read the values by the code, so a new input dtype compiles nothing."""
+    return X.view(np.uint8), INPUT_CODES[X.dtype]
+
+
 def input_divisor(X):
     """The kernels divide X by this: 255 for uint8 pixels (scaled to [0, 1] as they are read), else 1."""
     return 255.0 if X.dtype == np.uint8 else 1.0

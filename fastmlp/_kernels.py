@@ -25,6 +25,8 @@ from numba.core import cgutils
 from llvmlite import ir
 from numba.extending import intrinsic
 
+from ._buffers import INPUT_FLOAT32, INPUT_FLOAT64
+
 IDENTITY, SIGMOID, RELU, TANH, SOFTMAX = 0, 1, 2, 3, 4
 ACTIVATION_CODES = {"identity": IDENTITY, "sigmoid": SIGMOID, "relu": RELU, "tanh": TANH,
                     "softmax": SOFTMAX}
@@ -837,7 +839,7 @@ def _rows(buf, a_off, sizes, l, n):
 
 
 @_jit(parallel=True, fastmath=FAST)
-def _forward_network(params, w_off, b_off, sizes, hidden, output, X, idx, divisor, Xb, A, a_off, Z, nthreads):
+def _forward_network(params, w_off, b_off, sizes, hidden, output, X, xcode, idx, divisor, Xb, A, a_off, Z, nthreads):
     # Rows idx of X (scaled by 1/divisor) into Xb (n, N_0), then a^l of every layer l into A (flat
     # workspace) and z^L into Z (n, N_L). One prange loop for the gather and every layer (see
     # _train_steps on why), rows split over threads; the output activation per sample at the end.
@@ -850,12 +852,12 @@ def _forward_network(params, w_off, b_off, sizes, hidden, output, X, idx, diviso
         a_prev = Xb if layer == 1 else _rows(A, a_off, sizes, layer - 1, n)
         out = Z if layer == L else _rows(A, a_off, sizes, layer, n)
         code = IDENTITY if layer == L else hidden
-        T = _region_threads(n * (X.shape[1] if phase == 0 else sizes[layer] * sizes[layer - 1]), nthreads)
+        T = _region_threads(n * (sizes[0] if phase == 0 else sizes[layer] * sizes[layer - 1]), nthreads)
         for t in prange(T):
             tt = np.int64(t)
             if phase == 0:
                 r0, r1 = _chunk(n, tt, T)
-                _gather_range(X, idx, divisor, Xb, r0, r1)
+                _gather_range(X, xcode, idx, divisor, Xb, r0, r1)
             else:
                 j0, j1 = _chunk(sizes[layer], tt, T)
                 _dense_forward_rows(W, b, a_prev, out, code, j0, j1)
@@ -947,29 +949,40 @@ def _backward_network(params, grads, m, v, w_off, b_off, sizes, hidden, X, A, D,
 
 
 @_jit()
-def _gather_range(X, idx, divisor, out, s0, s1):
-    # X (N, M) uint8|float32|float64, idx (n,), out (n, M) float: out[s] = X[idx[s]] / divisor for
-    # s0 <= s < s1. No fastmath: the division must round exactly like NumPy's X / 255 (the float32
-    # quotient of a byte by 255 equals NumPy's float64 quotient rounded to float32 for all 256
-    # values, checked exhaustively), and vector division of 16 float32 lanes is faster here than
-    # a float64 multiply by 1/255 (8.2 against 5.3 G elements/s on one core).
+def _gather_range(X, xcode, idx, divisor, out, s0, s1):
+    # X (N, M * itemsize) uint8: the bytes of the data set's rows, whose values are uint8, float32
+    # or float64 by xcode (INPUT_CODES), so that one compiled kernel reads every input dtype;
+    # idx (n,), out (n, M) float: out[s] = X[idx[s]] / divisor for s0 <= s < s1. No fastmath: the
+    # division must round exactly like NumPy's X / 255 (the float32 quotient of a byte by 255
+    # equals NumPy's float64 quotient rounded to float32 for all 256 values, checked
+    # exhaustively), and vector division of 16 float32 lanes is faster here than a float64
+    # multiply by 1/255 (8.2 against 5.3 G elements/s on one core).
     M = out.shape[1]
     dt = out.dtype.type
     div = dt(divisor)
-    line = max(64 // X.itemsize, 1)
     for s in range(s0, min(s0 + GATHER_AHEAD, s1)):
-        _prefetch_row(X[idx[s]], line)
+        _prefetch_row(X[idx[s]], 64)
     for s in range(s0, s1):
         if s + GATHER_AHEAD < s1:
-            _prefetch_row(X[idx[s + GATHER_AHEAD]], line)
-        src = X[idx[s]]
+            _prefetch_row(X[idx[s + GATHER_AHEAD]], 64)
         dst = out[s]
-        for k in range(M):
-            dst[k] = dt(src[k]) / div
+        if xcode == INPUT_FLOAT32:
+            src32 = X[idx[s]].view(np.float32)
+            for k in range(M):
+                dst[k] = dt(src32[k]) / div
+        elif xcode == INPUT_FLOAT64:
+            src64 = X[idx[s]].view(np.float64)
+            for k in range(M):
+                dst[k] = dt(src64[k]) / div
+        else:
+            src = X[idx[s]]
+            for k in range(M):
+                dst[k] = dt(src[k]) / div
 
 
 @_inline()
 def _prefetch_row(row, line):
+    # row: bytes; one hint per cache line of `line` bytes
     for k in range(0, row.shape[0], line):
         _prefetch(row, k)
 
@@ -992,7 +1005,7 @@ def _prefetch(typingctx, arr, i):
 
 @_jit(parallel=True, fastmath=FAST)
 def _train_steps(params, grads, m, v, w_off, b_off, sizes, hidden, output, loss,
-                 X, divisor, labels, targets, has_targets, weights, has_weights, order, batch_size, first_step,
+                 X, xcode, divisor, labels, targets, has_targets, weights, has_weights, order, batch_size, first_step,
                  optimizer, hp, step0, Xbuf, A, D, Z, a_off, nthreads, losses, stats):
     # Minibatch SGD steps over the samples order[0:len(order)] (already this chunk's slice of the
     # epoch's permutation), batch_size at a time, the last batch possibly smaller. hp holds the
@@ -1042,7 +1055,7 @@ def _train_steps(params, grads, m, v, w_off, b_off, sizes, hidden, output, loss,
             out = _rows(A, a_off, sizes, layer, n)
             hidden_layer = L + nback - phase + 1  # the backward phases' layer k
             if phase == 0:
-                T = _region_threads(count * X.shape[1], nthreads)
+                T = _region_threads(count * sizes[0], nthreads)
             elif phase < L:
                 T = _region_threads(n * sizes[layer] * sizes[layer - 1], nthreads)
             elif phase == L:
@@ -1061,7 +1074,7 @@ def _train_steps(params, grads, m, v, w_off, b_off, sizes, hidden, output, loss,
                     tt = np.int64(t)
                     if phase == 0:
                         r0, r1 = _chunk(count, tt, T)
-                        _gather_range(X, order, divisor, gathered, r0, r1)
+                        _gather_range(X, xcode, order, divisor, gathered, r0, r1)
                     elif phase < L:
                         j0, j1 = _chunk(sizes[layer], tt, T)
                         _dense_forward_rows(W, b, a_prev, out, hidden, j0, j1)
@@ -1088,7 +1101,7 @@ def _train_steps(params, grads, m, v, w_off, b_off, sizes, hidden, output, loss,
 
 
 @_inline()
-def _evaluate_batches(params, grads, w_off, b_off, sizes, hidden, output, loss, X, divisor, labels, targets,
+def _evaluate_batches(params, grads, w_off, b_off, sizes, hidden, output, loss, X, xcode, divisor, labels, targets,
                       has_targets, weights, has_weights, batch_size, want_grads, scale, Xbuf, A, D, Z, a_off,
                       nthreads, losses, outputs, want_outputs):
     # Over all rows of X in batches: per-sample losses (losses (N,), when loss >= 0), the number of
@@ -1107,7 +1120,7 @@ def _evaluate_batches(params, grads, w_off, b_off, sizes, hidden, output, loss, 
         idx = np.arange(start, stop)
         Xb = Xbuf[:n]
         Zb = Z[:n]
-        _forward_network(params, w_off, b_off, sizes, hidden, output, X, idx, divisor, Xb, A, a_off, Zb,
+        _forward_network(params, w_off, b_off, sizes, hidden, output, X, xcode, idx, divisor, Xb, A, a_off, Zb,
                          nthreads)
         AL = _rows(A, a_off, sizes, L, n)
         if want_outputs:
@@ -1129,18 +1142,18 @@ def _evaluate_batches(params, grads, w_off, b_off, sizes, hidden, output, loss, 
 # Two entry points, so that evaluating, predicting and the loss do not compile the backward pass
 # (want_grads is a constant in each, and Numba drops the branch it never takes).
 @_jit()
-def _evaluate(params, grads, w_off, b_off, sizes, hidden, output, loss, X, divisor, labels, targets,
+def _evaluate(params, grads, w_off, b_off, sizes, hidden, output, loss, X, xcode, divisor, labels, targets,
               has_targets, weights, has_weights, batch_size, scale, Xbuf, A, D, Z, a_off, nthreads, losses, outputs,
               want_outputs):
-    return _evaluate_batches(params, grads, w_off, b_off, sizes, hidden, output, loss, X, divisor, labels,
+    return _evaluate_batches(params, grads, w_off, b_off, sizes, hidden, output, loss, X, xcode, divisor, labels,
                              targets, has_targets, weights, has_weights, batch_size, False, scale, Xbuf, A, D,
                              Z, a_off, nthreads, losses, outputs, want_outputs)
 
 
 @_jit()
-def _evaluate_with_gradients(params, grads, w_off, b_off, sizes, hidden, output, loss, X, divisor, labels,
+def _evaluate_with_gradients(params, grads, w_off, b_off, sizes, hidden, output, loss, X, xcode, divisor, labels,
                              targets, has_targets, weights, has_weights, batch_size, scale, Xbuf, A, D, Z, a_off,
                              nthreads, losses, outputs, want_outputs):
-    return _evaluate_batches(params, grads, w_off, b_off, sizes, hidden, output, loss, X, divisor, labels,
+    return _evaluate_batches(params, grads, w_off, b_off, sizes, hidden, output, loss, X, xcode, divisor, labels,
                              targets, has_targets, weights, has_weights, batch_size, True, scale, Xbuf, A, D,
                              Z, a_off, nthreads, losses, outputs, want_outputs)

@@ -242,6 +242,7 @@ class Group:
         count) into stats, sets tr._stop from the reduced stop flag, and returns the number of
         steps completed (fewer when a step's loss was not finite, on any rank)."""
         from . import _kernels as k
+        from ._buffers import input_bytes
         net = tr.net
         params, m, v = net.params, tr.m, tr.v
         P = params.size
@@ -251,6 +252,7 @@ class Group:
         g = self._gbuf
         hidden, output, loss, update = tr._kernel_args()
         X, divisor, labels, targets, has_targets, weights, has_weights = data
+        X8, xcode = input_bytes(X)
         hp = tr._hp()
         count = order.shape[0]
         B = tr.batch_size
@@ -259,7 +261,7 @@ class Group:
 
         def gradient(idx, step, out):
             return k._train_steps(params, g, m, v, net.w_off, net.b_off, net.sizes_array, hidden, output, loss,
-                                  X, divisor, labels, targets, has_targets, weights, has_weights, idx,
+                                  X8, xcode, divisor, labels, targets, has_targets, weights, has_weights, idx,
                                   max(idx.shape[0], 1), 0,
                                   k.GRADIENT_ONLY, hp, step, ws.X, ws.A, ws.D, ws.Z, ws.a_off, tr.threads,
                                   losses, out)

@@ -20,7 +20,7 @@ Compilation happens on first use (and is cached on disk), never at import.
 import numpy as np
 
 from . import _checks
-from ._buffers import Workspace, input_divisor, layout, no_targets
+from ._buffers import Workspace, input_bytes, input_divisor, layout, no_targets
 from ._threads import resolve_threads, thread_count
 from .errors import DivergenceError
 
@@ -208,7 +208,8 @@ def minibatch_step(weights, biases, X, target, lr, activation="relu", output="so
         done = k._train_steps(params=params, grads=np.zeros_like(params), m=empty, v=empty, w_off=w_off,
                               b_off=b_off, sizes=np.array(sizes, dtype=np.int64),
                               hidden=k.ACTIVATION_CODES[activation], output=k.ACTIVATION_CODES[output],
-                              loss=k.LOSS_CODES[loss], X=Xc, divisor=input_divisor(Xc), labels=labels,
+                              loss=k.LOSS_CODES[loss], X=input_bytes(Xc)[0], xcode=input_bytes(Xc)[1],
+                              divisor=input_divisor(Xc), labels=labels,
                               targets=targets, has_targets=has_targets, weights=np.ones(1), has_weights=False,
                               order=np.arange(n), batch_size=n,
                               first_step=0, optimizer=k.SGD, hp=hp, step0=1, Xbuf=ws.X, A=ws.A, D=ws.D, Z=ws.Z,

@@ -5,7 +5,7 @@ import os
 import numpy as np
 
 from . import _checks
-from ._buffers import Workspace, input_divisor, layout, no_targets
+from ._buffers import Workspace, input_bytes, input_divisor, layout, no_targets
 from ._threads import resolve_threads, thread_count
 from ._files import atomic_savez
 from .errors import CheckpointError
@@ -203,7 +203,8 @@ class MLP:
             run = k._evaluate_with_gradients if want_grads else k._evaluate
             correct = run(self.params, grads, self.w_off, self.b_off, self.sizes_array,
                           k.ACTIVATION_CODES[self.activation], k.ACTIVATION_CODES[self.output],
-                          k.LOSS_CODES[loss] if loss is not None else -1, Xc, divisor, labels, targets,
+                          k.LOSS_CODES[loss] if loss is not None else -1, *input_bytes(Xc), divisor, labels,
+                          targets,
                           has_targets, weights, has_weights, ws.capacity, self.dtype.type(1.0 / total), ws.X,
                           ws.A, ws.D, ws.Z, ws.a_off, nthreads, losses, outputs, want_outputs)
         if has_weights:

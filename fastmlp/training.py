@@ -13,7 +13,7 @@ import numpy as np
 from . import _checks
 from ._pacer import ThreadPacer
 from .errors import CheckpointError, DivergenceError
-from ._buffers import Workspace, no_targets
+from ._buffers import Workspace, input_bytes, no_targets
 from ._threads import resolve_threads, thread_count
 from .model import MLP, load_npz
 
@@ -123,8 +123,9 @@ class Trainer:
         X, divisor, labels, targets, has_targets, weights, has_weights = data
         if self._dist is not None:
             return self._dist.steps(self, data, order, ws, losses, stats)
+        X8, xcode = input_bytes(X)
         return k._train_steps(net.params, self.grads, self.m, self.v, net.w_off, net.b_off, net.sizes_array,
-                              hidden, output, loss, X, divisor, labels, targets, has_targets, weights,
+                              hidden, output, loss, X8, xcode, divisor, labels, targets, has_targets, weights,
                               has_weights, order,
                               self.batch_size, 0, optimizer, self._hp(), self.steps + 1, ws.X, ws.A, ws.D,
                               ws.Z, ws.a_off, nthreads or self.threads, losses, stats)

@@ -69,8 +69,33 @@ def test_uint8_pixels_are_divided_by_255_exactly(dtype):
     X8 = np.arange(256, dtype=np.uint8).reshape(16, 16)
     idx = np.random.default_rng(0).permutation(16)
     out = np.empty((16, 16), dtype)
-    P._gather_range(X8, idx, 255.0, out, 0, 16)
+    P._gather_range(X8, 0, idx, 255.0, out, 0, 16)
     np.testing.assert_array_equal(out, (X8[idx] / 255).astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_every_input_dtype_trains_alike_through_one_compiled_kernel(dtype):
+    """uint8 pixels and the same pixels / 255 as float64 (and, for a float32 network, as float32)
+    train bit-identical networks (the gathered values are the same: the float32 quotient of a byte
+    by 255 is NumPy's float64 quotient rounded), and switching the input dtype adds no signature
+    to the compiled kernels: they read X as bytes with a code for its dtype."""
+    from fastmlp import _kernels as P
+    rng = np.random.default_rng(5)
+    X8 = rng.integers(0, 256, (70, 12), dtype=np.uint8)
+    y = rng.integers(0, 3, 70)
+    X64 = X8 / 255
+    X32 = X64.astype(np.float32)
+    nets = []
+    for X in (X8, X32, X64):
+        net = MLP([12, 9, 3], dtype=dtype, seed=2)
+        _train(net, X, y, epochs=2, batch_size=16, threads=2)
+        nets.append(net)
+        assert net.forward(X).shape == (70, 3)
+    np.testing.assert_array_equal(nets[0].params, nets[2].params)
+    if dtype == "float32":  # (a float64 network reads float32 X as the rounded values it holds)
+        np.testing.assert_array_equal(nets[0].params, nets[1].params)
+    by_dtype = [sig for sig in P._train_steps.signatures if str(sig[0].dtype) == dtype]
+    assert len(by_dtype) == 1, by_dtype
 
 
 def test_uint8_X_is_treated_as_pixels_over_255():
