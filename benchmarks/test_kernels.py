@@ -123,11 +123,16 @@ def test_minibatch_step(benchmark, rng, threads, batch, hidden):
     losses = np.zeros(batch)
     stats = np.zeros((1, 2))
 
+    from fastmlp._buffers import Data, Network, OptimizerState, Results
+    from fastmlp._plan import phase_plan
+    plan = phase_plan(sizes, "train")
+    data = Data(X, 0, 255.0, y, targets, False, np.ones(1), False, k.CE)
+    results = Results(losses, stats, np.empty((0, sizes[-1]), net.dtype))
+
     def step(params):
-        return k._train_steps(params, grads, empty, empty, net.w_off, net.b_off, net.sizes_array, k.RELU,
-                              k.SOFTMAX, k.CE, X, 0, 255.0, y, targets, False, np.ones(1), False, order, batch, 0,
-                              k.SGD, hp, 1,
-                              ws.X, ws.A, ws.D, ws.Z, ws.a_off, threads, losses, stats)
+        return k._drive(plan, Network(params, net.w_off, net.b_off, net.sizes_array, k.RELU, k.SOFTMAX),
+                        ws.buffers(), OptimizerState(grads, empty, empty, k.SGD, hp, 1), data, order, batch,
+                        threads, results)
 
     start = net.params.copy()
     assert step(net.params) == 1

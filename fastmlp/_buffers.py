@@ -1,5 +1,8 @@
 """What the compiled kernels are called with, besides the data: the flat parameter layout, the
-per-batch buffers, the input divisor and the placeholder for targets. No layer above is imported."""
+per-batch buffers, the input divisor and the placeholder for targets, and the bundles the compiled
+driver takes them in. No layer above is imported."""
+from collections import namedtuple
+
 import numpy as np
 
 
@@ -33,6 +36,10 @@ class Workspace:
         self.D = np.empty(total, dtype=dtype)
         self.Z = np.empty((capacity, sizes[-1]), dtype=dtype)
 
+    def buffers(self):
+        """The Buffers bundle of these arrays, for the driver."""
+        return Buffers(self.X, self.A, self.D, self.Z, self.a_off)
+
 
 # The dtype of the data set's values, for the kernels, which read X as raw bytes (input_bytes).
 INPUT_UINT8, INPUT_FLOAT32, INPUT_FLOAT64 = 0, 1, 2
@@ -55,3 +62,20 @@ def input_divisor(X):
 def no_targets(n_outputs, dtype):
     """The targets argument when the labels are class indices (has_targets false): never read."""
     return np.zeros((1, n_outputs), dtype=dtype)
+
+
+# The bundles the compiled driver (fastmlp._kernels._drive) takes its arguments in; Numba types a
+# namedtuple by its fields, so the same fields' types compile the driver once. Integers and flags
+# inside a bundle are never Literal types (no re-specialisation for each value).
+#   Network: the flat parameters with the offsets of W^l, b^l, the layer sizes, the activation codes
+Network = namedtuple("Network", "params w_off b_off sizes hidden output")
+#   Buffers: per-batch workspaces (see Workspace)
+Buffers = namedtuple("Buffers", "X A D Z a_off")
+#   OptimizerState: the gradient, the moment buffers, the optimizer code, its hyperparameters and
+#   the step number of the first minibatch
+OptimizerState = namedtuple("OptimizerState", "grads m v optimizer hp step")
+#   Data: X as bytes (input_bytes) and the code of its dtype, the divisor (255 for pixels), the labels
+#   or target rows, per-row weights, the loss code (-1: none)
+Data = namedtuple("Data", "X xcode divisor labels targets has_targets weights has_weights loss")
+#   Results: per-sample losses, per-minibatch (loss sum, correct count), output activations
+Results = namedtuple("Results", "losses stats outputs")

@@ -25,7 +25,9 @@ from numba.core import cgutils
 from llvmlite import ir
 from numba.extending import intrinsic
 
-from ._buffers import INPUT_FLOAT32, INPUT_FLOAT64
+from ._buffers import INPUT_FLOAT32, INPUT_FLOAT64, Network
+from ._plan import (BACKWARD, BACKWARD_ACCUMULATE, BACKWARD_UPDATE, FORWARD, GATHER, GATHER_CHUNK, LOSS, OUTPUT,
+                    OUTPUT_COPY, OUTPUT_STEP)
 
 IDENTITY, SIGMOID, RELU, TANH, SOFTMAX = 0, 1, 2, 3, 4
 ACTIVATION_CODES = {"identity": IDENTITY, "sigmoid": SIGMOID, "relu": RELU, "tanh": TANH,
@@ -34,17 +36,17 @@ CE, MSE, BCE = 0, 1, 2
 LOSS_CODES = {"ce": CE, "mse": MSE, "bce": BCE}
 SGD, MOMENTUM, ADAM, NESTEROV = 0, 1, 2, 3
 OPTIMIZER_CODES = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM, "nesterov": NESTEROV}
-# Not an optimizer: _train_steps computes the gradient and leaves the parameters alone (the
-# distributed trainer sums the gradients of all ranks before it applies the update).
+# Not an optimizer: _update_range leaves the parameters alone (the distributed trainer's compile
+# warm-up of _update_all).
 GRADIENT_ONLY = 4
 
 # Indices into the float64 hyperparameter vector passed to the update kernels. The vector holds
 # two groups of HP_SIZE: the weights' (hp[:HP_SIZE]) and the biases' (hp[HP_SIZE:]), so that the
 # biases can have their own weight decay (scikit-learn penalises the weights only).
 HP_LR, HP_MOMENTUM, HP_WEIGHT_DECAY, HP_BETA1, HP_BETA2, HP_EPS = 0, 1, 2, 3, 4, 5
-# The factor of the summed loss whose gradient _train_steps takes; 0 means the minibatch's own:
+# The factor of the summed loss whose gradient _drive takes; 0 means the minibatch's own:
 # 1/n, or 1/(sum of its weights). (A rank of the distributed trainer passes that of the global batch
-# for its slice.)
+# for its slice; evaluation passes 1/(all rows' count or weight).)
 HP_GRAD_SCALE = 6
 HP_SIZE = 7
 
@@ -798,7 +800,7 @@ def _update_all(params, grads, m, v, w_off, b_off, sizes, optimizer, hp, step, n
     # params, grads, m, v flat (P,): the optimizer step on every parameter (_update_range), the
     # weights of each layer with hp[:HP_SIZE] and its biases with hp[HP_SIZE:], each range split into
     # blocks of whole cache lines over threads. Elementwise, so the result does not depend on the
-    # split: equal to the step fused into _train_steps' backward pass.
+    # split: equal to the step fused into _drive's backward phases.
     L = sizes.shape[0] - 1
     T = _region_threads(16 * params.shape[0], nthreads)
     for t in prange(T):
@@ -836,116 +838,6 @@ def _biases(params, b_off, sizes, l):
 def _rows(buf, a_off, sizes, l, n):
     # layer l's (n, N_l) block of a flat per-batch workspace
     return buf[a_off[l]:a_off[l] + n * sizes[l]].reshape((n, sizes[l]))
-
-
-@_jit(parallel=True, fastmath=FAST)
-def _forward_network(params, w_off, b_off, sizes, hidden, output, X, xcode, idx, divisor, Xb, A, a_off, Z, nthreads):
-    # Rows idx of X (scaled by 1/divisor) into Xb (n, N_0), then a^l of every layer l into A (flat
-    # workspace) and z^L into Z (n, N_L). One prange loop for the gather and every layer (see
-    # _train_steps on why), rows split over threads; the output activation per sample at the end.
-    L = sizes.shape[0] - 1
-    n = Xb.shape[0]
-    for phase in range(L + 1):
-        layer = max(phase, 1)
-        W = _weights(params, w_off, sizes, layer)
-        b = _biases(params, b_off, sizes, layer)
-        a_prev = Xb if layer == 1 else _rows(A, a_off, sizes, layer - 1, n)
-        out = Z if layer == L else _rows(A, a_off, sizes, layer, n)
-        code = IDENTITY if layer == L else hidden
-        T = _region_threads(n * (sizes[0] if phase == 0 else sizes[layer] * sizes[layer - 1]), nthreads)
-        for t in prange(T):
-            tt = np.int64(t)
-            if phase == 0:
-                r0, r1 = _chunk(n, tt, T)
-                _gather_range(X, xcode, idx, divisor, Xb, r0, r1)
-            else:
-                j0, j1 = _chunk(sizes[layer], tt, T)
-                _dense_forward_rows(W, b, a_prev, out, code, j0, j1)
-    AL = _rows(A, a_off, sizes, L, n)
-    for s in range(n):
-        _output_activation(Z[s], AL[s], output)
-
-
-@_inline()
-def _last_layer_samples(W, b, a_prev, Z, AL, D, labels, targets, has_targets, idx, output, loss, scale,
-                        losses, weights, has_weights, s0, s1):
-    # samples s0 <= s < s1: z^L = W a^{L-1} + b, a^L, the loss and delta^L (see _output_step)
-    zero = s1 - s1  # computed, not a literal 0: no Literal[int] re-specialisation of the callees
-    if s1 > s0:
-        _dense_forward_rows(W, b, a_prev[s0:s1], Z[s0:s1], zero + IDENTITY, zero, W.shape[0])
-    return _output_samples(Z, AL, D, labels, targets, has_targets, idx, output, loss, scale, losses, weights,
-                           has_weights, s0, s1, s1 >= s0)
-
-
-@_inline(fastmath=FAST)
-def _backward_pair(t, T, k, params, grads, m, v, w_off, b_off, sizes, hidden, X, A, D, a_off, n,
-                   accumulate, update, optimizer, hp, step):
-    # Thread t of T in the backward region of layer k (k == L only for a network without hidden
-    # layers: then just the last step below). The thread owns units c0:c1 of layer k: columns of
-    # W^{k+1}, dW^{k+1} and delta^k, and (k == 1) rows of W^1, dW^1. With delta^{k+1} complete:
-    #   dW^{k+1}[:, c0:c1] and (thread 0) db^{k+1}, from this thread's columns of a^k;
-    #   delta^k[:, c0:c1] from W^{k+1}[:, c0:c1];
-    #   (update) the optimizer step on W^{k+1}[:, c0:c1] (only this thread reads or writes those
-    #            columns of W^{k+1} and dW^{k+1} here, and they are in its cache) and, thread 0, on
-    #            b^{k+1};
-    #   (k == 1) dW^1, db^1 rows c0:c1, which need only this thread's columns of delta^1, and with
-    #            update the step on them, block by block while they are in L1.
-    # Every gradient is computed, updated and read by the thread that owns its units: after the
-    # forward pass, a thread reads data another thread wrote only in a^{k} rows and delta^{k+1},
-    # which keeps the traffic between cores (slow on this machine) low.
-    L = sizes.shape[0] - 1
-    c0, c1 = _chunk(sizes[k], t, T)
-    delta = _rows(D, a_off, sizes, k, n)
-    if k < L:
-        delta_next = _rows(D, a_off, sizes, k + 1, n)
-        a_k = _rows(A, a_off, sizes, k, n)
-        _weight_grad_block(delta_next, a_k, _weights(grads, w_off, sizes, k + 1),
-                           _biases(grads, b_off, sizes, k + 1), c0 - c0, sizes[k + 1], c0, c1, accumulate, t == 0)
-        _delta_backward_cols(_weights(params, w_off, sizes, k + 1), delta_next, a_k, hidden, True, delta,
-                             c0, c1)
-        if update:
-            M = sizes[k]
-            for j in range(sizes[k + 1]):
-                base = w_off[k + 1] + j * M
-                _update_range(params, grads, m, v, base + c0, base + c1, optimizer, hp, step)
-            if t == 0:
-                _update_range(params, grads, m, v, b_off[k + 1], b_off[k + 1] + sizes[k + 1], optimizer,
-                              hp[HP_SIZE:], step)
-    if k == 1:
-        # (with_bias is always true here, but computed: a literal True would compile the tile
-        # kernel a second time, for a Literal[bool] signature)
-        dW = _weights(grads, w_off, sizes, 1)
-        db = _biases(grads, b_off, sizes, 1)
-        M = sizes[0]
-        if update:
-            for r0 in range(c0, c1, UPDATE_BLOCK_ROWS):
-                r1 = min(r0 + UPDATE_BLOCK_ROWS, c1)
-                _weight_grad_block(delta, X, dW, db, r0, r1, M - M, M, accumulate, r0 < r1)
-                _update_layer_rows(params, grads, m, v, w_off, b_off, sizes, 1, r0, r1, optimizer, hp, step)
-        else:
-            _weight_grad_block(delta, X, dW, db, c0, c1, M - M, M, accumulate, c0 <= c1)
-
-
-@_jit()
-def _backward_pair_work(sizes, k, n):
-    # multiply-adds of _backward_pair for layer k: dW^{k+1} and delta^k, and dW^1
-    L = sizes.shape[0] - 1
-    above = 2 * sizes[k + 1] if k < L else 0
-    return n * sizes[k] * (above + (sizes[0] if k == 1 else 0))
-
-
-@_jit(parallel=True, fastmath=FAST)
-def _backward_network(params, grads, m, v, w_off, b_off, sizes, hidden, X, A, D, a_off, n,
-                      accumulate, update, optimizer, hp, step, nthreads):
-    # From delta^L in D: delta^l of every layer and the gradients into grads (overwritten, or added
-    # to with accumulate); with update, the optimizer step too. One parallel region per hidden layer
-    # (see _backward_pair; a network without hidden layers has one region).
-    L = sizes.shape[0] - 1
-    for k in range(max(L - 1, 1), 0, -1):
-        T = _region_threads(_backward_pair_work(sizes, k, n), nthreads)
-        for t in prange(T):
-            _backward_pair(np.int64(t), T, k, params, grads, m, v, w_off, b_off, sizes, hidden, X, A, D,
-                           a_off, n, accumulate, update, optimizer, hp, step)
 
 
 @_jit()
@@ -1003,41 +895,163 @@ def _prefetch(typingctx, arr, i):
     return types.none(arr, i), codegen
 
 
+@_inline(fastmath=FAST)
+def _layer_forward(t, T, W, b, a_prev, out, code):
+    # z^l = W^l a^{l-1} + b^l, a^l = sigma(z^l): W (N_l, N_{l-1}), b (N_l,), a_prev (n, N_{l-1}),
+    # out (n, N_l). Thread t of T computes the rows j of W^l it owns (columns j of out).
+    j0, j1 = _chunk(W.shape[0], t, T)
+    _dense_forward_rows(W, b, a_prev, out, code, j0, j1)
+
+
+@_inline()
+def _last_layer_samples(W, b, a_prev, Z, AL, D, labels, targets, has_targets, idx, output, loss, scale,
+                        losses, weights, has_weights, s0, s1):
+    # the output delta, delta^L = dc/dz^L (_output_loss_delta), of samples s0 <= s < s1, with
+    # z^L = W^L a^{L-1} + b^L and a^L computed here first: Z, AL, D (n, K); returns the number of
+    # correct predictions
+    zero = s1 - s1  # computed, not a literal 0: no Literal[int] re-specialisation of the callees
+    if s1 > s0:
+        _dense_forward_rows(W, b, a_prev[s0:s1], Z[s0:s1], zero + IDENTITY, zero, W.shape[0])
+    return _output_samples(Z, AL, D, labels, targets, has_targets, idx, output, loss, scale, losses, weights,
+                           has_weights, s0, s1, s1 >= s0)
+
+
+@_inline(fastmath=FAST)
+def _weight_gradient(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias):
+    # dC/dW^l = delta^l (a^{l-1})^T and dC/db^l = delta^l, summed over the minibatch: delta (n, N_l),
+    # a_prev (n, N_{l-1}), dW (N_l, N_{l-1}), db (N_l,); rows j0:j1, columns c0:c1 of dW (+)=
+    _weight_grad_block(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias)
+
+
+@_inline(fastmath=FAST)
+def _delta_recursion(W_next, delta_next, a, code, delta, c0, c1):
+    # delta^l = sigma'(z^l) * (W^{l+1})^T delta^{l+1}: W_next (N_{l+1}, N_l), delta_next (n, N_{l+1}),
+    # a = a^l (n, N_l) (sigma' from the activation's output), delta (n, N_l); columns c0:c1
+    _delta_backward_cols(W_next, delta_next, a, code, True, delta, c0, c1)
+
+
+@_inline(fastmath=FAST)
+def _backward_pair(t, T, k, params, grads, m, v, w_off, b_off, sizes, hidden, X, A, D, a_off, n,
+                   accumulate, update, optimizer, hp, step):
+    # Thread t of T in the backward region of layer k (k == L only for a network without hidden
+    # layers: then just the last step below). The thread owns units c0:c1 of layer k: columns of
+    # W^{k+1}, dW^{k+1} and delta^k, and (k == 1) rows of W^1, dW^1. With delta^{k+1} complete:
+    #   dW^{k+1}[:, c0:c1] and (thread 0) db^{k+1}, from this thread's columns of a^k;
+    #   delta^k[:, c0:c1] from W^{k+1}[:, c0:c1];
+    #   (update) the optimizer step on W^{k+1}[:, c0:c1] (only this thread reads or writes those
+    #            columns of W^{k+1} and dW^{k+1} here, and they are in its cache) and, thread 0, on
+    #            b^{k+1};
+    #   (k == 1) dW^1, db^1 rows c0:c1, which need only this thread's columns of delta^1, and with
+    #            update the step on them, block by block while they are in L1.
+    # Every gradient is computed, updated and read by the thread that owns its units: after the
+    # forward pass, a thread reads data another thread wrote only in a^{k} rows and delta^{k+1},
+    # which keeps the traffic between cores (slow on this machine) low.
+    L = sizes.shape[0] - 1
+    c0, c1 = _chunk(sizes[k], t, T)
+    delta = _rows(D, a_off, sizes, k, n)
+    if k < L:
+        delta_next = _rows(D, a_off, sizes, k + 1, n)
+        a_k = _rows(A, a_off, sizes, k, n)
+        _weight_gradient(delta_next, a_k, _weights(grads, w_off, sizes, k + 1), _biases(grads, b_off, sizes, k + 1),
+                         c0 - c0, sizes[k + 1], c0, c1, accumulate, t == 0)
+        _delta_recursion(_weights(params, w_off, sizes, k + 1), delta_next, a_k, hidden, delta, c0, c1)
+        if update:
+            M = sizes[k]
+            for j in range(sizes[k + 1]):
+                base = w_off[k + 1] + j * M
+                _update_range(params, grads, m, v, base + c0, base + c1, optimizer, hp, step)
+            if t == 0:
+                _update_range(params, grads, m, v, b_off[k + 1], b_off[k + 1] + sizes[k + 1], optimizer,
+                              hp[HP_SIZE:], step)
+    if k == 1:
+        # (with_bias is always true here, but computed: a literal True would compile the tile
+        # kernel a second time, for a Literal[bool] signature)
+        dW = _weights(grads, w_off, sizes, 1)
+        db = _biases(grads, b_off, sizes, 1)
+        M = sizes[0]
+        if update:
+            for r0 in range(c0, c1, UPDATE_BLOCK_ROWS):
+                r1 = min(r0 + UPDATE_BLOCK_ROWS, c1)
+                _weight_gradient(delta, X, dW, db, r0, r1, M - M, M, accumulate, r0 < r1)
+                _update_layer_rows(params, grads, m, v, w_off, b_off, sizes, 1, r0, r1, optimizer, hp, step)
+        else:
+            _weight_gradient(delta, X, dW, db, c0, c1, M - M, M, accumulate, c0 <= c1)
+
+
+@_jit()
+def _backward_pair_work(sizes, k, n):
+    # multiply-adds of _backward_pair for layer k: dW^{k+1} and delta^k, and dW^1
+    L = sizes.shape[0] - 1
+    above = 2 * sizes[k + 1] if k < L else 0
+    return n * sizes[k] * (above + (sizes[0] if k == 1 else 0))
+
+
+@_jit()
+def _phase_threads(kind, layer, sizes, n, nthreads):
+    # the threads of one phase of a plan for a minibatch of n samples (n rows to gather): 1 when its
+    # work would not pay for a parallel region
+    L = sizes.shape[0] - 1
+    if kind == GATHER:
+        return _region_threads(n * sizes[0], nthreads)
+    if kind == FORWARD:
+        return _region_threads(n * sizes[layer] * sizes[layer - 1], nthreads)
+    if kind == OUTPUT_STEP:
+        T = _region_threads(n * (sizes[L] * sizes[L - 1] + OUTPUT_STEP_WORK), nthreads)
+        # (few samples: on this thread, without a parallel region, ~1.2 us)
+        return T if n >= 8 * T else 1
+    if kind == BACKWARD:
+        return _region_threads(_backward_pair_work(sizes, layer, n), nthreads)
+    return 1
+
+
 @_jit(parallel=True, fastmath=FAST)
-def _train_steps(params, grads, m, v, w_off, b_off, sizes, hidden, output, loss,
-                 X, xcode, divisor, labels, targets, has_targets, weights, has_weights, order, batch_size, first_step,
-                 optimizer, hp, step0, Xbuf, A, D, Z, a_off, nthreads, losses, stats):
-    # Minibatch SGD steps over the samples order[0:len(order)] (already this chunk's slice of the
-    # epoch's permutation), batch_size at a time, the last batch possibly smaller. hp holds the
-    # learning rate and the optimizer's other hyperparameters for these steps.
-    # With has_weights, weights (N,) float64 per data set row: the cost of a minibatch is the
-    # weighted mean sum_s w_s c_s / sum_s w_s (its per-sample losses are then w_s c_s).
-    # For each step k: stats[k] = (sum of the per-sample losses before the update, correct count).
-    # Returns the number of steps completed; a non-finite loss stops before that step's update.
-    #
-    # Each step is a sequence of phases, one parallel region each:
-    #   phase 0        (first step only) gather and scale the chunk's input rows, split by rows;
-    #   phase l < L    the forward pass of hidden layer l, rows of W^l split over threads;
-    #   phase L        the output layer, its activation, the per-sample losses and delta^L, split by
-    #                  samples (each thread owns whole sample rows; correct counts added in thread order),
-    #                  or for a small batch on this thread alone;
-    #   phase > L      backward + update, one region per hidden layer from L-1 down (see _backward_pair).
+def _drive(plan, net, work, opt, data, order, batch_size, nthreads, results):
+    # The one driver of training, evaluation, forward, predict, loss and gradients: the minibatches
+    # of order (data set rows; already this call's slice of the epoch's permutation), batch_size at
+    # a time, the last possibly smaller, each through the phases of plan (rows (kind, layer, flags),
+    # fastmlp._plan), one parallel region each. The bundles (fastmlp._buffers):
+    #   net     Network(params, w_off, b_off, sizes, hidden, output): the parameters, flat;
+    #   work    Buffers(X, A, D, Z, a_off): gathered inputs, a^l, delta^l, z^L;
+    #   opt     OptimizerState(grads, m, v, optimizer, hp, step): hp holds the learning rate and the
+    #           optimizer's other hyperparameters; step is the optimizer step of the first minibatch;
+    #   data    Data(X, xcode, divisor, labels, targets, has_targets, weights, has_weights, loss): X as
+    #           bytes (_buffers.input_bytes) and the code of its dtype; with has_weights, weights (N,)
+    #           float64 per data set row: the cost of a minibatch is then sum_s w_s c_s / sum_s w_s
+    #           (its per-sample losses w_s c_s); hp[HP_GRAD_SCALE], when not 0, replaces the
+    #           minibatch's 1/n (or 1/sum of weights) as the factor of the summed loss;
+    #   results Results(losses, stats, outputs): per-sample losses, at their position in order when
+    #           losses holds len(order) values, else the minibatch's at the front; stats[k] = (sum of
+    #           the per-sample losses, correct count) of minibatch k; a^L at its position in order
+    #           (OUTPUT_COPY).
+    # Returns the number of minibatches completed: an OUTPUT_STEP (training) whose loss is not
+    # finite stops before that minibatch's backward phases.
     # All phases share one prange loop: Numba compiles each prange into a gufunc and two wrappers,
-    # each re-optimising every function the loop body calls, so one loop instead of four saves
-    # seconds of compile time.
+    # each re-optimising every function the loop body calls, so one loop instead of one per phase
+    # kind saves seconds of compile time.
+    params, w_off, b_off, sizes, hidden, output = net
+    Xbuf, A, D, Z, a_off = work
+    grads, m, v, optimizer, hp, step0 = opt
+    X, xcode, divisor, labels, targets, has_targets, weights, has_weights, loss = data
+    losses, stats, outputs = results
     L = sizes.shape[0] - 1
     count = order.shape[0]
-    gathered = Xbuf[:count]
     nsteps = (count + batch_size - 1) // batch_size
-    nback = max(L - 1, 1)
+    chunked = False  # gather every row at the first step (else each minibatch's)
+    for p in range(plan.shape[0]):
+        if plan[p, 0] == GATHER and (plan[p, 2] & GATHER_CHUNK) != 0:
+            chunked = True
+    per_row_losses = losses.shape[0] >= count
     counts = np.empty(max(nthreads, 1), np.int64)  # np.zeros would be a parallel loop of its own
     for k in range(nsteps):
         s0 = k * batch_size
         s1 = min(s0 + batch_size, count)
         n = s1 - s0
-        Xb = gathered[s0:s1]
+        Xb = Xbuf[s0:s1] if chunked else Xbuf[:n]
         idx = order[s0:s1]
         Zb = Z[:n]
+        AL = _rows(A, a_off, sizes, L, n)
+        DL = _rows(D, a_off, sizes, L, n)
+        lb = losses[s0:s1] if per_row_losses else losses[:n]
         scale = params.dtype.type(1.0 / n)
         if has_weights:
             wsum = 0.0
@@ -1046,47 +1060,56 @@ def _train_steps(params, grads, m, v, w_off, b_off, sizes, hidden, output, loss,
             scale = params.dtype.type(1.0 / wsum if wsum > 0 else 0.0)
         if hp[HP_GRAD_SCALE] != 0.0:
             scale = params.dtype.type(hp[HP_GRAD_SCALE])
-        lb = losses[:n]
-        for phase in range(0 if k == 0 else 1, L + 1 + nback):
-            layer = max(min(phase, L), 1)  # the forward phases' layer (phase 0: any)
-            W = _weights(params, w_off, sizes, layer)
-            b = _biases(params, b_off, sizes, layer)
-            a_prev = Xb if layer <= 1 else _rows(A, a_off, sizes, layer - 1, n)
-            out = _rows(A, a_off, sizes, layer, n)
-            hidden_layer = L + nback - phase + 1  # the backward phases' layer k
-            if phase == 0:
-                T = _region_threads(count * sizes[0], nthreads)
-            elif phase < L:
-                T = _region_threads(n * sizes[layer] * sizes[layer - 1], nthreads)
-            elif phase == L:
-                T = _region_threads(n * (sizes[L] * sizes[L - 1] + OUTPUT_STEP_WORK), nthreads)
-                if n < 8 * T:
-                    T = 1
-            else:
-                T = _region_threads(_backward_pair_work(sizes, hidden_layer, n), nthreads)
-            if phase == L and T == 1:
-                # small batches: the output step on this thread, without a parallel region (~1.2 us)
-                counts[0] = _last_layer_samples(W, b, a_prev, Zb, out, _rows(D, a_off, sizes, L, n), labels,
-                                                targets, has_targets, idx, output, loss, scale, lb, weights,
-                                                has_weights, n - n, n)
+        for p in range(plan.shape[0]):
+            kind = plan[p, 0]
+            layer = plan[p, 1]
+            flags = plan[p, 2]
+            if kind == GATHER and chunked and k > 0:
+                continue
+            rows = count if kind == GATHER and chunked else n
+            dst = Xbuf[:count] if kind == GATHER and chunked else Xb
+            src = order if kind == GATHER and chunked else idx
+            wl = max(layer, 1)  # the layer whose parameters the phase reads (GATHER: any)
+            W = _weights(params, w_off, sizes, wl)
+            b = _biases(params, b_off, sizes, wl)
+            a_prev = Xb if wl == 1 else _rows(A, a_off, sizes, wl - 1, n)
+            out = Zb if wl == L else _rows(A, a_off, sizes, wl, n)
+            code = IDENTITY if wl == L else hidden
+            accumulate = (flags & BACKWARD_ACCUMULATE) != 0
+            update = (flags & BACKWARD_UPDATE) != 0
+            T = _phase_threads(kind, wl, sizes, rows, nthreads)
+            if kind == OUTPUT_STEP and T == 1:
+                counts[0] = _last_layer_samples(W, b, a_prev, Zb, AL, DL, labels, targets, has_targets, idx,
+                                                output, loss, scale, lb, weights, has_weights, n - n, n)
+            elif kind == OUTPUT:
+                # a^L = sigma(z^L) per sample (softmax), and into outputs
+                for s in range(n):
+                    _output_activation(Zb[s], AL[s], output)
+                if (flags & OUTPUT_COPY) != 0:
+                    # element by element: Numba compiles a slice assignment into far more code
+                    # (seconds of compile time) than this loop
+                    for s in range(n):
+                        for i in range(AL.shape[1]):
+                            outputs[s0 + s, i] = AL[s, i]
+            elif kind == LOSS:
+                counts[0] = _output_samples(Zb, AL, DL, labels, targets, has_targets, idx, output, loss, scale,
+                                            lb, weights, has_weights, n - n, n, n < 0)
             else:
                 for t in prange(T):
                     tt = np.int64(t)
-                    if phase == 0:
-                        r0, r1 = _chunk(count, tt, T)
-                        _gather_range(X, xcode, order, divisor, gathered, r0, r1)
-                    elif phase < L:
-                        j0, j1 = _chunk(sizes[layer], tt, T)
-                        _dense_forward_rows(W, b, a_prev, out, hidden, j0, j1)
-                    elif phase == L:
+                    if kind == GATHER:
+                        r0, r1 = _chunk(rows, tt, T)
+                        _gather_range(X, xcode, src, divisor, dst, r0, r1)
+                    elif kind == FORWARD:
+                        _layer_forward(tt, T, W, b, a_prev, out, code)
+                    elif kind == OUTPUT_STEP:
                         c0, c1 = _chunk4(n, tt, T)
-                        counts[t] = _last_layer_samples(W, b, a_prev, Zb, out, _rows(D, a_off, sizes, L, n),
-                                                        labels, targets, has_targets, idx, output, loss, scale,
-                                                        lb, weights, has_weights, c0, c1)
+                        counts[t] = _last_layer_samples(W, b, a_prev, Zb, AL, DL, labels, targets, has_targets,
+                                                        idx, output, loss, scale, lb, weights, has_weights, c0, c1)
                     else:
-                        _backward_pair(tt, T, hidden_layer, params, grads, m, v, w_off, b_off, sizes, hidden,
-                                       Xb, A, D, a_off, n, n < 0, n > 0, optimizer, hp, step0 + k)
-            if phase == L:
+                        _backward_pair(tt, T, layer, params, grads, m, v, w_off, b_off, sizes, hidden, Xb, A, D,
+                                       a_off, n, accumulate, update, optimizer, hp, step0 + k)
+            if kind == OUTPUT_STEP or kind == LOSS:
                 correct = 0
                 for t in range(T):
                     correct += counts[t]
@@ -1095,65 +1118,12 @@ def _train_steps(params, grads, m, v, w_off, b_off, sizes, hidden, output, loss,
                     total += lb[s]
                 stats[k, 0] = total
                 stats[k, 1] = correct
-                if not np.isfinite(total):
+                if kind == OUTPUT_STEP and not np.isfinite(total):
                     return k
     return nsteps
 
 
-@_inline()
-def _evaluate_batches(params, grads, w_off, b_off, sizes, hidden, output, loss, X, xcode, divisor, labels, targets,
-                      has_targets, weights, has_weights, batch_size, want_grads, scale, Xbuf, A, D, Z, a_off,
-                      nthreads, losses, outputs, want_outputs):
-    # Over all rows of X in batches: per-sample losses (losses (N,), when loss >= 0), the number of
-    # correct argmaxes, a^L into outputs (N, K) when want_outputs, and with want_grads the gradient
-    # of scale * (sum of losses) added into grads (which the caller zeroes).
-    N = X.shape[0]
-    L = sizes.shape[0] - 1
-    correct = 0
-    hp = np.zeros(2 * HP_SIZE)
-    sgd = N - N + SGD  # computed, not literal: no Literal[int] re-specialisation of the callees
-    one = sgd + 1
-    start = 0
-    while start < N:
-        stop = min(start + batch_size, N)
-        n = stop - start
-        idx = np.arange(start, stop)
-        Xb = Xbuf[:n]
-        Zb = Z[:n]
-        _forward_network(params, w_off, b_off, sizes, hidden, output, X, xcode, idx, divisor, Xb, A, a_off, Zb,
-                         nthreads)
-        AL = _rows(A, a_off, sizes, L, n)
-        if want_outputs:
-            # element by element: Numba compiles a slice assignment outputs[start:stop] = AL into far
-            # more code (seconds of compile time) than this loop
-            for s in range(n):
-                for i in range(AL.shape[1]):
-                    outputs[start + s, i] = AL[s, i]
-        if loss >= 0:
-            correct += _output_step(Zb, AL, _rows(D, a_off, sizes, L, n), labels, targets, has_targets,
-                                    idx, output, loss, scale, losses[start:stop], weights, has_weights)
-            if want_grads:
-                _backward_network(params, grads, grads, grads, w_off, b_off, sizes, hidden, Xb, A, D,
-                                  a_off, n, n > 0, n < 0, sgd, hp, one, nthreads)
-        start = stop
-    return correct
-
-
-# Two entry points, so that evaluating, predicting and the loss do not compile the backward pass
-# (want_grads is a constant in each, and Numba drops the branch it never takes).
-@_jit()
-def _evaluate(params, grads, w_off, b_off, sizes, hidden, output, loss, X, xcode, divisor, labels, targets,
-              has_targets, weights, has_weights, batch_size, scale, Xbuf, A, D, Z, a_off, nthreads, losses, outputs,
-              want_outputs):
-    return _evaluate_batches(params, grads, w_off, b_off, sizes, hidden, output, loss, X, xcode, divisor, labels,
-                             targets, has_targets, weights, has_weights, batch_size, False, scale, Xbuf, A, D,
-                             Z, a_off, nthreads, losses, outputs, want_outputs)
-
-
-@_jit()
-def _evaluate_with_gradients(params, grads, w_off, b_off, sizes, hidden, output, loss, X, xcode, divisor, labels,
-                             targets, has_targets, weights, has_weights, batch_size, scale, Xbuf, A, D, Z, a_off,
-                             nthreads, losses, outputs, want_outputs):
-    return _evaluate_batches(params, grads, w_off, b_off, sizes, hidden, output, loss, X, xcode, divisor, labels,
-                             targets, has_targets, weights, has_weights, batch_size, True, scale, Xbuf, A, D,
-                             Z, a_off, nthreads, losses, outputs, want_outputs)
+def network(net):
+    """The Network bundle of an MLP (or anything with its attributes) for _drive."""
+    return Network(net.params, net.w_off, net.b_off, net.sizes_array, ACTIVATION_CODES[net.activation],
+                   ACTIVATION_CODES[net.output])

@@ -242,7 +242,8 @@ class Group:
         count) into stats, sets tr._stop from the reduced stop flag, and returns the number of
         steps completed (fewer when a step's loss was not finite, on any rank)."""
         from . import _kernels as k
-        from ._buffers import input_bytes
+        from ._buffers import Data, OptimizerState, Results, input_bytes
+        from ._plan import phase_plan
         net = tr.net
         params, m, v = net.params, tr.m, tr.v
         P = params.size
@@ -250,21 +251,21 @@ class Group:
             # the gradient, and one more element: 1 on a rank whose slice's loss is not finite
             self._gbuf = np.zeros(P + 1, dtype=params.dtype)
         g = self._gbuf
-        hidden, output, loss, update = tr._kernel_args()
+        _, _, loss, update = tr._kernel_args()
         X, divisor, labels, targets, has_targets, weights, has_weights = data
-        X8, xcode = input_bytes(X)
         hp = tr._hp()
+        plan, network, buffers = phase_plan(net.sizes, "gradient"), k.network(net), ws.buffers()
+        kdata = Data(*input_bytes(X), divisor, labels, targets, has_targets, weights, has_weights, loss)
+        no_outputs = np.empty((0, net.sizes[-1]), dtype=net.dtype)
         count = order.shape[0]
         B = tr.batch_size
         nsteps = -(-count // B)
         local = np.zeros((nsteps + 1, 2))
 
         def gradient(idx, step, out):
-            return k._train_steps(params, g, m, v, net.w_off, net.b_off, net.sizes_array, hidden, output, loss,
-                                  X8, xcode, divisor, labels, targets, has_targets, weights, has_weights, idx,
-                                  max(idx.shape[0], 1), 0,
-                                  k.GRADIENT_ONLY, hp, step, ws.X, ws.A, ws.D, ws.Z, ws.a_off, tr.threads,
-                                  losses, out)
+            # the "gradient" plan: the training phases without the update, the gradient overwritten
+            return k._drive(plan, network, buffers, OptimizerState(g, m, v, k.GRADIENT_ONLY, hp, step), kdata,
+                            idx, max(idx.shape[0], 1), tr.threads, Results(losses, out, no_outputs))
 
         if count == 0:
             # compile (or load) both kernels without training

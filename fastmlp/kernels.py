@@ -20,7 +20,9 @@ Compilation happens on first use (and is cached on disk), never at import.
 import numpy as np
 
 from . import _checks
-from ._buffers import Workspace, input_bytes, input_divisor, layout, no_targets
+from ._buffers import (Data, Network, OptimizerState, Results, Workspace, input_bytes, input_divisor, layout,
+                       no_targets)
+from ._plan import phase_plan
 from ._threads import resolve_threads, thread_count
 from .errors import DivergenceError
 
@@ -202,18 +204,14 @@ def minibatch_step(weights, biases, X, target, lr, activation="relu", output="so
     hp = np.zeros(2 * k.HP_SIZE)  # the weights' and the biases' hyperparameters
     hp[k.HP_LR] = hp[k.HP_SIZE + k.HP_LR] = lr
     ws, stats, empty = Workspace(sizes, dtype, n), np.zeros((1, 2)), np.zeros(0, dtype=dtype)
+    net = Network(params, w_off, b_off, np.array(sizes, dtype=np.int64), k.ACTIVATION_CODES[activation],
+                  k.ACTIVATION_CODES[output])
+    data = Data(*input_bytes(Xc), input_divisor(Xc), labels, targets, has_targets, np.ones(1), False,
+                k.LOSS_CODES[loss])
     with thread_count(nthreads):
-        # by keyword: a new argument of the kernel then fails here with its name instead of
-        # silently shifting the others
-        done = k._train_steps(params=params, grads=np.zeros_like(params), m=empty, v=empty, w_off=w_off,
-                              b_off=b_off, sizes=np.array(sizes, dtype=np.int64),
-                              hidden=k.ACTIVATION_CODES[activation], output=k.ACTIVATION_CODES[output],
-                              loss=k.LOSS_CODES[loss], X=input_bytes(Xc)[0], xcode=input_bytes(Xc)[1],
-                              divisor=input_divisor(Xc), labels=labels,
-                              targets=targets, has_targets=has_targets, weights=np.ones(1), has_weights=False,
-                              order=np.arange(n), batch_size=n,
-                              first_step=0, optimizer=k.SGD, hp=hp, step0=1, Xbuf=ws.X, A=ws.A, D=ws.D, Z=ws.Z,
-                              a_off=ws.a_off, nthreads=nthreads, losses=np.zeros(n), stats=stats)
+        done = k._drive(phase_plan(sizes, "train"), net, ws.buffers(),
+                        OptimizerState(np.zeros_like(params), empty, empty, k.SGD, hp, 1), data, np.arange(n), n,
+                        nthreads, Results(np.zeros(n), stats, np.empty((0, sizes[-1]), dtype=dtype)))
     if done < 1:
         raise DivergenceError(f"the loss is {stats[0, 0]} for this minibatch; nothing was changed", step=1)
     for l, (W, b) in enumerate(zip(weights, biases), start=1):

@@ -5,7 +5,8 @@ import os
 import numpy as np
 
 from . import _checks
-from ._buffers import Workspace, input_bytes, input_divisor, layout, no_targets
+from ._buffers import Data, OptimizerState, Results, Workspace, input_bytes, input_divisor, layout, no_targets
+from ._plan import phase_plan
 from ._threads import resolve_threads, thread_count
 from ._files import atomic_savez
 from .errors import CheckpointError
@@ -194,19 +195,28 @@ class MLP:
             # machine it may not be running at all); the result is the same on any thread count.
             nthreads = 1
         ws = Workspace(self.sizes, self.dtype, min(n, EVAL_BATCH))
-        grads = np.zeros_like(self.params) if want_grads else np.empty(0, dtype=self.dtype)
+        no_state = np.empty(0, dtype=self.dtype)
+        grads = np.zeros_like(self.params) if want_grads else no_state
         losses = np.zeros(n if loss is not None else 0)
         outputs = np.empty((n, K) if want_outputs else (0, K), dtype=self.dtype)
         Xc, divisor = self.inputs(Xc)
         total = weights.sum() if has_weights else n
+        if want_grads:
+            mode = "gradients"
+        elif loss is None:
+            mode = "forward"
+        else:
+            mode = "evaluate+forward" if want_outputs else "evaluate"
+        hp = np.zeros(2 * k.HP_SIZE)
+        hp[k.HP_GRAD_SCALE] = 1.0 / total  # the gradient of the mean cost over all rows
+        stats = np.zeros((-(-n // ws.capacity), 2))
         with thread_count(nthreads):
-            run = k._evaluate_with_gradients if want_grads else k._evaluate
-            correct = run(self.params, grads, self.w_off, self.b_off, self.sizes_array,
-                          k.ACTIVATION_CODES[self.activation], k.ACTIVATION_CODES[self.output],
-                          k.LOSS_CODES[loss] if loss is not None else -1, *input_bytes(Xc), divisor, labels,
-                          targets,
-                          has_targets, weights, has_weights, ws.capacity, self.dtype.type(1.0 / total), ws.X,
-                          ws.A, ws.D, ws.Z, ws.a_off, nthreads, losses, outputs, want_outputs)
+            k._drive(phase_plan(self.sizes, mode), k.network(self), ws.buffers(),
+                     OptimizerState(grads, no_state, no_state, k.SGD, hp, 1),
+                     Data(*input_bytes(Xc), divisor, labels, targets, has_targets, weights, has_weights,
+                          k.LOSS_CODES[loss] if loss is not None else -1),
+                     np.arange(n), ws.capacity, nthreads, Results(losses, stats, outputs))
+        correct = int(stats[:, 1].sum())
         if has_weights:
             losses *= n / total  # so that their mean is the weighted mean sum w c / sum w
         return single, losses, outputs, grads, correct

@@ -13,7 +13,8 @@ import numpy as np
 from . import _checks
 from ._pacer import ThreadPacer
 from .errors import CheckpointError, DivergenceError
-from ._buffers import Workspace, input_bytes, no_targets
+from ._buffers import Data, OptimizerState, Results, Workspace, input_bytes, no_targets
+from ._plan import phase_plan
 from ._threads import resolve_threads, thread_count
 from .model import MLP, load_npz
 
@@ -119,16 +120,15 @@ class Trainer:
         when a loss was not finite)."""
         from . import _kernels as k
         net = self.net
-        hidden, output, loss, optimizer = self._kernel_args()
+        _, _, loss, optimizer = self._kernel_args()
         X, divisor, labels, targets, has_targets, weights, has_weights = data
         if self._dist is not None:
             return self._dist.steps(self, data, order, ws, losses, stats)
-        X8, xcode = input_bytes(X)
-        return k._train_steps(net.params, self.grads, self.m, self.v, net.w_off, net.b_off, net.sizes_array,
-                              hidden, output, loss, X8, xcode, divisor, labels, targets, has_targets, weights,
-                              has_weights, order,
-                              self.batch_size, 0, optimizer, self._hp(), self.steps + 1, ws.X, ws.A, ws.D,
-                              ws.Z, ws.a_off, nthreads or self.threads, losses, stats)
+        return k._drive(phase_plan(net.sizes, "train"), k.network(net), ws.buffers(),
+                        OptimizerState(self.grads, self.m, self.v, optimizer, self._hp(), self.steps + 1),
+                        Data(*input_bytes(X), divisor, labels, targets, has_targets, weights, has_weights, loss),
+                        order, self.batch_size, nthreads or self.threads,
+                        Results(losses, stats, np.empty((0, net.sizes[-1]), dtype=net.dtype)))
 
     def _prepare(self, X, y, name_x="X", name_y="y", sample_weight=None, class_weight=None):
         Xc, _ = _checks.check_input(name_x, X, self.net.sizes[0], self.net.dtype)

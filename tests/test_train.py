@@ -94,7 +94,7 @@ def test_every_input_dtype_trains_alike_through_one_compiled_kernel(dtype):
     np.testing.assert_array_equal(nets[0].params, nets[2].params)
     if dtype == "float32":  # (a float64 network reads float32 X as the rounded values it holds)
         np.testing.assert_array_equal(nets[0].params, nets[1].params)
-    by_dtype = [sig for sig in P._train_steps.signatures if str(sig[0].dtype) == dtype]
+    by_dtype = [sig for sig in P._drive.signatures if str(sig[1].types[0].dtype) == dtype]
     assert len(by_dtype) == 1, by_dtype
 
 

@@ -53,7 +53,7 @@ def _numba_cache_dir():
     in_tree = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "__pycache__")
     try:
         from .. import _kernels
-        path = str(_kernels._train_steps._cache._cache_path)  # Numba's own choice (a private attribute)
+        path = str(_kernels._drive._cache._cache_path)  # Numba's own choice (a private attribute)
     except Exception:
         path = env or in_tree
     if env:

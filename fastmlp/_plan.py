@@ -1,0 +1,82 @@
+"""The phase plans that the compiled driver (fastmlp._kernels._drive) walks for every minibatch.
+
+A plan is a small int64 array, one row (kind, layer, flags) per phase, built here in Python once per
+network shape and mode; the driver runs the rows in order, each as one parallel region (or on the
+calling thread when its work is small). Training, evaluation, forward, predict, the loss and the
+gradients are plans of the same compiled code, so none of them compiles a kernel of its own.
+
+    GATHER       layer 0   the minibatch's rows of X, scaled into the network's dtype (flag
+                           GATHER_CHUNK: every row of the call at its first step, for training)
+    FORWARD      layer l   z^l = W^l a^{l-1} + b^l, a^l = sigma(z^l) (for l = L: z^L only)
+    OUTPUT_STEP  layer L   z^L, a^L, the losses and delta^L in one pass, split by samples (training)
+    OUTPUT       layer L   a^L from z^L (flag OUTPUT_COPY: into the caller's outputs)
+    LOSS         layer L   the losses and delta^L from z^L and a^L
+    BACKWARD     layer k   delta^k and dC/dW^{k+1}, and for k = 1 dC/dW^1 (flags BACKWARD_ACCUMULATE:
+                           add to the gradient instead of overwriting it; BACKWARD_UPDATE: the
+                           optimizer step on the parameters whose gradient is done)
+
+No layer above is imported, and importing this compiles nothing.
+"""
+import functools
+
+import numpy as np
+
+GATHER, FORWARD, OUTPUT_STEP, OUTPUT, LOSS, BACKWARD = 0, 1, 2, 3, 4, 5
+PHASE_NAMES = ("gather", "forward", "output step", "output", "loss", "backward")
+GATHER_CHUNK = 1
+OUTPUT_COPY = 1
+BACKWARD_ACCUMULATE, BACKWARD_UPDATE = 1, 2
+
+# modes of the driver
+MODES = ("train", "gradient", "forward", "evaluate", "evaluate+forward", "gradients")
+
+
+@functools.cache
+def _plan(L, mode):
+    if mode not in MODES:
+        raise ValueError(f"mode: got {mode!r}, expected one of {MODES}")
+    rows = []
+    training = mode in ("train", "gradient")
+    rows.append((GATHER, 0, GATHER_CHUNK if training else 0))
+    if training:
+        rows += [(FORWARD, l, 0) for l in range(1, L)]
+        rows.append((OUTPUT_STEP, L, 0))
+    else:
+        rows += [(FORWARD, l, 0) for l in range(1, L + 1)]
+        rows.append((OUTPUT, L, OUTPUT_COPY if mode in ("forward", "evaluate+forward") else 0))
+        if mode != "forward":
+            rows.append((LOSS, L, 0))
+    if mode in ("train", "gradient", "gradients"):
+        flags = {"train": BACKWARD_UPDATE, "gradient": 0, "gradients": BACKWARD_ACCUMULATE}[mode]
+        # one region per hidden layer from L - 1 down; a network without hidden layers has one (k = 1)
+        rows += [(BACKWARD, k, flags) for k in range(max(L - 1, 1), 0, -1)]
+    plan = np.array(rows, dtype=np.int64)
+    return plan
+
+
+def phase_plan(sizes, mode):
+    """The plan (rows (kind, layer, flags), int64) of a network with layer sizes `sizes`
+    (N_0, ..., N_L) for one mode:
+      train      training steps: forward, the fused output step, backward with the optimizer update
+      gradient   the same without the update (the gradient of each minibatch, overwritten)
+      forward    a^L of every row (forward, predict)
+      evaluate   the losses and correct predictions (loss, evaluate)
+      evaluate+forward   both
+      gradients  the gradient of the scaled summed loss over all rows, accumulated (gradients)"""
+    return _plan(len(sizes) - 1, mode)
+
+
+def describe(plan):
+    """The plan as text, one phase per line: 'forward 1', 'backward 1 (update)', ..."""
+    out = []
+    for kind, layer, flags in plan.tolist():
+        words = [PHASE_NAMES[kind], str(layer)]
+        if kind == GATHER and flags & GATHER_CHUNK:
+            words.append("(chunk)")
+        if kind == OUTPUT and flags & OUTPUT_COPY:
+            words.append("(copy)")
+        if kind == BACKWARD:
+            words += [w for f, w in ((BACKWARD_ACCUMULATE, "(accumulate)"), (BACKWARD_UPDATE, "(update)"))
+                      if flags & f]
+        out.append(" ".join(words))
+    return "\n".join(out)

@@ -1,0 +1,166 @@
+"""The phase plans and the one compiled driver (_kernels._drive) that walks them, in each mode,
+against the NumPy reference written from the lecture (tests/reference.py)."""
+import numpy as np
+import pytest
+
+import reference as ref
+from tolerances import tol
+
+from fastmlp import _kernels as k
+from fastmlp._buffers import Data, Network, OptimizerState, Results, Workspace, input_bytes, layout
+from fastmlp._plan import (BACKWARD, BACKWARD_ACCUMULATE, BACKWARD_UPDATE, FORWARD, GATHER, GATHER_CHUNK, LOSS,
+                           OUTPUT, OUTPUT_COPY, OUTPUT_STEP, describe, phase_plan)
+
+ACC, UPD = BACKWARD_ACCUMULATE, BACKWARD_UPDATE
+
+
+# ------------------------------------------------------------------------------------ the plans
+@pytest.mark.parametrize("sizes, mode, rows", [
+    # no hidden layer: the output step, then one backward region for dW^1 (k = 1 = L)
+    ([4, 3], "train", [(GATHER, 0, GATHER_CHUNK), (OUTPUT_STEP, 1, 0), (BACKWARD, 1, UPD)]),
+    ([4, 5, 3], "train", [(GATHER, 0, GATHER_CHUNK), (FORWARD, 1, 0), (OUTPUT_STEP, 2, 0), (BACKWARD, 1, UPD)]),
+    ([4, 5, 6, 3], "train", [(GATHER, 0, GATHER_CHUNK), (FORWARD, 1, 0), (FORWARD, 2, 0), (OUTPUT_STEP, 3, 0),
+                             (BACKWARD, 2, UPD), (BACKWARD, 1, UPD)]),
+    ([4, 5, 6, 3], "gradient", [(GATHER, 0, GATHER_CHUNK), (FORWARD, 1, 0), (FORWARD, 2, 0),
+                                (OUTPUT_STEP, 3, 0), (BACKWARD, 2, 0), (BACKWARD, 1, 0)]),
+    ([4, 3], "forward", [(GATHER, 0, 0), (FORWARD, 1, 0), (OUTPUT, 1, OUTPUT_COPY)]),
+    ([4, 5, 6, 3], "forward", [(GATHER, 0, 0), (FORWARD, 1, 0), (FORWARD, 2, 0), (FORWARD, 3, 0),
+                               (OUTPUT, 3, OUTPUT_COPY)]),
+    ([4, 5, 3], "evaluate", [(GATHER, 0, 0), (FORWARD, 1, 0), (FORWARD, 2, 0), (OUTPUT, 2, 0), (LOSS, 2, 0)]),
+    ([4, 5, 3], "evaluate+forward", [(GATHER, 0, 0), (FORWARD, 1, 0), (FORWARD, 2, 0), (OUTPUT, 2, OUTPUT_COPY),
+                                     (LOSS, 2, 0)]),
+    ([4, 5, 6, 3], "gradients", [(GATHER, 0, 0), (FORWARD, 1, 0), (FORWARD, 2, 0), (FORWARD, 3, 0),
+                                 (OUTPUT, 3, 0), (LOSS, 3, 0), (BACKWARD, 2, ACC), (BACKWARD, 1, ACC)]),
+])
+def test_phase_plan(sizes, mode, rows):
+    plan = phase_plan(sizes, mode)
+    assert plan.dtype == np.int64 and plan.shape == (len(rows), 3)
+    assert [tuple(r) for r in plan.tolist()] == rows
+
+
+def test_phase_plan_described_and_checked():
+    assert describe(phase_plan([4, 5, 3], "train")).splitlines() == [
+        "gather 0 (chunk)", "forward 1", "output step 2", "backward 1 (update)"]
+    with pytest.raises(ValueError, match="mode: got 'predict'"):
+        phase_plan([4, 3], "predict")
+
+
+# ---------------------------------------------------------------------------- the driver's modes
+def _setup(dtype, sizes=(7, 9, 6, 4), n=23, activation="tanh", seed=0):
+    rng = np.random.default_rng(seed)
+    w_off, b_off, P = layout(list(sizes))
+    params = (rng.standard_normal(P) * 0.5).astype(dtype)
+    W = [params[w_off[l]:w_off[l] + sizes[l] * sizes[l - 1]].reshape(sizes[l], sizes[l - 1])
+         for l in range(1, len(sizes))]
+    b = [params[b_off[l]:b_off[l] + sizes[l]] for l in range(1, len(sizes))]
+    X = rng.integers(0, 256, (n, sizes[0]), dtype=np.uint8)
+    y = rng.integers(0, sizes[-1], n).astype(np.int64)
+    net = Network(params, w_off, b_off, np.array(sizes, dtype=np.int64), k.ACTIVATION_CODES[activation], k.SOFTMAX)
+    data = Data(*input_bytes(X), 255.0, y, np.zeros((1, sizes[-1]), dtype), False, np.ones(1), False, k.CE)
+    return net, W, b, X / 255, y, data
+
+
+def _run(mode, net, data, n, batch, hp=None, grads=None, nthreads=2):
+    dtype = net.params.dtype
+    sizes = net.sizes.tolist()
+    ws = Workspace(sizes, dtype, batch, x_capacity=n)
+    steps = -(-n // batch)
+    results = Results(np.zeros(n), np.zeros((steps, 2)), np.zeros((n, sizes[-1]), dtype))
+    if hp is None:
+        hp = np.zeros(2 * k.HP_SIZE)
+    grads = np.zeros_like(net.params) if grads is None else grads
+    empty = np.zeros(0, dtype)
+    done = k._drive(phase_plan(sizes, mode), net, ws.buffers(), OptimizerState(grads, empty, empty, k.SGD, hp, 1),
+                    data, np.arange(n), batch, nthreads, results)
+    return done, grads, results
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_forward_mode_is_the_lecture_forward_pass(dtype):
+    net, W, b, X, y, data = _setup(dtype)
+    done, _, res = _run("forward", net, data, 23, 5)
+    assert done == 5
+    np.testing.assert_allclose(res.outputs, ref.forward(W, b, X, "tanh", "softmax"), **tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_evaluate_mode_gives_the_losses_and_correct_count(dtype):
+    net, W, b, X, y, data = _setup(dtype)
+    done, _, res = _run("evaluate+forward", net, data, 23, 5)
+    yhat = ref.forward(W, b, X, "tanh", "softmax")
+    np.testing.assert_allclose(res.losses, ref.loss_forward(yhat, y, "ce").astype(np.float64),
+                               rtol=10 * tol(dtype)["rtol"])
+    assert res.stats[:, 1].sum() == np.sum(np.argmax(yhat, axis=1) == y)
+    np.testing.assert_allclose(res.stats[:, 0].sum(), res.losses.sum(), rtol=1e-12)
+    np.testing.assert_allclose(res.outputs, yhat, **tol(dtype))
+    # evaluate alone computes the same losses and writes no outputs
+    _, _, alone = _run("evaluate", net, data, 23, 5)
+    np.testing.assert_array_equal(alone.losses, res.losses)
+    assert not alone.outputs.any()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gradients_mode_accumulates_the_gradient_of_the_mean_cost(dtype):
+    net, W, b, X, y, data = _setup(dtype)
+    hp = np.zeros(2 * k.HP_SIZE)
+    hp[k.HP_GRAD_SCALE] = 1.0 / 23   # the mean over all rows, in minibatches of 5
+    before = net.params.copy()
+    _, grads, _ = _run("gradients", net, data, 23, 5, hp=hp)
+    dW, db = ref.gradients(W, b, X, y, "tanh", "softmax", "ce")
+    for l in range(3):
+        g = grads[net.w_off[l + 1]:net.w_off[l + 1] + W[l].size].reshape(W[l].shape)
+        np.testing.assert_allclose(g, dW[l], rtol=20 * tol(dtype)["rtol"], atol=20 * tol(dtype)["atol"])
+        np.testing.assert_allclose(grads[net.b_off[l + 1]:net.b_off[l + 1] + b[l].size], db[l],
+                                   rtol=20 * tol(dtype)["rtol"], atol=20 * tol(dtype)["atol"])
+    np.testing.assert_array_equal(net.params, before)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gradient_and_train_modes_are_one_minibatch_step(dtype):
+    net, W, b, X, y, data = _setup(dtype)
+    start = net.params.copy()
+    done, grads, res = _run("gradient", net, data, 23, 23)
+    assert done == 1
+    np.testing.assert_array_equal(net.params, start)       # no update
+    dW, db = ref.gradients(W, b, X, y, "tanh", "softmax", "ce")
+    np.testing.assert_allclose(grads[:net.b_off[1]].reshape(W[0].shape), dW[0], rtol=20 * tol(dtype)["rtol"],
+                               atol=20 * tol(dtype)["atol"])
+    np.testing.assert_allclose(res.stats[0, 0] / 23, ref.cost(W, b, X, y, "tanh", "softmax", "ce"),
+                               rtol=10 * tol(dtype)["rtol"])
+    hp = np.zeros(2 * k.HP_SIZE)
+    hp[k.HP_LR] = hp[k.HP_SIZE + k.HP_LR] = 0.5
+    new_W, new_b = ref.sgd_step(W, b, dW, db, 0.5)
+    done, grads2, _ = _run("train", net, data, 23, 23, hp=hp)
+    assert done == 1
+    np.testing.assert_array_equal(grads2, grads)            # the same gradient, then the step
+    for l in range(3):
+        np.testing.assert_allclose(W[l], new_W[l], rtol=20 * tol(dtype)["rtol"], atol=20 * tol(dtype)["atol"])
+        np.testing.assert_allclose(b[l], new_b[l], rtol=20 * tol(dtype)["rtol"], atol=20 * tol(dtype)["atol"])
+
+
+def test_train_mode_stops_before_the_update_of_a_non_finite_step():
+    net, W, b, X, y, data = _setup(np.float64)
+    net.params[0] = np.nan
+    start = net.params.copy()
+    hp = np.zeros(2 * k.HP_SIZE)
+    hp[k.HP_LR] = hp[k.HP_SIZE + k.HP_LR] = 0.5
+    done, _, res = _run("train", net, data, 23, 8, hp=hp)
+    assert done == 0 and not np.isfinite(res.stats[0, 0])
+    np.testing.assert_array_equal(net.params[1:], start[1:])
+
+
+def test_every_mode_and_input_dtype_runs_one_compiled_driver():
+    """Training, evaluation, forward and gradients of a float64 network, on uint8, float32 and
+    float64 X, all run through a single compiled signature of the driver."""
+    from fastmlp import MLP, train
+    rng = np.random.default_rng(3)
+    X8 = rng.integers(0, 256, (40, 7), dtype=np.uint8)
+    y = rng.integers(0, 4, 40)
+    net = MLP([7, 9, 4], dtype="float64", seed=0)
+    for X in (X8, (X8 / 255).astype(np.float32), X8 / 255):
+        train(net, X, y, epochs=1, batch_size=8, verbose=False, threads=2)
+        net.evaluate(X, y)
+        net.predict(X[:3])
+        net.gradients(X, y)
+    sigs = [s for s in k._drive.signatures if str(s[1].types[0].dtype) == "float64"]
+    assert len(sigs) == 1, sigs
