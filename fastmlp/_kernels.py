@@ -14,6 +14,11 @@ delta^l, of dW^{l+1} and of W^{l+1} (its optimizer step), and for l = 1 rows i o
 No two threads write the same element, so there are no races and no reductions, and an element's
 value does not depend on the thread count (up to rounding where blocking differs).
 
+One driver, _drive, runs the network for training, evaluation, forward, predict, the loss and the
+gradients: it walks a plan of named phases (fastmlp._plan) for each minibatch, and its arguments
+travel in the bundles of fastmlp._buffers. X reaches it as bytes with a code for its dtype, so one
+compiled driver per network dtype serves every input dtype and every mode.
+
 fastmath is on for the sums (reassociation lets LLVM vectorise them) but without 'nnan'/'ninf',
 so NaN and inf checks keep working.
 """
