@@ -353,7 +353,7 @@ class _BaseMLP(BaseEstimator):
             if saved is not None and saved.shape == getattr(trainer, name).shape:
                 getattr(trainer, name)[...] = saved
         data = trainer._prepare(X_train, targets, sample_weight=sw_train)
-        return SimpleNamespace(
+        run = SimpleNamespace(
             net=net, trainer=trainer, data=data, sgd=sgd, n_samples=n_samples, batch_size=batch_size,
             # fastmlp's squared error has no factor 1/2, so its gradients are twice scikit-learn's: halve
             # the SGD step and double the decay and Adam's epsilon (all exact in binary floating point).
@@ -367,6 +367,10 @@ class _BaseMLP(BaseEstimator):
             sample_idx=np.arange(n_samples, dtype=np.int64),
             pacer=ThreadPacer(self._threads, batch_size), chunk=trainer.chunk_samples(n_samples),
             plan=[self._threads, 0, 0, 0.0])  # threads, samples left in the plan, samples done, seconds
+        # Compile (or load from the cache) before the pacer times anything: a first step that includes
+        # the compile looks like a slow thread count, and the pacer would avoid it for a long time.
+        trainer._compile(data, run.ws, run.losses, run.stats)
+        return run
 
     def _stochastic_epoch(self, run, state):
         """One pass over the (shuffled) training set in minibatches; returns the summed loss
