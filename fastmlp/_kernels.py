@@ -924,7 +924,8 @@ def _last_layer_samples(W, b, a_prev, Z, AL, D, labels, targets, has_targets, id
 @_inline(fastmath=FAST)
 def _weight_gradient(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias):
     # dC/dW^l = delta^l (a^{l-1})^T and dC/db^l = delta^l, summed over the minibatch: delta (n, N_l),
-    # a_prev (n, N_{l-1}), dW (N_l, N_{l-1}), db (N_l,); rows j0:j1, columns c0:c1 of dW (+)=
+    # a_prev (n, N_{l-1}), dW (N_l, N_{l-1}), db (N_l,); rows j0:j1 and columns c0:c1 of dW (db with
+    # with_bias), overwritten or, with accumulate, added to
     _weight_grad_block(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias)
 
 
