@@ -615,6 +615,9 @@ def _delta_backward_cols(W, delta, a_prev, code, from_output, delta_prev, i0, i1
     # of W are copied into a zero-padded T-column buffer (so no column outside i0:i1 is read). A
     # last partial block of samples repeats rows of delta and drops their results. sigma' is
     # applied in one pass over the rows at the end.
+    if TILE_ROWS == 2:
+        _delta_backward_panels(W, delta, a_prev, code, from_output, delta_prev, i0, i1)
+        return
     n, N = delta.shape
     one = W.dtype.type(1)
     zero = one - one
@@ -634,9 +637,6 @@ def _delta_backward_cols(W, delta, a_prev, code, from_output, delta_prev, i0, i1
     for c in range(i0, i1, T):
         c1 = min(c + T, i1)
         t = max(min(c, i1 - T), off)
-        if TILE_ROWS == 2:
-            _delta_backward_tile_2rows(src, delta, delta_prev, acc, c, c1, t, off)
-            continue
         for s in range(0, n, 4):
             e0 = delta[s]
             e1 = delta[min(s + 1, n - 1)]
@@ -668,33 +668,69 @@ def _delta_backward_cols(W, delta, a_prev, code, from_output, delta_prev, i0, i1
         _scale_by_activation_grad(delta_prev[s, i0:i1], a_prev[s, i0:i1], code, from_output)
 
 
+# Bytes of the rows of W that _delta_backward_panels keeps in L1 while it sums over them for
+# every pair of samples (16 KiB, half of L1).
+L1_BLOCK_BYTES = 16384
+
+
 @_inline(fastmath=FAST)
-def _delta_backward_tile_2rows(src, delta, delta_prev, acc, c, c1, t, off):
-    # _delta_backward_cols' tile with TILE_ROWS == 2: samples two at a time, acc rows 0 and 1
+def _delta_backward_panels(W, delta, a_prev, code, from_output, delta_prev, i0, i1):
+    # _delta_backward_cols with TILE_ROWS == 2 (16-register ISAs): 2 samples x T columns in 12
+    # ymm registers (per j: T/8 loads of W[j, tile], 2 broadcasts, T/4 FMAs). The rows j of W are
+    # summed in blocks of L1_BLOCK_BYTES, each block for all pairs of samples while it is in L1;
+    # between blocks a tile's partial sums wait in buf (n, T) (stored and reloaded exactly, so each
+    # element is still summed over j in ascending order from zero, as in the 4-row path).
     n, N = delta.shape
-    zero = acc.dtype.type(0)
-    T = acc.shape[1]
+    one = W.dtype.type(1)
+    zero = one - one
+    buf = np.empty((n + 1, TILE_BYTES // W.itemsize), W.dtype)  # (the tile's width)
+    ptr, T = _register_tile(one)
+    acc = carray(ptr, (4, T))
+    m = i1 - i0
+    if m < T:
+        src = _zero_padded_columns(W, i0, m, T)
+        off = i0
+    else:
+        src = W
+        off = 0
+    JB = max(L1_BLOCK_BYTES // (T * W.itemsize), 1)
     a0 = acc[0]
     a1 = acc[1]
-    for s in range(0, n, 2):
-        e0 = delta[s]
-        e1 = delta[min(s + 1, n - 1)]
-        for i in range(T):
-            a0[i] = zero
-            a1[i] = zero
-        for j in range(N):
-            w = src[j, t - off:t - off + T]
-            d0 = e0[j]
-            d1 = e1[j]
+    for c in range(i0, i1, T):
+        c1 = min(c + T, i1)
+        t = max(min(c, i1 - T), off)
+        for s in range(n + 1):
             for i in range(T):
-                x = w[i]
-                a0[i] += d0 * x
-                a1[i] += d1 * x
-        for r in range(min(2, n - s)):
-            o = delta_prev[s + r, c:c1]
-            v = acc[r, c - t:c1 - t]
+                buf[s, i] = zero
+        for jb in range(0, N, JB):
+            je = min(jb + JB, N)
+            Wb = src[jb:je]
+            for s in range(0, n, 2):
+                e0 = delta[s, jb:je]
+                e1 = delta[min(s + 1, n - 1), jb:je]
+                p0 = buf[s]
+                p1 = buf[s + 1]  # (row n when n is odd: a scratch row)
+                for i in range(T):
+                    a0[i] = p0[i]
+                    a1[i] = p1[i]
+                for j in range(je - jb):  # (from 0: no negative-index handling in the loop)
+                    w = Wb[j, t - off:t - off + T]
+                    d0 = e0[j]
+                    d1 = e1[j]
+                    for i in range(T):
+                        x = w[i]
+                        a0[i] += d0 * x
+                        a1[i] += d1 * x
+                for i in range(T):
+                    p0[i] = a0[i]
+                    p1[i] = a1[i]
+        for s in range(n):
+            o = delta_prev[s, c:c1]
+            v = buf[s, c - t:c1 - t]
             for i in range(c1 - c):
                 o[i] = v[i]
+    for s in range(n):
+        _scale_by_activation_grad(delta_prev[s, i0:i1], a_prev[s, i0:i1], code, from_output)
 
 
 @_inline(fastmath=FAST)
