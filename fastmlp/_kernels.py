@@ -154,10 +154,6 @@ def _region_threads(work, nthreads):
 
 
 # ---------------------------------------------------------------------------------------------
-# Dense layer: forward pass
-# ---------------------------------------------------------------------------------------------
-
-# ---------------------------------------------------------------------------------------------
 # Register blocking per vector ISA
 # ---------------------------------------------------------------------------------------------
 
@@ -171,14 +167,15 @@ def _target_features():
 
 
 def _register_blocking(features):
-    # -> (vector ISA, TILE_BYTES, FORWARD_SAMPLES) for a CPU with these features. The register
-    # tiles must fit the vector register file: AVX-512 has 32 zmm registers, AVX/AVX2 and SSE 16.
-    #   avx512: 4 x 256 bytes = 16 zmm accumulators in the tile kernels; 4 weight rows x 4 samples
-    #           (16 accumulators + 8 loads) in the forward pass.
-    #   avx2/sse: 4 x 3 vectors = 12 accumulators + 3 loads + 1 broadcast in the tile kernels (the
-    #           shape of the classic 16-register sgemm micro-kernels); 4 rows x 2 samples (8
-    #           accumulators + 6 loads) in the forward pass. 4 x 4 spilled accumulators to the
-    #           stack in every inner iteration.
+    # -> (vector ISA, TILE_ROWS, TILE_BYTES, FORWARD_SAMPLES) for a CPU with these features: the
+    # register tiles must fit the vector register file (AVX-512: 32 zmm; AVX/AVX2, SSE: 16).
+    #   avx512: tile kernels 4 rows x 256 bytes = 16 zmm accumulators (+ 4 broadcasts, 1 load);
+    #           forward 4 weight rows x 4 samples = 16 accumulators + 8 loads.
+    #   avx2 (any AVX, 16 ymm) and sse: tile kernels 2 rows x 6 vectors = 12 accumulators + 2
+    #           broadcasts + 1 load (4 rows x 64 float32 spilled accumulators to the stack in every
+    #           inner iteration; LLVM holds every broadcast of a step in a register, so more rows
+    #           cost registers: 4 x 3 vectors needed 17); forward 4 rows x 2 samples = 8
+    #           accumulators + 6 loads (4 x 4 spilled too).
     if "avx512f" in features:
         return "avx512", 4, 256, 4
     if "avx" in features:
@@ -191,6 +188,10 @@ def _register_blocking(features):
 # on the target CPU's name and features, which decide them.
 VECTOR_ISA, TILE_ROWS, TILE_BYTES, FORWARD_SAMPLES = _register_blocking(_target_features())
 
+
+# ---------------------------------------------------------------------------------------------
+# Dense layer: forward pass
+# ---------------------------------------------------------------------------------------------
 
 @_inline(fastmath=FAST)
 def _forward_4rows(W, b, a_prev, out, code, j):
@@ -324,9 +325,11 @@ def _forward_4rows(W, b, a_prev, out, code, j):
 def _dense_forward_rows(W, b, a_prev, out, code, j0, j1):
     # W (N, M), b (N,), a_prev (n, M), out (n, N); float32|float64.
     # out[s, j] = sigma(sum_k W[j, k] a_prev[s, k] + b[j]) for rows j0 <= j < j1 of W.
-    # Register blocking: four weight rows x four samples per pass over k (16 vector accumulators,
-    # 8 loads per 16 FMAs, twice the reuse of 2 x 4, which runs out of loads first), leftover samples singly;
-    # the last N % 4 rows one at a time (few loop variants: each costs compile time).
+    # Register blocking: four weight rows x FORWARD_SAMPLES samples per pass over k. AVX-512: 4
+    # samples (16 vector accumulators, 8 loads per 16 FMAs, twice the reuse of 2 x 4, which runs
+    # out of loads first); 16-register ISAs: 2 samples (8 accumulators + 6 loads; 4 x 4 spilled).
+    # Leftover samples singly; the last N % 4 rows one at a time (few loop variants: each costs
+    # compile time).
     n, M = a_prev.shape
     one = W.dtype.type(1)
     zero = one - one
@@ -580,9 +583,9 @@ def _zero_padded_columns(X, c0, m, width):
     return out
 
 
-# The register tile of _delta_backward_cols and _weight_grad_block: 4 x TILE_BYTES of columns
-# (set above per vector ISA): 4 x 4 zmm accumulators (64 float32 or 32 float64 columns) with
-# AVX-512, 4 x 3 ymm (24 float32, 12 float64) with AVX2.
+# The register tile of _delta_backward_cols and _weight_grad_block: TILE_ROWS x TILE_BYTES of
+# columns (set above per vector ISA): 4 x 4 zmm accumulators (64 float32 or 32 float64 columns)
+# with AVX-512, 2 x 6 ymm (48 float32, 24 float64) with AVX2.
 
 
 @intrinsic
@@ -606,9 +609,10 @@ def _delta_backward_cols(W, delta, a_prev, code, from_output, delta_prev, i0, i1
     # W = W^l (N, M), delta = delta^l (n, N), a_prev = a^{l-1} or z^{l-1} (n, M), delta_prev (n, M).
     # Columns i0 <= i < i1: delta^{l-1}[s, i] = sigma'(z^{l-1}[s, i]) * sum_j W[j, i] delta^l[s, j]
     # (the lecture's delta^l = sigma'(z^l) * (W^{l+1})^T delta^{l+1}, one layer down).
-    # GEMM micro-kernel: a tile acc of 4 samples x T columns (T = 64 float32, 32 float64) is summed
-    # over all j in 16 zmm registers: per j, 4 vector loads of the row segment W[j, tile] and 4
-    # broadcast deltas feed 16 vector FMAs, and nothing is stored until the tile is done. W is read
+    # GEMM micro-kernel (AVX-512; 16-register ISAs: _delta_backward_panels): a tile acc of 4
+    # samples x T columns (T = 64 float32, 32 float64) is summed over all j in 16 zmm registers:
+    # per j, 4 vector loads of the row segment W[j, tile] and 4 broadcast deltas feed 16 vector
+    # FMAs, and nothing is stored until the tile is done. W is read
     # in place (packing tiles into a buffer cost more than it saved). Loops over the tile have the
     # constant trip count T, so that LLVM keeps acc in registers: a last narrower tile is moved left
     # to end at i1 (its overlap is recomputed identically), and when i1 - i0 < T the columns i0:i1
@@ -750,7 +754,8 @@ def _weight_grad_block(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_b
     # delta (n, N), a_prev (n, M), dW (N, M), db (N,): for rows j0 <= j < j1, columns c0 <= i < c1
     # dW[j, i] (+)= sum_s delta[s, j] a_prev[s, i], and with with_bias db[j] (+)= sum_s delta[s, j]
     # (the lecture's dC/dw_ij = a_j^{l-1} delta_i^l summed over the minibatch).
-    # GEMM micro-kernel like _delta_backward_cols: a tile acc of 4 rows x T columns (T = 64
+    # GEMM micro-kernel like _delta_backward_cols (AVX-512; 16-register ISAs:
+    # _weight_grad_panels): a tile acc of 4 rows x T columns (T = 64
     # float32, 32 float64) is summed over the samples in 16 zmm registers (per sample: 4 vector
     # loads of a_prev[s, tile], 4 broadcast deltas, 16 FMAs), then stored into dW, or added to it,
     # once. First, per group of 4 rows, one pass over delta sums db and packs the 4 deltas of each
@@ -855,8 +860,8 @@ def _pack_row_group(delta, db, d, rows, j, r, accumulate, with_bias):
 @_inline(fastmath=FAST)
 def _weight_grad_panels(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias):
     # _weight_grad_block with TILE_ROWS == 2 (16-register ISAs). All groups of 4 rows are packed
-    # first; then per column panel (all samples x T columns of a_prev, which stays in L1) every
-    # group's tile is summed, two rows at a time (a 2 x T tile: 2 broadcasts, T/8 loads, T/4
+    # first; then per column panel (all samples x T columns of a_prev: in L1 up to ~128 samples)
+    # every group's tile is summed, two rows at a time (a 2 x T tile: 2 broadcasts, T/8 loads, T/4
     # FMAs per sample). The panel is read from memory once instead of once per group. Same sums
     # in the same order as the 4-row path: each element over the packed samples, ascending.
     n, M = a_prev.shape
