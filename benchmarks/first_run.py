@@ -2,6 +2,7 @@
 
     PYTHONPATH=. python benchmarks/first_run.py                  # the default `fastmlp train`
     PYTHONPATH=. python benchmarks/first_run.py --warm 3 -- --epochs 1 --hidden 64
+    git archive OLD | tar -x -C /tmp/old && python benchmarks/first_run.py --root /tmp/old   # before
 
 What it does, in a temporary directory that stands for a fresh clone's state:
 1. cold: an empty NUMBA_CACHE_DIR and an empty fastmlp data cache (XDG_CACHE_HOME; FASTMLP_DATA
@@ -106,12 +107,14 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--warm", type=int, default=3, help="warm runs (median)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    p.add_argument("--root", default=ROOT, help="the checkout to measure (default: this one), e.g. an "
+                   "unpacked `git archive` of an older commit")
     p.add_argument("train_args", nargs="*", help="arguments of `fastmlp train` (after --)")
     a = p.parse_args()
     tmp = tempfile.mkdtemp(prefix="fastmlp-first-run-")
     env = {k: v for k, v in os.environ.items() if k not in ("FASTMLP_DATA", "NUMBA_DEBUG_CACHE")}
     env.update(NUMBA_CACHE_DIR=os.path.join(tmp, "numba"), XDG_CACHE_HOME=os.path.join(tmp, "cache"),
-               PYTHONPATH=ROOT + os.pathsep + env.get("PYTHONPATH", ""))
+               PYTHONPATH=os.path.abspath(a.root) + os.pathsep + env.get("PYTHONPATH", ""))
     try:
         cold, r_cold, c_cold, err_cold = _run(env, a.train_args, tmp)
         warm = []

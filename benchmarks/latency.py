@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 
+PAUSE = 0.5  # seconds between timed blocks: spinning worker threads go to sleep
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
@@ -134,7 +135,11 @@ def main():
     p.add_argument("--calls", type=int, default=2000, help="calls per round for one row")
     p.add_argument("--big-calls", type=int, default=5, help="calls per round for 10,000 rows")
     p.add_argument("--parts", action="store_true", help="also the cost of each step of a small call")
+    p.add_argument("--root", default=None, help="measure the fastmlp of this checkout (e.g. an unpacked "
+                   "`git archive` of an older commit) instead of this one's")
     a = p.parse_args()
+    if a.root:
+        sys.path.insert(0, os.path.abspath(a.root))
     import numba
     threads = min(a.threads, numba.config.NUMBA_NUM_THREADS)
     rng = np.random.default_rng(0)
@@ -162,7 +167,9 @@ def main():
           f"numba threading layer after a call: ", end="")
     big.forward(Xbig[:2000])
     print(numba.threading_layer())
-    # Rounds alternate between the libraries, so that a busy stretch of the machine hits them alike.
+    # Rounds alternate between the libraries, so that a busy stretch of the machine hits them alike;
+    # a pause after each library's turn lets its idle worker threads stop spinning (OpenMP threads
+    # spin for a while after a parallel region) before the next library runs.
     cases = [(name, i, functools.partial(f, X), calls)
              for name, fs, _ in peers
              for i, (f, X, calls) in enumerate(zip(fs, (x1, x1, Xbig), (a.calls, a.calls, a.big_calls)))]
@@ -171,8 +178,11 @@ def main():
         f()
         f()
     for _ in range(a.rounds):
-        for name, i, f, calls in cases:
-            times[name, i].append(per_call(f, calls, 1, warm=False))
+        for lib, _, _ in peers:
+            for name, i, f, calls in cases:
+                if name == lib:
+                    time.sleep(PAUSE)
+                    times[name, i].append(per_call(f, calls, 1, warm=False))
     results = {name: tuple(statistics.median(times[name, i]) for i in range(3)) for name, _, _ in peers}
     base = results["fastmlp"]
     print(f"\n{'':10s} {'forward 1 row':>14s} {'predict 1 row':>14s} {'10,000 rows 784-512-512-10':>28s}")
