@@ -353,7 +353,7 @@ class _BaseMLP(BaseEstimator):
             if saved is not None and saved.shape == getattr(trainer, name).shape:
                 getattr(trainer, name)[...] = saved
         data = trainer._prepare(X_train, targets, sample_weight=sw_train)
-        return SimpleNamespace(
+        run = SimpleNamespace(
             net=net, trainer=trainer, data=data, sgd=sgd, n_samples=n_samples, batch_size=batch_size,
             # fastmlp's squared error has no factor 1/2, so its gradients are twice scikit-learn's: halve
             # the SGD step and double the decay and Adam's epsilon (all exact in binary floating point).
@@ -367,6 +367,10 @@ class _BaseMLP(BaseEstimator):
             sample_idx=np.arange(n_samples, dtype=np.int64),
             pacer=ThreadPacer(self._threads, batch_size), chunk=trainer.chunk_samples(n_samples),
             plan=[self._threads, 0, 0, 0.0])  # threads, samples left in the plan, samples done, seconds
+        # Compile (or load from the cache) before the pacer times anything: a first step that includes
+        # the compile looks like a slow thread count, and the pacer would avoid it for a long time.
+        trainer._compile(data, run.ws, run.losses, run.stats)
+        return run
 
     def _stochastic_epoch(self, run, state):
         """One pass over the (shuffled) training set in minibatches; returns the summed loss
@@ -384,6 +388,7 @@ class _BaseMLP(BaseEstimator):
             state["t"] += 1
             batch_loss = run.stats[0, 0] / wsum if wsum > 0 else 0.0
             accumulated_loss += (batch_loss * run.data_scale + penalty) * nb
+        self._check_finite_params(run)
         return accumulated_loss
 
     def _set_step_hyperparameters(self, run, state, wsum):
@@ -423,11 +428,19 @@ class _BaseMLP(BaseEstimator):
         plan[1] -= nb
         plan[2] += nb
         plan[3] += time.perf_counter() - t0
+        if done < 1:
+            raise DivergenceError(f"the loss became {run.stats[0, 0]}")
         if plan[1] <= 0:
             run.pacer.record(plan[0], plan[2], plan[3])
-        if done < 1 or not np.isfinite(run.net.params).all():
-            raise DivergenceError(f"the loss became {run.stats[0, 0]}" if done < 1 else
-                                  "the parameters became NaN or infinite")
+            self._check_finite_params(run)
+
+    @staticmethod
+    def _check_finite_params(run):
+        # Once per chunk of minibatches and at the end of each epoch, not per minibatch (a pass over
+        # every parameter): parameters that overflowed give a non-finite loss at the next minibatch,
+        # which the kernel reports at once.
+        if not np.isfinite(run.net.params).all():
+            raise DivergenceError("the parameters became NaN or infinite")
 
     def _end_epoch(self, run, state, val, incremental):
         """scikit-learn's end-of-epoch bookkeeping: the loss curve, the no-improvement count and the
