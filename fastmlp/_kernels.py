@@ -154,12 +154,48 @@ def _region_threads(work, nthreads):
 
 
 # ---------------------------------------------------------------------------------------------
+# Register blocking per vector ISA
+# ---------------------------------------------------------------------------------------------
+
+def _target_features():
+    # the CPU features LLVM compiles for: NUMBA_CPU_FEATURES when set, else the host's (which is
+    # what Numba does, also under NUMBA_CPU_NAME alone)
+    from numba.core import config
+    from numba.core.codegen import get_host_cpu_features
+    features = config.CPU_FEATURES if config.CPU_FEATURES is not None else get_host_cpu_features()
+    return {f[1:] for f in features.split(",") if f.startswith("+")}
+
+
+def _register_blocking(features):
+    # -> (vector ISA, TILE_ROWS, TILE_BYTES, FORWARD_SAMPLES) for a CPU with these features: the
+    # register tiles must fit the vector register file (AVX-512: 32 zmm; AVX/AVX2, SSE: 16).
+    #   avx512: tile kernels 4 rows x 256 bytes = 16 zmm accumulators (+ 4 broadcasts, 1 load);
+    #           forward 4 weight rows x 4 samples = 16 accumulators + 8 loads.
+    #   avx2 (any AVX, 16 ymm) and sse: tile kernels 2 rows x 6 vectors = 12 accumulators + 2
+    #           broadcasts + 1 load (4 rows x 64 float32 spilled accumulators to the stack in every
+    #           inner iteration; LLVM holds every broadcast of a step in a register, so more rows
+    #           cost registers: 4 x 3 vectors needed 17); forward 4 rows x 2 samples = 8
+    #           accumulators + 6 loads (4 x 4 spilled too).
+    if "avx512f" in features:
+        return "avx512", 4, 256, 4
+    if "avx" in features:
+        return "avx2", 2, 192, 2
+    return "sse", 2, 96, 2
+
+
+# Chosen once, at import, from the CPU that LLVM targets. Kernels read these as compile-time
+# constants, so they are frozen into Numba's on-disk cache; that is sound because the cache is keyed
+# on the target CPU's name and features, which decide them.
+VECTOR_ISA, TILE_ROWS, TILE_BYTES, FORWARD_SAMPLES = _register_blocking(_target_features())
+
+
+# ---------------------------------------------------------------------------------------------
 # Dense layer: forward pass
 # ---------------------------------------------------------------------------------------------
 
 @_inline(fastmath=FAST)
 def _forward_4rows(W, b, a_prev, out, code, j):
-    # rows j..j+3 of _dense_forward_rows: samples four at a time, then in pairs, then one
+    # rows j..j+3 of _dense_forward_rows: samples FORWARD_SAMPLES (4 or 2) at a time, then one
     n, M = a_prev.shape
     one = W.dtype.type(1)
     zero = one - one
@@ -168,7 +204,7 @@ def _forward_4rows(W, b, a_prev, out, code, j):
     w2 = W[j + 2]
     w3 = W[j + 3]
     s = 0
-    while s + 4 <= n:
+    while FORWARD_SAMPLES == 4 and s + 4 <= n:
         x0 = a_prev[s]
         x1 = a_prev[s + 1]
         x2 = a_prev[s + 2]
@@ -231,6 +267,41 @@ def _forward_4rows(W, b, a_prev, out, code, j):
         out[s + 2, j + 3] = a32 + b[j + 3]
         out[s + 3, j + 3] = a33 + b[j + 3]
         s += 4
+    while FORWARD_SAMPLES == 2 and s + 2 <= n:
+        x0 = a_prev[s]
+        x1 = a_prev[s + 1]
+        a00 = zero
+        a01 = zero
+        a10 = zero
+        a11 = zero
+        a20 = zero
+        a21 = zero
+        a30 = zero
+        a31 = zero
+        for k in range(M):
+            p = w0[k]
+            q = w1[k]
+            r = w2[k]
+            u = w3[k]
+            x = x0[k]
+            a00 += p * x
+            a10 += q * x
+            a20 += r * x
+            a30 += u * x
+            x = x1[k]
+            a01 += p * x
+            a11 += q * x
+            a21 += r * x
+            a31 += u * x
+        out[s, j] = a00 + b[j]
+        out[s + 1, j] = a01 + b[j]
+        out[s, j + 1] = a10 + b[j + 1]
+        out[s + 1, j + 1] = a11 + b[j + 1]
+        out[s, j + 2] = a20 + b[j + 2]
+        out[s + 1, j + 2] = a21 + b[j + 2]
+        out[s, j + 3] = a30 + b[j + 3]
+        out[s + 1, j + 3] = a31 + b[j + 3]
+        s += 2
     while s < n:
         x0 = a_prev[s]
         a00 = zero
@@ -254,9 +325,11 @@ def _forward_4rows(W, b, a_prev, out, code, j):
 def _dense_forward_rows(W, b, a_prev, out, code, j0, j1):
     # W (N, M), b (N,), a_prev (n, M), out (n, N); float32|float64.
     # out[s, j] = sigma(sum_k W[j, k] a_prev[s, k] + b[j]) for rows j0 <= j < j1 of W.
-    # Register blocking: four weight rows x four samples per pass over k (16 vector accumulators,
-    # 8 loads per 16 FMAs, twice the reuse of 2 x 4, which runs out of loads first), leftover samples singly;
-    # the last N % 4 rows one at a time (few loop variants: each costs compile time).
+    # Register blocking: four weight rows x FORWARD_SAMPLES samples per pass over k. AVX-512: 4
+    # samples (16 vector accumulators, 8 loads per 16 FMAs, twice the reuse of 2 x 4, which runs
+    # out of loads first); 16-register ISAs: 2 samples (8 accumulators + 6 loads; 4 x 4 spilled).
+    # Leftover samples singly; the last N % 4 rows one at a time (few loop variants: each costs
+    # compile time).
     n, M = a_prev.shape
     one = W.dtype.type(1)
     zero = one - one
@@ -510,9 +583,9 @@ def _zero_padded_columns(X, c0, m, width):
     return out
 
 
-# The register tile of _delta_backward_cols: 4 samples x TILE_BYTES of columns, i.e. 4 x 4 zmm
-# accumulators (64 float32 or 32 float64 columns).
-TILE_BYTES = 256
+# The register tile of _delta_backward_cols and _weight_grad_block: TILE_ROWS x TILE_BYTES of
+# columns (set above per vector ISA): 4 x 4 zmm accumulators (64 float32 or 32 float64 columns)
+# with AVX-512, 2 x 6 ymm (48 float32, 24 float64) with AVX2.
 
 
 @intrinsic
@@ -536,15 +609,19 @@ def _delta_backward_cols(W, delta, a_prev, code, from_output, delta_prev, i0, i1
     # W = W^l (N, M), delta = delta^l (n, N), a_prev = a^{l-1} or z^{l-1} (n, M), delta_prev (n, M).
     # Columns i0 <= i < i1: delta^{l-1}[s, i] = sigma'(z^{l-1}[s, i]) * sum_j W[j, i] delta^l[s, j]
     # (the lecture's delta^l = sigma'(z^l) * (W^{l+1})^T delta^{l+1}, one layer down).
-    # GEMM micro-kernel: a tile acc of 4 samples x T columns (T = 64 float32, 32 float64) is summed
-    # over all j in 16 zmm registers: per j, 4 vector loads of the row segment W[j, tile] and 4
-    # broadcast deltas feed 16 vector FMAs, and nothing is stored until the tile is done. W is read
+    # GEMM micro-kernel (AVX-512; 16-register ISAs: _delta_backward_panels): a tile acc of 4
+    # samples x T columns (T = 64 float32, 32 float64) is summed over all j in 16 zmm registers:
+    # per j, 4 vector loads of the row segment W[j, tile] and 4 broadcast deltas feed 16 vector
+    # FMAs, and nothing is stored until the tile is done. W is read
     # in place (packing tiles into a buffer cost more than it saved). Loops over the tile have the
     # constant trip count T, so that LLVM keeps acc in registers: a last narrower tile is moved left
     # to end at i1 (its overlap is recomputed identically), and when i1 - i0 < T the columns i0:i1
     # of W are copied into a zero-padded T-column buffer (so no column outside i0:i1 is read). A
     # last partial block of samples repeats rows of delta and drops their results. sigma' is
     # applied in one pass over the rows at the end.
+    if TILE_ROWS == 2:
+        _delta_backward_panels(W, delta, a_prev, code, from_output, delta_prev, i0, i1)
+        return
     n, N = delta.shape
     one = W.dtype.type(1)
     zero = one - one
@@ -595,6 +672,71 @@ def _delta_backward_cols(W, delta, a_prev, code, from_output, delta_prev, i0, i1
         _scale_by_activation_grad(delta_prev[s, i0:i1], a_prev[s, i0:i1], code, from_output)
 
 
+# Bytes of the rows of W that _delta_backward_panels keeps in L1 while it sums over them for
+# every pair of samples (16 KiB, half of L1).
+L1_BLOCK_BYTES = 16384
+
+
+@_inline(fastmath=FAST)
+def _delta_backward_panels(W, delta, a_prev, code, from_output, delta_prev, i0, i1):
+    # _delta_backward_cols with TILE_ROWS == 2 (16-register ISAs): 2 samples x T columns in 12
+    # ymm registers (per j: T/8 loads of W[j, tile], 2 broadcasts, T/4 FMAs). The rows j of W are
+    # summed in blocks of L1_BLOCK_BYTES, each block for all pairs of samples while it is in L1;
+    # between blocks a tile's partial sums wait in buf (n, T) (stored and reloaded exactly, so each
+    # element is still summed over j in ascending order from zero, as in the 4-row path).
+    n, N = delta.shape
+    one = W.dtype.type(1)
+    zero = one - one
+    buf = np.empty((n + 1, TILE_BYTES // W.itemsize), W.dtype)  # (the tile's width)
+    ptr, T = _register_tile(one)
+    acc = carray(ptr, (4, T))
+    m = i1 - i0
+    if m < T:
+        src = _zero_padded_columns(W, i0, m, T)
+        off = i0
+    else:
+        src = W
+        off = 0
+    JB = max(L1_BLOCK_BYTES // (T * W.itemsize), 1)
+    a0 = acc[0]
+    a1 = acc[1]
+    for c in range(i0, i1, T):
+        c1 = min(c + T, i1)
+        t = max(min(c, i1 - T), off)
+        for s in range(n + 1):
+            for i in range(T):
+                buf[s, i] = zero
+        for jb in range(0, N, JB):
+            je = min(jb + JB, N)
+            Wb = src[jb:je]
+            for s in range(0, n, 2):
+                e0 = delta[s, jb:je]
+                e1 = delta[min(s + 1, n - 1), jb:je]
+                p0 = buf[s]
+                p1 = buf[s + 1]  # (row n when n is odd: a scratch row)
+                for i in range(T):
+                    a0[i] = p0[i]
+                    a1[i] = p1[i]
+                for j in range(je - jb):  # (from 0: no negative-index handling in the loop)
+                    w = Wb[j, t - off:t - off + T]
+                    d0 = e0[j]
+                    d1 = e1[j]
+                    for i in range(T):
+                        x = w[i]
+                        a0[i] += d0 * x
+                        a1[i] += d1 * x
+                for i in range(T):
+                    p0[i] = a0[i]
+                    p1[i] = a1[i]
+        for s in range(n):
+            o = delta_prev[s, c:c1]
+            v = buf[s, c - t:c1 - t]
+            for i in range(c1 - c):
+                o[i] = v[i]
+    for s in range(n):
+        _scale_by_activation_grad(delta_prev[s, i0:i1], a_prev[s, i0:i1], code, from_output)
+
+
 @_inline(fastmath=FAST)
 def _scale_by_activation_grad(out, x, code, from_output):
     # out *= sigma'(z), from x = a (from_output) or x = z
@@ -612,7 +754,8 @@ def _weight_grad_block(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_b
     # delta (n, N), a_prev (n, M), dW (N, M), db (N,): for rows j0 <= j < j1, columns c0 <= i < c1
     # dW[j, i] (+)= sum_s delta[s, j] a_prev[s, i], and with with_bias db[j] (+)= sum_s delta[s, j]
     # (the lecture's dC/dw_ij = a_j^{l-1} delta_i^l summed over the minibatch).
-    # GEMM micro-kernel like _delta_backward_cols: a tile acc of 4 rows x T columns (T = 64
+    # GEMM micro-kernel like _delta_backward_cols (AVX-512; 16-register ISAs:
+    # _weight_grad_panels): a tile acc of 4 rows x T columns (T = 64
     # float32, 32 float64) is summed over the samples in 16 zmm registers (per sample: 4 vector
     # loads of a_prev[s, tile], 4 broadcast deltas, 16 FMAs), then stored into dW, or added to it,
     # once. First, per group of 4 rows, one pass over delta sums db and packs the 4 deltas of each
@@ -625,6 +768,9 @@ def _weight_grad_block(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_b
     # LLVM keeps acc in registers only with this exact shape: heap buffers allocated before the
     # tile, no branch in the sample loop, and the store as one loop with a select (an
     # `if accumulate:` around two store loops made it store acc to the stack on every sample).
+    if TILE_ROWS == 2:
+        _weight_grad_panels(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias)
+        return
     n, M = a_prev.shape
     one = dW.dtype.type(1)
     zero = one - one
@@ -643,36 +789,7 @@ def _weight_grad_block(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_b
     a3 = acc[3]
     for j in range(j0, j1, 4):
         r = min(4, j1 - j)
-        q1 = j + min(1, r - 1)
-        q2 = j + min(2, r - 1)
-        q3 = j + min(3, r - 1)
-        b0 = db[j] if accumulate else zero
-        b1 = db[q1] if accumulate else zero
-        b2 = db[q2] if accumulate else zero
-        b3 = db[q3] if accumulate else zero
-        cnt = 0
-        for s in range(n):
-            e = delta[s]
-            d0 = e[j]
-            d1 = e[q1]
-            d2 = e[q2]
-            d3 = e[q3]
-            b0 += d0
-            b1 += d1
-            b2 += d2
-            b3 += d3
-            if d0 != zero or d1 != zero or d2 != zero or d3 != zero:
-                d[cnt, 0] = d0
-                d[cnt, 1] = d1
-                d[cnt, 2] = d2
-                d[cnt, 3] = d3
-                rows[cnt] = s
-                cnt += 1
-        if with_bias:
-            db[q3] = b3  # (a repeated row q = j1 - 1 gets the same value twice)
-            db[q2] = b2
-            db[q1] = b1
-            db[j] = b0
+        cnt = _pack_row_group(delta, db, d, rows, j, r, accumulate, with_bias)
         for c in range(c0, c1, T):
             e1 = min(c + T, c1)
             t = min(c, last)
@@ -698,6 +815,105 @@ def _weight_grad_block(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_b
                 v = acc[k, c - t:e1 - t]
                 for i in range(e1 - c):
                     g[i] = (g[i] if accumulate else zero) + v[i]
+
+
+@_inline(fastmath=FAST)
+def _pack_row_group(delta, db, d, rows, j, r, accumulate, with_bias):
+    # For rows j..j+r-1 (r <= 4; a partial group repeats row j+r-1): db (+)= sum_s delta[s, row]
+    # (with_bias), and the 4 deltas of each sample with any of them nonzero packed into d[cnt, :],
+    # its sample into rows[cnt]; returns cnt
+    n = delta.shape[0]
+    zero = d.dtype.type(0)
+    q1 = j + min(1, r - 1)
+    q2 = j + min(2, r - 1)
+    q3 = j + min(3, r - 1)
+    b0 = db[j] if accumulate else zero
+    b1 = db[q1] if accumulate else zero
+    b2 = db[q2] if accumulate else zero
+    b3 = db[q3] if accumulate else zero
+    cnt = 0
+    for s in range(n):
+        e = delta[s]
+        d0 = e[j]
+        d1 = e[q1]
+        d2 = e[q2]
+        d3 = e[q3]
+        b0 += d0
+        b1 += d1
+        b2 += d2
+        b3 += d3
+        if d0 != zero or d1 != zero or d2 != zero or d3 != zero:
+            d[cnt, 0] = d0
+            d[cnt, 1] = d1
+            d[cnt, 2] = d2
+            d[cnt, 3] = d3
+            rows[cnt] = s
+            cnt += 1
+    if with_bias:
+        db[q3] = b3  # (a repeated row q = j1 - 1 gets the same value twice)
+        db[q2] = b2
+        db[q1] = b1
+        db[j] = b0
+    return cnt
+
+
+@_inline(fastmath=FAST)
+def _weight_grad_panels(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias):
+    # _weight_grad_block with TILE_ROWS == 2 (16-register ISAs). All groups of 4 rows are packed
+    # first; then per column panel (all samples x T columns of a_prev: in L1 up to ~128 samples)
+    # every group's tile is summed, two rows at a time (a 2 x T tile: 2 broadcasts, T/8 loads, T/4
+    # FMAs per sample). The panel is read from memory once instead of once per group. Same sums
+    # in the same order as the 4-row path: each element over the packed samples, ascending.
+    n, M = a_prev.shape
+    one = dW.dtype.type(1)
+    groups = (j1 - j0 + 3) // 4
+    d = np.empty((max(groups, 1), n, 4), dW.dtype)
+    rows = np.empty((max(groups, 1), n), np.int64)
+    cnts = np.empty(max(groups, 1), np.int64)
+    ptr, T = _register_tile(one)
+    acc = carray(ptr, (4, T))
+    if M < T:
+        src = _zero_padded_columns(a_prev, 0, M, T)
+    else:
+        src = a_prev
+    last = src.shape[1] - T
+    for g in range(groups):
+        j = j0 + 4 * g
+        cnts[g] = _pack_row_group(delta, db, d[g], rows[g], j, min(4, j1 - j), accumulate, with_bias)
+    for c in range(c0, c1, T):
+        e1 = min(c + T, c1)
+        t = min(c, last)
+        for g in range(groups):
+            j = j0 + 4 * g
+            _weight_grad_tile_2rows(src, d[g], rows[g], cnts[g], dW, acc, j, min(4, j1 - j), c, e1, t,
+                                    accumulate)
+
+
+@_inline(fastmath=FAST)
+def _weight_grad_tile_2rows(src, d, rows, cnt, dW, acc, j, r, c, e1, t, accumulate):
+    # _weight_grad_block's tile with TILE_ROWS == 2: the group's rows j..j+r-1 two at a time, each
+    # pair summed over the packed samples in acc rows 0 and 1 (same samples, same order)
+    zero = acc.dtype.type(0)
+    T = acc.shape[1]
+    a0 = acc[0]
+    a1 = acc[1]
+    for h in range(0, r, 2):
+        for i in range(T):
+            a0[i] = zero
+            a1[i] = zero
+        for p in range(cnt):
+            x = src[rows[p], t:t + T]
+            d0 = d[p, h]
+            d1 = d[p, h + 1]
+            for i in range(T):
+                u = x[i]
+                a0[i] += d0 * u
+                a1[i] += d1 * u
+        for k in range(min(2, r - h)):
+            g = dW[j + h + k, c:e1]
+            v = acc[k, c - t:e1 - t]
+            for i in range(e1 - c):
+                g[i] = (g[i] if accumulate else zero) + v[i]
 
 
 @_jit(parallel=True, fastmath=FAST)

@@ -87,6 +87,26 @@ def test_dense_forward(shape, batch, dtype):
         np.testing.assert_array_equal(x, c)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6, 7, 9])
+@pytest.mark.parametrize("rows", [(0, 1), (0, 3), (0, 4), (0, 5), (0, 9), (3, 9), (1, 2), (4, 4)], ids=_ids)
+def test_dense_forward_rows_blocks(rows, n, dtype):
+    """The private kernel on a thread's share of the rows: blocks of 4 rows x 4 or 2 samples (by
+    the CPU's registers), a last partial block of samples, rows left over after the blocks of 4;
+    rows outside the range are not touched."""
+    from fastmlp import _kernels as P
+    j0, j1 = rows
+    rng = _rng("fwdrows", rows, n, dtype)
+    W = rng.normal(0, 1, (9, 37)).astype(dtype)
+    b = rng.normal(0, 1, 9).astype(dtype)
+    a = rng.normal(0, 1, (n, 37)).astype(dtype)
+    out = np.full((n, 9), 7.0, dtype)
+    P._dense_forward_rows(W, b, a, out, P.TANH, j0, j1)
+    want = ref.activation_forward(ref.dense_forward(W, b, a), "tanh")
+    _assert_close(out[:, j0:j1], want[:, j0:j1], dtype, scale=np.sqrt(37))
+    assert np.all(out[:, :j0] == 7.0) and np.all(out[:, j1:] == 7.0)
+
+
 # ------------------------------------------------------------------------ activation_forward
 @pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
 @pytest.mark.parametrize("batch", BATCHES, ids=_ids)
@@ -241,9 +261,50 @@ def test_delta_backward_column_ranges(cols, n, dtype):
     """The private kernel on a thread's share of the columns: register tiles of 64 (float32) or 32
     (float64) columns, a last tile moved left onto the range's end, a range narrower than a tile,
     partial blocks of samples; columns outside the range are not touched."""
+    _check_delta_backward_cols(cols, 150, n, dtype)
+
+
+def _tile(dtype):
+    """Columns of the kernels' register tile for this dtype (TILE_BYTES depends on the CPU)."""
+    from fastmlp import _kernels as P
+    return P.TILE_BYTES // np.dtype(dtype).itemsize
+
+
+def _rel(v):
+    """Test id of a tile-relative position (tiles, extra) or range of two: e.g. 1w+2, 0w+3-1w+2."""
+    if v is None:
+        return "all"
+    if isinstance(v[0], tuple):
+        return "-".join(map(_rel, v))
+    return f"{v[0]}w{v[1]:+d}"
+
+
+def _at(spec, w):
+    """(tiles, extra) -> tiles * w + extra: a column position relative to the tile width w."""
+    return spec[0] * w + spec[1]
+
+
+# Column ranges around the tile width w, whatever it is: narrower than a tile (by one, a single
+# column, none), exactly one and two tiles, one past, a last partial tile moved left (over the
+# range's start), ranges starting inside a tile.
+AROUND_TILE = [((0, 0), (0, 1)), ((0, 0), (1, -1)), ((0, 0), (1, 0)), ((0, 0), (1, 1)), ((0, 3), (1, 2)),
+               ((1, 0), (2, 0)), ((0, 0), (2, 0)), ((0, 5), (2, 7)), ((1, 1), (3, -1)), ((2, 3), (2, 3)),
+               ((0, 0), (3, 5))]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+@pytest.mark.parametrize("n", [1, 3, 4, 5, 9])
+@pytest.mark.parametrize("cols", AROUND_TILE, ids=_rel)
+def test_delta_backward_columns_around_the_tile_width(cols, n, dtype):
+    """As above, with column ranges placed relative to this machine's register tile width."""
+    w = _tile(dtype)
+    _check_delta_backward_cols((_at(cols[0], w), _at(cols[1], w)), 3 * w + 9, n, dtype)
+
+
+def _check_delta_backward_cols(cols, m, n, dtype):
     from fastmlp import _kernels as P
     i0, i1 = cols
-    n_next, m = 21, 150
+    n_next = 21
     rng = _rng("cols", cols, n, dtype)
     W_next = rng.normal(0, 1, (n_next, m)).astype(dtype)
     delta_next = rng.normal(0, 1, (n, n_next)).astype(dtype)
@@ -290,6 +351,25 @@ def test_weight_grad_block_ranges(rows, m, cols, n, accumulate, dtype):
     last partial group), register tiles of 64 (float32) or 32 (float64) columns, a last tile moved
     left (past the start of a column range), fewer columns than a tile; zero deltas (skipped
     samples); elements outside the block are not touched, and db only with with_bias."""
+    _check_weight_grad_block(rows, m, cols, n, accumulate, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+@pytest.mark.parametrize("accumulate", [False, True])
+@pytest.mark.parametrize("n", [1, 6])
+@pytest.mark.parametrize("m, cols", [((0, 1), None), ((1, -1), None), ((1, 0), None), ((1, 1), None),
+                                     ((2, 5), None), ((3, 7), ((0, 3), (1, 2))), ((3, 7), ((1, 1), (2, 9))),
+                                     ((3, 7), ((2, 3), (3, 7))), ((3, 7), ((1, 0), (1, 1)))],
+                         ids=_rel)
+@pytest.mark.parametrize("rows", [(0, 11), (3, 10), (6, 7)], ids=_ids)
+def test_weight_grad_block_around_the_tile_width(rows, m, cols, n, accumulate, dtype):
+    """As above, with widths and column ranges placed relative to this machine's register tile."""
+    w = _tile(dtype)
+    cols = None if cols is None else (_at(cols[0], w), _at(cols[1], w))
+    _check_weight_grad_block(rows, _at(m, w), cols, n, accumulate, dtype)
+
+
+def _check_weight_grad_block(rows, m, cols, n, accumulate, dtype):
     from fastmlp import _kernels as P
     j0, j1 = rows
     c0, c1 = cols or (0, m)
