@@ -931,13 +931,16 @@ def _accumulate_gradients(delta, a_prev, dW, db, nthreads):
     n, M = a_prev.shape
     N = dW.shape[0]
     T = _region_threads(n * N * M, nthreads)
+    # (0 and True computed, not literals: a Literal[int] or Literal[bool] argument would compile
+    # _weight_grad_block again, besides the training kernel's signature)
+    yes = M >= 0
     if T == 1:
         j0, j1 = _chunk(N, T - 1, T)
-        _weight_grad_block(delta, a_prev, dW, db, j0, j1, 0, M, True, True)
+        _weight_grad_block(delta, a_prev, dW, db, j0, j1, M - M, M, yes, yes)
     else:
         for t in prange(T):
             j0, j1 = _chunk(N, np.int64(t), T)
-            _weight_grad_block(delta, a_prev, dW, db, j0, j1, 0, M, True, True)
+            _weight_grad_block(delta, a_prev, dW, db, j0, j1, M - M, M, yes, yes)
 
 
 @_jit(parallel=True, fastmath=FAST)
@@ -946,13 +949,14 @@ def _delta_backward(W_next, delta_next, z, code, delta, nthreads):
     n, N = delta_next.shape
     M = W_next.shape[1]
     T = _region_threads(n * N * M, nthreads)
+    no = M < 0  # computed, not a literal False (see _accumulate_gradients)
     if T == 1:
         i0, i1 = _chunk_aligned(M, T - 1, T)
-        _delta_backward_cols(W_next, delta_next, z, code, False, delta, i0, i1)
+        _delta_backward_cols(W_next, delta_next, z, code, no, delta, i0, i1)
     else:
         for t in prange(T):
             i0, i1 = _chunk_aligned(M, np.int64(t), T)
-            _delta_backward_cols(W_next, delta_next, z, code, False, delta, i0, i1)
+            _delta_backward_cols(W_next, delta_next, z, code, no, delta, i0, i1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1149,7 +1153,9 @@ def _weight_gradient(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bia
 def _delta_recursion(W_next, delta_next, a, code, delta, c0, c1):
     # delta^l = sigma'(z^l) * (W^{l+1})^T delta^{l+1}: W_next (N_{l+1}, N_l), delta_next (n, N_{l+1}),
     # a = a^l (n, N_l) (sigma' from the activation's output), delta (n, N_l); columns c0:c1
-    _delta_backward_cols(W_next, delta_next, a, code, True, delta, c0, c1)
+    # (from_output is c1 >= c0, always true: a literal True would compile the tile kernel a second
+    # time, for a Literal[bool] signature)
+    _delta_backward_cols(W_next, delta_next, a, code, c1 >= c0, delta, c0, c1)
 
 
 @_inline(fastmath=FAST)
@@ -1188,8 +1194,10 @@ def _backward_pair(t, T, k, params, grads, m, v, w_off, b_off, sizes, hidden, X,
     if k == 1:
         # (with_bias is always true here, but computed: a literal True would compile the tile
         # kernel a second time, for a Literal[bool] signature)
-        dW = _weights(grads, w_off, sizes, 1)
-        db = _biases(grads, b_off, sizes, 1)
+        # (layer k == 1, passed as k: a literal 1 would compile _weights and _biases a second
+        # time, for a Literal[int] signature)
+        dW = _weights(grads, w_off, sizes, k)
+        db = _biases(grads, b_off, sizes, k)
         M = sizes[0]
         if update:
             for r0 in range(c0, c1, UPDATE_BLOCK_ROWS):
@@ -1349,3 +1357,134 @@ def network(net):
     """The Network bundle of an MLP (or anything with its attributes) for _drive."""
     return Network(net.params, net.w_off, net.b_off, net.sizes_array, ACTIVATION_CODES[net.activation],
                    ACTIVATION_CODES[net.output])
+
+
+# ---------------------------------------------------------------------------------------------
+# Prediction of a few rows on the calling thread
+# ---------------------------------------------------------------------------------------------
+
+@_jit()
+def _forward_serial(params, w_off, b_off, sizes, hidden, output, X, divisor, work, outputs):
+    # X (n, N_0) uint8|float32|float64; work flat (n * (N_0 + ... + N_L),) and outputs (n, N_L) in
+    # params' dtype. outputs = a^L of every row, z^l = W^l a^{l-1} + b^l and a^l = sigma(z^l) layer
+    # by layer, on this thread alone (no parallel region to wake for a few rows). The same
+    # operations as _forward_network on one thread (the division by the divisor without fastmath,
+    # _dense_forward_rows over all rows of each layer, _output_activation per row), so the same
+    # bits. Returns 0; 1 when X holds a NaN or an infinity, 2 when a value of X is finite but
+    # infinite in params' dtype (the caller then reports it; the outputs are not valid).
+    L = sizes.shape[0] - 1
+    n = X.shape[0]
+    M = sizes[0]
+    dt = params.dtype.type
+    div = dt(divisor)
+    zero = n - n  # computed, not a literal 0: no Literal[int] re-specialisation of the callees
+    status = zero
+    a_prev = work[:n * M].reshape((n, M))
+    for s in range(n):
+        src = X[s]
+        dst = a_prev[s]
+        for k in range(M):
+            v = src[k]
+            dst[k] = dt(v) / div
+            if not math.isfinite(np.float64(v)):
+                status = 1
+            elif not math.isfinite(np.float64(dst[k])) and status == 0:
+                status = 2
+    if status != 0:
+        return status
+    off = n * M
+    for l in range(1, L + 1):
+        N = sizes[l]
+        out = work[off:off + n * N].reshape((n, N))
+        code = hidden if l < L else zero + IDENTITY
+        _dense_forward_rows(_weights(params, w_off, sizes, l), _biases(params, b_off, sizes, l), a_prev, out,
+                            code, zero, N)
+        a_prev = out
+        off += n * N
+    for s in range(n):
+        _output_activation(a_prev[s], outputs[s], output)
+    return status
+
+
+@_inline()
+def _gather_checked(X, r0, dst, divisor):
+    # rows r0.. of X (as many as dst has) into dst = X / divisor in dst's dtype, without fastmath
+    # (the same rounding as _gather_range); returns 0, 1 (a NaN or infinity in X) or 2 (a finite
+    # value of X that is infinite in dst's dtype)
+    dt = dst.dtype.type
+    div = dt(divisor)
+    status = 0
+    for s in range(dst.shape[0]):
+        src = X[r0 + s]
+        row = dst[s]
+        for k in range(row.shape[0]):
+            v = src[k]
+            row[k] = dt(v) / div
+            if not math.isfinite(np.float64(v)):
+                status = 1
+            elif not math.isfinite(np.float64(row[k])) and status == 0:
+                status = 2
+    return status
+
+
+# Samples a thread of _forward_parallel carries through all layers at a time: their activations
+# stay in its L2 while the weights stream past once (a multiple of 4, the samples of a tile).
+FORWARD_CHUNK = 64
+
+
+@_jit(parallel=True)
+def _forward_parallel(params, w_off, b_off, sizes, hidden, output, X, divisor, work, outputs, batch,
+                      nthreads):
+    # X (n, N_0) uint8|float32|float64; work (nthreads, FORWARD_CHUNK * (N_0 + ... + N_L)) and
+    # outputs (n, N_L) in params' dtype. outputs = a^L of every row: z^l = W^l a^{l-1} + b^l,
+    # a^l = sigma(z^l). Each thread owns chunks of FORWARD_CHUNK rows (its rows of outputs, its row
+    # of work) and carries each chunk through every layer (no barrier between layers; the chunk's
+    # activations stay in cache while W^l streams past once per chunk, where _forward_network streams
+    # a whole batch of activations past every 4 rows of W^l). The same bits as _evaluate's forward
+    # over batches of `batch` rows on nthreads threads: every element goes through the same
+    # _dense_forward_rows loop (the same split of W^l's rows into blocks, from _chunk with the thread
+    # count _forward_network would use for that batch, and samples in blocks of 4 from the batch's
+    # start). No fastmath here: the division by the divisor rounds as NumPy's. Returns 0, or 1 / 2 as
+    # _forward_serial (then the outputs are not valid).
+    L = sizes.shape[0] - 1
+    n = X.shape[0]
+    M0 = sizes[0]
+    chunk = FORWARD_CHUNK
+    per_batch = (batch + chunk - 1) // chunk
+    ntasks = (n + batch - 1) // batch * per_batch
+    status = np.empty(nthreads, np.int64)
+    for t in prange(nthreads):
+        buf = work[t]
+        bad = 0
+        for task in range(t, ntasks, nthreads):
+            b0 = task // per_batch * batch
+            bn = min(batch, n - b0)
+            c0 = task % per_batch * chunk
+            m = min(c0 + chunk, bn) - c0
+            if m <= 0:
+                continue
+            a_prev = buf[:m * M0].reshape((m, M0))
+            got = _gather_checked(X, b0 + c0, a_prev, divisor)
+            if got != 0:
+                bad = max(bad, got)
+                continue
+            off = m * M0
+            for l in range(1, L + 1):
+                N = sizes[l]
+                out = buf[off:off + m * N].reshape((m, N))
+                code = hidden if l < L else m - m + IDENTITY
+                W = _weights(params, w_off, sizes, l)
+                bias = _biases(params, b_off, sizes, l)
+                T = _region_threads(bn * N * sizes[l - 1], nthreads)
+                for u in range(T):
+                    j0, j1 = _chunk(N, np.int64(u), T)
+                    _dense_forward_rows(W, bias, a_prev, out, code, j0, j1)
+                a_prev = out
+                off += m * N
+            for s in range(m):
+                _output_activation(a_prev[s], outputs[b0 + c0 + s], output)
+        status[t] = bad
+    worst = 0
+    for t in range(nthreads):
+        worst = max(worst, status[t])
+    return worst

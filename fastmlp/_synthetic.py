@@ -21,8 +21,11 @@ Labels come in blocks of ten that are each a permutation of 0..9, so every prefi
 multiple of ten is exactly balanced (6,000 of each class in the training split, 1,000 in the test split).
 
 The renderer is a Numba kernel compiled lazily on the first call (``cache=True``); importing this module
-imports neither Numba nor compiles anything.
+imports neither Numba nor compiles anything. It releases the GIL, and generate() renders slices of the
+samples on several threads at once; the labels are drawn with NumPy (the same integer arithmetic).
 """
+
+import threading
 
 import numpy as np
 
@@ -34,6 +37,8 @@ SEED = 20240611
 SIZES = {"train": 60000, "test": 10000}
 _SPLIT_IDS = {"train": 0, "test": 1}
 SIDE = 28
+# Fewer samples than this per thread are not worth a thread.
+RENDER_MIN_SLICE = 2000
 
 # Unit circle at multiples of 30 degrees, y pointing down, angle growing clockwise on screen.
 # Hard-coded so that no platform's sin/cos is involved.
@@ -206,8 +211,20 @@ def _draw_segment(img, ax, ay, bx, by, radius, soft, ink):
     dx = bx - ax
     dy = by - ay
     ll = dx * dx + dy * dy
+    # A pixel gets ink only within radius + soft of the segment, so within radius + soft + half its
+    # length of its midpoint: pixels farther out are skipped before the division and the square root
+    # (the margin 1e-9 is far above the rounding of either side, so no inked pixel is skipped and the
+    # bytes are those of the full loop).
+    mx = 0.5 * (ax + bx)
+    my = 0.5 * (ay + by)
+    far = 0.5 * np.sqrt(ll) + radius + soft
+    far2 = far * far * (1.0 + 1e-9)
     for py in range(y0, y1 + 1):
         for px in range(x0, x1 + 1):
+            fx = px - mx
+            fy = py - my
+            if fx * fx + fy * fy > far2:
+                continue
             qx = px - ax
             qy = py - ay
             t = 0.0
@@ -324,7 +341,9 @@ def _render(keys, labels, points, stroke_start, stroke_closed, variant_start, di
             ys[1] = ay + _uniform(state, -7.0, 7.0)
             xs[2] = xs[1] + _uniform(state, -4.0, 4.0)
             ys[2] = ys[1] + _uniform(state, -4.0, 4.0)
-            _draw_stroke(img, xs[:3], ys[:3], False, _uniform(state, 0.5, 1.3), soft,
+            # (closed: a computed false, not a literal False, which would compile _draw_stroke
+            # a second time, for a Literal[bool] signature)
+            _draw_stroke(img, xs[:3], ys[:3], stroke_closed[0] < 0, _uniform(state, 0.5, 1.3), soft,
                          _uniform(state, 0.3, 0.9), state, 0.0)
         amp = 0.0
         if _uniform(state, 0.0, 1.0) < params[20]:
@@ -339,41 +358,43 @@ def _render(keys, labels, points, stroke_start, stroke_closed, variant_start, di
                 out[i, py * SIDE + px] = np.uint8(np.floor(val * 255.0 + 0.5))
 
 
-def _block_labels(block_keys, n, out):
-    """Labels in blocks of ten, each block a Fisher-Yates permutation of 0..9."""
-    state = np.zeros(1, dtype=np.uint64)
-    perm = np.empty(10, dtype=np.int64)
-    for b in range(block_keys.shape[0]):
-        state[0] = block_keys[b]
-        for j in range(10):
-            perm[j] = j
+def _block_labels(block_keys, n):
+    """Labels in blocks of ten, each block a Fisher-Yates permutation of 0..9 (NumPy, all blocks at
+    once: the same integer arithmetic as the kernels' SplitMix64, so the same labels)."""
+    nb = block_keys.shape[0]
+    perm = np.tile(np.arange(10, dtype=np.int64), (nb, 1))
+    state = block_keys.astype(np.uint64).copy()
+    rows = np.arange(nb)
+    with np.errstate(over="ignore"):
         for j in range(9, 0, -1):
-            k = _below(state, j + 1)
-            tmp = perm[j]
-            perm[j] = perm[k]
-            perm[k] = tmp
-        for j in range(10):
-            idx = b * 10 + j
-            if idx < n:
-                out[idx] = perm[j]
+            state += _U64_GOLDEN
+            z = state.copy()
+            z = (z ^ (z >> _U64_30)) * _U64_M1
+            z = (z ^ (z >> _U64_27)) * _U64_M2
+            z = z ^ (z >> _U64_31)
+            k = ((z >> _U64_11) % np.uint64(j + 1)).astype(np.int64)
+            tmp = perm[:, j].copy()
+            perm[:, j] = perm[rows, k]
+            perm[rows, k] = tmp
+    return perm.reshape(-1)[:n].copy()
 
 
-_KERNEL_NAMES = ("_next_u64", "_uniform", "_below", "_draw_segment", "_draw_stroke", "_render",
-                 "_block_labels")
+_KERNEL_NAMES = ("_next_u64", "_uniform", "_below", "_draw_segment", "_draw_stroke", "_render")
 _COMPILED = False
 
 
 def _kernel():
-    """Compile lazily (and cache on disk) the Numba kernels; return ``(render, block_labels)``."""
+    """Compile lazily (and cache on disk) the Numba kernels; return the renderer."""
     global _COMPILED
     if not _COMPILED:
         import numba
 
         g = globals()
         for name in _KERNEL_NAMES:
-            g[name] = numba.njit(cache=True)(g[name])
+            # nogil: generate() renders slices of the samples on several Python threads at once
+            g[name] = numba.njit(cache=True, nogil=True)(g[name])
         _COMPILED = True
-    return _render, _block_labels
+    return _render
 
 
 
@@ -402,10 +423,23 @@ def generate(split="train", n=None):
     n = int(n)
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    render, block_labels = _kernel()
+    render = _kernel()
     sample_keys, block_keys = _keys(split, n)
-    y = np.zeros(n, dtype=np.int64)
-    block_labels(block_keys, n, y)
+    y = _block_labels(block_keys, n)
     X = np.zeros((n, SIDE * SIDE), dtype=np.uint8)
-    render(sample_keys, y, *_pack_templates(), _PARAMS, X)
+    args = (*_pack_templates(), _PARAMS)
+    # Sample i depends only on its key, so slices of the samples render independently: one
+    # Python thread per Numba thread (the kernel releases the GIL), no parallel region to compile.
+    import numba
+    parts = max(1, min(numba.get_num_threads(), n // RENDER_MIN_SLICE))
+    bounds = [n * p // parts for p in range(parts + 1)]
+    workers = [threading.Thread(target=render, args=(sample_keys[a:b], y[a:b], *args, X[a:b]))
+               for a, b in zip(bounds[1:-1], bounds[2:])]
+    for w in workers:
+        w.start()
+    try:
+        render(sample_keys[:bounds[1]], y[:bounds[1]], *args, X[:bounds[1]])
+    finally:
+        for w in workers:
+            w.join()
     return X, y

@@ -26,6 +26,7 @@ COMMANDS = {
     "info": ("fastmlp.commands.info", "Versions, threads, threading layer, SIMD level, cache directories."),
     "bench": ("fastmlp.commands.bench", "Measure training throughput against NumPy, PyTorch, JAX, scikit-learn."),
     "export": ("fastmlp.commands.export", "Export a saved model to ONNX or safetensors (PyTorch)."),
+    "compile": ("fastmlp.commands.compile", "Compile the kernels ahead of the first run (Docker, CI, job prologues)."),
 }
 
 
@@ -138,6 +139,7 @@ def main():
       fastmlp predict model.npz images.npy
       fastmlp datasets list
       fastmlp info
+      fastmlp compile                               # fill the kernel cache ahead of the first run
 
     Run `fastmlp COMMAND --help` for the options of a command.
     """

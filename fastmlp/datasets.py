@@ -338,7 +338,7 @@ def load(name_or_path, split="train", data_dir=None, *, download=True, progress=
         return (np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float32),
                 np.array([0, 1, 1, 0], dtype=np.int64))
     if name == "synthetic-digits":
-        return _load_synthetic(split, data_dir)
+        return _load_synthetic(split, data_dir, progress=progress)
     return _load_idx_set(name, split, data_dir, download, progress)
 
 
@@ -356,7 +356,7 @@ def _load_idx_set(name, split, data_dir, download_missing, progress):
     return _idx.read_pair(images, labels, side=28, n_classes=_INFO[name]["n_classes"])
 
 
-def _load_synthetic(split, data_dir=None, must_cache=False):
+def _load_synthetic(split, data_dir=None, must_cache=False, progress=False):
     from . import _synthetic
 
     fname = _synthetic_file(split)
@@ -374,8 +374,11 @@ def _load_synthetic(split, data_dir=None, must_cache=False):
                 pass
             warnings.warn(f"ignoring unreadable or wrong cache file {f}; generating "
                           f"synthetic-digits again", RuntimeWarning, stacklevel=3)
-    X, y = _synthetic.generate(split)
     target = _target_dir("synthetic-digits", data_dir)
+    if progress:
+        print(f"fastmlp: generating synthetic-digits ({split} split, {n:,} samples; once, cached in "
+              f"{target}) ...", file=sys.stderr, flush=True)
+    X, y = _synthetic.generate(split)
     try:
         atomic_savez(target / fname, X=X, y=y)
     except OSError as e:
@@ -818,7 +821,7 @@ def download(name, data_dir=None, progress=True):
         return None
     if name == "synthetic-digits":
         for split in SPLITS:
-            _load_synthetic(split, data_dir, must_cache=True)
+            _load_synthetic(split, data_dir, must_cache=True, progress=progress)
         return path(name, data_dir)
     found = _locate(name, SPLITS, data_dir)
     if found is not None:

@@ -17,6 +17,17 @@ EVAL_BATCH = 1024
 SERIAL_WORK = 1_000_000
 
 
+_KERNELS = []
+
+
+def _kernels():
+    """fastmlp._kernels, imported on first use (importing fastmlp imports no Numba)."""
+    if not _KERNELS:
+        from . import _kernels as k
+        _KERNELS.append(k)
+    return _KERNELS[0]
+
+
 def _check_sizes(sizes, dtype="float32"):
     try:
         itemsize = np.dtype(dtype).itemsize
@@ -221,9 +232,71 @@ class MLP:
             losses *= n / total  # so that their mean is the weighted mean sum w c / sum w
         return single, losses, outputs, grads, correct
 
+    def _forward_few(self, X, threads):
+        """forward() of a few rows (rows x parameters < SERIAL_WORK) on the calling thread: no
+        parallel region, no thread-count change, one buffer. None when X is not a plain C-contiguous
+        uint8/float32/float64 array of such rows, or is not finite: the general path then checks
+        it (and reports the problem) and runs it. The same bits as the general path."""
+        if type(X) is not np.ndarray or self.input_mean is not None:
+            return None
+        dt = X.dtype
+        if dt.char not in "Bfd" or not dt.isnative:  # uint8, float32, float64 (char: cheaper than ==)
+            return None
+        single = X.ndim == 1
+        n = 1 if single else X.shape[0]
+        M = self.sizes[0]
+        if (X.ndim > 2 or X.shape[-1] != M or n < 1 or n * self.params.shape[0] >= SERIAL_WORK
+                or not X.flags.c_contiguous):
+            return None
+        if threads is not None:
+            resolve_threads(threads)  # a bad value is still an error
+        rows = X.reshape(1, M) if single else X
+        sizes = self.sizes
+        k = _KERNELS[0] if _KERNELS else _kernels()
+        work = np.empty(n * sum(sizes), dtype=self.dtype)
+        outputs = np.empty((n, sizes[-1]), dtype=self.dtype)
+        status = k._forward_serial(self.params, self.w_off, self.b_off, self.sizes_array,
+                                   k.ACTIVATION_CODES[self.activation], k.ACTIVATION_CODES[self.output], rows,
+                                   255.0 if dt.char == "B" else 1.0, work, outputs)
+        if status:
+            return None
+        return outputs[0] if single else outputs
+
     def forward(self, X, threads=None):
         """Output activations a^L: X (n, N_0) -> (n, N_L); X (N_0,) -> (N_L,). uint8 X means pixels / 255."""
-        single, _, outputs, _, _ = self._run(X, want_outputs=True, threads=threads)
+        out = self._forward_few(X, threads)
+        if out is None:
+            out = self._forward_many(X, threads)
+        return out
+
+    def _forward_many(self, X, threads):
+        """forward() of any number of rows with the parallel forward kernel. A plain C-contiguous
+        uint8/float32/float64 X is checked inside the kernel as it is read (a bad value: the full
+        check then reports it); anything else is checked and converted first."""
+        k = _KERNELS[0] if _KERNELS else _kernels()
+        M = self.sizes[0]
+        plain = (type(X) is np.ndarray and X.dtype.char in "Bfd" and X.dtype.isnative and X.ndim in (1, 2)
+                 and X.shape[-1] == M and X.size > 0 and X.flags.c_contiguous)
+        if plain:
+            single = X.ndim == 1
+            Xc = X.reshape(1, M) if single else X
+        else:
+            Xc, single = _checks.check_input("X", X, M, self.dtype)
+        nthreads = resolve_threads(threads)
+        n = Xc.shape[0]
+        if n * self.params.shape[0] < SERIAL_WORK:
+            nthreads = 1  # as in _run: the same result on any thread count
+        Xk, divisor = self.inputs(Xc)
+        work = np.empty((nthreads, k.FORWARD_CHUNK * sum(self.sizes)), dtype=self.dtype)
+        outputs = np.empty((n, self.sizes[-1]), dtype=self.dtype)
+        with thread_count(nthreads):
+            status = k._forward_parallel(self.params, self.w_off, self.b_off, self.sizes_array,
+                                         k.ACTIVATION_CODES[self.activation], k.ACTIVATION_CODES[self.output],
+                                         Xk, divisor, work, outputs, min(n, EVAL_BATCH), nthreads)
+        if status:
+            _checks.check_input("X", X, M, self.dtype)  # raises the one-line error
+            # (finite inputs that standardisation made infinite: the general path, as before)
+            single, _, outputs, _, _ = self._run(X, want_outputs=True, threads=threads)
         return outputs[0] if single else outputs
 
     def predict(self, X, threads=None):
@@ -236,7 +309,7 @@ class MLP:
             return pred[..., 0] if self.sizes[-1] == 1 else pred
         if self.is_regression:
             return out[..., 0]
-        return np.argmax(out, axis=-1)
+        return out.argmax(axis=-1)  # the method: np.argmax's wrapper costs more than a small forward
 
     def loss(self, X, y, loss="ce", threads=None, sample_weight=None):
         """The cost: the mean over samples of c (mse: sum_i (yhat_i - y_i)^2, ce: -log yhat_t,

@@ -14,6 +14,7 @@ from . import _checks
 from ._pacer import ThreadPacer
 from .errors import CheckpointError, DivergenceError
 from ._buffers import Data, OptimizerState, Results, Workspace, input_bytes, no_targets
+from ._compile import compile_notice, printer
 from ._plan import phase_plan
 from ._threads import resolve_threads, thread_count
 from .model import MLP, load_npz
@@ -84,6 +85,7 @@ class Trainer:
         self._stop = False
         self._stop_training = False
         self.callbacks = []
+        self.compile_report = None  # fit() reports a cold cache's compile with it (see fastmlp._compile)
         self._callback_states = None  # from a checkpoint, for the callbacks of the next fit()
         # comm (an mpi4py communicator): data-parallel training over its ranks (fastmlp.distributed)
         self.comm = comm
@@ -290,7 +292,13 @@ class Trainer:
             verbose = verbose and self._dist.rank == 0
         self._start_callbacks(callbacks)
         self._pacer = ThreadPacer(self.threads, self.batch_size)
-        self.compile_seconds = self._compile(data, ws, losses, stats)
+        # On a cold cache: "compiling the kernels ..." before the pause and "compiled in N s" after
+        # (verbose, or compile_report: a say() of fastmlp._compile.compile_notice)
+        say = self.compile_report or (printer() if verbose else None)
+        with compile_notice(say):
+            self.compile_seconds = self._compile(data, ws, losses, stats)
+            if val is not None:
+                self._compile_evaluation(val[0], val[1])
         if self._dist is not None:
             self.compile_seconds += self._dist.ready_seconds  # the CLI compiles in Group.start
         old_handler = None
@@ -350,6 +358,28 @@ class Trainer:
                 cb.load_state_dict(states[i]["state"])
             else:
                 cb.on_train_begin()
+
+    def compile(self, X, y, validation=None):
+        """Compile (or load from Numba's cache) the kernels that fit(X, y, validation=...) runs,
+        without training (X and y are checked as fit checks them). Returns the seconds it took.
+        On a cold cache this is where the time goes; fit() then starts training at once."""
+        if self._dist is not None:
+            raise ValueError("compile: a trainer with a communicator compiles in fit() (one rank at a time)")
+        data = self._prepare(X, y)
+        n = min(self.batch_size, data[0].shape[0])
+        ws = Workspace(self.net.sizes, self.net.dtype, n, x_capacity=1)
+        t0 = time.perf_counter()
+        self._compile(data, ws, np.zeros(n), np.zeros((2, 2)))
+        if validation is not None:
+            if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+                raise ValueError("validation: expected a pair (X_val, y_val)")
+            self._compile_evaluation(*validation)
+        return time.perf_counter() - t0
+
+    def _compile_evaluation(self, X, y):
+        """Compile (or load) the evaluation kernel for these validation data, with one of their rows."""
+        Xc, _ = _checks.check_input("validation X", X, self.net.sizes[0], self.net.dtype)
+        self.net.evaluate(Xc[:1], np.asarray(y)[:1], loss=self.loss, threads=self.threads)
 
     def _compile(self, data, ws, losses, stats):
         """Compile (or load from Numba's cache) the training kernels with a call that trains on no

@@ -322,3 +322,127 @@ def test_saved_files_get_the_usual_permissions_not_mkstemps_0600(tmp_path):
         os.umask(old)
     assert (tmp_path / "m.npz").stat().st_mode & 0o777 == 0o644
     assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]     # no temporary file left behind
+
+
+# ------------------------------------------------------------------------- a few rows on the calling thread
+FEW_CASES = [([784, 100, 10], "relu", "softmax"), ([13, 7, 5, 3], "tanh", "softmax"),
+             ([9, 6, 1], "sigmoid", "sigmoid"), ([11, 4, 3], "identity", "identity"), ([20, 3], "relu", "softmax")]
+
+
+def _general_forward(net, X):
+    """forward through the general path (the parallel _evaluate kernel), as before the small-rows path."""
+    single, _, outputs, _, _ = net._run(X, want_outputs=True)
+    return outputs[0] if single else outputs
+
+
+@pytest.mark.parametrize("x_dtype", ["uint8", "float32", "float64"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("sizes,activation,output", FEW_CASES)
+def test_few_rows_path_is_bit_identical_to_the_general_path_and_matches_reference(sizes, activation, output,
+                                                                               dtype, x_dtype):
+    from fastmlp import model
+    net = _net(dtype, activation, output, sizes=sizes, seed=4)
+    rng = np.random.default_rng(5)
+    W, b = _params64(net)
+    for n in (1, 2, 3, 4, 5, 8, 9):
+        if x_dtype == "uint8":
+            X = rng.integers(0, 256, (n, sizes[0])).astype(np.uint8)
+            X64 = X / 255.0
+        else:
+            X = rng.normal(0, 1, (n, sizes[0])).astype(x_dtype)
+            X64 = X.astype(np.float64)
+        assert n * net.n_params < model.SERIAL_WORK
+        fast = net._forward_few(X, None)
+        assert fast is not None                           # the small-rows path ran
+        assert fast.dtype == np.dtype(dtype) and fast.shape == (n, sizes[-1])
+        np.testing.assert_array_equal(fast, _general_forward(net, X))
+        np.testing.assert_array_equal(net.forward(X), fast)
+        np.testing.assert_array_equal(net.forward(X[0]), _general_forward(net, X[0]))
+        np.testing.assert_allclose(fast, ref.forward(W, b, X64.astype(dtype), activation, output), **tol(dtype))
+        if output == "softmax":
+            np.testing.assert_array_equal(net.predict(X), np.argmax(_general_forward(net, X), axis=1))
+            assert net.predict(X[0]) == np.argmax(fast[0])
+
+
+def test_few_rows_path_is_not_taken_when_the_general_path_must_check_or_convert():
+    net = _net("float32", sizes=[13, 7, 3])
+    X = _X(4, 13)
+    for other in (X.astype(np.float16), X.astype(np.int64), np.asfortranarray(X)[:, :], X[::2], X.tolist(),
+                  X.astype(X.dtype.newbyteorder(">")), _X(100000, 13)):
+        assert net._forward_few(other, None) is None
+        want = net.forward(np.ascontiguousarray(np.asarray(other, dtype=np.float64)))
+        np.testing.assert_allclose(net.forward(other), want, rtol=1e-6, atol=1e-7)
+    std = MLP([13, 7, 3], input_mean=np.zeros(13), input_scale=np.full(13, 2.0))
+    assert std._forward_few(X, None) is None
+    np.testing.assert_allclose(std.forward(X), MLP([13, 7, 3]).forward(X / 2), rtol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, 1e39])
+def test_few_rows_path_reports_bad_values_like_the_general_path(bad):
+    net = _net("float32")
+    X = _X(2, SIZES[0])
+    X[1, 3] = bad
+    with pytest.raises(ValueError) as general:
+        net._run(X, want_outputs=True)
+    for call in (lambda: net.forward(X), lambda: net.predict(X), lambda: net.forward(X[1])):
+        with pytest.raises(ValueError) as e:
+            call()
+        assert str(e.value) == str(general.value)
+        assert "\n" not in str(e.value)
+
+
+def test_few_rows_path_checks_threads():
+    net = _net()
+    with pytest.raises(ValueError, match="threads"):
+        net.forward(_X(1, SIZES[0]), threads=0)
+    np.testing.assert_array_equal(net.forward(_X(1, SIZES[0]), threads=1), net.forward(_X(1, SIZES[0])))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("x_dtype", ["uint8", "float32", "float64"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_many_rows_path_is_bit_identical_to_the_general_path(dtype, x_dtype, threads):
+    """forward() of many rows: the parallel chunked kernel gives the bits of the batched
+    _evaluate forward, across batch ends (1024 rows), partial tiles and thread counts."""
+    import numba
+    threads = min(threads, numba.config.NUMBA_NUM_THREADS)
+    rng = np.random.default_rng(6)
+    for sizes in ([40, 33, 17, 10], [30, 5]):
+        net = _net(dtype, "relu", "softmax", sizes=sizes, seed=8)
+        W, b = _params64(net)
+        for n in (1, 5, 1023, 1030, 2051):
+            if x_dtype == "uint8":
+                X = rng.integers(0, 256, (n, sizes[0])).astype(np.uint8)
+                X64 = X / 255.0
+            else:
+                X = rng.normal(0, 1, (n, sizes[0])).astype(x_dtype)
+                X64 = X.astype(np.float64)
+            many = net._forward_many(X, threads)
+            np.testing.assert_array_equal(many, _general_forward_threads(net, X, threads))
+            np.testing.assert_allclose(many, ref.forward(W, b, X64.astype(dtype), "relu", "softmax"), **tol(dtype))
+            if n * net.n_params >= 1_000_000:
+                np.testing.assert_array_equal(net.forward(X, threads=threads), many)
+
+
+def _general_forward_threads(net, X, threads):
+    single, _, outputs, _, _ = net._run(X, want_outputs=True, threads=threads)
+    return outputs[0] if single else outputs
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, 1e39])
+def test_many_rows_path_reports_bad_values_like_the_general_path(bad):
+    net = _net("float32", sizes=[13, 40, 3])
+    X = _X(3000, 13)
+    X[2500, 7] = bad
+    with pytest.raises(ValueError) as general:
+        net._run(X, want_outputs=True)
+    for call in (lambda: net.forward(X), lambda: net.predict(X), lambda: net._forward_many(X, None)):
+        with pytest.raises(ValueError) as e:
+            call()
+        assert str(e.value) == str(general.value)
+
+
+def test_many_rows_with_standardisation_and_strided_input():
+    net = MLP([13, 40, 3], input_mean=np.full(13, 0.5), input_scale=np.full(13, 2.0), seed=2)
+    X = _X(6000, 26)[:, ::2]
+    np.testing.assert_array_equal(net.forward(X), _general_forward_threads(net, np.ascontiguousarray(X), None))

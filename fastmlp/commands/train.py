@@ -166,7 +166,8 @@ def train(ctx, data, data_dir, epochs, threads, save, resume, metrics, as_json, 
             policy.test_split(trainer.net, plan.data, plan.data_dir, record["input_dtype"], progress=not quiet,
                               classes=record.get("classes")))
     from . import mpi
-    mpi.attach(trainer)  # under MPI: train together with the other ranks
+    precompile = _compile_kernels(trainer, plan, test, quiet) if mpi.Session.current is None else 0.0
+    mpi.attach(trainer)  # under MPI: train together with the other ranks (which compile one at a time)
     _fit(ctx, trainer, plan.X, plan.y, plan.validation, epochs, save, metrics, extra_meta, as_json, quiet,
          callbacks)
     score = policy.score_test_split(trainer.net, plan.data, plan.data_dir, trainer.loss, trainer.threads,
@@ -179,6 +180,7 @@ def train(ctx, data, data_dir, epochs, threads, save, resume, metrics, as_json, 
         score = (None, None, 0)
     if save:
         trainer.save_checkpoint(save, extra_meta=extra_meta)
+    trainer.compile_seconds += precompile
     result = _result(trainer, record["dataset"], n, n_val, *score, wall0)
     result.update(checkpoint=save, resumed_from=resume, metrics=metrics, notes=[one_line(m) for m in plan.notes],
                   csv=csv_path, stopped_epoch=trainer.history["stopped_epoch"],
@@ -192,6 +194,21 @@ def train(ctx, data, data_dir, epochs, threads, save, resume, metrics, as_json, 
         print_json(result)
     else:
         _report(trainer, result, resume and trainer.epoch == epochs_before, save)
+
+
+def _compile_kernels(trainer, plan, test, quiet):
+    """Compile (or load from Numba's cache) every kernel of the run before the first epoch: the
+    training step and the evaluation of the validation and test splits. On a cold cache it says so
+    on stderr (unless quiet): "compiling the kernels (once; cached for later runs) ..." and then
+    "compiled in N s". Returns the seconds it took."""
+    import sys
+
+    from .._compile import compile_notice, printer
+    with compile_notice(None if quiet else printer(sys.stderr)) as notice:
+        trainer.compile(plan.X, plan.y, plan.validation)
+        if test is not None:
+            trainer.net.evaluate(test[0][:1], test[1][:1], loss=trainer.loss, threads=trainer.threads)
+    return notice.seconds
 
 
 def _callbacks(trainer, record, resume, given, early_stopping, lr_schedule, csv_path, epochs, has_validation):
