@@ -32,6 +32,10 @@ SMOOTHING = 0.5
 VERDICT_SECONDS = 30.0
 
 _last_verdict = {}  # max thread count -> (faster count, time.monotonic() of the verdict)
+# Thread counts that have run a timed chunk in this process. The first parallel region of a process
+# starts the threading layer's pool (tens of milliseconds): a chunk that includes it says nothing
+# about the speed of that count, so its timing is dropped and the count measured again.
+_started = set()
 
 
 class ThreadPacer:
@@ -77,6 +81,9 @@ class ThreadPacer:
 
     def record(self, threads, samples, seconds):
         if self.max_threads == 1 or samples <= 0:
+            return
+        if threads > 1 and threads not in _started:
+            _started.add(threads)
             return
         rate = seconds / samples
         if threads == self.current and len(self.per_sample) == 2 and not self.probe_now \

@@ -11,10 +11,25 @@ from fastmlp._pacer import ThreadPacer
 
 @pytest.fixture(autouse=True)
 def no_verdicts():
-    """Each test starts in a process where no pacer has run (the verdict memory is process-wide)."""
+    """Each test starts in a process where no pacer has run (the verdict memory is process-wide) and
+    the threads have started (the first timing of a count in a process is dropped: see below)."""
     _pacer._last_verdict.clear()
+    started = set(_pacer._started)
+    _pacer._started.update(range(2, 257))
     yield
     _pacer._last_verdict.clear()
+    _pacer._started.clear()
+    _pacer._started.update(started)
+
+
+def test_the_first_timing_of_a_thread_count_in_a_process_is_dropped():
+    # the process's first parallel region starts the thread pool: that chunk is measured again
+    _pacer._started.clear()
+    p = ThreadPacer(2, 32)
+    log = drive(p, lambda t, i: (1000.0 if i == 0 else 1.0 / 1.8) if t == 2 else 1.0, 4)
+    first = 4096 // 64
+    assert log == [(2, first), (2, first), (1, first), (2, 4096)]
+    assert p.current == 2
 
 
 def drive(pacer, seconds_per_sample, chunks, chunk=4096):
