@@ -329,8 +329,17 @@ FEW_CASES = [([784, 100, 10], "relu", "softmax"), ([13, 7, 5, 3], "tanh", "softm
              ([9, 6, 1], "sigmoid", "sigmoid"), ([11, 4, 3], "identity", "identity"), ([20, 3], "relu", "softmax")]
 
 
+def _inputs(rng, n, m, x_dtype):
+    """(X, the values it stands for in float64): n rows of m pixels (uint8) or normal values."""
+    if x_dtype == "uint8":
+        X = rng.integers(0, 256, (n, m)).astype(np.uint8)
+        return X, X / 255.0
+    X = rng.normal(0, 1, (n, m)).astype(x_dtype)
+    return X, X.astype(np.float64)
+
+
 def _general_forward(net, X):
-    """forward through the general path (the parallel _evaluate kernel), as before the small-rows path."""
+    """forward through the general path (the driver's evaluate+forward mode), as before the small-rows path."""
     single, _, outputs, _, _ = net._run(X, want_outputs=True)
     return outputs[0] if single else outputs
 
@@ -345,12 +354,7 @@ def test_few_rows_path_is_bit_identical_to_the_general_path_and_matches_referenc
     rng = np.random.default_rng(5)
     W, b = _params64(net)
     for n in (1, 2, 3, 4, 5, 8, 9):
-        if x_dtype == "uint8":
-            X = rng.integers(0, 256, (n, sizes[0])).astype(np.uint8)
-            X64 = X / 255.0
-        else:
-            X = rng.normal(0, 1, (n, sizes[0])).astype(x_dtype)
-            X64 = X.astype(np.float64)
+        X, X64 = _inputs(rng, n, sizes[0], x_dtype)
         assert n * net.n_params < model.SERIAL_WORK
         fast = net._forward_few(X, None)
         assert fast is not None                           # the small-rows path ran
@@ -411,12 +415,7 @@ def test_many_rows_path_is_bit_identical_to_the_general_path(dtype, x_dtype, thr
         net = _net(dtype, "relu", "softmax", sizes=sizes, seed=8)
         W, b = _params64(net)
         for n in (1, 5, 1023, 1030, 2051):
-            if x_dtype == "uint8":
-                X = rng.integers(0, 256, (n, sizes[0])).astype(np.uint8)
-                X64 = X / 255.0
-            else:
-                X = rng.normal(0, 1, (n, sizes[0])).astype(x_dtype)
-                X64 = X.astype(np.float64)
+            X, X64 = _inputs(rng, n, sizes[0], x_dtype)
             many = net._forward_many(X, threads)
             np.testing.assert_array_equal(many, _general_forward_threads(net, X, threads))
             np.testing.assert_allclose(many, ref.forward(W, b, X64.astype(dtype), "relu", "softmax"), **tol(dtype))
