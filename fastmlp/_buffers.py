@@ -83,11 +83,12 @@ def Data(X, xcode, divisor, labels, targets, has_targets, weights, has_weights, 
     """The Data bundle with read-only views of its arrays (the kernels never write them): Numba
     types a read-only array apart from a writable one, so a user's read-only X or y
     (np.load(mmap_mode="r"), np.frombuffer) would otherwise compile the driver a second time."""
-    return _Data(_read_only(X), xcode, divisor, _read_only(labels), _read_only(targets), has_targets,
-                 _read_only(weights), has_weights, loss)
+    return _Data(read_only(X), xcode, divisor, read_only(labels), read_only(targets), has_targets,
+                 read_only(weights), has_weights, loss)
 
 
-def _read_only(a):
+def read_only(a):
+    """A read-only view of a: what the kernels take for arrays they only read (see Data)."""
     view = a.view()
     view.flags.writeable = False
     return view

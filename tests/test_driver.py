@@ -172,3 +172,19 @@ def test_every_mode_and_input_dtype_runs_one_compiled_driver():
         net.forward(X)
         net.gradients(X, y)
     assert list(k._drive.signatures) == compiled
+
+
+def test_read_only_rows_compile_no_new_forward_kernel():
+    """forward/predict of a few rows (the serial kernel) and of many (the parallel one) take a
+    read-only X (a memory-mapped data set) through the signatures a writable X compiled."""
+    from fastmlp import MLP
+    X = np.random.default_rng(4).random((300, 7))
+    net = MLP([7, 9, 4], seed=0)
+    expected = net.forward(X)
+    net.forward(X[:2])
+    compiled = list(k._forward_serial.signatures), list(k._forward_parallel.signatures)
+    X_ro = X.copy()
+    X_ro.flags.writeable = False
+    np.testing.assert_array_equal(net.forward(X_ro), expected)
+    np.testing.assert_array_equal(net.predict(X_ro[:2]), expected[:2].argmax(axis=1))
+    assert (list(k._forward_serial.signatures), list(k._forward_parallel.signatures)) == compiled
