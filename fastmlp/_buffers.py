@@ -76,7 +76,9 @@ Buffers = namedtuple("Buffers", "X A D Z a_off")
 OptimizerState = namedtuple("OptimizerState", "grads m v optimizer hp step")
 #   Data: X as bytes (input_bytes) and the code of its dtype, the divisor (255 for pixels), the labels
 #   or target rows, per-row weights, the loss code (-1: none)
-_Data = namedtuple("Data", "X xcode divisor labels targets has_targets weights has_weights loss")
+# (named as its module attribute: Numba's cache pickles the type by that name, and a class that
+# pickle cannot find again is never loaded from the cache)
+_Data = namedtuple("_Data", "X xcode divisor labels targets has_targets weights has_weights loss")
 
 
 def Data(X, xcode, divisor, labels, targets, has_targets, weights, has_weights, loss):
