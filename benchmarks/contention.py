@@ -2,6 +2,7 @@
 busy background process per core.
 
     PYTHONPATH=. python benchmarks/contention.py [--rounds R] [--busy-seconds S] [--cases digits,784]
+                                                 [--base DIR]
 
 Cases (one epoch each, plain SGD, batch 32): 784-100-10 on 10,000 samples (Fashion-MNIST's first
 10,000 training images when the Debian files are there, else random uint8 pixels), and 64-100-10 on
@@ -9,14 +10,18 @@ scikit-learn's 1,797 digits (sklearn.datasets.load_digits, scaled to [0, 1]).
 
 Each measurement runs in a fresh process, as a user's script would: it loads the compiled kernels in a
 one-thread warm-up fit (which starts no thread pool and leaves the thread pacer's memory empty), then
-times the wall clock of two train() calls: the first fit of the process (the pacer knows nothing yet)
-and a second one right after it (the pacer starts from the first one's verdict). Default threads and
+times the wall clock of train() calls: the first fit of the process (the pacer knows nothing yet), a
+second one right after it (the pacer starts from the first one's verdict), and the median of 5 more
+(the steady state; single fits of a few milliseconds are at the mercy of the scheduler). Default threads and
 one thread alternate, R rounds, medians; the ratio printed is speed(default) / speed(1 thread), so
 1.0 means the default is as fast as one thread (the target under contention is >= 0.8).
 
 The busy processes are started by this script, one per core, first after the quiet rounds: each spins
 until its own deadline (--busy-seconds) or until this script's process is gone, and the script
 terminates them in a finally block and at exit, so none outlives the run.
+
+--base DIR also measures the default thread count of another checkout of fastmlp (e.g. an older
+commit's `git archive` unpacked in DIR) in the same rounds, against the same one-thread runs.
 """
 import argparse
 import atexit
@@ -32,6 +37,10 @@ CASES = {
     "784": dict(title="784-100-10, batch 32, 10,000 samples", sizes=[784, 100, 10]),
     "digits": dict(title="64-100-10, batch 32, 1,797 digits", sizes=[64, 100, 10]),
 }
+
+
+# fits after the first two in a worker process; their median is the third figure
+LATER_FITS = 5
 
 
 def busy(seconds, parent):
@@ -94,26 +103,29 @@ def load_case(name):
 
 
 def worker(case, threads):
-    """In a fresh process: warm up on one thread, then the wall seconds of two train() calls."""
+    """In a fresh process: warm up on one thread, then the wall seconds of the first train() call,
+    the second, and the median of the later ones."""
     import fastmlp as fm
     X, y = load_case(case)
     sizes = CASES[case]["sizes"]
     warm = fm.MLP(sizes, seed=0)
     fm.train(warm, X[:64], y[:64], epochs=1, batch_size=32, threads=1, verbose=False)
     out = []
-    for _ in range(2):
+    for _ in range(2 + LATER_FITS):
         net = fm.MLP(sizes, seed=0)
         t0 = time.perf_counter()
         fm.train(net, X, y, epochs=1, batch_size=32, lr=0.05, threads=threads, verbose=False)
         out.append(time.perf_counter() - t0)
-    return out
+    return out[:2] + [statistics.median(out[2:])]
 
 
-def measure(case, threads):
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def measure(case, threads, root=HERE):
     arg = json.dumps({"case": case, "threads": threads})
     env = dict(os.environ)
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = here + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", arg], env=env,
                           capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
@@ -121,28 +133,33 @@ def measure(case, threads):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_rounds(cases, rounds, default):
-    """{case: {threads: [[first, second], ...]}} over alternating rounds."""
-    out = {c: {default: [], 1: []} for c in cases}
+def run_rounds(cases, rounds, default, base):
+    """{case: {key: [[first, second], ...]}} over alternating rounds; key: the thread count, or
+    "base" for the base checkout's default."""
+    keys = [default, 1] + (["base"] if base else [])
+    out = {c: {k: [] for k in keys} for c in cases}
     for _ in range(rounds):
         for c in cases:
-            for threads in (default, 1):
-                out[c][threads].append(measure(c, threads))
+            for k in keys:
+                out[c][k].append(measure(c, default, base) if k == "base" else measure(c, k))
     return out
 
 
 def report(label, results, default):
-    print(f"\n{label} (uptime: {os.getloadavg()[0]:.2f} load, 1 min)")
-    print(f"| case | fit | {default} threads s | 1 thread s | speed ratio {default}/1 |")
-    print("|---|---|---|---|---|")
-    summary = {}
+    print(f"\n{label} (load average {os.getloadavg()[0]:.2f}, 1 min)")
+    base = any("base" in by for by in results.values())
+    print(f"| case | fit | {default} threads s | 1 thread s | speed ratio {default}/1 |"
+          + (f" base: {default} threads s | base ratio |" if base else ""))
+    print("|---|---|---|---|---|" + ("---|---|" if base else ""))
     for c, by in results.items():
-        for i, which in enumerate(("first in process", "second")):
+        for i, which in enumerate(("first in process", "second", f"later (median of {LATER_FITS})")):
             d = statistics.median(r[i] for r in by[default])
             o = statistics.median(r[i] for r in by[1])
-            summary[(c, which)] = o / d
-            print(f"| {CASES[c]['title']} | {which} | {d:.4f} | {o:.4f} | {o / d:.2f}x |", flush=True)
-    return summary
+            row = f"| {CASES[c]['title']} | {which} | {d:.4f} | {o:.4f} | {o / d:.2f}x |"
+            if base:
+                b = statistics.median(r[i] for r in by["base"])
+                row += f" {b:.4f} | {o / b:.2f}x |"
+            print(row, flush=True)
 
 
 def main():
@@ -156,6 +173,7 @@ def main():
                         help="hard limit of each busy process's life")
     parser.add_argument("--cases", default="784,digits")
     parser.add_argument("--no-quiet", action="store_true", help="skip the rounds without background load")
+    parser.add_argument("--base", help="another fastmlp checkout to measure beside this one")
     args = parser.parse_args()
     cases = args.cases.split(",")
     import numba
@@ -163,9 +181,9 @@ def main():
     print(f"default threads {default}, {len(os.sched_getaffinity(0))} cores, "
           f"load average {os.getloadavg()}", flush=True)
     if not args.no_quiet:
-        report("Without background load", run_rounds(cases, args.rounds, default), default)
+        report("Without background load", run_rounds(cases, args.rounds, default, args.base), default)
     with BusyLoad(args.busy_seconds):
-        results = run_rounds(cases, args.rounds, default)
+        results = run_rounds(cases, args.rounds, default, args.base)
     report(f"With one busy process per core ({len(os.sched_getaffinity(0))})", results, default)
 
 
