@@ -169,8 +169,8 @@ def main():
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--busy-seconds", type=float, default=300.0,
-                        help="hard limit of each busy process's life")
+    parser.add_argument("--busy-seconds", type=float, default=1800.0,
+                        help="hard limit of each busy process's life (must outlast the loaded rounds)")
     parser.add_argument("--cases", default="784,digits")
     parser.add_argument("--no-quiet", action="store_true", help="skip the rounds without background load")
     parser.add_argument("--base", help="another fastmlp checkout to measure beside this one")
@@ -182,8 +182,10 @@ def main():
           f"load average {os.getloadavg()}", flush=True)
     if not args.no_quiet:
         report("Without background load", run_rounds(cases, args.rounds, default, args.base), default)
-    with BusyLoad(args.busy_seconds):
+    with BusyLoad(args.busy_seconds) as load:
         results = run_rounds(cases, args.rounds, default, args.base)
+        if not all(p.is_alive() for p in load.procs):
+            print("warning: a busy process ended before the rounds did (raise --busy-seconds)")
     report(f"With one busy process per core ({len(os.sched_getaffinity(0))})", results, default)
 
 
