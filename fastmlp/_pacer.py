@@ -7,7 +7,16 @@ therefore times its chunks and runs each on the thread count that is currently f
 other count now and then on a small chunk. The kernels give bit-identical results for every thread
 count (each element is summed in the same order whatever the split), so the choice changes only
 the speed, never the numbers.
+
+Under contention even one probe of several threads can cost more than a whole short run on one
+thread (one minibatch of a few parallel regions, each waiting for a scheduler time slice). So the
+pacer also looks at the run queue (other processes' runnable threads, cheap to read on Linux):
+when the cores look busy it starts on one thread, and probes of several threads are rationed to a
+share of the run's time, priced before their first measurement as if the cores were contended.
+While it runs on several threads, a look that finds the cores newly busy probes one thread at once,
+before a whole chunk of stalled regions.
 """
+import os
 import time
 
 # A probe runs at most this fraction of a regular chunk, and at most this share of a regular chunk's
@@ -30,36 +39,104 @@ SMOOTHING = 0.5
 # A new pacer starts from the verdict of the last one in this process if it is this recent: the load
 # of the machine, not the network, decides, and short runs cannot afford to find it out again.
 VERDICT_SECONDS = 30.0
+# Probes and first measurements of several threads take at most this share of a pacer's time so far
+# (themselves included); a probe that does not fit waits for a later chunk.
+PROBE_BUDGET = 1 / 10
+# The price of a probe of several threads whose speed is not known yet, when the cores look busy
+# (a few parallel regions, each waiting for a descheduled thread); free when they look idle.
+BUSY_PROBE_SECONDS = 0.02
+# A look at the run queue is reused for this long.
+LOOK_SECONDS = 0.05
 
 _last_verdict = {}  # max thread count -> (faster count, time.monotonic() of the verdict)
 # Thread counts that have run a timed chunk in this process. The first parallel region of a process
 # starts the threading layer's pool (tens of milliseconds): a chunk that includes it says nothing
-# about the speed of that count, so its timing is dropped and the count measured again.
+# about the speed of that count, so its timing is dropped (but charged to the probe budget) and the
+# count measured again.
 _started = set()
+
+
+def runnable_elsewhere():
+    """Threads of other processes running or waiting for a CPU now (Linux's /proc: the run queue's
+    length from /proc/loadavg less this process's running threads), or None where unreadable."""
+    try:
+        with open("/proc/loadavg") as f:
+            running = int(f.read().split()[3].split("/")[0])
+        own = 0
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{tid}/stat") as f:
+                    stat = f.read()
+            except OSError:  # the thread ended
+                continue
+            own += stat[stat.rindex(")") + 2] == "R"
+        return max(running - own, 0)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def cores_busy(threads):
+    """Whether other processes' runnable threads leave fewer than `threads` CPUs free."""
+    others = runnable_elsewhere()
+    return others is not None and others + threads > (os.cpu_count() or 1)
 
 
 class ThreadPacer:
     """plan(chunk) -> (threads, samples) for the next kernel call; record(threads, samples, seconds)
-    after it. With threads == 1 it always plans one thread and full chunks."""
+    after it. With threads == 1 it always plans one thread and full chunks. busy() -> bool says
+    whether other processes keep the cores busy (default: cores_busy(threads))."""
 
-    def __init__(self, threads, batch_size, clock=time.monotonic):
+    def __init__(self, threads, batch_size, clock=time.monotonic, busy=None):
         self.max_threads = threads
         self.batch_size = batch_size
         self.clock = clock
-        self.per_sample = {}  # thread count -> seconds per sample
+        self.busy = busy if busy is not None else (lambda: cores_busy(threads))
+        self.per_sample = {}  # thread count -> seconds per sample (inf: slower, not measured here)
         self.current = threads
         self.interval = FIRST_INTERVAL
         self.since_probe = 0
         self.probe_now = False
         self.regular = None  # running seconds per sample of the current count's regular chunks
+        self.elapsed = 0.0  # seconds of all recorded chunks
+        self.probe_spent = 0.0  # of which in probes and first measurements of several threads
+        self.looked = None  # (clock() of the last look at the run queue, its answer)
+        self.busy_seen = False  # a look found the cores busy while on several threads (and probed)
+        self.planned = None  # (threads, regular) of the last plan
+        if threads == 1:
+            return
         verdict = _last_verdict.get(threads)
-        if threads > 1 and verdict is not None and clock() - verdict[1] < VERDICT_SECONDS:
+        if verdict is not None and clock() - verdict[1] < VERDICT_SECONDS:
             self.current = verdict[0]
             self.per_sample[self._other()] = float("inf")  # known to be slower: probe it later
             self.interval = MAX_INTERVAL // 4
+        elif self._look():
+            self._settle_on_one()
 
     def _other(self):
         return 1 if self.current != 1 else self.max_threads
+
+    def _settle_on_one(self):
+        # run on one thread; several threads are measured when the budget allows
+        self.current = 1
+        self.per_sample.setdefault(self.max_threads, float("inf"))
+        self.regular = None
+
+    def _look(self):
+        now = self.clock()
+        if self.looked is None or now - self.looked[0] >= LOOK_SECONDS or now < self.looked[0]:
+            self.looked = (now, bool(self.busy()))
+        return self.looked[1]
+
+    def _affordable(self, threads, samples):
+        # a probe of several threads fits in the budget at its expected price
+        if threads == 1:
+            return True
+        rate = self.per_sample.get(threads, float("inf"))
+        if rate != float("inf"):
+            price = rate * samples
+        else:
+            price = BUSY_PROBE_SECONDS if self._look() else 0.0
+        return self.probe_spent + price <= PROBE_BUDGET * (self.elapsed + price)
 
     def _probe_samples(self, threads, chunk, fraction):
         rate, regular = self.per_sample.get(threads), self.regular
@@ -70,24 +147,51 @@ class ThreadPacer:
         return min(chunk, max(self.batch_size, samples))
 
     def plan(self, chunk):
+        threads, samples = self._plan(chunk)
+        self.planned = (threads, threads == self.current and samples == chunk and len(self.per_sample) == 2)
+        return threads, samples
+
+    def _plan(self, chunk):
         if self.max_threads == 1:
             return 1, chunk
         for count in (self.max_threads, 1):  # measure both counts first, on small chunks
             if count not in self.per_sample:
-                return count, self._probe_samples(count, chunk, FIRST_PROBE_FRACTION)
+                samples = self._probe_samples(count, chunk, FIRST_PROBE_FRACTION)
+                if self._affordable(count, samples):
+                    return count, samples
+                self._settle_on_one()
+        other = self._other()
         if self.probe_now or self.since_probe >= self.interval:
-            return self._other(), self._probe_samples(self._other(), chunk, PROBE_FRACTION)
+            samples = self._probe_samples(other, chunk, PROBE_FRACTION)
+            if self._affordable(other, samples):
+                return other, samples
+        elif self.current > 1:
+            if not self._look():
+                self.busy_seen = False
+            elif not self.busy_seen:
+                # newly busy: one thread now, not after a whole chunk of stalled regions; several
+                # are measured again when the budget allows (once per busy spell, so a network
+                # that is faster on several threads all the same keeps them)
+                self.busy_seen = True
+                self.per_sample[self.max_threads] = float("inf")
+                self._settle_on_one()
+                self.since_probe = 0
+                self.interval = FIRST_INTERVAL
         return self.current, chunk
 
     def record(self, threads, samples, seconds):
         if self.max_threads == 1 or samples <= 0:
             return
+        planned, self.planned = self.planned, None
+        regular = planned[1] if planned is not None and planned[0] == threads else threads == self.current
+        self.elapsed += seconds
+        if threads > 1 and not regular:
+            self.probe_spent += seconds
         if threads > 1 and threads not in _started:
             _started.add(threads)
             return
         rate = seconds / samples
-        if threads == self.current and len(self.per_sample) == 2 and not self.probe_now \
-                and self.since_probe < self.interval:
+        if regular:
             self._record_regular(rate)
             return
         self.per_sample[threads] = rate

@@ -10,9 +10,11 @@ from fastmlp._pacer import ThreadPacer
 
 
 @pytest.fixture(autouse=True)
-def no_verdicts():
+def no_verdicts(monkeypatch):
     """Each test starts in a process where no pacer has run (the verdict memory is process-wide) and
-    the threads have started (the first timing of a count in a process is dropped: see below)."""
+    the threads have started (the first timing of a count in a process is dropped: see below), on
+    cores that look idle (the run queue is the real machine's unless a test says otherwise)."""
+    monkeypatch.setattr(_pacer, "cores_busy", lambda threads: False)
     _pacer._last_verdict.clear()
     started = set(_pacer._started)
     _pacer._started.update(range(2, 257))
@@ -23,13 +25,16 @@ def no_verdicts():
 
 
 def test_the_first_timing_of_a_thread_count_in_a_process_is_dropped():
-    # the process's first parallel region starts the thread pool: that chunk is measured again
+    # the process's first parallel region starts the thread pool: that chunk is measured again, and
+    # its time counts against the probe budget (here 640 s: two threads are measured again once
+    # the run has taken 6,400 s, after a first probe interval on one thread)
     _pacer._started.clear()
     p = ThreadPacer(2, 32)
-    log = drive(p, lambda t, i: (1000.0 if i == 0 else 1.0 / 1.8) if t == 2 else 1.0, 4)
+    log = drive(p, lambda t, i: (10.0 if i == 0 else 1.0 / 1.8) if t == 2 else 1.0, 8)
     first = 4096 // 64
-    assert log == [(2, first), (2, first), (1, first), (2, 4096)]
+    assert log == [(2, first), (1, first)] + [(1, 4096)] * _pacer.FIRST_INTERVAL + [(2, first), (2, 4096)]
     assert p.current == 2
+    assert p.probe_spent == 10.0 * first + first / 1.8
 
 
 def drive(pacer, seconds_per_sample, chunks, chunk=4096):
@@ -122,6 +127,96 @@ def test_contention_costs_little_time():
     paced = sum(s * (14.0 if t == 2 else 1.0) for t, s in log)
     one = sum(s for _, s in log)
     assert one / paced >= 0.9
+
+
+def test_busy_cores_start_on_one_thread_and_a_short_run_never_probes_two():
+    # scikit-learn's digits under contention: one thread 10 us per sample, two threads 1 ms (each
+    # parallel region waits for a descheduled thread); 1,824-sample chunks, 50 epochs of one chunk
+    looks = []
+    p = ThreadPacer(2, 32, busy=lambda: looks.append(1) or True)
+    log = drive(p, lambda t, i: 1e-3 if t == 2 else 1e-5, 10, chunk=1824)
+    assert log == [(1, 32)] + [(1, 1824)] * 9  # 0.17 s on one thread: a first probe would cost more
+    assert looks
+    log = drive(p, lambda t, i: 1e-3 if t == 2 else 1e-5, 40, chunk=1824)
+    twos = [i for i, (t, s) in enumerate(log) if t == 2]
+    # measured once the run has taken 0.2 s (10 x the price of an unknown probe), and lost; tried
+    # again only when the run has taken 10 x what the probes cost
+    assert twos == [1, 24] and all(s == 32 for t, s in log if t == 2)
+    assert p.probe_spent <= _pacer.PROBE_BUDGET * p.elapsed
+
+
+def test_busy_then_idle_cores_move_to_two_threads():
+    busy = [True]
+    p = ThreadPacer(2, 32, busy=lambda: busy[0], clock=iter(range(0, 10**6, 1)).__next__)
+    cost = lambda t, i: 1e-6 / 1.8 if t == 2 else 1e-6  # noqa: E731 (4 ms chunks on one thread)
+    log = drive(p, cost, 6)
+    assert {t for t, _ in log} == {1}
+    busy[0] = False  # the neighbours stopped: two threads are measured (unknown, so free) and win
+    log = drive(p, cost, 6)
+    assert log[:2] == [(2, 64), (2, 4096)]
+
+
+def test_newly_busy_cores_move_to_one_thread_before_a_regular_chunk():
+    busy = [False]
+    now = [0.0]
+    p = ThreadPacer(2, 32, busy=lambda: busy[0], clock=lambda: now[0])
+
+    def cost(t, i):
+        now[0] += 1.0  # every chunk takes longer than LOOK_SECONDS: each plan looks again
+        return (50.0 if busy[0] else 1 / 1.8) if t == 2 else 1.0
+
+    drive(p, cost, 5)
+    assert p.current == 2
+    busy[0] = True
+    log = drive(p, cost, 3)
+    assert log == [(1, 4096)] * 3  # the look found the cores busy: one thread at once
+    busy[0] = False
+    p2 = ThreadPacer(2, 32, busy=lambda: busy[0], clock=lambda: now[0])
+    drive(p2, cost, 5)
+    busy[0] = True
+    # once per busy spell: a network that is faster on two threads all the same gets them back
+    # after a probe interval, and keeps them while the cores stay busy
+    log = drive(p2, lambda t, i: now.__setitem__(0, now[0] + 1) or (1 / 1.8 if t == 2 else 1.0), 12)
+    assert log[:_pacer.FIRST_INTERVAL + 2] == [(1, 4096)] * _pacer.FIRST_INTERVAL + [(2, 64), (2, 4096)]
+    assert {t for t, s in log[_pacer.FIRST_INTERVAL + 1:] if s == 4096} == {2}
+
+
+def test_looks_at_the_run_queue_are_reused_for_a_while():
+    now = [0.0]
+    looks = []
+    p = ThreadPacer(2, 32, busy=lambda: looks.append(now[0]) or False, clock=lambda: now[0])
+
+    def cost(t, i):
+        now[0] += _pacer.LOOK_SECONDS / 4
+        return 1 / 1.8 if t == 2 else 1.0
+
+    drive(p, cost, 40)
+    assert len(looks) <= 40 / 4 + 1 and all(b - a >= _pacer.LOOK_SECONDS for a, b in zip(looks, looks[1:]))
+
+
+def test_probes_of_two_threads_keep_to_their_budget_when_contention_goes_unseen():
+    # busy neighbours the run queue does not show (another virtual machine on the same cores)
+    p = ThreadPacer(2, 32)
+    log = drive(p, lambda t, i: 100.0 if t == 2 else 1.0, 400)
+    assert p.probe_spent <= _pacer.PROBE_BUDGET * p.elapsed
+    assert sum(1 for t, _ in log if t == 2) > 2  # still tried now and then
+
+
+def test_busy_means_fewer_free_cpus_than_threads(monkeypatch):
+    monkeypatch.undo()  # the real cores_busy, a fake run queue
+    monkeypatch.setattr(_pacer.os, "cpu_count", lambda: 2)
+    for others, threads, busy in [(0, 2, False), (1, 2, True), (1, 1, False), (2, 1, True), (None, 2, False)]:
+        monkeypatch.setattr(_pacer, "runnable_elsewhere", lambda n=others: n)
+        assert _pacer.cores_busy(threads) is busy
+
+
+def test_runnable_elsewhere_reads_the_run_queue():
+    import sys
+    n = _pacer.runnable_elsewhere()
+    if sys.platform.startswith("linux"):
+        assert isinstance(n, int) and n >= 0
+    else:
+        assert n is None
 
 
 def _trained_hash(fm, sizes, batch, threads, dtype, optimizer, activation, rng_seed=0):
