@@ -365,8 +365,9 @@ class _BaseMLP(BaseEstimator):
             chunk=chunk,
             # (the driver gathers a chunk's rows at its first minibatch)
             ws=Workspace(net.sizes, net.dtype, batch_size, x_capacity=chunk),
-            # per minibatch: the loss sum, the correct count, the squared norm of the weights
-            losses=np.zeros(batch_size), stats=np.zeros((chunk // batch_size + 1, 3)),
+            # per minibatch: the loss sum, the correct count and (for the L2 penalty) the squared norm
+            # of the weights
+            losses=np.zeros(batch_size), stats=np.zeros((chunk // batch_size + 1, 3 if self.alpha > 0 else 2)),
             sample_idx=np.arange(n_samples, dtype=np.int64),
             pacer=ThreadPacer(self._threads, batch_size))
         # Compile (or load from the cache) before the pacer times anything: a first step that includes
