@@ -140,8 +140,11 @@ def _share(count, t, nthreads, unit, min_count):
 
 @_jit()
 def _chunk(count, t, nthreads):
-    # on multiples of 4 when that keeps balance, for the 4-row / 4-sample blocks
-    return _share(count, t, nthreads, 4, 16 * nthreads)
+    # always on multiples of 4, for the 4-row / 4-sample blocks: a share that ended mid-block
+    # would put its last rows in a kernel's partial-block path, which sums in another order than
+    # the full blocks, so results would change with the thread count (and the trainers choose the
+    # thread count per chunk of minibatches on timing)
+    return _share(count, t, nthreads, 4, 0)
 
 
 @_jit()
