@@ -140,8 +140,11 @@ def _share(count, t, nthreads, unit, min_count):
 
 @_jit()
 def _chunk(count, t, nthreads):
-    # on multiples of 4 when that keeps balance, for the 4-row / 4-sample blocks
-    return _share(count, t, nthreads, 4, 16 * nthreads)
+    # always on multiples of 4, for the 4-row / 4-sample blocks: a share that ended mid-block
+    # would put its last rows in a kernel's partial-block path, which sums in another order than
+    # the full blocks, so results would change with the thread count (and the trainers choose the
+    # thread count per chunk of minibatches on timing)
+    return _share(count, t, nthreads, 4, 0)
 
 
 @_jit()
@@ -1234,6 +1237,23 @@ def _phase_threads(kind, layer, sizes, n, nthreads):
     return 1
 
 
+@_inline(fastmath=FAST)
+def _squared_weights(params, w_off, sizes):
+    # sum over l of ||W^l||^2 (every weight, no bias), each square and the sum in float64: for
+    # float32 weights every square is exact. On the calling thread, so the sum does not depend on
+    # the thread count.
+    L = sizes.shape[0] - 1
+    total = 0.0
+    for l in range(1, L + 1):
+        Wl = params[w_off[l]:w_off[l] + sizes[l] * sizes[l - 1]]
+        part = 0.0
+        for i in range(Wl.shape[0]):
+            x = np.float64(Wl[i])
+            part += x * x
+        total += part
+    return total
+
+
 @_jit(parallel=True, fastmath=FAST)
 def _drive(plan, net, work, opt, data, order, batch_size, nthreads, results):
     # The one driver of training, evaluation, forward, predict, loss and gradients: the minibatches
@@ -1244,6 +1264,9 @@ def _drive(plan, net, work, opt, data, order, batch_size, nthreads, results):
     #   work    Buffers(X, A, D, Z, a_off): gathered inputs, a^l, delta^l, z^L;
     #   opt     OptimizerState(grads, m, v, optimizer, hp, step): hp holds the learning rate and the
     #           optimizer's other hyperparameters; step is the optimizer step of the first minibatch;
+    #           hp is one row of 2 * HP_SIZE values, or one row per minibatch of the call, back to
+    #           back (minibatch k reads row k, and the last row serves any minibatch past the table),
+    #           for a schedule that changes every step (scikit-learn's Adam epsilon and decay);
     #   data    Data(X, xcode, divisor, labels, targets, has_targets, weights, has_weights, loss): X as
     #           bytes (_buffers.input_bytes) and the code of its dtype; with has_weights, weights (N,)
     #           float64 per data set row: the cost of a minibatch is then sum_s w_s c_s / sum_s w_s
@@ -1251,8 +1274,10 @@ def _drive(plan, net, work, opt, data, order, batch_size, nthreads, results):
     #           minibatch's 1/n (or 1/sum of weights) as the factor of the summed loss;
     #   results Results(losses, stats, outputs): per-sample losses, at their position in order when
     #           losses holds len(order) values, else the minibatch's at the front; stats[k] = (sum of
-    #           the per-sample losses, correct count) of minibatch k; a^L at its position in order
-    #           (OUTPUT_COPY).
+    #           the per-sample losses, correct count) of minibatch k, and when stats has a third
+    #           column, stats[k, 2] = the sum of the squares of every weight (not bias) before
+    #           minibatch k's update, summed in float64 (scikit-learn's L2 penalty); a^L at its
+    #           position in order (OUTPUT_COPY).
     # Returns the number of minibatches completed: an OUTPUT_STEP (training) whose loss is not
     # finite stops before that minibatch's backward phases.
     # All phases share one prange loop: Numba compiles each prange into a gufunc and two wrappers,
@@ -1271,6 +1296,9 @@ def _drive(plan, net, work, opt, data, order, batch_size, nthreads, results):
         if plan[p, 0] == GATHER and (plan[p, 2] & GATHER_CHUNK) != 0:
             chunked = True
     per_row_losses = losses.shape[0] >= count
+    hp_width = 2 * HP_SIZE
+    hp_rows = hp.shape[0] // hp_width
+    with_norm = stats.shape[1] > 2
     counts = np.empty(max(nthreads, 1), np.int64)  # np.zeros would be a parallel loop of its own
     for k in range(nsteps):
         s0 = k * batch_size
@@ -1282,14 +1310,18 @@ def _drive(plan, net, work, opt, data, order, batch_size, nthreads, results):
         AL = _rows(A, a_off, sizes, L, n)
         DL = _rows(D, a_off, sizes, L, n)
         lb = losses[s0:s1] if per_row_losses else losses[:n]
+        r = min(k, hp_rows - 1) * hp_width
+        hpk = hp[r:r + hp_width]
+        if with_norm:
+            stats[k, 2] = _squared_weights(params, w_off, sizes)
         scale = params.dtype.type(1.0 / n)
         if has_weights:
             wsum = 0.0
             for s in range(n):
                 wsum += weights[idx[s]]
             scale = params.dtype.type(1.0 / wsum if wsum > 0 else 0.0)
-        if hp[HP_GRAD_SCALE] != 0.0:
-            scale = params.dtype.type(hp[HP_GRAD_SCALE])
+        if hpk[HP_GRAD_SCALE] != 0.0:
+            scale = params.dtype.type(hpk[HP_GRAD_SCALE])
         for p in range(plan.shape[0]):
             kind = plan[p, 0]
             layer = plan[p, 1]
@@ -1338,7 +1370,7 @@ def _drive(plan, net, work, opt, data, order, batch_size, nthreads, results):
                                                         idx, output, loss, scale, lb, weights, has_weights, c0, c1)
                     else:
                         _backward_pair(tt, T, layer, params, grads, m, v, w_off, b_off, sizes, hidden, Xb, A, D,
-                                       a_off, n, accumulate, update, optimizer, hp, step0 + k)
+                                       a_off, n, accumulate, update, optimizer, hpk, step0 + k)
             if kind == OUTPUT_STEP or kind == LOSS:
                 correct = 0
                 for t in range(T):

@@ -9,8 +9,9 @@ training procedure, step by step: the initial weights and the shuffles are drawn
 SGD with scikit-learn's momentum and Nesterov momentum, its Adam (its epsilon placement), its
 'invscaling' and 'adaptive' learning rates, its stopping rule on tol / n_iter_no_change and
 early_stopping with validation_fraction. Only each minibatch's forward pass, backward pass and
-update run in fastmlp's kernel instead of NumPy. solver='lbfgs' minimises the same full-batch
-loss with scipy's L-BFGS-B on fastmlp's loss and gradient kernel.
+update run in fastmlp's kernel instead of NumPy, a chunk of minibatches per call, each with its own
+step's hyperparameters. solver='lbfgs' minimises the same full-batch loss with scipy's L-BFGS-B on
+fastmlp's loss and gradient kernel.
 
 fastmlp's own parameters: n_jobs (threads: None or -1 for all the cores Numba may use in this
 process, -2 for all but one, ...) and dtype ('float32', the default and the fast one; 'float64';
@@ -31,7 +32,7 @@ try:
     from sklearn.metrics import accuracy_score, r2_score
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import LabelBinarizer
-    from sklearn.utils import check_random_state, gen_batches, shuffle
+    from sklearn.utils import check_random_state, shuffle
     from sklearn.utils.metaestimators import available_if
     from sklearn.utils.multiclass import type_of_target, unique_labels
     from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
@@ -353,6 +354,7 @@ class _BaseMLP(BaseEstimator):
             if saved is not None and saved.shape == getattr(trainer, name).shape:
                 getattr(trainer, name)[...] = saved
         data = trainer._prepare(X_train, targets, sample_weight=sw_train)
+        chunk = trainer.chunk_samples(n_samples)
         run = SimpleNamespace(
             net=net, trainer=trainer, data=data, sgd=sgd, n_samples=n_samples, batch_size=batch_size,
             # fastmlp's squared error has no factor 1/2, so its gradients are twice scikit-learn's: halve
@@ -360,13 +362,14 @@ class _BaseMLP(BaseEstimator):
             scale=2.0 if regression else 1.0,
             data_scale=1.0 / (2 * self.n_outputs_) if regression else 1.0,
             weights=data[5] if data[6] else None,
-            ws=Workspace(net.sizes, net.dtype, batch_size),
-            losses=np.zeros(batch_size), stats=np.zeros((1, 2)),
-            w_views=[net.params[net.w_off[l]:net.w_off[l] + net.sizes[l] * net.sizes[l - 1]]
-                     for l in range(1, len(net.sizes))],
+            chunk=chunk,
+            # (the driver gathers a chunk's rows at its first minibatch)
+            ws=Workspace(net.sizes, net.dtype, batch_size, x_capacity=chunk),
+            # per minibatch: the loss sum, the correct count and (for the L2 penalty) the squared norm
+            # of the weights
+            losses=np.zeros(batch_size), stats=np.zeros((chunk // batch_size + 1, 3 if self.alpha > 0 else 2)),
             sample_idx=np.arange(n_samples, dtype=np.int64),
-            pacer=ThreadPacer(self._threads, batch_size), chunk=trainer.chunk_samples(n_samples),
-            plan=[self._threads, 0, 0, 0.0])  # threads, samples left in the plan, samples done, seconds
+            pacer=ThreadPacer(self._threads, batch_size))
         # Compile (or load from the cache) before the pacer times anything: a first step that includes
         # the compile looks like a slow thread count, and the pacer would avoid it for a long time.
         trainer._compile(data, run.ws, run.losses, run.stats)
@@ -375,64 +378,65 @@ class _BaseMLP(BaseEstimator):
     def _stochastic_epoch(self, run, state):
         """One pass over the (shuffled) training set in minibatches; returns the summed loss
         (scikit-learn's: batch loss plus the L2 penalty, times the batch size)."""
+        import numba
         if self.shuffle:
             run.sample_idx = shuffle(run.sample_idx, random_state=self._random_state)
         order = np.ascontiguousarray(run.sample_idx, dtype=np.int64)
         accumulated_loss = 0.0
-        for batch_slice in gen_batches(run.n_samples, run.batch_size):
-            idx = order[batch_slice]
-            nb = idx.shape[0]
-            wsum = float(run.weights[idx].sum()) if run.weights is not None else float(nb)
-            penalty = self._set_step_hyperparameters(run, state, wsum)
-            self._minibatch_step(run, idx)
-            state["t"] += 1
-            batch_loss = run.stats[0, 0] / wsum if wsum > 0 else 0.0
-            accumulated_loss += (batch_loss * run.data_scale + penalty) * nb
-        self._check_finite_params(run)
+        n, B = run.n_samples, run.batch_size
+        start = 0
+        while start < n:
+            # a chunk of minibatches per kernel call, on one thread or all, whichever is faster
+            # now (the results are the same), like Trainer.fit
+            threads, size = run.pacer.plan(run.chunk)
+            stop = min(start + size, n)
+            idx = order[start:stop]
+            nsteps = -(-(stop - start) // B)
+            wsums = ([float(run.weights[idx[s0:s0 + B]].sum()) for s0 in range(0, stop - start, B)]
+                     if run.weights is not None else [float(min(B, stop - start - s0))
+                                                      for s0 in range(0, stop - start, B)])
+            hp = self._step_hyperparameters(run, state, wsums)
+            numba.set_num_threads(threads)
+            t0 = time.perf_counter()
+            done = run.trainer._steps(run.data, idx, run.ws, run.losses, run.stats, threads, hp=hp)
+            run.pacer.record(threads, stop - start, time.perf_counter() - t0)
+            state["t"] += done
+            stats = run.stats[:done].tolist()
+            for k in range(done):
+                # scikit-learn's loss of the minibatch: the (weighted) mean loss plus
+                # alpha / 2 ||W||^2 / (batch weight), ||W||^2 of the weights before its update
+                wsum = wsums[k]
+                batch_loss = stats[k][0] / wsum if wsum > 0 else 0.0
+                penalty = 0.5 * self.alpha * stats[k][2] / wsum if self.alpha > 0 and wsum > 0 else 0.0
+                accumulated_loss += (batch_loss * run.data_scale + penalty) * min(B, stop - start - k * B)
+            if done < nsteps:
+                raise DivergenceError(f"the loss became {stats[done][0]}")
+            self._check_finite_params(run)
+            start = stop
         return accumulated_loss
 
-    def _set_step_hyperparameters(self, run, state, wsum):
-        """Set the trainer's decay, step and epsilon for the next minibatch as scikit-learn's would
-        be; returns that minibatch's L2 penalty."""
+    def _step_hyperparameters(self, run, state, wsums):
+        """The kernel's hyperparameters for the next minibatches, one row each (see
+        fastmlp._kernels._drive), as scikit-learn's would be: the decay alpha / (batch weight),
+        the step, and Adam's epsilon, which depends on the step number."""
         trainer = run.trainer
-        penalty = 0.0
-        if self.alpha > 0:
-            sq = 0.0
-            for w in run.w_views:
-                sq += float(np.dot(w, w))
-            penalty = 0.5 * self.alpha * sq / wsum if wsum > 0 else 0.0
-        trainer.weight_decay = run.scale * self.alpha / wsum if wsum > 0 else 0.0
+        trainer.steps = state["t"]
         if run.sgd:
             trainer.lr = state["learning_rate"] / run.scale
         else:
-            t = state["t"] + 1
             trainer.lr = float(self.learning_rate_init)
+        base = trainer._hp()
+        hp = np.tile(base, len(wsums)).reshape(len(wsums), base.size)
+        from . import _kernels as k
+        hp[:, k.HP_WEIGHT_DECAY] = [run.scale * self.alpha / wsum if wsum > 0 else 0.0 for wsum in wsums]
+        if not run.sgd:
             # scikit-learn adds epsilon to sqrt(v), PyTorch (the kernel) to
             # sqrt(v / (1 - beta_2^t)): the same update with this epsilon
-            trainer.eps = run.scale * self.epsilon / math.sqrt(1.0 - self.beta_2 ** t)
-            trainer.steps = state["t"]
-        return penalty
-
-    def _minibatch_step(self, run, idx):
-        """One minibatch through fastmlp's kernel; raises DivergenceError when it diverged."""
-        import numba
-        # one thread or all, whichever is faster now (the results are the same),
-        # decided for a chunk of minibatches at a time like Trainer.fit
-        plan = run.plan
-        if plan[1] <= 0:
-            plan = run.plan = [*run.pacer.plan(run.chunk), 0, 0.0]
-            numba.set_num_threads(plan[0])
-        t0 = time.perf_counter()
-        done = run.trainer._steps(run.data, idx, run.ws, run.losses, run.stats, plan[0])
-        nb = idx.shape[0]
-        plan[1] -= nb
-        plan[2] += nb
-        plan[3] += time.perf_counter() - t0
-        if done < 1:
-            raise DivergenceError(f"the loss became {run.stats[0, 0]}")
-        if plan[1] <= 0:
-            run.pacer.record(plan[0], plan[2], plan[3])
-            self._check_finite_params(run)
+            eps = [run.scale * self.epsilon / math.sqrt(1.0 - self.beta_2 ** t)
+                   for t in range(state["t"] + 1, state["t"] + 1 + len(wsums))]
+            hp[:, k.HP_EPS] = eps
+            hp[:, k.HP_SIZE + k.HP_EPS] = eps
+        return hp.ravel()
 
     @staticmethod
     def _check_finite_params(run):

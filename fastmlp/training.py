@@ -116,10 +116,11 @@ class Trainer:
         return (k.ACTIVATION_CODES[net.activation], k.ACTIVATION_CODES[net.output], k.LOSS_CODES[self.loss],
                 k.OPTIMIZER_CODES[self.optimizer])
 
-    def _steps(self, data, order, ws, losses, stats, nthreads=None):
+    def _steps(self, data, order, ws, losses, stats, nthreads=None, hp=None):
         """Run the minibatches of `order` (a multiple of batch_size long, or the epoch's tail) on
         `nthreads` threads (default: self.threads). Returns the number of steps completed (fewer
-        when a loss was not finite)."""
+        when a loss was not finite). hp: the kernel's hyperparameters, one row per minibatch
+        (see _kernels._drive), instead of this trainer's for every minibatch."""
         from . import _kernels as k
         net = self.net
         _, _, loss, optimizer = self._kernel_args()
@@ -127,7 +128,8 @@ class Trainer:
         if self._dist is not None:
             return self._dist.steps(self, data, order, ws, losses, stats)
         return k._drive(phase_plan(net.sizes, "train"), k.network(net), ws.buffers(),
-                        OptimizerState(self.grads, self.m, self.v, optimizer, self._hp(), self.steps + 1),
+                        OptimizerState(self.grads, self.m, self.v, optimizer, self._hp() if hp is None else hp,
+                                       self.steps + 1),
                         Data(*input_bytes(X), divisor, labels, targets, has_targets, weights, has_weights, loss),
                         order, self.batch_size, nthreads or self.threads,
                         Results(losses, stats, np.empty((0, net.sizes[-1]), dtype=net.dtype)))

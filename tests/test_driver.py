@@ -149,6 +149,73 @@ def test_train_mode_stops_before_the_update_of_a_non_finite_step():
     np.testing.assert_array_equal(net.params[1:], start[1:])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("optimizer", ["adam", "nesterov"])
+def test_train_mode_takes_one_hyperparameter_row_per_step_and_reports_weight_norms(dtype, optimizer):
+    """hp with one row per minibatch (the last row serving the rest) trains exactly like one call per
+    minibatch with that row, and a third stats column receives sum ||W^l||^2 before each update."""
+    rows = []
+    for s in range(4):  # a different step, decay and epsilon for every minibatch
+        hp = np.zeros(2 * k.HP_SIZE)
+        hp[k.HP_LR], hp[k.HP_WEIGHT_DECAY], hp[k.HP_EPS] = 0.05 * (s + 1), 0.1 * s, 1e-3 / (s + 1)
+        hp[k.HP_MOMENTUM] = hp[k.HP_BETA1] = 0.9
+        hp[k.HP_BETA2] = 0.999
+        hp[k.HP_SIZE:] = hp[:k.HP_SIZE]
+        hp[k.HP_SIZE + k.HP_WEIGHT_DECAY] = 0.0
+        rows.append(hp)
+    code = k.OPTIMIZER_CODES[optimizer]
+    n, batch = 23, 5  # 5 minibatches, the last of 3 rows; the table has 4 rows
+    net, W, b, X, y, data = _setup(dtype, n=n)
+    sizes = net.sizes.tolist()
+    start = net.params.copy()
+    order = np.random.default_rng(1).permutation(n)
+
+    def train(params, m, v, order, hp, step, stats):
+        ws = Workspace(sizes, dtype, batch, x_capacity=n)
+        return k._drive(phase_plan(sizes, "train"), net._replace(params=params), ws.buffers(),
+                        OptimizerState(np.zeros_like(params), m, v, code, hp, step), data, order, batch, 2,
+                        Results(np.zeros(batch), stats, np.zeros((0, sizes[-1]), dtype)))
+
+    chunked = start.copy(), np.zeros_like(start), np.zeros_like(start)
+    stats = np.zeros((5, 3))
+    assert train(*chunked, order, np.concatenate(rows), 7, stats) == 5
+    stepped = start.copy(), np.zeros_like(start), np.zeros_like(start)
+    for s in range(5):
+        params = stepped[0]
+        W_sq = sum(float(np.sum(params[net.w_off[l]:net.w_off[l] + sizes[l] * sizes[l - 1]].astype(np.float64) ** 2))
+                   for l in range(1, len(sizes)))
+        one = np.zeros((1, 3))
+        assert train(*stepped, order[batch * s:batch * (s + 1)], rows[min(s, 3)], 7 + s, one) == 1
+        np.testing.assert_array_equal(one, stats[s:s + 1])
+        np.testing.assert_allclose(stats[s, 2], W_sq, rtol=1e-13)
+    for a, b_ in zip(chunked, stepped):
+        assert a.tobytes() == b_.tobytes()
+
+
+@pytest.mark.parametrize("sizes", [(300, 20, 12, 4), (300, 36, 10), (300, 100, 10)])
+def test_train_and_forward_are_bit_identical_on_one_and_two_threads(sizes):
+    """Layers whose units do not split evenly into the kernels' row groups (20 units: 10 per thread)
+    give the same bits on one thread and two: the trainers switch thread counts between chunks of
+    minibatches on timing alone (fastmlp._pacer), so any difference would make runs differ."""
+    n, batch = 400, 200
+    out = []
+    for nthreads in (1, 2):
+        net, W, b, X, y, data = _setup(np.float32, sizes=sizes, n=n, activation="relu", seed=2)
+        hp = np.zeros(2 * k.HP_SIZE)
+        hp[k.HP_LR] = hp[k.HP_SIZE + k.HP_LR] = 0.01
+        hp[k.HP_BETA1], hp[k.HP_BETA2], hp[k.HP_EPS] = 0.9, 0.999, 1e-8
+        hp[k.HP_SIZE:k.HP_SIZE + k.HP_EPS + 1] = hp[:k.HP_EPS + 1]
+        m, v = np.zeros_like(net.params), np.zeros_like(net.params)
+        ws = Workspace(list(sizes), np.float32, batch, x_capacity=n)
+        stats = np.zeros((2, 3))
+        assert k._drive(phase_plan(list(sizes), "train"), net, ws.buffers(),
+                        OptimizerState(np.zeros_like(net.params), m, v, k.ADAM, hp, 1), data, np.arange(n), batch,
+                        nthreads, Results(np.zeros(batch), stats, np.zeros((0, sizes[-1]), np.float32))) == 2
+        _, _, res = _run("forward", net, data, n, batch, nthreads=nthreads)
+        out.append((net.params.tobytes(), m.tobytes(), v.tobytes(), stats.tobytes(), res.outputs.tobytes()))
+    assert out[0] == out[1]
+
+
 def test_every_mode_and_input_dtype_runs_one_compiled_driver():
     """After a first training run of a float64 network, evaluation, forward, predict and the
     gradients, and training on float32 and float64 X, all run the driver compiled for it: no call

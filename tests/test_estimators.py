@@ -355,3 +355,46 @@ def test_trainer_nesterov_and_bias_decay_match_numpy(optimizer, decay_biases):
                 p -= 0.1 / (1 - 0.9 ** t) * M[i] / (np.sqrt(V[i]) / np.sqrt(1 - 0.999 ** t) + 1e-8)
         trainer.step_batch(X, y)
     np.testing.assert_allclose(net.params, ref.params, rtol=1e-12, atol=1e-14)
+
+
+# -- minibatches in chunks per kernel call --------------------------------------------------------
+
+@pytest.mark.parametrize("cls, params", [
+    (MLPClassifier, dict()),  # adam, alpha 1e-4, float32
+    (MLPClassifier, dict(alpha=0.0, dtype="float64")),
+    (MLPClassifier, dict(solver="sgd", alpha=0.01)),  # Nesterov
+    (MLPClassifier, dict(solver="sgd", nesterovs_momentum=False, learning_rate="invscaling")),
+    (MLPClassifier, dict(solver="sgd", momentum=0.0, learning_rate="adaptive", n_iter_no_change=2, tol=0.05)),
+    (MLPClassifier, dict(alpha=0.01, weighted=True)),
+    (MLPClassifier, dict(early_stopping=True, n_iter_no_change=3, n_jobs=2)),
+    (MLPRegressor, dict(alpha=0.01, weighted=True)),
+    (MLPRegressor, dict(solver="sgd", dtype="float64", n_jobs=2)),
+], ids=lambda p: p.__name__ if isinstance(p, type) else "-".join(f"{k}={v}" for k, v in p.items()))
+def test_chunks_of_minibatches_train_exactly_like_one_minibatch_per_call(cls, params, monkeypatch):
+    """The estimators run a chunk of minibatches per kernel call, each with scikit-learn's step
+    (Adam's epsilon of its step number, alpha / its batch weight) and its loss (with the squared norm
+    of the weights before it): parameters, optimizer state and loss curve are bit-identical to one
+    minibatch per call, and to chunks that end mid-epoch."""
+    from fastmlp.training import Trainer
+    params = dict(params)
+    weighted = params.pop("weighted", False)
+    X, y = _classification(n=250, features=8)  # 8 minibatches of 32, the last of 26
+    if cls is MLPRegressor:
+        y = X[:, 0] - 2 * X[:, 1]
+    sample_weight = np.random.default_rng(0).random(250) * 2 if weighted else None
+    params.setdefault("n_jobs", 1)
+    results = []
+    for steps in (None, 1, 3):  # steps per kernel call (None: the whole epoch here)
+        if steps is not None:
+            monkeypatch.setattr(Trainer, "chunk_samples", lambda self, n, s=steps: s * self.batch_size)
+        est = cls(hidden_layer_sizes=(16,), batch_size=32, max_iter=8, random_state=0, **params)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            est.fit(X, y, sample_weight=sample_weight)
+            est.partial_fit(X, y) if not est.early_stopping else None
+        results.append((b"".join(a.tobytes() for a in est.coefs_ + est.intercepts_),
+                        b"".join(a.tobytes() for a in (est._optimizer["m"], est._optimizer["v"])),
+                        est.loss_curve_, est.t_, est.n_iter_))
+    assert results[0][3] > 0
+    assert results[1] == results[0]
+    assert results[2] == results[0]
