@@ -93,12 +93,13 @@ def loops_with_fma(asm):
     loops = []
     for i, line in enumerate(lines):
         s = line.strip()
-        m = re.match(r"^(\.LBB\w+):", s)
+        # LLVM's labels, and the numeric local labels of inline assembly ("1:" .. "jnz 1b")
+        m = re.match(r"^(\.L\w+|\d+):", s)
         if m:
             labels[m.group(1)] = i
-        m = re.match(r"^j\w+\s+(\.LBB\w+)", s)
-        if m and m.group(1) in labels:
-            loops.append((labels[m.group(1)], i))
+        m = re.match(r"^j\w+\s+(\.L\w+|\d+b)\b", s)
+        if m and m.group(1).rstrip("b") in labels:
+            loops.append((labels[m.group(1).rstrip("b")], i))
     found = []
     for a, b in loops:
         body = lines[a:b + 1]

@@ -27,7 +27,7 @@ import math
 import numpy as np
 from numba import carray, njit, prange, types
 from numba.core import cgutils
-from llvmlite import ir
+from llvmlite import binding as llvm, ir
 from numba.extending import intrinsic
 
 from ._buffers import INPUT_FLOAT32, INPUT_FLOAT64, Network
@@ -61,8 +61,6 @@ PARALLEL_MIN_WORK = 65536
 # the output layer is worth a parallel region (softmax-CE of 10 classes: ~0.1 us per sample, the
 # time of ~5000 multiply-adds).
 OUTPUT_STEP_WORK = 2048
-# Rows of W^1 whose gradient is computed and applied in one go (8 rows of 784 floats: 25 KB, in L1).
-UPDATE_BLOCK_ROWS = 8
 # Rows the gather requests from memory ahead of the one it converts.
 GATHER_AHEAD = 4
 
@@ -187,8 +185,10 @@ def _register_blocking(features):
     #           accumulators + 6 loads (4 x 4 spilled too).
     if "avx512f" in features:
         return "avx512", 4, 256, 4
+    if "avx2" in features and "fma" in features:
+        return "avx2", 6, 64, 2
     if "avx" in features:
-        return "avx2", 2, 192, 2
+        return "avx", 2, 192, 2
     return "sse", 2, 96, 2
 
 
@@ -196,6 +196,9 @@ def _register_blocking(features):
 # constants, so they are frozen into Numba's on-disk cache; that is sound because the cache is keyed
 # on the target CPU's name and features, which decide them.
 VECTOR_ISA, TILE_ROWS, TILE_BYTES, FORWARD_SAMPLES = _register_blocking(_target_features())
+# Rows of W^1 whose gradient is computed and applied in one go (8 rows of 784 floats: 25 KB, in L1;
+# 12, two tiles of 6 rows, with the AVX2 micro-kernel).
+UPDATE_BLOCK_ROWS = 12 if TILE_ROWS == 6 else 8
 
 
 # ---------------------------------------------------------------------------------------------
@@ -343,6 +346,10 @@ def _dense_forward_rows(W, b, a_prev, out, code, j0, j1):
     one = W.dtype.type(1)
     zero = one - one
     j = j0
+    if TILE_ROWS == 6 and j1 - j0 >= 16:
+        # (fewer rows, e.g. an output layer of 10 units: the loops below, which pack nothing)
+        _forward_micro(W, b, a_prev, out, j0, j1)
+        j = j1
     while j + 4 <= j1:
         _forward_4rows(W, b, a_prev, out, code, j)
         j += 4
@@ -613,6 +620,235 @@ def _register_tile(typingctx, like):
     return types.Tuple((ptr_t, types.intp))(like), codegen
 
 
+# ---------------------------------------------------------------------------------------------
+# The AVX2 + FMA micro-kernel (TILE_ROWS == 6)
+# ---------------------------------------------------------------------------------------------
+
+# A 6 x 2-vector tile, as in BLIS's Haswell kernel: 12 ymm accumulators, 2 registers for the loads
+# of a step and 2 that the 6 broadcasts alternate between: all 16 ymm registers and no spill. It is
+# written in assembly because LLVM, given the same loop, holds all 6 broadcasts of a step in
+# registers at once (18-20 of the 16) and spills accumulators on every step.
+MICRO_ROWS = 6
+
+
+def _micro_asm(suffix, bcast):
+    # AT&T assembly of the tile loop; operands $0 k, $1 x, $2 x_step, $3 d, $4 d_ld, $5 d_step, $6 c,
+    # $7 init (bytes for the steps). acc[r, :] (+)= sum_k d[k, r] * x[k, :], k ascending, from zero
+    # (init != 0) or from c; then c = acc.
+    acc = [f"%ymm{i}" for i in range(12)]
+    lines = ["mov $1, %rax", "mov $3, %rcx", "mov $0, %r8", "lea ($3,$4,2), %rdx", "add $4, %rdx",
+             "test $7, $7", "jz 3f"]
+    lines += [f"vxorp{suffix} {a}, {a}, {a}" for a in acc]
+    lines += ["jmp 4f", "3:"]
+    lines += [f"vmovup{suffix} {32 * i}($6), {a}" for i, a in enumerate(acc)]
+    lines += ["4:", "test %r8, %r8", "jle 2f", "1:",
+              f"vmovup{suffix} (%rax), %ymm12", f"vmovup{suffix} 32(%rax), %ymm13"]
+    srcs = ["(%rcx)", "(%rcx,$4,1)", "(%rcx,$4,2)", "(%rdx)", "(%rdx,$4,1)", "(%rdx,$4,2)"]
+    for r, src in enumerate(srcs):
+        b = f"%ymm{14 + r % 2}"
+        lines += [f"{bcast} {src}, {b}",
+                  f"vfmadd231p{suffix} %ymm12, {b}, {acc[2 * r]}",
+                  f"vfmadd231p{suffix} %ymm13, {b}, {acc[2 * r + 1]}"]
+    lines += ["add $2, %rax", "add $5, %rcx", "add $5, %rdx", "dec %r8", "jnz 1b", "2:"]
+    lines += [f"vmovup{suffix} {a}, {32 * i}($6)" for i, a in enumerate(acc)]
+    lines += ["vzeroupper"]
+    return "\n\t".join(lines)
+
+
+# Numba's JIT assembles inline assembly only with the native assembly parser registered (cheap, no
+# compilation).
+llvm.initialize_native_asmparser()
+
+_MICRO_CLOBBERS = ",".join(["~{rax}", "~{rcx}", "~{rdx}", "~{r8}"] + [f"~{{xmm{i}}}" for i in range(16)]
+                           + ["~{memory}", "~{dirflag}", "~{fpsr}", "~{flags}"])
+
+
+@intrinsic
+def _micro_tile(typingctx, like, k, x, x_step, d, d_ld, d_step, c, init):
+    # like: float32|float64 (picks the instructions); the rest int64: addresses and byte steps.
+    # c (6, 32 // itemsize * 2) contiguous: c[r, :] = (c[r, :] unless init) + sum_{kk < k}
+    # d[kk, r] x[kk, :], where x[kk, :] is the 64 bytes at x + kk * x_step and d[kk, r] the element at
+    # d + kk * d_step + r * d_ld; each element summed with one FMA per kk in ascending order.
+    if like.bitwidth == 32:
+        asm = _micro_asm("s", "vbroadcastss")
+    else:
+        asm = _micro_asm("d", "vbroadcastsd")
+    constraint = "r,r,r,r,r,r,r,r," + _MICRO_CLOBBERS
+
+    def codegen(context, builder, sig, args):
+        i64 = ir.IntType(64)
+        fnty = ir.FunctionType(ir.VoidType(), [i64] * 8)
+        vals = [builder.sext(a, i64) if a.type.width < 64 else a for a in args[1:]]
+        builder.asm(fnty, asm, constraint, vals, True)
+        return context.get_dummy_value()
+    return types.none(like, types.int64, types.int64, types.int64, types.int64, types.int64, types.int64,
+                      types.int64, types.int64), codegen
+
+
+@_inline()
+def _addr(a, r, c):
+    # address of a[r, c] (2-D, rows strided, columns contiguous)
+    return a.ctypes.data + r * a.strides[0] + c * a.itemsize
+
+
+@_inline(fastmath=FAST)
+def _micro(like, k, x, x_step, d, d_ld, d_step, c, init):
+    _micro_tile(like, np.int64(k), np.int64(x), np.int64(x_step), np.int64(d), np.int64(d_ld), np.int64(d_step),
+                np.int64(c.ctypes.data), np.int64(init))
+
+
+@_inline()
+def _pack_panel(X, rows, c, e, out):
+    # out[r, :] = X[r, c:e] followed by zeros, r < rows: a panel of _micro_tile's x operand,
+    # contiguous (read in place, rows a power of two bytes apart share a few L1 sets and evict
+    # each other)
+    zero = out.dtype.type(0)
+    w = e - c
+    T = out.shape[1]
+    for r in range(rows):
+        src = X[r, c:e]
+        dst = out[r]
+        for i in range(w):
+            dst[i] = src[i]
+        for i in range(w, T):
+            dst[i] = zero
+
+
+@_inline(fastmath=FAST)
+def _weight_grad_micro(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias):
+    # _weight_grad_block with TILE_ROWS == 6 (AVX2 + FMA): tiles of 6 rows x 64 bytes of dW summed
+    # over all samples by _micro_tile. The deltas of each group of 6 rows are packed first
+    # (sample-major, 6 per sample; zeros for the rows past j1 of a last partial group); then per
+    # column panel (all samples x 64 bytes of a_prev, kept in L1) every group's
+    # tile; the panel is packed contiguous (zeros past c1).
+    # Each element is summed over the samples in ascending order from zero, whatever the split.
+    n, M = a_prev.shape
+    one = dW.dtype.type(1)
+    zero = one - one
+    R = MICRO_ROWS
+    T = TILE_BYTES // dW.itemsize
+    size = dW.itemsize
+    if with_bias:
+        for j in range(j0, j1):
+            acc = db[j] if accumulate else zero
+            for s in range(n):
+                acc += delta[s, j]
+            db[j] = acc
+    groups = (j1 - j0 + R - 1) // R
+    if groups <= 0 or c1 <= c0:
+        return
+    d = np.zeros((groups, max(n, 1), R), dW.dtype)
+    for s in range(n):
+        e = delta[s]
+        for g in range(groups):
+            dg = d[g, s]
+            jg = j0 + g * R
+            for r in range(min(R, j1 - jg)):
+                dg[r] = e[jg + r]
+    x = np.empty((max(n, 1), T), dW.dtype)
+    tile = np.empty((R, T), dW.dtype)
+    for c in range(c0, c1, T):
+        e1 = min(c + T, c1)
+        _pack_panel(a_prev, n, c, e1, x)
+        for g in range(groups):
+            jg = j0 + g * R
+            # (the next tile's rows of dW, 6 lines far apart, requested while this one is summed)
+            if g + 1 < groups:
+                for r in range(min(R, j1 - jg - R)):
+                    _prefetch(dW[jg + R + r], c)
+            _micro(one, n, _addr(x, 0, 0), T * size, _addr(d[g], 0, 0), size, R * size, tile, 1)
+            for r in range(min(R, j1 - jg)):
+                out = dW[jg + r, c:e1]
+                v = tile[r]
+                for i in range(e1 - c):
+                    out[i] = (out[i] if accumulate else zero) + v[i]
+
+
+@_inline(fastmath=FAST)
+def _delta_backward_micro(W, delta, a_prev, code, from_output, delta_prev, i0, i1):
+    # _delta_backward_cols with TILE_ROWS == 6 (AVX2 + FMA): tiles of 6 samples x 64 bytes of
+    # columns summed over all j by _micro_tile. The deltas of each group of 6 samples are packed
+    # first (j-major, 6 per j; zeros for samples past n); then per column panel, per block of
+    # L1_BLOCK_BYTES of its rows j (W[jb:je, c:c + 64 bytes] packed contiguous, zeros past i1: no
+    # column outside i0:i1 is read, other threads may be updating them), every group's tile, whose
+    # partial sums wait in tiles between blocks. sigma' is applied in one pass at the end. Each
+    # element is summed over j in ascending order from zero, whatever the split.
+    n, N = delta.shape
+    one = W.dtype.type(1)
+    R = MICRO_ROWS
+    T = TILE_BYTES // W.itemsize
+    size = W.itemsize
+    m = i1 - i0
+    groups = (n + R - 1) // R
+    if m <= 0 or groups == 0:
+        return
+    d = np.zeros((groups, max(N, 1), R), W.dtype)
+    for g in range(groups):
+        dg = d[g]
+        for r in range(min(R, n - g * R)):
+            e = delta[g * R + r]
+            for j in range(N):
+                dg[j, r] = e[j]
+    KC = max(L1_BLOCK_BYTES // (T * size), 1)
+    x = np.empty((max(min(N, KC), 1), T), W.dtype)
+    tiles = np.empty((groups, R, T), W.dtype)
+    for c in range(i0, i1, T):
+        c1 = min(c + T, i1)
+        for jb in range(0, max(N, 1), KC):
+            je = min(jb + KC, N)
+            _pack_panel(W[jb:je], je - jb, c, c1, x)
+            for g in range(groups):
+                _micro(one, je - jb, _addr(x, 0, 0), T * size, _addr(d[g], jb, 0), size, R * size, tiles[g],
+                       1 if jb == 0 else 0)
+        for g in range(groups):
+            for r in range(min(R, n - g * R)):
+                o = delta_prev[g * R + r, c:c1]
+                v = tiles[g, r]
+                for i in range(c1 - c):
+                    o[i] = v[i]
+    for s in range(n):
+        _scale_by_activation_grad(delta_prev[s, i0:i1], a_prev[s, i0:i1], code, from_output)
+
+
+@_inline(fastmath=FAST)
+def _forward_micro(W, b, a_prev, out, j0, j1):
+    # out[s, j] = sum_k W[j, k] a_prev[s, k] + b[j] for rows j0 <= j < j1 (j1 - j0 >= 6) of W, all
+    # samples (no activation), TILE_ROWS == 6 (AVX2 + FMA): tiles of 6 rows of W x 64 bytes of
+    # samples summed over k by _micro_tile, with W read in place (6 rows: in L1) and a_prev packed
+    # transposed into panels of 64 bytes of samples (zeros past n). The last group of rows is moved
+    # up to end at j1 (its overlap is recomputed identically). Each element is summed over k in
+    # ascending order from zero, then b[j] added, whatever the split of rows or samples.
+    n, M = a_prev.shape
+    one = W.dtype.type(1)
+    R = MICRO_ROWS
+    T = TILE_BYTES // W.itemsize
+    size = W.itemsize
+    panels = (n + T - 1) // T
+    if panels == 0:
+        return
+    p = np.zeros((panels, M, T), W.dtype)
+    for s in range(n):
+        row = a_prev[s]
+        q = p[s // T]
+        col = s % T
+        for k in range(M):
+            q[k, col] = row[k]
+    tile = np.empty((R, T), W.dtype)
+    done = j0
+    for g in range(j0, j1, R):
+        jg = min(g, j1 - R)
+        for pi in range(panels):
+            _micro(one, M, _addr(p[pi], 0, 0), T * size, _addr(W, jg, 0), W.strides[0], size, tile, 1)
+            s0 = pi * T
+            for r in range(done - jg, R):
+                j = jg + r
+                bj = b[j]
+                v = tile[r]
+                for col in range(min(T, n - s0)):
+                    out[s0 + col, j] = v[col] + bj
+        done = jg + R
+
+
 @_jit(fastmath=FAST)
 def _delta_backward_cols(W, delta, a_prev, code, from_output, delta_prev, i0, i1):
     # W = W^l (N, M), delta = delta^l (n, N), a_prev = a^{l-1} or z^{l-1} (n, M), delta_prev (n, M).
@@ -628,6 +864,9 @@ def _delta_backward_cols(W, delta, a_prev, code, from_output, delta_prev, i0, i1
     # of W are copied into a zero-padded T-column buffer (so no column outside i0:i1 is read). A
     # last partial block of samples repeats rows of delta and drops their results. sigma' is
     # applied in one pass over the rows at the end.
+    if TILE_ROWS == 6:
+        _delta_backward_micro(W, delta, a_prev, code, from_output, delta_prev, i0, i1)
+        return
     if TILE_ROWS == 2:
         _delta_backward_panels(W, delta, a_prev, code, from_output, delta_prev, i0, i1)
         return
@@ -777,6 +1016,9 @@ def _weight_grad_block(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_b
     # LLVM keeps acc in registers only with this exact shape: heap buffers allocated before the
     # tile, no branch in the sample loop, and the store as one loop with a select (an
     # `if accumulate:` around two store loops made it store acc to the stack on every sample).
+    if TILE_ROWS == 6:
+        _weight_grad_micro(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias)
+        return
     if TILE_ROWS == 2:
         _weight_grad_panels(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias)
         return
