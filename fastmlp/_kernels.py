@@ -815,9 +815,11 @@ def _forward_micro(W, b, a_prev, out, j0, j1):
     # out[s, j] = sum_k W[j, k] a_prev[s, k] + b[j] for rows j0 <= j < j1 (j1 - j0 >= 6) of W, all
     # samples (no activation), TILE_ROWS == 6 (AVX2 + FMA): tiles of 6 rows of W x 64 bytes of
     # samples summed over k by _micro_tile, with W read in place (6 rows: in L1) and a_prev packed
-    # transposed into panels of 64 bytes of samples (zeros past n). The last group of rows is moved
-    # up to end at j1 (its overlap is recomputed identically). Each element is summed over k in
-    # ascending order from zero, then b[j] added, whatever the split of rows or samples.
+    # transposed into panels of 64 bytes of samples (zeros past n), or, with at least as many
+    # samples as rows, tiles of 6 samples (read in place) x 64 bytes of rows of W packed transposed.
+    # A last group of rows or samples is moved to end at j1 or n (its overlap is recomputed
+    # identically). Each element is summed over k in ascending order from zero, then b[j] added,
+    # whatever the split of rows or samples and the orientation.
     n, M = a_prev.shape
     one = W.dtype.type(1)
     R = MICRO_ROWS
@@ -825,6 +827,32 @@ def _forward_micro(W, b, a_prev, out, j0, j1):
     size = W.itemsize
     panels = (n + T - 1) // T
     if panels == 0:
+        return
+    if n >= j1 - j0:
+        # fewer rows than samples: the other way round (6 samples x 64 bytes of rows, W^T packed),
+        # so that the smaller operand is the one transposed; the same FMAs in the same order
+        wt = np.zeros((M, T), W.dtype)
+        tile = np.empty((R, T), W.dtype)
+        for c in range(j0, j1, T):
+            e = min(c + T, j1)
+            for i in range(e - c):
+                row = W[c + i]
+                for k in range(M):
+                    wt[k, i] = row[k]
+            for i in range(e - c, T):
+                for k in range(M):
+                    wt[k, i] = 0
+            done = 0
+            for g in range(0, n, R):
+                sg = min(g, n - R)
+                _micro(one, M, _addr(wt, 0, 0), T * size, _addr(a_prev, sg, 0), a_prev.strides[0], size, tile, 1)
+                for r in range(done - sg, R):
+                    o = out[sg + r, c:e]
+                    v = tile[r]
+                    bb = b[c:e]
+                    for i in range(e - c):
+                        o[i] = v[i] + bb[i]
+                done = sg + R
         return
     p = np.zeros((panels, M, T), W.dtype)
     for s in range(n):
