@@ -39,6 +39,8 @@ import numba  # noqa: E402
 
 from fastmlp import _kernels as P  # noqa: E402
 
+PAUSE = 0.3  # seconds before a two-thread measurement
+
 SHAPES = [  # (M inputs, N units, batch n)
     (784, 100, 32), (784, 100, 128), (784, 100, 200),
     (784, 512, 128), (512, 512, 128),
@@ -166,8 +168,12 @@ def main():
                 # one thread: CPU time of this thread, which the other processes of a shared
                 # machine do not inflate (both run in the calling thread); two: wall time
                 clock = time.thread_time if t == 1 else time.perf_counter
+                # (two threads: a pause first, so that the other library's worker threads, which
+                # spin for a while after their last task, have gone to sleep and leave the cores)
                 with threadpool_limits(t):
+                    time.sleep(PAUSE if t > 1 else 0)
                     t_np = best_time(ref, args.rounds, clock)
+                time.sleep(PAUSE if t > 1 else 0)
                 t_ours = best_time(ours, args.rounds, clock)
                 g, gn = flops / t_ours / 1e9, flops / t_np / 1e9
                 cells.append(f"{g:8.1f} ({g / gn:4.2f}x)")

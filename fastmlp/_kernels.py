@@ -633,14 +633,16 @@ MICRO_ROWS = 6
 
 def _micro_asm(suffix, bcast):
     # AT&T assembly of the tile loop; operands $0 k, $1 x, $2 x_step, $3 d, $4 d_ld, $5 d_step, $6 c,
-    # $7 init (bytes for the steps). acc[r, :] (+)= sum_k d[k, r] * x[k, :], k ascending, from zero
-    # (init != 0) or from c; then c = acc.
+    # $7 c_ld, $8 init (bytes for the steps and strides). acc[r, :] = (0 if init else c[r, :]), then
+    # acc[r, :] += d[k, r] * x[k, :] for k ascending; then c[r, :] = acc[r, :].
     acc = [f"%ymm{i}" for i in range(12)]
+    rows = ["$6", "$6,$7,1", "$6,$7,2", "%r9", "%r9,$7,1", "%r9,$7,2"]
+    cs = [f"{32 * h}({row})" for row in rows for h in (0, 1)]
     lines = ["mov $1, %rax", "mov $3, %rcx", "mov $0, %r8", "lea ($3,$4,2), %rdx", "add $4, %rdx",
-             "test $7, $7", "jz 3f"]
+             "lea ($6,$7,2), %r9", "add $7, %r9", "test $8, $8", "jz 3f"]
     lines += [f"vxorp{suffix} {a}, {a}, {a}" for a in acc]
     lines += ["jmp 4f", "3:"]
-    lines += [f"vmovup{suffix} {32 * i}($6), {a}" for i, a in enumerate(acc)]
+    lines += [f"vmovup{suffix} {c}, {a}" for c, a in zip(cs, acc)]
     lines += ["4:", "test %r8, %r8", "jle 2f", "1:",
               f"vmovup{suffix} (%rax), %ymm12", f"vmovup{suffix} 32(%rax), %ymm13"]
     srcs = ["(%rcx)", "(%rcx,$4,1)", "(%rcx,$4,2)", "(%rdx)", "(%rdx,$4,1)", "(%rdx,$4,2)"]
@@ -650,7 +652,7 @@ def _micro_asm(suffix, bcast):
                   f"vfmadd231p{suffix} %ymm12, {b}, {acc[2 * r]}",
                   f"vfmadd231p{suffix} %ymm13, {b}, {acc[2 * r + 1]}"]
     lines += ["add $2, %rax", "add $5, %rcx", "add $5, %rdx", "dec %r8", "jnz 1b", "2:"]
-    lines += [f"vmovup{suffix} {a}, {32 * i}($6)" for i, a in enumerate(acc)]
+    lines += [f"vmovup{suffix} {a}, {c}" for c, a in zip(cs, acc)]
     lines += ["vzeroupper"]
     return "\n\t".join(lines)
 
@@ -659,42 +661,36 @@ def _micro_asm(suffix, bcast):
 # compilation).
 llvm.initialize_native_asmparser()
 
-_MICRO_CLOBBERS = ",".join(["~{rax}", "~{rcx}", "~{rdx}", "~{r8}"] + [f"~{{xmm{i}}}" for i in range(16)]
+_MICRO_CLOBBERS = ",".join(["~{rax}", "~{rcx}", "~{rdx}", "~{r8}", "~{r9}"] + [f"~{{xmm{i}}}" for i in range(16)]
                            + ["~{memory}", "~{dirflag}", "~{fpsr}", "~{flags}"])
 
 
 @intrinsic
-def _micro_tile(typingctx, like, k, x, x_step, d, d_ld, d_step, c, init):
-    # like: float32|float64 (picks the instructions); the rest int64: addresses and byte steps.
-    # c (6, 32 // itemsize * 2) contiguous: c[r, :] = (c[r, :] unless init) + sum_{kk < k}
-    # d[kk, r] x[kk, :], where x[kk, :] is the 64 bytes at x + kk * x_step and d[kk, r] the element at
-    # d + kk * d_step + r * d_ld; each element summed with one FMA per kk in ascending order.
-    if like.bitwidth == 32:
-        asm = _micro_asm("s", "vbroadcastss")
-    else:
-        asm = _micro_asm("d", "vbroadcastsd")
-    constraint = "r,r,r,r,r,r,r,r," + _MICRO_CLOBBERS
+def _micro_tile(typingctx, like, k, x, x_step, d, d_ld, d_step, c, c_ld, init):
+    # like: float32|float64 (picks the instructions); the rest int64: addresses, byte steps.
+    # c[r, :] = (0 if init else c[r, :]) + sum_{kk < k} d[kk, r] x[kk, :] for r < 6, where x[kk, :]
+    # is the 64 bytes at x + kk * x_step, d[kk, r] the element at d + kk * d_step + r * d_ld and
+    # c[r, :] the 64 bytes at c + r * c_ld; each element gets one FMA per kk, in ascending order.
+    asm = _micro_asm("s", "vbroadcastss") if like.bitwidth == 32 else _micro_asm("d", "vbroadcastsd")
+    constraint = "r,r,r,r,r,r,r,r,r," + _MICRO_CLOBBERS
 
     def codegen(context, builder, sig, args):
-        i64 = ir.IntType(64)
-        fnty = ir.FunctionType(ir.VoidType(), [i64] * 8)
-        vals = [builder.sext(a, i64) if a.type.width < 64 else a for a in args[1:]]
-        builder.asm(fnty, asm, constraint, vals, True)
+        fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(64)] * 9)
+        builder.asm(fnty, asm, constraint, list(args[1:]), True)
         return context.get_dummy_value()
-    return types.none(like, types.int64, types.int64, types.int64, types.int64, types.int64, types.int64,
-                      types.int64, types.int64), codegen
+    return types.none(like, *([types.int64] * 9)), codegen
+
+
+@_inline(fastmath=FAST)
+def _micro(like, k, x, x_step, d, d_ld, d_step, c, c_ld, init):
+    _micro_tile(like, np.int64(k), np.int64(x), np.int64(x_step), np.int64(d), np.int64(d_ld), np.int64(d_step),
+                np.int64(c), np.int64(c_ld), np.int64(init))
 
 
 @_inline()
 def _addr(a, r, c):
     # address of a[r, c] (2-D, rows strided, columns contiguous)
     return a.ctypes.data + r * a.strides[0] + c * a.itemsize
-
-
-@_inline(fastmath=FAST)
-def _micro(like, k, x, x_step, d, d_ld, d_step, c, init):
-    _micro_tile(like, np.int64(k), np.int64(x), np.int64(x_step), np.int64(d), np.int64(d_ld), np.int64(d_step),
-                np.int64(c.ctypes.data), np.int64(init))
 
 
 @_inline()
@@ -717,51 +713,71 @@ def _pack_panel(X, rows, c, e, out):
 @_inline(fastmath=FAST)
 def _weight_grad_micro(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias):
     # _weight_grad_block with TILE_ROWS == 6 (AVX2 + FMA): tiles of 6 rows x 64 bytes of dW summed
-    # over all samples by _micro_tile. The deltas of each group of 6 rows are packed first
-    # (sample-major, 6 per sample; zeros for the rows past j1 of a last partial group); then per
-    # column panel (all samples x 64 bytes of a_prev, kept in L1) every group's
-    # tile; the panel is packed contiguous (zeros past c1).
-    # Each element is summed over the samples in ascending order from zero, whatever the split.
+    # over all samples by _micro_tile, starting from dW (accumulate) or zero. The deltas of each
+    # group of 6 rows are packed first (sample-major, 6 per sample; zeros for the rows past j1 of a
+    # last partial group) and db summed from them; then per column panel (all samples x 64 bytes of
+    # a_prev, packed contiguous with zeros past c1, in L1) every group's tile, in place in dW when
+    # whole, else through a zero-padded copy. Each element is dW's (or zero) plus the products of
+    # the samples in ascending order, one FMA each, whatever the split of rows or columns.
     n, M = a_prev.shape
     one = dW.dtype.type(1)
     zero = one - one
     R = MICRO_ROWS
     T = TILE_BYTES // dW.itemsize
     size = dW.itemsize
-    if with_bias:
-        for j in range(j0, j1):
-            acc = db[j] if accumulate else zero
-            for s in range(n):
-                acc += delta[s, j]
-            db[j] = acc
     groups = (j1 - j0 + R - 1) // R
-    if groups <= 0 or c1 <= c0:
+    if groups <= 0:
         return
     d = np.zeros((groups, max(n, 1), R), dW.dtype)
-    for s in range(n):
-        e = delta[s]
-        for g in range(groups):
-            dg = d[g, s]
-            jg = j0 + g * R
-            for r in range(min(R, j1 - jg)):
-                dg[r] = e[jg + r]
+    for g in range(groups):
+        jg = j0 + g * R
+        rn = min(R, j1 - jg)
+        dg = d[g]
+        if rn == R:
+            for s in range(n):
+                e = delta[s, jg:jg + R]
+                q = dg[s]
+                q[0] = e[0]
+                q[1] = e[1]
+                q[2] = e[2]
+                q[3] = e[3]
+                q[4] = e[4]
+                q[5] = e[5]
+        else:
+            for s in range(n):
+                for r in range(rn):
+                    dg[s, r] = delta[s, jg + r]
+        if with_bias:
+            for r in range(rn):
+                acc = db[jg + r] if accumulate else zero
+                for s in range(n):
+                    acc += dg[s, r]
+                db[jg + r] = acc
     x = np.empty((max(n, 1), T), dW.dtype)
     tile = np.empty((R, T), dW.dtype)
+    init = 0 if accumulate else 1
     for c in range(c0, c1, T):
-        e1 = min(c + T, c1)
-        _pack_panel(a_prev, n, c, e1, x)
+        w = min(c + T, c1) - c
+        _pack_panel(a_prev, n, c, c + w, x)
         for g in range(groups):
             jg = j0 + g * R
+            rn = min(R, j1 - jg)
             # (the next tile's rows of dW, 6 lines far apart, requested while this one is summed)
             if g + 1 < groups:
                 for r in range(min(R, j1 - jg - R)):
                     _prefetch(dW[jg + R + r], c)
-            _micro(one, n, _addr(x, 0, 0), T * size, _addr(d[g], 0, 0), size, R * size, tile, 1)
-            for r in range(min(R, j1 - jg)):
-                out = dW[jg + r, c:e1]
-                v = tile[r]
-                for i in range(e1 - c):
-                    out[i] = (out[i] if accumulate else zero) + v[i]
+            if rn == R and w == T:
+                _micro(one, n, _addr(x, 0, 0), T * size, _addr(d[g], 0, 0), size, R * size, _addr(dW, jg, c),
+                       dW.strides[0], init)
+            else:
+                for r in range(R):
+                    for i in range(T):
+                        tile[r, i] = dW[jg + r, c + i] if accumulate and r < rn and i < w else zero
+                _micro(one, n, _addr(x, 0, 0), T * size, _addr(d[g], 0, 0), size, R * size, _addr(tile, 0, 0),
+                       T * size, 0)
+                for r in range(rn):
+                    for i in range(w):
+                        dW[jg + r, c + i] = tile[r, i]
 
 
 @_inline(fastmath=FAST)
@@ -798,8 +814,8 @@ def _delta_backward_micro(W, delta, a_prev, code, from_output, delta_prev, i0, i
             je = min(jb + KC, N)
             _pack_panel(W[jb:je], je - jb, c, c1, x)
             for g in range(groups):
-                _micro(one, je - jb, _addr(x, 0, 0), T * size, _addr(d[g], jb, 0), size, R * size, tiles[g],
-                       1 if jb == 0 else 0)
+                _micro(one, je - jb, _addr(x, 0, 0), T * size, _addr(d[g], jb, 0), size, R * size,
+                       _addr(tiles[g], 0, 0), T * size, 1 if jb == 0 else 0)
         for g in range(groups):
             for r in range(min(R, n - g * R)):
                 o = delta_prev[g * R + r, c:c1]
@@ -845,7 +861,8 @@ def _forward_micro(W, b, a_prev, out, j0, j1):
             done = 0
             for g in range(0, n, R):
                 sg = min(g, n - R)
-                _micro(one, M, _addr(wt, 0, 0), T * size, _addr(a_prev, sg, 0), a_prev.strides[0], size, tile, 1)
+                _micro(one, M, _addr(wt, 0, 0), T * size, _addr(a_prev, sg, 0), a_prev.strides[0], size,
+                       _addr(tile, 0, 0), T * size, 1)
                 for r in range(done - sg, R):
                     o = out[sg + r, c:e]
                     v = tile[r]
@@ -866,7 +883,8 @@ def _forward_micro(W, b, a_prev, out, j0, j1):
     for g in range(j0, j1, R):
         jg = min(g, j1 - R)
         for pi in range(panels):
-            _micro(one, M, _addr(p[pi], 0, 0), T * size, _addr(W, jg, 0), W.strides[0], size, tile, 1)
+            _micro(one, M, _addr(p[pi], 0, 0), T * size, _addr(W, jg, 0), W.strides[0], size, _addr(tile, 0, 0),
+                   T * size, 1)
             s0 = pi * T
             for r in range(done - jg, R):
                 j = jg + r
