@@ -784,11 +784,12 @@ def _weight_grad_micro(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_b
 def _delta_backward_micro(W, delta, a_prev, code, from_output, delta_prev, i0, i1):
     # _delta_backward_cols with TILE_ROWS == 6 (AVX2 + FMA): tiles of 6 samples x 64 bytes of
     # columns summed over all j by _micro_tile. The deltas of each group of 6 samples are packed
-    # first (j-major, 6 per j; zeros for samples past n); then per column panel, per block of
-    # L1_BLOCK_BYTES of its rows j (W[jb:je, c:c + 64 bytes] packed contiguous, zeros past i1: no
-    # column outside i0:i1 is read, other threads may be updating them), every group's tile, whose
-    # partial sums wait in tiles between blocks. sigma' is applied in one pass at the end. Each
-    # element is summed over j in ascending order from zero, whatever the split.
+    # first (j-major, 6 per j; zeros for samples past n); then per block of L1_BLOCK_BYTES of rows j
+    # of W (the block's deltas, n x KC, stay in L2), per column panel (W[jb:je, c:c + 64 bytes]
+    # packed contiguous, zeros past i1: no column outside i0:i1 is read, other threads may be
+    # updating them), every group's tile, summed in place in sums (padded to whole tiles), whose
+    # partial sums wait there between blocks. Then delta_prev = sums times sigma'. Each element is
+    # summed over j in ascending order from zero, one FMA each, whatever the split.
     n, N = delta.shape
     one = W.dtype.type(1)
     R = MICRO_ROWS
@@ -806,22 +807,22 @@ def _delta_backward_micro(W, delta, a_prev, code, from_output, delta_prev, i0, i
             for j in range(N):
                 dg[j, r] = e[j]
     KC = max(L1_BLOCK_BYTES // (T * size), 1)
+    panels = (m + T - 1) // T
     x = np.empty((max(min(N, KC), 1), T), W.dtype)
-    tiles = np.empty((groups, R, T), W.dtype)
-    for c in range(i0, i1, T):
-        c1 = min(c + T, i1)
-        for jb in range(0, max(N, 1), KC):
-            je = min(jb + KC, N)
-            _pack_panel(W[jb:je], je - jb, c, c1, x)
+    sums = np.empty((groups * R, panels * T), W.dtype)
+    for jb in range(0, max(N, 1), KC):
+        je = min(jb + KC, N)
+        for p in range(panels):
+            c = i0 + p * T
+            _pack_panel(W[jb:je], je - jb, c, min(c + T, i1), x)
             for g in range(groups):
                 _micro(one, je - jb, _addr(x, 0, 0), T * size, _addr(d[g], jb, 0), size, R * size,
-                       _addr(tiles[g], 0, 0), T * size, 1 if jb == 0 else 0)
-        for g in range(groups):
-            for r in range(min(R, n - g * R)):
-                o = delta_prev[g * R + r, c:c1]
-                v = tiles[g, r]
-                for i in range(c1 - c):
-                    o[i] = v[i]
+                       _addr(sums, g * R, p * T), sums.strides[0], 1 if jb == 0 else 0)
+    for s in range(n):
+        o = delta_prev[s, i0:i1]
+        v = sums[s]
+        for i in range(m):
+            o[i] = v[i]
     for s in range(n):
         _scale_by_activation_grad(delta_prev[s, i0:i1], a_prev[s, i0:i1], code, from_output)
 
