@@ -118,7 +118,7 @@ def loops_with_fma(asm):
 
 
 def report_asm():
-    for name in ["_dense_forward_rows", "_weight_grad_block", "_delta_backward_cols"]:
+    for name in ["_dense_forward_block", "_weight_grad_block", "_delta_backward_cols"]:
         f = getattr(P, name)
         for sig in f.signatures:
             if str(sig[0].dtype) != "float32":

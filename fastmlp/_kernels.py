@@ -333,9 +333,22 @@ def _forward_4rows(W, b, a_prev, out, code, j):
         s += 1
 
 
-@_jit(fastmath=FAST)
+@_inline(fastmath=FAST)
 def _dense_forward_rows(W, b, a_prev, out, code, j0, j1):
-    # W (N, M), b (N,), a_prev (n, M), out (n, N); float32|float64.
+    # _dense_forward_block of a whole minibatch
+    _dense_forward_block(W, b, a_prev, out, code, j0, j1, a_prev.shape[0])
+
+
+# Rows of W (of a thread's share) and samples of a minibatch from which the forward pass uses the
+# AVX2 micro-kernel: its tiles are 16 samples or rows wide (float32), and it packs one operand.
+MICRO_FORWARD_MIN = 16
+
+
+@_jit(fastmath=FAST)
+def _dense_forward_block(W, b, a_prev, out, code, j0, j1, batch):
+    # W (N, M), b (N,), a_prev (n, M), out (n, N); float32|float64; a_prev holds n rows of a
+    # minibatch of `batch` rows (which decides the loop, so that a slice of a minibatch gets the
+    # bits the whole one does).
     # out[s, j] = sigma(sum_k W[j, k] a_prev[s, k] + b[j]) for rows j0 <= j < j1 of W.
     # Register blocking: four weight rows x FORWARD_SAMPLES samples per pass over k. AVX-512: 4
     # samples (16 vector accumulators, 8 loads per 16 FMAs, twice the reuse of 2 x 4, which runs
@@ -346,8 +359,9 @@ def _dense_forward_rows(W, b, a_prev, out, code, j0, j1):
     one = W.dtype.type(1)
     zero = one - one
     j = j0
-    if TILE_ROWS == 6 and j1 - j0 >= 16:
-        # (fewer rows, e.g. an output layer of 10 units: the loops below, which pack nothing)
+    if TILE_ROWS == 6 and j1 - j0 >= MICRO_FORWARD_MIN and batch >= MICRO_FORWARD_MIN:
+        # (fewer rows, e.g. an output layer of 10 units, or samples, e.g. one row to predict: the
+        # loops below, which pack nothing)
         _forward_micro(W, b, a_prev, out, j0, j1)
         j = j1
     while j + 4 <= j1:
@@ -1425,7 +1439,8 @@ def _last_layer_samples(W, b, a_prev, Z, AL, D, labels, targets, has_targets, id
     # correct predictions
     zero = s1 - s1  # computed, not a literal 0: no Literal[int] re-specialisation of the callees
     if s1 > s0:
-        _dense_forward_rows(W, b, a_prev[s0:s1], Z[s0:s1], zero + IDENTITY, zero, W.shape[0])
+        _dense_forward_block(W, b, a_prev[s0:s1], Z[s0:s1], zero + IDENTITY, zero, W.shape[0],
+                             a_prev.shape[0])
     return _output_samples(Z, AL, D, labels, targets, has_targets, idx, output, loss, scale, losses, weights,
                            has_weights, s0, s1, s1 >= s0)
 
@@ -1731,10 +1746,10 @@ def _forward_parallel(params, w_off, b_off, sizes, hidden, output, X, divisor, w
     # activations stay in cache while W^l streams past once per chunk, where _forward_network streams
     # a whole batch of activations past every 4 rows of W^l). The same bits as _evaluate's forward
     # over batches of `batch` rows on nthreads threads: every element goes through the same
-    # _dense_forward_rows loop (the same split of W^l's rows into blocks, from _chunk with the thread
-    # count _forward_network would use for that batch, and samples in blocks of 4 from the batch's
-    # start). No fastmath here: the division by the divisor rounds as NumPy's. Returns 0, or 1 / 2 as
-    # _forward_serial (then the outputs are not valid).
+    # _dense_forward_block loop (the same split of W^l's rows into blocks, from _chunk with the thread
+    # count _forward_network would use for that batch, the loop chosen by the batch's size, and
+    # samples in blocks of 4 from the batch's start). No fastmath here: the division by the divisor
+    # rounds as NumPy's. Returns 0, or 1 / 2 as _forward_serial (then the outputs are not valid).
     L = sizes.shape[0] - 1
     n = X.shape[0]
     M0 = sizes[0]
@@ -1767,7 +1782,7 @@ def _forward_parallel(params, w_off, b_off, sizes, hidden, output, X, divisor, w
                 T = _region_threads(bn * N * sizes[l - 1], nthreads)
                 for u in range(T):
                     j0, j1 = _chunk(N, np.int64(u), T)
-                    _dense_forward_rows(W, bias, a_prev, out, code, j0, j1)
+                    _dense_forward_block(W, bias, a_prev, out, code, j0, j1, bn)
                 a_prev = out
                 off += m * N
             for s in range(m):
