@@ -1780,9 +1780,14 @@ def _forward_parallel(params, w_off, b_off, sizes, hidden, output, X, divisor, w
                 W = _weights(params, w_off, sizes, l)
                 bias = _biases(params, b_off, sizes, l)
                 T = _region_threads(bn * N * sizes[l - 1], nthreads)
-                for u in range(T):
-                    j0, j1 = _chunk(N, np.int64(u), T)
-                    _dense_forward_block(W, bias, a_prev, out, code, j0, j1, bn)
+                if TILE_ROWS == 6 and bn >= MICRO_FORWARD_MIN and N - _chunk(N, T - 1, T)[0] >= MICRO_FORWARD_MIN:
+                    # (every thread's share takes the micro-kernel, whose bits do not depend on the
+                    # split of the rows: all rows in one call, which packs a_prev once)
+                    _dense_forward_block(W, bias, a_prev, out, code, m - m, N, bn)
+                else:
+                    for u in range(T):
+                        j0, j1 = _chunk(N, np.int64(u), T)
+                        _dense_forward_block(W, bias, a_prev, out, code, j0, j1, bn)
                 a_prev = out
                 off += m * N
             for s in range(m):
