@@ -76,6 +76,23 @@ Buffers = namedtuple("Buffers", "X A D Z a_off")
 OptimizerState = namedtuple("OptimizerState", "grads m v optimizer hp step")
 #   Data: X as bytes (input_bytes) and the code of its dtype, the divisor (255 for pixels), the labels
 #   or target rows, per-row weights, the loss code (-1: none)
-Data = namedtuple("Data", "X xcode divisor labels targets has_targets weights has_weights loss")
+_Data = namedtuple("Data", "X xcode divisor labels targets has_targets weights has_weights loss")
+
+
+def Data(X, xcode, divisor, labels, targets, has_targets, weights, has_weights, loss):
+    """The Data bundle with read-only views of its arrays (the kernels never write them): Numba
+    types a read-only array apart from a writable one, so a user's read-only X or y
+    (np.load(mmap_mode="r"), np.frombuffer) would otherwise compile the driver a second time."""
+    return _Data(read_only(X), xcode, divisor, read_only(labels), read_only(targets), has_targets,
+                 read_only(weights), has_weights, loss)
+
+
+def read_only(a):
+    """A read-only view of a: what the kernels take for arrays they only read (see Data)."""
+    view = a.view()
+    view.flags.writeable = False
+    return view
+
+
 #   Results: per-sample losses, per-minibatch (loss sum, correct count), output activations
 Results = namedtuple("Results", "losses stats outputs")

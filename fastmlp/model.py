@@ -5,7 +5,8 @@ import os
 import numpy as np
 
 from . import _checks
-from ._buffers import Data, OptimizerState, Results, Workspace, input_bytes, input_divisor, layout, no_targets
+from ._buffers import (Data, OptimizerState, Results, Workspace, input_bytes, input_divisor, layout, no_targets,
+                       read_only)
 from ._plan import phase_plan
 from ._threads import resolve_threads, thread_count
 from ._files import atomic_savez
@@ -250,7 +251,8 @@ class MLP:
             return None
         if threads is not None:
             resolve_threads(threads)  # a bad value is still an error
-        rows = X.reshape(1, M) if single else X
+        # read-only like the driver's inputs: a read-only X then compiles nothing new
+        rows = read_only(X.reshape(1, M) if single else X)
         sizes = self.sizes
         k = _KERNELS[0] if _KERNELS else _kernels()
         work = np.empty(n * sum(sizes), dtype=self.dtype)
@@ -292,7 +294,7 @@ class MLP:
         with thread_count(nthreads):
             status = k._forward_parallel(self.params, self.w_off, self.b_off, self.sizes_array,
                                          k.ACTIVATION_CODES[self.activation], k.ACTIVATION_CODES[self.output],
-                                         Xk, divisor, work, outputs, min(n, EVAL_BATCH), nthreads)
+                                         read_only(Xk), divisor, work, outputs, min(n, EVAL_BATCH), nthreads)
         if status:
             _checks.check_input("X", X, M, self.dtype)  # raises the one-line error
             # (finite inputs that standardisation made infinite: the general path, as before)

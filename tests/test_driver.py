@@ -152,7 +152,7 @@ def test_train_mode_stops_before_the_update_of_a_non_finite_step():
 def test_every_mode_and_input_dtype_runs_one_compiled_driver():
     """After a first training run of a float64 network, evaluation, forward, predict and the
     gradients, and training on float32 and float64 X, all run the driver compiled for it: no call
-    adds a signature."""
+    adds a signature, nor do read-only X and y (a memory-mapped data set)."""
     from fastmlp import MLP, train
     rng = np.random.default_rng(3)
     X8 = rng.integers(0, 256, (40, 7), dtype=np.uint8)
@@ -160,6 +160,10 @@ def test_every_mode_and_input_dtype_runs_one_compiled_driver():
     net = MLP([7, 9, 4], dtype="float64", seed=0)
     train(net, X8, y, epochs=1, batch_size=8, verbose=False, threads=2)
     compiled = list(k._drive.signatures)
+    X_ro, y_ro = X8.copy(), y.astype(np.int64)
+    X_ro.flags.writeable = y_ro.flags.writeable = False
+    train(net, X_ro, y_ro, epochs=1, batch_size=8, verbose=False, threads=2)
+    net.evaluate(X_ro, y_ro)
     for X in (X8, (X8 / 255).astype(np.float32), X8 / 255):
         train(net, X, y, epochs=1, batch_size=8, verbose=False, threads=2)
         net.evaluate(X, y)
@@ -168,3 +172,19 @@ def test_every_mode_and_input_dtype_runs_one_compiled_driver():
         net.forward(X)
         net.gradients(X, y)
     assert list(k._drive.signatures) == compiled
+
+
+def test_read_only_rows_compile_no_new_forward_kernel():
+    """forward/predict of a few rows (the serial kernel) and of many (the parallel one) take a
+    read-only X (a memory-mapped data set) through the signatures a writable X compiled."""
+    from fastmlp import MLP
+    X = np.random.default_rng(4).random((300, 7))
+    net = MLP([7, 9, 4], seed=0)
+    expected = net.forward(X)
+    net.forward(X[:2])
+    compiled = list(k._forward_serial.signatures), list(k._forward_parallel.signatures)
+    X_ro = X.copy()
+    X_ro.flags.writeable = False
+    np.testing.assert_array_equal(net.forward(X_ro), expected)
+    np.testing.assert_array_equal(net.predict(X_ro[:2]), expected[:2].argmax(axis=1))
+    assert (list(k._forward_serial.signatures), list(k._forward_parallel.signatures)) == compiled
