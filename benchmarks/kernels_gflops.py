@@ -7,7 +7,8 @@ For each layer shape (M inputs -> N units at batch n) and thread count it times,
   forward   out = relu(a_prev W^T + b)      (_dense_forward)      against a_prev @ W.T
   wgrad     dW += delta^T a_prev, db        (_accumulate_gradients) against delta.T @ a_prev
   delta     delta_prev = sigma'(z) delta W   (_delta_backward)     against delta @ W
-Deltas are dense (no zero rows), so the work done equals the nominal 2 n N M FLOPs. Each figure
+Deltas are dense (no zero rows), so the work done equals the nominal 2 n N M FLOPs (and on AVX2 the
+weight gradient skips nothing anyway: benchmarks/RESULTS.md, 2026-12-02 02:15). Each figure
 is the best of --rounds short rounds (~4 ms each, so that on a busy machine some round runs
 undisturbed; still, compare the ratios printed in one run). On one thread the clock is the
 thread's CPU time, which time-sharing with other processes does not inflate. NumPy runs
