@@ -22,7 +22,9 @@ compiled driver per network dtype serves every input dtype and every mode.
 fastmath is on for the sums (reassociation lets LLVM vectorise them) but without 'nnan'/'ninf',
 so NaN and inf checks keep working.
 """
+import functools
 import math
+from collections import namedtuple
 
 import numpy as np
 from numba import carray, njit, prange, types
@@ -1041,11 +1043,11 @@ def _update_all(params, grads, m, v, w_off, b_off, sizes, optimizer, hp, step, n
 
 
 @_inline()
-def _update_layer_rows(params, grads, m, v, w_off, b_off, sizes, l, j0, j1, optimizer, hp, step):
-    # the optimizer step on rows j0:j1 of W^l and b^l
+def _update_layer_rows(update, params, grads, m, v, w_off, b_off, sizes, l, j0, j1, optimizer, hp, step):
+    # the optimizer step on rows j0:j1 of W^l and b^l (update: _update_range or a pointer to it)
     M = sizes[l - 1]
-    _update_range(params, grads, m, v, w_off[l] + j0 * M, w_off[l] + j1 * M, optimizer, hp, step)
-    _update_range(params, grads, m, v, b_off[l] + j0, b_off[l] + j1, optimizer, hp[HP_SIZE:], step)
+    update(params, grads, m, v, w_off[l] + j0 * M, w_off[l] + j1 * M, optimizer, hp, step)
+    update(params, grads, m, v, b_off[l] + j0, b_off[l] + j1, optimizer, hp[HP_SIZE:], step)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1124,45 +1126,45 @@ def _prefetch(typingctx, arr, i):
 
 
 @_inline(fastmath=FAST)
-def _layer_forward(t, T, W, b, a_prev, out, code):
+def _layer_forward(kern, t, T, W, b, a_prev, out, code):
     # z^l = W^l a^{l-1} + b^l, a^l = sigma(z^l): W (N_l, N_{l-1}), b (N_l,), a_prev (n, N_{l-1}),
     # out (n, N_l). Thread t of T computes the rows j of W^l it owns (columns j of out).
     j0, j1 = _chunk(W.shape[0], t, T)
-    _dense_forward_rows(W, b, a_prev, out, code, j0, j1)
+    kern.forward_rows(W, b, a_prev, out, code, j0, j1)
 
 
 @_inline()
-def _last_layer_samples(W, b, a_prev, Z, AL, D, labels, targets, has_targets, idx, output, loss, scale,
+def _last_layer_samples(kern, W, b, a_prev, Z, AL, D, labels, targets, has_targets, idx, output, loss, scale,
                         losses, weights, has_weights, s0, s1):
     # the output delta, delta^L = dc/dz^L (_output_loss_delta), of samples s0 <= s < s1, with
     # z^L = W^L a^{L-1} + b^L and a^L computed here first: Z, AL, D (n, K); returns the number of
     # correct predictions
     zero = s1 - s1  # computed, not a literal 0: no Literal[int] re-specialisation of the callees
     if s1 > s0:
-        _dense_forward_rows(W, b, a_prev[s0:s1], Z[s0:s1], zero + IDENTITY, zero, W.shape[0])
-    return _output_samples(Z, AL, D, labels, targets, has_targets, idx, output, loss, scale, losses, weights,
-                           has_weights, s0, s1, s1 >= s0)
+        kern.forward_rows(W, b, a_prev[s0:s1], Z[s0:s1], zero + IDENTITY, zero, W.shape[0])
+    return kern.output_samples(Z, AL, D, labels, targets, has_targets, idx, output, loss, scale, losses, weights,
+                               has_weights, s0, s1, s1 >= s0)
 
 
 @_inline(fastmath=FAST)
-def _weight_gradient(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias):
+def _weight_gradient(kern, delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias):
     # dC/dW^l = delta^l (a^{l-1})^T and dC/db^l = delta^l, summed over the minibatch: delta (n, N_l),
     # a_prev (n, N_{l-1}), dW (N_l, N_{l-1}), db (N_l,); rows j0:j1 and columns c0:c1 of dW (db with
     # with_bias), overwritten or, with accumulate, added to
-    _weight_grad_block(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias)
+    kern.weight_grad(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias)
 
 
 @_inline(fastmath=FAST)
-def _delta_recursion(W_next, delta_next, a, code, delta, c0, c1):
+def _delta_recursion(kern, W_next, delta_next, a, code, delta, c0, c1):
     # delta^l = sigma'(z^l) * (W^{l+1})^T delta^{l+1}: W_next (N_{l+1}, N_l), delta_next (n, N_{l+1}),
     # a = a^l (n, N_l) (sigma' from the activation's output), delta (n, N_l); columns c0:c1
     # (from_output is c1 >= c0, always true: a literal True would compile the tile kernel a second
     # time, for a Literal[bool] signature)
-    _delta_backward_cols(W_next, delta_next, a, code, c1 >= c0, delta, c0, c1)
+    kern.delta_cols(W_next, delta_next, a, code, c1 >= c0, delta, c0, c1)
 
 
 @_inline(fastmath=FAST)
-def _backward_pair(t, T, k, params, grads, m, v, w_off, b_off, sizes, hidden, X, A, D, a_off, n,
+def _backward_pair(kern, t, T, k, params, grads, m, v, w_off, b_off, sizes, hidden, X, A, D, a_off, n,
                    accumulate, update, optimizer, hp, step):
     # Thread t of T in the backward region of layer k (k == L only for a network without hidden
     # layers: then just the last step below). The thread owns units c0:c1 of layer k: columns of
@@ -1183,17 +1185,17 @@ def _backward_pair(t, T, k, params, grads, m, v, w_off, b_off, sizes, hidden, X,
     if k < L:
         delta_next = _rows(D, a_off, sizes, k + 1, n)
         a_k = _rows(A, a_off, sizes, k, n)
-        _weight_gradient(delta_next, a_k, _weights(grads, w_off, sizes, k + 1), _biases(grads, b_off, sizes, k + 1),
-                         c0 - c0, sizes[k + 1], c0, c1, accumulate, t == 0)
-        _delta_recursion(_weights(params, w_off, sizes, k + 1), delta_next, a_k, hidden, delta, c0, c1)
+        _weight_gradient(kern, delta_next, a_k, _weights(grads, w_off, sizes, k + 1),
+                         _biases(grads, b_off, sizes, k + 1), c0 - c0, sizes[k + 1], c0, c1, accumulate, t == 0)
+        _delta_recursion(kern, _weights(params, w_off, sizes, k + 1), delta_next, a_k, hidden, delta, c0, c1)
         if update:
             M = sizes[k]
             for j in range(sizes[k + 1]):
                 base = w_off[k + 1] + j * M
-                _update_range(params, grads, m, v, base + c0, base + c1, optimizer, hp, step)
+                kern.update(params, grads, m, v, base + c0, base + c1, optimizer, hp, step)
             if t == 0:
-                _update_range(params, grads, m, v, b_off[k + 1], b_off[k + 1] + sizes[k + 1], optimizer,
-                              hp[HP_SIZE:], step)
+                kern.update(params, grads, m, v, b_off[k + 1], b_off[k + 1] + sizes[k + 1], optimizer,
+                            hp[HP_SIZE:], step)
     if k == 1:
         # (with_bias is always true here, but computed: a literal True would compile the tile
         # kernel a second time, for a Literal[bool] signature)
@@ -1205,10 +1207,11 @@ def _backward_pair(t, T, k, params, grads, m, v, w_off, b_off, sizes, hidden, X,
         if update:
             for r0 in range(c0, c1, UPDATE_BLOCK_ROWS):
                 r1 = min(r0 + UPDATE_BLOCK_ROWS, c1)
-                _weight_gradient(delta, X, dW, db, r0, r1, M - M, M, accumulate, r0 < r1)
-                _update_layer_rows(params, grads, m, v, w_off, b_off, sizes, 1, r0, r1, optimizer, hp, step)
+                _weight_gradient(kern, delta, X, dW, db, r0, r1, M - M, M, accumulate, r0 < r1)
+                _update_layer_rows(kern.update, params, grads, m, v, w_off, b_off, sizes, 1, r0, r1, optimizer, hp,
+                                   step)
         else:
-            _weight_gradient(delta, X, dW, db, c0, c1, M - M, M, accumulate, c0 <= c1)
+            _weight_gradient(kern, delta, X, dW, db, c0, c1, M - M, M, accumulate, c0 <= c1)
 
 
 @_jit()
@@ -1255,7 +1258,7 @@ def _squared_weights(params, w_off, sizes):
 
 
 @_jit(parallel=True, fastmath=FAST)
-def _drive(plan, net, work, opt, data, order, batch_size, nthreads, results):
+def _drive_plan(plan, net, work, opt, data, order, batch_size, nthreads, results, kern):
     # The one driver of training, evaluation, forward, predict, loss and gradients: the minibatches
     # of order (data set rows; already this call's slice of the epoch's permutation), batch_size at
     # a time, the last possibly smaller, each through the phases of plan (rows (kind, layer, flags),
@@ -1341,12 +1344,12 @@ def _drive(plan, net, work, opt, data, order, batch_size, nthreads, results):
             update = (flags & BACKWARD_UPDATE) != 0
             T = _phase_threads(kind, wl, sizes, rows, nthreads)
             if kind == OUTPUT_STEP and T == 1:
-                counts[0] = _last_layer_samples(W, b, a_prev, Zb, AL, DL, labels, targets, has_targets, idx,
+                counts[0] = _last_layer_samples(kern, W, b, a_prev, Zb, AL, DL, labels, targets, has_targets, idx,
                                                 output, loss, scale, lb, weights, has_weights, n - n, n)
             elif kind == OUTPUT:
                 # a^L = sigma(z^L) per sample (softmax), and into outputs
                 for s in range(n):
-                    _output_activation(Zb[s], AL[s], output)
+                    kern.output_activation(Zb[s], AL[s], output)
                 if (flags & OUTPUT_COPY) != 0:
                     # element by element: Numba compiles a slice assignment into far more code
                     # (seconds of compile time) than this loop
@@ -1354,22 +1357,22 @@ def _drive(plan, net, work, opt, data, order, batch_size, nthreads, results):
                         for i in range(AL.shape[1]):
                             outputs[s0 + s, i] = AL[s, i]
             elif kind == LOSS:
-                counts[0] = _output_samples(Zb, AL, DL, labels, targets, has_targets, idx, output, loss, scale,
-                                            lb, weights, has_weights, n - n, n, n < 0)
+                counts[0] = kern.output_samples(Zb, AL, DL, labels, targets, has_targets, idx, output, loss, scale,
+                                                lb, weights, has_weights, n - n, n, n < 0)
             else:
                 for t in prange(T):
                     tt = np.int64(t)
                     if kind == GATHER:
                         r0, r1 = _chunk(rows, tt, T)
-                        _gather_range(X, xcode, src, divisor, dst, r0, r1)
+                        kern.gather(X, xcode, src, divisor, dst, r0, r1)
                     elif kind == FORWARD:
-                        _layer_forward(tt, T, W, b, a_prev, out, code)
+                        _layer_forward(kern, tt, T, W, b, a_prev, out, code)
                     elif kind == OUTPUT_STEP:
                         c0, c1 = _chunk4(n, tt, T)
-                        counts[t] = _last_layer_samples(W, b, a_prev, Zb, AL, DL, labels, targets, has_targets,
+                        counts[t] = _last_layer_samples(kern, W, b, a_prev, Zb, AL, DL, labels, targets, has_targets,
                                                         idx, output, loss, scale, lb, weights, has_weights, c0, c1)
                     else:
-                        _backward_pair(tt, T, layer, params, grads, m, v, w_off, b_off, sizes, hidden, Xb, A, D,
+                        _backward_pair(kern, tt, T, layer, params, grads, m, v, w_off, b_off, sizes, hidden, Xb, A, D,
                                        a_off, n, accumulate, update, optimizer, hpk, step0 + k)
             if kind == OUTPUT_STEP or kind == LOSS:
                 correct = 0
@@ -1383,6 +1386,97 @@ def _drive(plan, net, work, opt, data, order, batch_size, nthreads, results):
                 if kind == OUTPUT_STEP and not np.isfinite(total):
                     return k
     return nsteps
+
+
+class _KernelRef:
+    """A compiled kernel handed to _drive_plan as a first-class function (Numba's FunctionType):
+    _drive_plan calls it through its address instead of linking its code. Numba re-optimises and
+    re-generates the machine code of every function a function calls in each library that links
+    it, and a parallel loop makes three libraries (the loop body and two wrappers) besides the
+    driver's own: the big kernels called from the driver were compiled five times over. Called
+    through an address, each is compiled once, on its own (and can be compiled apart from the
+    driver, e.g. in another process: _compile.prefetch), and loaded from Numba's cache."""
+
+    def __init__(self, dispatcher, sig):
+        self.dispatcher = dispatcher
+        self.sig = sig
+        self._numba_type_ = types.FunctionType(sig)
+        self._address = None
+
+    def compile(self):
+        """Compile (or load from the cache) the kernel for its signature."""
+        for wait in list(_before_kernels):
+            wait()
+        self.dispatcher.compile(self.sig.args)
+        cres = self.dispatcher.get_compile_result(self.sig)
+        assert cres.signature.return_type == self.sig.return_type, (cres.signature, self.sig)
+        return cres
+
+    def cached(self):
+        """Whether Numba's cache holds the kernel for its signature (False when that cannot be told)."""
+        try:
+            cache = self.dispatcher._cache
+            key = cache._index_key(self.sig.args, self.dispatcher.targetctx.codegen())
+            return key in cache._cache_file._load_index()
+        except Exception:  # pragma: no cover - another Numba's cache internals
+            return False
+
+    def __wrapper_address__(self):
+        # Numba's protocol for first-class functions: the address of the kernel's C-ABI wrapper
+        if self._address is None:
+            cres = self.compile()
+            self._address = cres.library.get_pointer_to_function(cres.fndesc.llvm_cfunc_wrapper_name)
+        return self._address
+
+
+# Called (in order) before a _KernelRef compiles or loads its kernel: fastmlp._compile.prefetch
+# waits there for the process that compiles the kernels into the cache meanwhile.
+_before_kernels = []
+
+# (named as its module attribute: Numba's cache pickles the type by that name)
+_Kernels = namedtuple("_Kernels", "gather forward_rows output_samples weight_grad delta_cols update "
+                                  "output_activation")
+
+
+@functools.cache
+def kernels(dtype):
+    """The _Kernels bundle of the kernels _drive_plan calls, for a network of `dtype` (float32 or
+    float64); each compiled on first use."""
+    f = types.float32 if np.dtype(dtype) == np.float32 else types.float64
+    i64, b1, f64 = types.int64, types.boolean, types.float64
+    A1 = types.Array(f, 1, "C")
+    A2 = types.Array(f, 2, "C")
+    I1 = types.Array(i64, 1, "C")
+    F1 = types.Array(f64, 1, "C")
+
+    def ro(a):
+        return a.copy(readonly=True)
+    return _Kernels(
+        _KernelRef(_gather_range, types.none(ro(types.Array(types.uint8, 2, "C")), i64, I1, f64, A2, i64, i64)),
+        _KernelRef(_dense_forward_rows, types.none(A2, A1, A2, A2, i64, i64, i64)),
+        _KernelRef(_output_samples, i64(A2, A2, A2, ro(I1), ro(A2), b1, I1, i64, i64, f, F1, ro(F1), b1, i64, i64,
+                                         b1)),
+        _KernelRef(_weight_grad_block, types.none(A2, A2, A2, A1, i64, i64, i64, i64, b1, b1)),
+        _KernelRef(_delta_backward_cols, types.none(A2, A2, A2, i64, b1, A2, i64, i64)),
+        _KernelRef(_update_range, types.none(A1, A1, A1, A1, i64, i64, i64, F1, i64)),
+        _KernelRef(_output_activation, f64(A1, A1, i64)))
+
+
+class _Driver:
+    """_drive(plan, net, work, opt, data, order, batch_size, nthreads, results): _drive_plan with
+    the kernels of the network's dtype (see _drive_plan)."""
+
+    def __call__(self, plan, net, work, opt, data, order, batch_size, nthreads, results):
+        return _drive_plan(plan, net, work, opt, data, order, batch_size, nthreads, results,
+                           kernels(net.params.dtype))
+
+    @property
+    def signatures(self):
+        """The signatures _drive_plan is compiled for."""
+        return _drive_plan.signatures
+
+
+_drive = _Driver()
 
 
 def network(net):
