@@ -3,8 +3,12 @@
 The kernels are compiled by Numba on their first call for each combination of argument types and
 cached on disk (cache=True): a first run on a cold cache spends seconds compiling, every later run
 loads the machine code in milliseconds. compile_notice tells the user when the slow case happens;
-warm_up compiles (or loads) every kernel a configuration uses, without data (`fastmlp compile`).
+warm_up compiles (or loads) every kernel a configuration uses, without data (`fastmlp compile`);
+prefetch compiles the driver's kernels in another process while this one does other work.
 """
+import os
+import subprocess
+import sys
 import time
 
 COMPILING = "compiling the kernels (once; cached for later runs) ..."
@@ -108,3 +112,77 @@ def _general_rows(net):
     """Enough rows for forward() to take the general (parallel) path."""
     from .model import SERIAL_WORK
     return max(2, -(-SERIAL_WORK // net.params.shape[0]))
+
+
+def prefetch(dtype="float32"):
+    """On a cold cache, start compiling the kernels that the driver calls (fastmlp._kernels.kernels)
+    for a network of `dtype` in a new process, into the same Numba cache, and return that process
+    (None when they are all cached already, or the process could not be started).
+
+    Numba compiles on the calling thread and holds a lock while it does, so one process compiles on
+    one core. The driver and the kernels it calls are compiled apart (it calls them through their
+    addresses), so this process can meanwhile load or generate its data and compile the driver, and
+    then load the kernels from the cache: the first call of a kernel here waits for that process
+    first. So does any other compilation of a function of fastmlp._kernels here, other than the
+    driver's own (Numba's cache gives each function one index file, and two processes adding
+    different signatures to the same index at once could pair one's entry with the other's code).
+    """
+    from . import _kernels as k
+
+    refs = k.kernels(dtype)
+    if all(ref.cached() for ref in refs):
+        return None
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    code = "import sys; from fastmlp._compile import _compile_kernels; _compile_kernels(sys.argv[1])"
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", code, str(dtype)], env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:  # pragma: no cover - no process to start: compile here, as without prefetch
+        return None
+    _wait_before_compiling(proc)
+    return proc
+
+
+def _compile_kernels(dtype):
+    """The prefetch process: compile the driver's kernels for dtype into the cache."""
+    from . import _kernels as k
+    for ref in k.kernels(dtype):
+        ref.compile()
+
+
+def _wait_before_compiling(proc):
+    """Until proc ends, make this process wait for it before it compiles a kernel (see prefetch)."""
+    from numba.core import event
+
+    from . import _kernels as k
+
+    def wait(unregister=True):
+        if proc.returncode is None:
+            proc.wait()
+        if unregister and wait in k._before_kernels:
+            # (not from inside the listener: Numba is then iterating over the listeners)
+            k._before_kernels.remove(wait)
+            event.unregister("numba:compile", listener)
+
+    class _Listener(event.Listener):
+        # a compilation here that is not the driver's own (the driver and the functions it calls
+        # directly, compiled inside it) waits for the prefetch process
+        depth = 0
+        driver = False
+
+        def on_start(self, ev):
+            f = ev.data["dispatcher"].py_func
+            if self.depth == 0:
+                self.driver = f is k._drive_plan.py_func
+            self.depth += 1
+            if not self.driver and f.__module__ == k.__name__:
+                wait(unregister=False)
+
+        def on_end(self, ev):
+            self.depth -= 1
+
+    listener = _Listener()
+    event.register("numba:compile", listener)
+    k._before_kernels.append(wait)

@@ -145,6 +145,7 @@ def train(ctx, data, data_dir, epochs, threads, save, resume, metrics, as_json, 
     given = _explicit_options(ctx)
     if early_stopping and "val_split" not in given and not resume:
         settings["val_split"] = 0.1
+    _prefetch_kernels(ctx, settings["dtype"], resume)
     plan = policy.prepare(data, resume=resume, epochs=epochs, threads=threads, data_dir=data_dir,
                           given=given, progress=not quiet, spell=option_name, task=task,
                           standardize=not no_standardize, **settings)
@@ -194,6 +195,24 @@ def train(ctx, data, data_dir, epochs, threads, save, resume, metrics, as_json, 
         print_json(result)
     else:
         _report(trainer, result, resume and trainer.epoch == epochs_before, save)
+
+
+def _prefetch_kernels(ctx, dtype, resume):
+    """On a cold Numba cache, compile the kernels in a second process while this one loads (or
+    generates) the data and compiles the driver (fastmlp._compile.prefetch); stopped if this
+    command ends first (an error). Not with --resume (the checkpoint names the dtype) nor under MPI
+    (whose ranks compile one at a time)."""
+    from . import mpi
+    if resume or mpi.Session.current is not None:
+        return
+    from .._compile import prefetch
+    proc = prefetch(dtype)
+    if proc is not None:
+        def stop():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        ctx.call_on_close(stop)
 
 
 def _compile_kernels(trainer, plan, test, quiet):
