@@ -149,8 +149,16 @@ def test_train_quiet_never_prints_the_notice(monkeypatch):
 # ------------------------------------------------------------------------- cold cache, in a subprocess
 COLD_RUN = """
 import sys
+from numba.core import event
 from numba.core.registry import CPUDispatcher
 from fastmlp import cli, _kernels, _synthetic
+here = set()
+class Compiled(event.Listener):
+    def on_start(self, ev):
+        here.add(ev.data["dispatcher"].py_func.__name__)
+    def on_end(self, ev):
+        pass
+event.register("numba:compile", Compiled())
 try:
     cli.main(sys.argv[1:], prog_name="fastmlp", standalone_mode=False)
 except SystemExit as e:
@@ -158,6 +166,9 @@ except SystemExit as e:
 literal = [f"{mod.__name__}.{name}: {sig}" for mod in (_kernels, _synthetic) for name, d in vars(mod).items()
            if isinstance(d, CPUDispatcher) for sig in d.signatures if "Literal" in str(sig)]
 print("LITERAL", literal)
+refs = _kernels.kernels("float32")
+print("KERNELS", sorted(here & {r.dispatcher.py_func.__name__ for r in refs}), all(r.cached() for r in refs),
+      "_drive_plan" in here)
 """
 
 
@@ -179,9 +190,11 @@ def test_cold_cache_train_says_it_compiles_then_a_warm_run_is_silent_and_compile
     done = [line for line in err if line.startswith("compiled in ")]
     assert len(done) == 1 and err.index(done[0]) > err.index("compiling the kernels (once; cached for later runs) ...")
     out = cold.stdout.splitlines()
-    assert out[-1] == "LITERAL []"                          # nothing compiled for a literal argument
-    result = json.loads(out[-2])
-    assert result["compile_seconds"] > 0 and "compil" not in out[-2].replace("compile_seconds", "")
+    assert out[-2] == "LITERAL []"                          # nothing compiled for a literal argument
+    # the driver was compiled here, its kernels in the second process (_compile.prefetch), into the cache
+    assert out[-1] == "KERNELS [] True True"
+    result = json.loads(out[-3])
+    assert result["compile_seconds"] > 0 and "compil" not in out[-3].replace("compile_seconds", "")
     warm = _run(train, cache)
     assert "compiling" not in warm.stderr and "compiled in" not in warm.stderr
     assert json.loads(warm.stdout.splitlines()[-1])["test_accuracy"] == result["test_accuracy"]
