@@ -27,7 +27,7 @@ import math
 import numpy as np
 from numba import carray, njit, prange, types
 from numba.core import cgutils
-from llvmlite import ir
+from llvmlite import binding as llvm, ir
 from numba.extending import intrinsic
 
 from ._buffers import INPUT_FLOAT32, INPUT_FLOAT64, Network
@@ -61,8 +61,6 @@ PARALLEL_MIN_WORK = 65536
 # the output layer is worth a parallel region (softmax-CE of 10 classes: ~0.1 us per sample, the
 # time of ~5000 multiply-adds).
 OUTPUT_STEP_WORK = 2048
-# Rows of W^1 whose gradient is computed and applied in one go (8 rows of 784 floats: 25 KB, in L1).
-UPDATE_BLOCK_ROWS = 8
 # Rows the gather requests from memory ahead of the one it converts.
 GATHER_AHEAD = 4
 
@@ -190,8 +188,10 @@ def _register_blocking(features):
     #           accumulators + 6 loads (4 x 4 spilled too).
     if "avx512f" in features:
         return "avx512", 4, 256, 4
+    if "avx2" in features and "fma" in features:
+        return "avx2", 6, 64, 2
     if "avx" in features:
-        return "avx2", 2, 192, 2
+        return "avx", 2, 192, 2
     return "sse", 2, 96, 2
 
 
@@ -199,6 +199,9 @@ def _register_blocking(features):
 # constants, so they are frozen into Numba's on-disk cache; that is sound because the cache is keyed
 # on the target CPU's name and features, which decide them.
 VECTOR_ISA, TILE_ROWS, TILE_BYTES, FORWARD_SAMPLES = _register_blocking(_target_features())
+# Rows of W^1 whose gradient is computed and applied in one go (8 rows of 784 floats: 25 KB, in L1;
+# 12, two tiles of 6 rows, with the AVX2 micro-kernel).
+UPDATE_BLOCK_ROWS = 12 if TILE_ROWS == 6 else 8
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,9 +336,22 @@ def _forward_4rows(W, b, a_prev, out, code, j):
         s += 1
 
 
-@_jit(fastmath=FAST)
+@_inline(fastmath=FAST)
 def _dense_forward_rows(W, b, a_prev, out, code, j0, j1):
-    # W (N, M), b (N,), a_prev (n, M), out (n, N); float32|float64.
+    # _dense_forward_block of a whole minibatch
+    _dense_forward_block(W, b, a_prev, out, code, j0, j1, a_prev.shape[0])
+
+
+# Rows of W (of a thread's share) and samples of a minibatch from which the forward pass uses the
+# AVX2 micro-kernel: its tiles are 16 samples or rows wide (float32), and it packs one operand.
+MICRO_FORWARD_MIN = 16
+
+
+@_jit(fastmath=FAST)
+def _dense_forward_block(W, b, a_prev, out, code, j0, j1, batch):
+    # W (N, M), b (N,), a_prev (n, M), out (n, N); float32|float64; a_prev holds n rows of a
+    # minibatch of `batch` rows (which decides the loop, so that a slice of a minibatch gets the
+    # bits the whole one does).
     # out[s, j] = sigma(sum_k W[j, k] a_prev[s, k] + b[j]) for rows j0 <= j < j1 of W.
     # Register blocking: four weight rows x FORWARD_SAMPLES samples per pass over k. AVX-512: 4
     # samples (16 vector accumulators, 8 loads per 16 FMAs, twice the reuse of 2 x 4, which runs
@@ -346,6 +362,11 @@ def _dense_forward_rows(W, b, a_prev, out, code, j0, j1):
     one = W.dtype.type(1)
     zero = one - one
     j = j0
+    if TILE_ROWS == 6 and j1 - j0 >= MICRO_FORWARD_MIN and batch >= MICRO_FORWARD_MIN:
+        # (fewer rows, e.g. an output layer of 10 units, or samples, e.g. one row to predict: the
+        # loops below, which pack nothing)
+        _forward_micro(W, b, a_prev, out, j0, j1)
+        j = j1
     while j + 4 <= j1:
         _forward_4rows(W, b, a_prev, out, code, j)
         j += 4
@@ -616,6 +637,285 @@ def _register_tile(typingctx, like):
     return types.Tuple((ptr_t, types.intp))(like), codegen
 
 
+# ---------------------------------------------------------------------------------------------
+# The AVX2 + FMA micro-kernel (TILE_ROWS == 6)
+# ---------------------------------------------------------------------------------------------
+
+# A 6 x 2-vector tile, as in BLIS's Haswell kernel: 12 ymm accumulators, 2 registers for the loads
+# of a step and 2 that the 6 broadcasts alternate between: all 16 ymm registers and no spill. It is
+# written in assembly because LLVM, given the same loop, holds all 6 broadcasts of a step in
+# registers at once (18-20 of the 16) and spills accumulators on every step.
+MICRO_ROWS = 6
+
+
+def _micro_asm(suffix, bcast):
+    # AT&T assembly of the tile loop; operands $0 k, $1 x, $2 x_step, $3 d, $4 d_ld, $5 d_step, $6 c,
+    # $7 c_ld, $8 init (bytes for the steps and strides). acc[r, :] = (0 if init else c[r, :]), then
+    # acc[r, :] += d[k, r] * x[k, :] for k ascending; then c[r, :] = acc[r, :].
+    acc = [f"%ymm{i}" for i in range(12)]
+    rows = ["$6", "$6,$7,1", "$6,$7,2", "%r9", "%r9,$7,1", "%r9,$7,2"]
+    cs = [f"{32 * h}({row})" for row in rows for h in (0, 1)]
+    lines = ["mov $1, %rax", "mov $3, %rcx", "mov $0, %r8", "lea ($3,$4,2), %rdx", "add $4, %rdx",
+             "lea ($6,$7,2), %r9", "add $7, %r9", "test $8, $8", "jz 3f"]
+    lines += [f"vxorp{suffix} {a}, {a}, {a}" for a in acc]
+    lines += ["jmp 4f", "3:"]
+    lines += [f"vmovup{suffix} {c}, {a}" for c, a in zip(cs, acc)]
+    lines += ["4:", "test %r8, %r8", "jle 2f", "1:",
+              f"vmovup{suffix} (%rax), %ymm12", f"vmovup{suffix} 32(%rax), %ymm13"]
+    srcs = ["(%rcx)", "(%rcx,$4,1)", "(%rcx,$4,2)", "(%rdx)", "(%rdx,$4,1)", "(%rdx,$4,2)"]
+    for r, src in enumerate(srcs):
+        b = f"%ymm{14 + r % 2}"
+        lines += [f"{bcast} {src}, {b}",
+                  f"vfmadd231p{suffix} %ymm12, {b}, {acc[2 * r]}",
+                  f"vfmadd231p{suffix} %ymm13, {b}, {acc[2 * r + 1]}"]
+    lines += ["add $2, %rax", "add $5, %rcx", "add $5, %rdx", "dec %r8", "jnz 1b", "2:"]
+    lines += [f"vmovup{suffix} {a}, {c}" for c, a in zip(cs, acc)]
+    lines += ["vzeroupper"]
+    return "\n\t".join(lines)
+
+
+# Numba's JIT assembles inline assembly only with the native assembly parser registered (cheap, no
+# compilation).
+llvm.initialize_native_asmparser()
+
+_MICRO_CLOBBERS = ",".join(["~{rax}", "~{rcx}", "~{rdx}", "~{r8}", "~{r9}"] + [f"~{{xmm{i}}}" for i in range(16)]
+                           + ["~{memory}", "~{dirflag}", "~{fpsr}", "~{flags}"])
+
+
+@intrinsic
+def _micro_tile(typingctx, like, k, x, x_step, d, d_ld, d_step, c, c_ld, init):
+    # like: float32|float64 (picks the instructions); the rest int64: addresses, byte steps.
+    # c[r, :] = (0 if init else c[r, :]) + sum_{kk < k} d[kk, r] x[kk, :] for r < 6, where x[kk, :]
+    # is the 64 bytes at x + kk * x_step, d[kk, r] the element at d + kk * d_step + r * d_ld and
+    # c[r, :] the 64 bytes at c + r * c_ld; each element gets one FMA per kk, in ascending order.
+    asm = _micro_asm("s", "vbroadcastss") if like.bitwidth == 32 else _micro_asm("d", "vbroadcastsd")
+    constraint = "r,r,r,r,r,r,r,r,r," + _MICRO_CLOBBERS
+
+    def codegen(context, builder, sig, args):
+        fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(64)] * 9)
+        builder.asm(fnty, asm, constraint, list(args[1:]), True)
+        return context.get_dummy_value()
+    return types.none(like, *([types.int64] * 9)), codegen
+
+
+@_inline(fastmath=FAST)
+def _micro(like, k, x, x_step, d, d_ld, d_step, c, c_ld, init):
+    _micro_tile(like, np.int64(k), np.int64(x), np.int64(x_step), np.int64(d), np.int64(d_ld), np.int64(d_step),
+                np.int64(c), np.int64(c_ld), np.int64(init))
+
+
+@_inline()
+def _addr(a, r, c):
+    # address of a[r, c] (2-D, rows strided, columns contiguous)
+    return a.ctypes.data + r * a.strides[0] + c * a.itemsize
+
+
+@_inline()
+def _pack_panel(X, rows, c, e, out):
+    # out[r, :] = X[r, c:e] followed by zeros, r < rows: a panel of _micro_tile's x operand,
+    # contiguous (read in place, rows a power of two bytes apart share a few L1 sets and evict
+    # each other)
+    zero = out.dtype.type(0)
+    w = e - c
+    T = out.shape[1]
+    for r in range(rows):
+        src = X[r, c:e]
+        dst = out[r]
+        for i in range(w):
+            dst[i] = src[i]
+        for i in range(w, T):
+            dst[i] = zero
+
+
+@_inline(fastmath=FAST)
+def _weight_grad_micro(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias):
+    # _weight_grad_block with TILE_ROWS == 6 (AVX2 + FMA): tiles of 6 rows x 64 bytes of dW summed
+    # over all samples by _micro_tile, starting from dW (accumulate) or zero. The deltas of each
+    # group of 6 rows are packed first (sample-major, 6 per sample; zeros for the rows past j1 of a
+    # last partial group) and db summed from them; then per column panel (all samples x 64 bytes of
+    # a_prev, packed contiguous with zeros past c1, in L1) every group's tile, in place in dW when
+    # whole, else through a zero-padded copy. Each element is dW's (or zero) plus the products of
+    # the samples in ascending order, one FMA each, whatever the split of rows or columns. No sample
+    # is skipped (the 4-row path leaves out samples whose deltas are all zero): all 6 deltas of a
+    # group are rarely zero in training, so skipping would not pay for its branch, and the work
+    # done is the nominal 2 n N M.
+    n, M = a_prev.shape
+    one = dW.dtype.type(1)
+    zero = one - one
+    R = MICRO_ROWS
+    T = TILE_BYTES // dW.itemsize
+    size = dW.itemsize
+    groups = (j1 - j0 + R - 1) // R
+    if groups <= 0:
+        return
+    d = np.zeros((groups, max(n, 1), R), dW.dtype)
+    for g in range(groups):
+        jg = j0 + g * R
+        rn = min(R, j1 - jg)
+        dg = d[g]
+        if rn == R:
+            for s in range(n):
+                e = delta[s, jg:jg + R]
+                q = dg[s]
+                q[0] = e[0]
+                q[1] = e[1]
+                q[2] = e[2]
+                q[3] = e[3]
+                q[4] = e[4]
+                q[5] = e[5]
+        else:
+            for s in range(n):
+                for r in range(rn):
+                    dg[s, r] = delta[s, jg + r]
+        if with_bias:
+            for r in range(rn):
+                acc = db[jg + r] if accumulate else zero
+                for s in range(n):
+                    acc += dg[s, r]
+                db[jg + r] = acc
+    x = np.empty((max(n, 1), T), dW.dtype)
+    tile = np.empty((R, T), dW.dtype)
+    init = 0 if accumulate else 1
+    for c in range(c0, c1, T):
+        w = min(c + T, c1) - c
+        _pack_panel(a_prev, n, c, c + w, x)
+        for g in range(groups):
+            jg = j0 + g * R
+            rn = min(R, j1 - jg)
+            # (the next tile's rows of dW, 6 lines far apart, requested while this one is summed)
+            if g + 1 < groups:
+                for r in range(min(R, j1 - jg - R)):
+                    _prefetch(dW[jg + R + r], c)
+            if rn == R and w == T:
+                _micro(one, n, _addr(x, 0, 0), T * size, _addr(d[g], 0, 0), size, R * size, _addr(dW, jg, c),
+                       dW.strides[0], init)
+            else:
+                for r in range(R):
+                    for i in range(T):
+                        tile[r, i] = dW[jg + r, c + i] if accumulate and r < rn and i < w else zero
+                _micro(one, n, _addr(x, 0, 0), T * size, _addr(d[g], 0, 0), size, R * size, _addr(tile, 0, 0),
+                       T * size, 0)
+                for r in range(rn):
+                    for i in range(w):
+                        dW[jg + r, c + i] = tile[r, i]
+
+
+@_inline(fastmath=FAST)
+def _delta_backward_micro(W, delta, a_prev, code, from_output, delta_prev, i0, i1):
+    # _delta_backward_cols with TILE_ROWS == 6 (AVX2 + FMA): tiles of 6 samples x 64 bytes of
+    # columns summed over all j by _micro_tile. The deltas of each group of 6 samples are packed
+    # first (j-major, 6 per j; zeros for samples past n); then per block of L1_BLOCK_BYTES of rows j
+    # of W (the block's deltas, n x KC, stay in L2), per column panel (W[jb:je, c:c + 64 bytes]
+    # packed contiguous, zeros past i1: no column outside i0:i1 is read, other threads may be
+    # updating them), every group's tile, summed in place in sums (padded to whole tiles), whose
+    # partial sums wait there between blocks. Then delta_prev = sums times sigma'. Each element is
+    # summed over j in ascending order from zero, one FMA each, whatever the split.
+    n, N = delta.shape
+    one = W.dtype.type(1)
+    R = MICRO_ROWS
+    T = TILE_BYTES // W.itemsize
+    size = W.itemsize
+    m = i1 - i0
+    groups = (n + R - 1) // R
+    if m <= 0 or groups == 0:
+        return
+    d = np.zeros((groups, max(N, 1), R), W.dtype)
+    for g in range(groups):
+        dg = d[g]
+        for r in range(min(R, n - g * R)):
+            e = delta[g * R + r]
+            for j in range(N):
+                dg[j, r] = e[j]
+    KC = max(L1_BLOCK_BYTES // (T * size), 1)
+    panels = (m + T - 1) // T
+    x = np.empty((max(min(N, KC), 1), T), W.dtype)
+    sums = np.empty((groups * R, panels * T), W.dtype)
+    for jb in range(0, max(N, 1), KC):
+        je = min(jb + KC, N)
+        for p in range(panels):
+            c = i0 + p * T
+            _pack_panel(W[jb:je], je - jb, c, min(c + T, i1), x)
+            for g in range(groups):
+                _micro(one, je - jb, _addr(x, 0, 0), T * size, _addr(d[g], jb, 0), size, R * size,
+                       _addr(sums, g * R, p * T), sums.strides[0], 1 if jb == 0 else 0)
+    for s in range(n):
+        o = delta_prev[s, i0:i1]
+        v = sums[s]
+        for i in range(m):
+            o[i] = v[i]
+    for s in range(n):
+        _scale_by_activation_grad(delta_prev[s, i0:i1], a_prev[s, i0:i1], code, from_output)
+
+
+@_inline(fastmath=FAST)
+def _forward_micro(W, b, a_prev, out, j0, j1):
+    # out[s, j] = sum_k W[j, k] a_prev[s, k] + b[j] for rows j0 <= j < j1 (j1 - j0 >= 6) of W, all
+    # samples (no activation), TILE_ROWS == 6 (AVX2 + FMA): tiles of 6 rows of W x 64 bytes of
+    # samples summed over k by _micro_tile, with W read in place (6 rows: in L1) and a_prev packed
+    # transposed into panels of 64 bytes of samples (zeros past n), or, with at least as many
+    # samples as rows, tiles of 6 samples (read in place) x 64 bytes of rows of W packed transposed.
+    # A last group of rows or samples is moved to end at j1 or n (its overlap is recomputed
+    # identically). Each element is summed over k in ascending order from zero, then b[j] added,
+    # whatever the split of rows or samples and the orientation.
+    n, M = a_prev.shape
+    one = W.dtype.type(1)
+    R = MICRO_ROWS
+    T = TILE_BYTES // W.itemsize
+    size = W.itemsize
+    panels = (n + T - 1) // T
+    if panels == 0:
+        return
+    if n >= j1 - j0:
+        # fewer rows than samples: the other way round (6 samples x 64 bytes of rows, W^T packed),
+        # so that the smaller operand is the one transposed; the same FMAs in the same order
+        wt = np.zeros((M, T), W.dtype)
+        tile = np.empty((R, T), W.dtype)
+        for c in range(j0, j1, T):
+            e = min(c + T, j1)
+            for i in range(e - c):
+                row = W[c + i]
+                for k in range(M):
+                    wt[k, i] = row[k]
+            for i in range(e - c, T):
+                for k in range(M):
+                    wt[k, i] = 0
+            done = 0
+            for g in range(0, n, R):
+                sg = min(g, n - R)
+                _micro(one, M, _addr(wt, 0, 0), T * size, _addr(a_prev, sg, 0), a_prev.strides[0], size,
+                       _addr(tile, 0, 0), T * size, 1)
+                for r in range(done - sg, R):
+                    o = out[sg + r, c:e]
+                    v = tile[r]
+                    bb = b[c:e]
+                    for i in range(e - c):
+                        o[i] = v[i] + bb[i]
+                done = sg + R
+        return
+    p = np.zeros((panels, M, T), W.dtype)
+    for s in range(n):
+        row = a_prev[s]
+        q = p[s // T]
+        col = s % T
+        for k in range(M):
+            q[k, col] = row[k]
+    tile = np.empty((R, T), W.dtype)
+    done = j0
+    for g in range(j0, j1, R):
+        jg = min(g, j1 - R)
+        for pi in range(panels):
+            _micro(one, M, _addr(p[pi], 0, 0), T * size, _addr(W, jg, 0), W.strides[0], size, _addr(tile, 0, 0),
+                   T * size, 1)
+            s0 = pi * T
+            for r in range(done - jg, R):
+                j = jg + r
+                bj = b[j]
+                v = tile[r]
+                for col in range(min(T, n - s0)):
+                    out[s0 + col, j] = v[col] + bj
+        done = jg + R
+
+
 @_jit(fastmath=FAST)
 def _delta_backward_cols(W, delta, a_prev, code, from_output, delta_prev, i0, i1):
     # W = W^l (N, M), delta = delta^l (n, N), a_prev = a^{l-1} or z^{l-1} (n, M), delta_prev (n, M).
@@ -631,6 +931,9 @@ def _delta_backward_cols(W, delta, a_prev, code, from_output, delta_prev, i0, i1
     # of W are copied into a zero-padded T-column buffer (so no column outside i0:i1 is read). A
     # last partial block of samples repeats rows of delta and drops their results. sigma' is
     # applied in one pass over the rows at the end.
+    if TILE_ROWS == 6:
+        _delta_backward_micro(W, delta, a_prev, code, from_output, delta_prev, i0, i1)
+        return
     if TILE_ROWS == 2:
         _delta_backward_panels(W, delta, a_prev, code, from_output, delta_prev, i0, i1)
         return
@@ -780,6 +1083,9 @@ def _weight_grad_block(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_b
     # LLVM keeps acc in registers only with this exact shape: heap buffers allocated before the
     # tile, no branch in the sample loop, and the store as one loop with a select (an
     # `if accumulate:` around two store loops made it store acc to the stack on every sample).
+    if TILE_ROWS == 6:
+        _weight_grad_micro(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias)
+        return
     if TILE_ROWS == 2:
         _weight_grad_panels(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias)
         return
@@ -1139,7 +1445,8 @@ def _last_layer_samples(W, b, a_prev, Z, AL, D, labels, targets, has_targets, id
     # correct predictions
     zero = s1 - s1  # computed, not a literal 0: no Literal[int] re-specialisation of the callees
     if s1 > s0:
-        _dense_forward_rows(W, b, a_prev[s0:s1], Z[s0:s1], zero + IDENTITY, zero, W.shape[0])
+        _dense_forward_block(W, b, a_prev[s0:s1], Z[s0:s1], zero + IDENTITY, zero, W.shape[0],
+                             a_prev.shape[0])
     return _output_samples(Z, AL, D, labels, targets, has_targets, idx, output, loss, scale, losses, weights,
                            has_weights, s0, s1, s1 >= s0)
 
@@ -1474,10 +1781,10 @@ def _forward_parallel(params, w_off, b_off, sizes, hidden, output, X, divisor, w
     # activations stay in cache while W^l streams past once per chunk, where _forward_network streams
     # a whole batch of activations past every 4 rows of W^l). The same bits as _evaluate's forward
     # over batches of `batch` rows on nthreads threads: every element goes through the same
-    # _dense_forward_rows loop (the same split of W^l's rows into blocks, from _chunk with the thread
-    # count _forward_network would use for that batch, and samples in blocks of 4 from the batch's
-    # start). No fastmath here: the division by the divisor rounds as NumPy's. Returns 0, or 1 / 2 as
-    # _forward_serial (then the outputs are not valid).
+    # _dense_forward_block loop (the same split of W^l's rows into blocks, from _chunk with the thread
+    # count _forward_network would use for that batch, the loop chosen by the batch's size, and
+    # samples in blocks of 4 from the batch's start). No fastmath here: the division by the divisor
+    # rounds as NumPy's. Returns 0, or 1 / 2 as _forward_serial (then the outputs are not valid).
     L = sizes.shape[0] - 1
     n = X.shape[0]
     M0 = sizes[0]
@@ -1508,9 +1815,14 @@ def _forward_parallel(params, w_off, b_off, sizes, hidden, output, X, divisor, w
                 W = _weights(params, w_off, sizes, l)
                 bias = _biases(params, b_off, sizes, l)
                 T = _region_threads(bn * N * sizes[l - 1], nthreads)
-                for u in range(T):
-                    j0, j1 = _chunk(N, np.int64(u), T)
-                    _dense_forward_rows(W, bias, a_prev, out, code, j0, j1)
+                if TILE_ROWS == 6 and bn >= MICRO_FORWARD_MIN and N - _chunk(N, T - 1, T)[0] >= MICRO_FORWARD_MIN:
+                    # (every thread's share takes the micro-kernel, whose bits do not depend on the
+                    # split of the rows: all rows in one call, which packs a_prev once)
+                    _dense_forward_block(W, bias, a_prev, out, code, m - m, N, bn)
+                else:
+                    for u in range(T):
+                        j0, j1 = _chunk(N, np.int64(u), T)
+                        _dense_forward_block(W, bias, a_prev, out, code, j0, j1, bn)
                 a_prev = out
                 off += m * N
             for s in range(m):
