@@ -362,10 +362,22 @@ def _dense_forward_block(W, b, a_prev, out, code, j0, j1, batch):
     one = W.dtype.type(1)
     zero = one - one
     j = j0
-    if TILE_ROWS == 6 and j1 - j0 >= MICRO_FORWARD_MIN and batch >= MICRO_FORWARD_MIN:
+    if TILE_ROWS == 6 and W.shape[0] >= MICRO_FORWARD_MIN and batch >= MICRO_FORWARD_MIN:
         # (fewer rows, e.g. an output layer of 10 units, or samples, e.g. one row to predict: the
-        # loops below, which pack nothing)
-        _forward_micro(W, b, a_prev, out, j0, j1)
+        # loops below, which pack nothing). Chosen by the layer's rows, not the thread's share:
+        # the micro-kernel and the loops below sum in different orders, and the same layer must
+        # get the same bits on any number of threads. A share of fewer rows than a tile (a small
+        # layer over many threads) is computed as a whole tile into a buffer of its own, so that
+        # no thread writes rows another owns; the micro-kernel's bits do not depend on the split.
+        small = j1 - j0 < MICRO_ROWS
+        lo = min(j0, W.shape[0] - MICRO_ROWS) if small else j0
+        dst = np.empty(out.shape, out.dtype) if small else out
+        if j1 > j0:
+            _forward_micro(W, b, a_prev, dst, lo, max(j1, lo + MICRO_ROWS))
+        if small:
+            for s in range(n):
+                for i in range(j0, j1):
+                    out[s, i] = dst[s, i]
         j = j1
     while j + 4 <= j1:
         _forward_4rows(W, b, a_prev, out, code, j)
@@ -1815,7 +1827,7 @@ def _forward_parallel(params, w_off, b_off, sizes, hidden, output, X, divisor, w
                 W = _weights(params, w_off, sizes, l)
                 bias = _biases(params, b_off, sizes, l)
                 T = _region_threads(bn * N * sizes[l - 1], nthreads)
-                if TILE_ROWS == 6 and bn >= MICRO_FORWARD_MIN and N - _chunk(N, T - 1, T)[0] >= MICRO_FORWARD_MIN:
+                if TILE_ROWS == 6 and bn >= MICRO_FORWARD_MIN and N >= MICRO_FORWARD_MIN:
                     # (every thread's share takes the micro-kernel, whose bits do not depend on the
                     # split of the rows: all rows in one call, which packs a_prev once)
                     _dense_forward_block(W, bias, a_prev, out, code, m - m, N, bn)
