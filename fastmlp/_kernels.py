@@ -739,6 +739,19 @@ def _pack_panel(X, rows, c, e, out):
             dst[i] = zero
 
 
+@_jit()
+def _bias_sums(d, db, j, rn, n, accumulate):
+    # d (>= n, R) packed deltas of rows j..j+rn-1, db (N,): db[j + r] (+)= sum_s d[s, r], the samples
+    # in ascending order. Not fastmath: reassociated, LLVM vectorised this sum differently in the
+    # process that compiled it and in the processes that load it from the cache, so their biases
+    # differed in the last bits.
+    for r in range(rn):
+        acc = db[j + r] if accumulate else d.dtype.type(0)
+        for s in range(n):
+            acc += d[s, r]
+        db[j + r] = acc
+
+
 @_inline(fastmath=FAST)
 def _weight_grad_micro(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias):
     # _weight_grad_block with TILE_ROWS == 6 (AVX2 + FMA): tiles of 6 rows x 64 bytes of dW summed
@@ -780,11 +793,7 @@ def _weight_grad_micro(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_b
                 for r in range(rn):
                     dg[s, r] = delta[s, jg + r]
         if with_bias:
-            for r in range(rn):
-                acc = db[jg + r] if accumulate else zero
-                for s in range(n):
-                    acc += dg[s, r]
-                db[jg + r] = acc
+            _bias_sums(dg, db, jg, rn, n, accumulate)
     x = np.empty((max(n, 1), T), dW.dtype)
     tile = np.empty((R, T), dW.dtype)
     init = 0 if accumulate else 1
