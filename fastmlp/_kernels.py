@@ -888,30 +888,32 @@ def _forward_micro(W, b, a_prev, out, j0, j1):
         return
     if n >= j1 - j0:
         # fewer rows than samples: the other way round (6 samples x 64 bytes of rows, W^T packed),
-        # so that the smaller operand is the one transposed; the same FMAs in the same order
-        wt = np.zeros((M, T), W.dtype)
-        tile = np.empty((R, T), W.dtype)
+        # so that the smaller operand is the one transposed; the same FMAs in the same order. All of
+        # W^T is packed first and each group of samples (in L1) meets every panel (in L2), so that
+        # a_prev, which may not fit in L2, is read once.
+        wp = (j1 - j0 + T - 1) // T
+        wt = np.zeros((wp, M, T), W.dtype)
         for c in range(j0, j1, T):
-            e = min(c + T, j1)
-            for i in range(e - c):
+            q = wt[(c - j0) // T]
+            for i in range(min(c + T, j1) - c):
                 row = W[c + i]
                 for k in range(M):
-                    wt[k, i] = row[k]
-            for i in range(e - c, T):
-                for k in range(M):
-                    wt[k, i] = 0
-            done = 0
-            for g in range(0, n, R):
-                sg = min(g, n - R)
-                _micro(one, M, _addr(wt, 0, 0), T * size, _addr(a_prev, sg, 0), a_prev.strides[0], size,
-                       _addr(tile, 0, 0), T * size, 1)
+                    q[k, i] = row[k]
+        tile = np.empty((R, T), W.dtype)
+        done = 0
+        for g in range(0, n, R):
+            sg = min(g, n - R)
+            for c in range(j0, j1, T):
+                e = min(c + T, j1)
+                _micro(one, M, _addr(wt[(c - j0) // T], 0, 0), T * size, _addr(a_prev, sg, 0), a_prev.strides[0],
+                       size, _addr(tile, 0, 0), T * size, 1)
+                bb = b[c:e]
                 for r in range(done - sg, R):
                     o = out[sg + r, c:e]
                     v = tile[r]
-                    bb = b[c:e]
                     for i in range(e - c):
                         o[i] = v[i] + bb[i]
-                done = sg + R
+            done = sg + R
         return
     p = np.zeros((panels, M, T), W.dtype)
     for s in range(n):
