@@ -199,9 +199,9 @@ def _register_blocking(features):
 # constants, so they are frozen into Numba's on-disk cache; that is sound because the cache is keyed
 # on the target CPU's name and features, which decide them.
 VECTOR_ISA, TILE_ROWS, TILE_BYTES, FORWARD_SAMPLES = _register_blocking(_target_features())
-# Rows of W^1 whose gradient is computed and applied in one go (8 rows of 784 floats: 25 KB, in L1;
-# 12, two tiles of 6 rows, with the AVX2 micro-kernel).
-UPDATE_BLOCK_ROWS = 12 if TILE_ROWS == 6 else 8
+# Rows of W^1 whose gradient is computed and applied in one go with the AVX-512 tiles (8 rows of
+# 784 floats: 25 KB, in L1; the other blockings apply it after the whole share, see _backward_pair).
+UPDATE_BLOCK_ROWS = 8
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1532,13 +1532,18 @@ def _backward_pair(t, T, k, params, grads, m, v, w_off, b_off, sizes, hidden, X,
         dW = _weights(grads, w_off, sizes, k)
         db = _biases(grads, b_off, sizes, k)
         M = sizes[0]
-        if update:
+        if update and TILE_ROWS == 4:
             for r0 in range(c0, c1, UPDATE_BLOCK_ROWS):
                 r1 = min(r0 + UPDATE_BLOCK_ROWS, c1)
                 _weight_gradient(delta, X, dW, db, r0, r1, M - M, M, accumulate, r0 < r1)
                 _update_layer_rows(params, grads, m, v, w_off, b_off, sizes, 1, r0, r1, optimizer, hp, step)
         else:
+            # (the 16-register kernels pack the column panels of X once per call: called per block
+            # of rows, they would pack X again for each block, which costs more than the update
+            # gains from finding its rows of dW in L1; the AVX-512 tiles read X in place)
             _weight_gradient(delta, X, dW, db, c0, c1, M - M, M, accumulate, c0 <= c1)
+            if update:
+                _update_layer_rows(params, grads, m, v, w_off, b_off, sizes, 1, c0, c1, optimizer, hp, step)
 
 
 @_jit()
