@@ -70,6 +70,7 @@ def measure_row(case, peers, args):
     trainers = ["fastmlp"] + [p for p in peers if not (p == "sklearn" and bs < SKLEARN_MIN_BATCH)]
     runs = {t: [] for t in trainers}
     accuracy = {}
+    done = None
     for _ in range(args.repeats):
         for t in trainers:
             try:
@@ -81,10 +82,12 @@ def measure_row(case, peers, args):
                 continue
             runs[t].append(r["samples_per_second"])
             accuracy[t] = r["test_accuracy"]
+            if t == "fastmlp":
+                done = r["done_flops_per_sample"]
     medians = {t: statistics.median(v) for t, v in runs.items() if v}
     return {"case": label(case), "hidden": list(hidden), "batch_size": bs, "optimizer": opt, "dtype": dtype,
             "runs": runs, "samples_per_second": medians, "test_accuracy": accuracy,
-            "flops_per_sample": bench.flops_per_sample(bench.sizes_of(hidden))}
+            "flops_per_sample": bench.flops_per_sample(bench.sizes_of(hidden)), "done_flops_per_sample": done}
 
 
 def _k(x):
@@ -97,8 +100,10 @@ def print_row(row, peers, ceiling):
     best = max((sps[p] for p in peers if p in sps and p != "sklearn"), default=None)
     ratio = f"{f / best:.2f}x" if f and best else "—"
     gf = f * row["flops_per_sample"] / 1e9 if f else None
+    done = f * row["done_flops_per_sample"] / 1e9 if f and row["done_flops_per_sample"] else None
     share = f"{gf:.0f} ({100 * gf / ceiling:.0f}%)" if gf and ceiling else "—"
-    cells = [row["case"], _k(f)] + [_k(sps.get(p)) for p in peers] + [ratio, share]
+    done_share = f"{done:.0f} ({100 * done / ceiling:.0f}%)" if done and ceiling else "—"
+    cells = [row["case"], _k(f)] + [_k(sps.get(p)) for p in peers] + [ratio, share, done_share]
     print("| " + " | ".join(cells) + " |", flush=True)
 
 
@@ -163,8 +168,8 @@ def main():
     print(f"float32 matmul, {args.threads} threads: {pinned:.0f} GFLOP/s as the environment sets OpenBLAS "
           f"({pinned_kernel}); {real:.0f} GFLOP/s unpinned ({real_kernel}): the ceiling below\n")
     print("| network, batch | " + " | ".join(TITLES[t] for t in ["fastmlp"] + peers)
-          + " | fastmlp / best peer | fastmlp GFLOP/s (share of ceiling) |")
-    print("|---" * (len(peers) + 4) + "|")
+          + " | fastmlp / best peer | fastmlp GFLOP/s (share of ceiling) | work done: GFLOP/s (share) |")
+    print("|---" * (len(peers) + 5) + "|")
     rows = []
     for case in cases:
         row = measure_row(case, peers, args)

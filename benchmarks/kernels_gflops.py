@@ -7,7 +7,8 @@ For each layer shape (M inputs -> N units at batch n) and thread count it times,
   forward   out = relu(a_prev W^T + b)      (_dense_forward)      against a_prev @ W.T
   wgrad     dW += delta^T a_prev, db        (_accumulate_gradients) against delta.T @ a_prev
   delta     delta_prev = sigma'(z) delta W   (_delta_backward)     against delta @ W
-Deltas are dense (no zero rows), so the work done equals the nominal 2 n N M FLOPs. Each figure
+Deltas are dense (no zero rows), so the work done equals the nominal 2 n N M FLOPs (and on AVX2 the
+weight gradient skips nothing anyway: benchmarks/RESULTS.md, 2026-12-02 02:15). Each figure
 is the best of --rounds short rounds (~4 ms each, so that on a busy machine some round runs
 undisturbed; still, compare the ratios printed in one run). On one thread the clock is the
 thread's CPU time, which time-sharing with other processes does not inflate. NumPy runs
@@ -39,10 +40,13 @@ import numba  # noqa: E402
 
 from fastmlp import _kernels as P  # noqa: E402
 
+PAUSE = 0.3  # seconds before a two-thread measurement
+
 SHAPES = [  # (M inputs, N units, batch n)
     (784, 100, 32), (784, 100, 128), (784, 100, 200),
     (784, 512, 128), (512, 512, 128),
     (2048, 2048, 256),
+    (784, 100, 10),  # a tiny batch (issue 12's batch-10 row)
 ]
 
 
@@ -93,12 +97,13 @@ def loops_with_fma(asm):
     loops = []
     for i, line in enumerate(lines):
         s = line.strip()
-        m = re.match(r"^(\.LBB\w+):", s)
+        # LLVM's labels, and the numeric local labels of inline assembly ("1:" .. "jnz 1b")
+        m = re.match(r"^(\.L\w+|\d+):", s)
         if m:
             labels[m.group(1)] = i
-        m = re.match(r"^j\w+\s+(\.LBB\w+)", s)
-        if m and m.group(1) in labels:
-            loops.append((labels[m.group(1)], i))
+        m = re.match(r"^j\w+\s+(\.L\w+|\d+b)\b", s)
+        if m and m.group(1).rstrip("b") in labels:
+            loops.append((labels[m.group(1).rstrip("b")], i))
     found = []
     for a, b in loops:
         body = lines[a:b + 1]
@@ -115,7 +120,7 @@ def loops_with_fma(asm):
 
 
 def report_asm():
-    for name in ["_dense_forward_rows", "_weight_grad_block", "_delta_backward_cols"]:
+    for name in ["_dense_forward_block", "_weight_grad_block", "_delta_backward_cols"]:
         f = getattr(P, name)
         for sig in f.signatures:
             if str(sig[0].dtype) != "float32":
@@ -165,8 +170,12 @@ def main():
                 # one thread: CPU time of this thread, which the other processes of a shared
                 # machine do not inflate (both run in the calling thread); two: wall time
                 clock = time.thread_time if t == 1 else time.perf_counter
+                # (two threads: a pause first, so that the other library's worker threads, which
+                # spin for a while after their last task, have gone to sleep and leave the cores)
                 with threadpool_limits(t):
+                    time.sleep(PAUSE if t > 1 else 0)
                     t_np = best_time(ref, args.rounds, clock)
+                time.sleep(PAUSE if t > 1 else 0)
                 t_ours = best_time(ours, args.rounds, clock)
                 g, gn = flops / t_ours / 1e9, flops / t_np / 1e9
                 cells.append(f"{g:8.1f} ({g / gn:4.2f}x)")

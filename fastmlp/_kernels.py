@@ -29,7 +29,7 @@ from collections import namedtuple
 import numpy as np
 from numba import carray, njit, prange, types
 from numba.core import cgutils
-from llvmlite import ir
+from llvmlite import binding as llvm, ir
 from numba.extending import intrinsic
 
 from ._buffers import INPUT_FLOAT32, INPUT_FLOAT64, Network
@@ -63,8 +63,6 @@ PARALLEL_MIN_WORK = 65536
 # the output layer is worth a parallel region (softmax-CE of 10 classes: ~0.1 us per sample, the
 # time of ~5000 multiply-adds).
 OUTPUT_STEP_WORK = 2048
-# Rows of W^1 whose gradient is computed and applied in one go (8 rows of 784 floats: 25 KB, in L1).
-UPDATE_BLOCK_ROWS = 8
 # Rows the gather requests from memory ahead of the one it converts.
 GATHER_AHEAD = 4
 
@@ -192,8 +190,10 @@ def _register_blocking(features):
     #           accumulators + 6 loads (4 x 4 spilled too).
     if "avx512f" in features:
         return "avx512", 4, 256, 4
+    if "avx2" in features and "fma" in features:
+        return "avx2", 6, 64, 2
     if "avx" in features:
-        return "avx2", 2, 192, 2
+        return "avx", 2, 192, 2
     return "sse", 2, 96, 2
 
 
@@ -201,6 +201,9 @@ def _register_blocking(features):
 # constants, so they are frozen into Numba's on-disk cache; that is sound because the cache is keyed
 # on the target CPU's name and features, which decide them.
 VECTOR_ISA, TILE_ROWS, TILE_BYTES, FORWARD_SAMPLES = _register_blocking(_target_features())
+# Rows of W^1 whose gradient is computed and applied in one go with the AVX-512 tiles (8 rows of
+# 784 floats: 25 KB, in L1; the other blockings apply it after the whole share, see _backward_pair).
+UPDATE_BLOCK_ROWS = 8
 
 
 # ---------------------------------------------------------------------------------------------
@@ -335,9 +338,22 @@ def _forward_4rows(W, b, a_prev, out, code, j):
         s += 1
 
 
-@_jit(fastmath=FAST)
+@_inline(fastmath=FAST)
 def _dense_forward_rows(W, b, a_prev, out, code, j0, j1):
-    # W (N, M), b (N,), a_prev (n, M), out (n, N); float32|float64.
+    # _dense_forward_block of a whole minibatch
+    _dense_forward_block(W, b, a_prev, out, code, j0, j1, a_prev.shape[0])
+
+
+# Rows of W (of a thread's share) and samples of a minibatch from which the forward pass uses the
+# AVX2 micro-kernel: its tiles are 16 samples or rows wide (float32), and it packs one operand.
+MICRO_FORWARD_MIN = 16
+
+
+@_jit(fastmath=FAST)
+def _dense_forward_block(W, b, a_prev, out, code, j0, j1, batch):
+    # W (N, M), b (N,), a_prev (n, M), out (n, N); float32|float64; a_prev holds n rows of a
+    # minibatch of `batch` rows (which decides the loop, so that a slice of a minibatch gets the
+    # bits the whole one does).
     # out[s, j] = sigma(sum_k W[j, k] a_prev[s, k] + b[j]) for rows j0 <= j < j1 of W.
     # Register blocking: four weight rows x FORWARD_SAMPLES samples per pass over k. AVX-512: 4
     # samples (16 vector accumulators, 8 loads per 16 FMAs, twice the reuse of 2 x 4, which runs
@@ -348,6 +364,23 @@ def _dense_forward_rows(W, b, a_prev, out, code, j0, j1):
     one = W.dtype.type(1)
     zero = one - one
     j = j0
+    if TILE_ROWS == 6 and W.shape[0] >= MICRO_FORWARD_MIN and batch >= MICRO_FORWARD_MIN:
+        # (fewer rows, e.g. an output layer of 10 units, or samples, e.g. one row to predict: the
+        # loops below, which pack nothing). Chosen by the layer's rows, not the thread's share:
+        # the micro-kernel and the loops below sum in different orders, and the same layer must
+        # get the same bits on any number of threads. A share of fewer rows than a tile (a small
+        # layer over many threads) is computed as a whole tile into a buffer of its own, so that
+        # no thread writes rows another owns; the micro-kernel's bits do not depend on the split.
+        small = j1 - j0 < MICRO_ROWS
+        lo = min(j0, W.shape[0] - MICRO_ROWS) if small else j0
+        dst = np.empty(out.shape, out.dtype) if small else out
+        if j1 > j0:
+            _forward_micro(W, b, a_prev, dst, lo, max(j1, lo + MICRO_ROWS))
+        if small:
+            for s in range(n):
+                for i in range(j0, j1):
+                    out[s, i] = dst[s, i]
+        j = j1
     while j + 4 <= j1:
         _forward_4rows(W, b, a_prev, out, code, j)
         j += 4
@@ -618,6 +651,296 @@ def _register_tile(typingctx, like):
     return types.Tuple((ptr_t, types.intp))(like), codegen
 
 
+# ---------------------------------------------------------------------------------------------
+# The AVX2 + FMA micro-kernel (TILE_ROWS == 6)
+# ---------------------------------------------------------------------------------------------
+
+# A 6 x 2-vector tile, as in BLIS's Haswell kernel: 12 ymm accumulators, 2 registers for the loads
+# of a step and 2 that the 6 broadcasts alternate between: all 16 ymm registers and no spill. It is
+# written in assembly because LLVM, given the same loop, holds all 6 broadcasts of a step in
+# registers at once (18-20 of the 16) and spills accumulators on every step.
+MICRO_ROWS = 6
+
+
+def _micro_asm(suffix, bcast):
+    # AT&T assembly of the tile loop; operands $0 k, $1 x, $2 x_step, $3 d, $4 d_ld, $5 d_step, $6 c,
+    # $7 c_ld, $8 init (bytes for the steps and strides). acc[r, :] = (0 if init else c[r, :]), then
+    # acc[r, :] += d[k, r] * x[k, :] for k ascending; then c[r, :] = acc[r, :].
+    acc = [f"%ymm{i}" for i in range(12)]
+    rows = ["$6", "$6,$7,1", "$6,$7,2", "%r9", "%r9,$7,1", "%r9,$7,2"]
+    cs = [f"{32 * h}({row})" for row in rows for h in (0, 1)]
+    lines = ["mov $1, %rax", "mov $3, %rcx", "mov $0, %r8", "lea ($3,$4,2), %rdx", "add $4, %rdx",
+             "lea ($6,$7,2), %r9", "add $7, %r9", "test $8, $8", "jz 3f"]
+    lines += [f"vxorp{suffix} {a}, {a}, {a}" for a in acc]
+    lines += ["jmp 4f", "3:"]
+    lines += [f"vmovup{suffix} {c}, {a}" for c, a in zip(cs, acc)]
+    lines += ["4:", "test %r8, %r8", "jle 2f", "1:",
+              f"vmovup{suffix} (%rax), %ymm12", f"vmovup{suffix} 32(%rax), %ymm13"]
+    srcs = ["(%rcx)", "(%rcx,$4,1)", "(%rcx,$4,2)", "(%rdx)", "(%rdx,$4,1)", "(%rdx,$4,2)"]
+    for r, src in enumerate(srcs):
+        b = f"%ymm{14 + r % 2}"
+        lines += [f"{bcast} {src}, {b}",
+                  f"vfmadd231p{suffix} %ymm12, {b}, {acc[2 * r]}",
+                  f"vfmadd231p{suffix} %ymm13, {b}, {acc[2 * r + 1]}"]
+    lines += ["add $2, %rax", "add $5, %rcx", "add $5, %rdx", "dec %r8", "jnz 1b", "2:"]
+    lines += [f"vmovup{suffix} {a}, {c}" for c, a in zip(cs, acc)]
+    lines += ["vzeroupper"]
+    return "\n\t".join(lines)
+
+
+# Numba's JIT assembles inline assembly only with the native assembly parser registered (cheap, no
+# compilation).
+llvm.initialize_native_asmparser()
+
+_MICRO_CLOBBERS = ",".join(["~{rax}", "~{rcx}", "~{rdx}", "~{r8}", "~{r9}"] + [f"~{{xmm{i}}}" for i in range(16)]
+                           + ["~{memory}", "~{dirflag}", "~{fpsr}", "~{flags}"])
+
+
+@intrinsic
+def _micro_tile(typingctx, like, k, x, x_step, d, d_ld, d_step, c, c_ld, init):
+    # like: float32|float64 (picks the instructions); the rest int64: addresses, byte steps.
+    # c[r, :] = (0 if init else c[r, :]) + sum_{kk < k} d[kk, r] x[kk, :] for r < 6, where x[kk, :]
+    # is the 64 bytes at x + kk * x_step, d[kk, r] the element at d + kk * d_step + r * d_ld and
+    # c[r, :] the 64 bytes at c + r * c_ld; each element gets one FMA per kk, in ascending order.
+    asm = _micro_asm("s", "vbroadcastss") if like.bitwidth == 32 else _micro_asm("d", "vbroadcastsd")
+    constraint = "r,r,r,r,r,r,r,r,r," + _MICRO_CLOBBERS
+
+    def codegen(context, builder, sig, args):
+        fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(64)] * 9)
+        builder.asm(fnty, asm, constraint, list(args[1:]), True)
+        return context.get_dummy_value()
+    return types.none(like, *([types.int64] * 9)), codegen
+
+
+@_inline(fastmath=FAST)
+def _micro(like, k, x, x_step, d, d_ld, d_step, c, c_ld, init):
+    _micro_tile(like, np.int64(k), np.int64(x), np.int64(x_step), np.int64(d), np.int64(d_ld), np.int64(d_step),
+                np.int64(c), np.int64(c_ld), np.int64(init))
+
+
+@_inline()
+def _addr(a, r, c):
+    # address of a[r, c] (2-D, rows strided, columns contiguous)
+    return a.ctypes.data + r * a.strides[0] + c * a.itemsize
+
+
+@_inline()
+def _pack_panel(X, rows, c, e, out):
+    # out[r, :] = X[r, c:e] followed by zeros, r < rows: a panel of _micro_tile's x operand,
+    # contiguous (read in place, rows a power of two bytes apart share a few L1 sets and evict
+    # each other)
+    zero = out.dtype.type(0)
+    w = e - c
+    T = out.shape[1]
+    for r in range(rows):
+        src = X[r, c:e]
+        dst = out[r]
+        for i in range(w):
+            dst[i] = src[i]
+        for i in range(w, T):
+            dst[i] = zero
+
+
+@_jit()
+def _bias_sums(d, db, j, rn, n, accumulate):
+    # d (>= n, R) packed deltas of rows j..j+rn-1, db (N,): db[j + r] (+)= sum_s d[s, r], the samples
+    # in ascending order. Not fastmath: reassociated, LLVM vectorised this sum differently in the
+    # process that compiled it and in the processes that load it from the cache, so their biases
+    # differed in the last bits.
+    for r in range(rn):
+        acc = db[j + r] if accumulate else d.dtype.type(0)
+        for s in range(n):
+            acc += d[s, r]
+        db[j + r] = acc
+
+
+@_inline(fastmath=FAST)
+def _weight_grad_micro(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias):
+    # _weight_grad_block with TILE_ROWS == 6 (AVX2 + FMA): tiles of 6 rows x 64 bytes of dW summed
+    # over all samples by _micro_tile, starting from dW (accumulate) or zero. The deltas of each
+    # group of 6 rows are packed first (sample-major, 6 per sample; zeros for the rows past j1 of a
+    # last partial group) and db summed from them; then per column panel (all samples x 64 bytes of
+    # a_prev, packed contiguous with zeros past c1, in L1) every group's tile, in place in dW when
+    # whole, else through a zero-padded copy. Each element is dW's (or zero) plus the products of
+    # the samples in ascending order, one FMA each, whatever the split of rows or columns. No sample
+    # is skipped (the 4-row path leaves out samples whose deltas are all zero): all 6 deltas of a
+    # group are rarely zero in training, so skipping would not pay for its branch, and the work
+    # done is the nominal 2 n N M.
+    n, M = a_prev.shape
+    one = dW.dtype.type(1)
+    zero = one - one
+    R = MICRO_ROWS
+    T = TILE_BYTES // dW.itemsize
+    size = dW.itemsize
+    groups = (j1 - j0 + R - 1) // R
+    if groups <= 0:
+        return
+    d = np.zeros((groups, max(n, 1), R), dW.dtype)
+    for g in range(groups):
+        jg = j0 + g * R
+        rn = min(R, j1 - jg)
+        dg = d[g]
+        if rn == R:
+            for s in range(n):
+                e = delta[s, jg:jg + R]
+                q = dg[s]
+                q[0] = e[0]
+                q[1] = e[1]
+                q[2] = e[2]
+                q[3] = e[3]
+                q[4] = e[4]
+                q[5] = e[5]
+        else:
+            for s in range(n):
+                for r in range(rn):
+                    dg[s, r] = delta[s, jg + r]
+        if with_bias:
+            _bias_sums(dg, db, jg, rn, n, accumulate)
+    x = np.empty((max(n, 1), T), dW.dtype)
+    tile = np.empty((R, T), dW.dtype)
+    init = 0 if accumulate else 1
+    for c in range(c0, c1, T):
+        w = min(c + T, c1) - c
+        _pack_panel(a_prev, n, c, c + w, x)
+        for g in range(groups):
+            jg = j0 + g * R
+            rn = min(R, j1 - jg)
+            # (the next tile's rows of dW, 6 lines far apart, requested while this one is summed)
+            if g + 1 < groups:
+                for r in range(min(R, j1 - jg - R)):
+                    _prefetch(dW[jg + R + r], c)
+            if rn == R and w == T:
+                _micro(one, n, _addr(x, 0, 0), T * size, _addr(d[g], 0, 0), size, R * size, _addr(dW, jg, c),
+                       dW.strides[0], init)
+            else:
+                for r in range(R):
+                    for i in range(T):
+                        tile[r, i] = dW[jg + r, c + i] if accumulate and r < rn and i < w else zero
+                _micro(one, n, _addr(x, 0, 0), T * size, _addr(d[g], 0, 0), size, R * size, _addr(tile, 0, 0),
+                       T * size, 0)
+                for r in range(rn):
+                    for i in range(w):
+                        dW[jg + r, c + i] = tile[r, i]
+
+
+@_inline(fastmath=FAST)
+def _delta_backward_micro(W, delta, a_prev, code, from_output, delta_prev, i0, i1):
+    # _delta_backward_cols with TILE_ROWS == 6 (AVX2 + FMA): tiles of 6 samples x 64 bytes of
+    # columns summed over all j by _micro_tile. The deltas of each group of 6 samples are packed
+    # first (j-major, 6 per j; zeros for samples past n); then per block of L1_BLOCK_BYTES of rows j
+    # of W (the block's deltas, n x KC, stay in L2), per column panel (W[jb:je, c:c + 64 bytes]
+    # packed contiguous, zeros past i1: no column outside i0:i1 is read, other threads may be
+    # updating them), every group's tile, summed in place in sums (padded to whole tiles), whose
+    # partial sums wait there between blocks. Then delta_prev = sums times sigma'. Each element is
+    # summed over j in ascending order from zero, one FMA each, whatever the split.
+    n, N = delta.shape
+    one = W.dtype.type(1)
+    R = MICRO_ROWS
+    T = TILE_BYTES // W.itemsize
+    size = W.itemsize
+    m = i1 - i0
+    groups = (n + R - 1) // R
+    if m <= 0 or groups == 0:
+        return
+    d = np.zeros((groups, max(N, 1), R), W.dtype)
+    for g in range(groups):
+        dg = d[g]
+        for r in range(min(R, n - g * R)):
+            e = delta[g * R + r]
+            for j in range(N):
+                dg[j, r] = e[j]
+    KC = max(L1_BLOCK_BYTES // (T * size), 1)
+    panels = (m + T - 1) // T
+    x = np.empty((max(min(N, KC), 1), T), W.dtype)
+    sums = np.empty((groups * R, panels * T), W.dtype)
+    for jb in range(0, max(N, 1), KC):
+        je = min(jb + KC, N)
+        for p in range(panels):
+            c = i0 + p * T
+            _pack_panel(W[jb:je], je - jb, c, min(c + T, i1), x)
+            for g in range(groups):
+                _micro(one, je - jb, _addr(x, 0, 0), T * size, _addr(d[g], jb, 0), size, R * size,
+                       _addr(sums, g * R, p * T), sums.strides[0], 1 if jb == 0 else 0)
+    for s in range(n):
+        o = delta_prev[s, i0:i1]
+        v = sums[s]
+        for i in range(m):
+            o[i] = v[i]
+    for s in range(n):
+        _scale_by_activation_grad(delta_prev[s, i0:i1], a_prev[s, i0:i1], code, from_output)
+
+
+@_inline(fastmath=FAST)
+def _forward_micro(W, b, a_prev, out, j0, j1):
+    # out[s, j] = sum_k W[j, k] a_prev[s, k] + b[j] for rows j0 <= j < j1 (j1 - j0 >= 6) of W, all
+    # samples (no activation), TILE_ROWS == 6 (AVX2 + FMA): tiles of 6 rows of W x 64 bytes of
+    # samples summed over k by _micro_tile, with W read in place (6 rows: in L1) and a_prev packed
+    # transposed into panels of 64 bytes of samples (zeros past n), or, with at least as many
+    # samples as rows, tiles of 6 samples (read in place) x 64 bytes of rows of W packed transposed.
+    # A last group of rows or samples is moved to end at j1 or n (its overlap is recomputed
+    # identically). Each element is summed over k in ascending order from zero, then b[j] added,
+    # whatever the split of rows or samples and the orientation.
+    n, M = a_prev.shape
+    one = W.dtype.type(1)
+    R = MICRO_ROWS
+    T = TILE_BYTES // W.itemsize
+    size = W.itemsize
+    panels = (n + T - 1) // T
+    if panels == 0:
+        return
+    if n >= j1 - j0:
+        # fewer rows than samples: the other way round (6 samples x 64 bytes of rows, W^T packed),
+        # so that the smaller operand is the one transposed; the same FMAs in the same order. All of
+        # W^T is packed first and each group of samples (in L1) meets every panel (in L2), so that
+        # a_prev, which may not fit in L2, is read once.
+        wp = (j1 - j0 + T - 1) // T
+        wt = np.zeros((wp, M, T), W.dtype)
+        for c in range(j0, j1, T):
+            q = wt[(c - j0) // T]
+            for i in range(min(c + T, j1) - c):
+                row = W[c + i]
+                for k in range(M):
+                    q[k, i] = row[k]
+        tile = np.empty((R, T), W.dtype)
+        done = 0
+        for g in range(0, n, R):
+            sg = min(g, n - R)
+            for c in range(j0, j1, T):
+                e = min(c + T, j1)
+                _micro(one, M, _addr(wt[(c - j0) // T], 0, 0), T * size, _addr(a_prev, sg, 0), a_prev.strides[0],
+                       size, _addr(tile, 0, 0), T * size, 1)
+                bb = b[c:e]
+                for r in range(done - sg, R):
+                    o = out[sg + r, c:e]
+                    v = tile[r]
+                    for i in range(e - c):
+                        o[i] = v[i] + bb[i]
+            done = sg + R
+        return
+    p = np.zeros((panels, M, T), W.dtype)
+    for s in range(n):
+        row = a_prev[s]
+        q = p[s // T]
+        col = s % T
+        for k in range(M):
+            q[k, col] = row[k]
+    tile = np.empty((R, T), W.dtype)
+    done = j0
+    for g in range(j0, j1, R):
+        jg = min(g, j1 - R)
+        for pi in range(panels):
+            _micro(one, M, _addr(p[pi], 0, 0), T * size, _addr(W, jg, 0), W.strides[0], size, _addr(tile, 0, 0),
+                   T * size, 1)
+            s0 = pi * T
+            for r in range(done - jg, R):
+                j = jg + r
+                bj = b[j]
+                v = tile[r]
+                for col in range(min(T, n - s0)):
+                    out[s0 + col, j] = v[col] + bj
+        done = jg + R
+
+
 @_jit(fastmath=FAST)
 def _delta_backward_cols(W, delta, a_prev, code, from_output, delta_prev, i0, i1):
     # W = W^l (N, M), delta = delta^l (n, N), a_prev = a^{l-1} or z^{l-1} (n, M), delta_prev (n, M).
@@ -633,6 +956,9 @@ def _delta_backward_cols(W, delta, a_prev, code, from_output, delta_prev, i0, i1
     # of W are copied into a zero-padded T-column buffer (so no column outside i0:i1 is read). A
     # last partial block of samples repeats rows of delta and drops their results. sigma' is
     # applied in one pass over the rows at the end.
+    if TILE_ROWS == 6:
+        _delta_backward_micro(W, delta, a_prev, code, from_output, delta_prev, i0, i1)
+        return
     if TILE_ROWS == 2:
         _delta_backward_panels(W, delta, a_prev, code, from_output, delta_prev, i0, i1)
         return
@@ -782,6 +1108,9 @@ def _weight_grad_block(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_b
     # LLVM keeps acc in registers only with this exact shape: heap buffers allocated before the
     # tile, no branch in the sample loop, and the store as one loop with a select (an
     # `if accumulate:` around two store loops made it store acc to the stack on every sample).
+    if TILE_ROWS == 6:
+        _weight_grad_micro(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias)
+        return
     if TILE_ROWS == 2:
         _weight_grad_panels(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias)
         return
@@ -1130,7 +1459,7 @@ def _layer_forward(kern, t, T, W, b, a_prev, out, code):
     # z^l = W^l a^{l-1} + b^l, a^l = sigma(z^l): W (N_l, N_{l-1}), b (N_l,), a_prev (n, N_{l-1}),
     # out (n, N_l). Thread t of T computes the rows j of W^l it owns (columns j of out).
     j0, j1 = _chunk(W.shape[0], t, T)
-    kern.forward_rows(W, b, a_prev, out, code, j0, j1)
+    kern.forward_block(W, b, a_prev, out, code, j0, j1, a_prev.shape[0])
 
 
 @_inline()
@@ -1141,7 +1470,7 @@ def _last_layer_samples(kern, W, b, a_prev, Z, AL, D, labels, targets, has_targe
     # correct predictions
     zero = s1 - s1  # computed, not a literal 0: no Literal[int] re-specialisation of the callees
     if s1 > s0:
-        kern.forward_rows(W, b, a_prev[s0:s1], Z[s0:s1], zero + IDENTITY, zero, W.shape[0])
+        kern.forward_block(W, b, a_prev[s0:s1], Z[s0:s1], zero + IDENTITY, zero, W.shape[0], a_prev.shape[0])
     return kern.output_samples(Z, AL, D, labels, targets, has_targets, idx, output, loss, scale, losses, weights,
                                has_weights, s0, s1, s1 >= s0)
 
@@ -1204,14 +1533,20 @@ def _backward_pair(kern, t, T, k, params, grads, m, v, w_off, b_off, sizes, hidd
         dW = _weights(grads, w_off, sizes, k)
         db = _biases(grads, b_off, sizes, k)
         M = sizes[0]
-        if update:
+        if update and TILE_ROWS == 4:
             for r0 in range(c0, c1, UPDATE_BLOCK_ROWS):
                 r1 = min(r0 + UPDATE_BLOCK_ROWS, c1)
                 _weight_gradient(kern, delta, X, dW, db, r0, r1, M - M, M, accumulate, r0 < r1)
                 _update_layer_rows(kern.update, params, grads, m, v, w_off, b_off, sizes, 1, r0, r1, optimizer, hp,
                                    step)
         else:
+            # (the 16-register kernels pack the column panels of X once per call: called per block
+            # of rows, they would pack X again for each block, which costs more than the update
+            # gains from finding its rows of dW in L1; the AVX-512 tiles read X in place)
             _weight_gradient(kern, delta, X, dW, db, c0, c1, M - M, M, accumulate, c0 <= c1)
+            if update:
+                _update_layer_rows(kern.update, params, grads, m, v, w_off, b_off, sizes, 1, c0, c1, optimizer, hp,
+                                   step)
 
 
 @_jit()
@@ -1434,7 +1769,7 @@ class _KernelRef:
 _before_kernels = []
 
 # (named as its module attribute: Numba's cache pickles the type by that name)
-_Kernels = namedtuple("_Kernels", "gather forward_rows output_samples weight_grad delta_cols update "
+_Kernels = namedtuple("_Kernels", "gather forward_block output_samples weight_grad delta_cols update "
                                   "output_activation")
 
 
@@ -1453,7 +1788,7 @@ def kernels(dtype):
         return a.copy(readonly=True)
     return _Kernels(
         _KernelRef(_gather_range, types.none(ro(types.Array(types.uint8, 2, "C")), i64, I1, f64, A2, i64, i64)),
-        _KernelRef(_dense_forward_rows, types.none(A2, A1, A2, A2, i64, i64, i64)),
+        _KernelRef(_dense_forward_block, types.none(A2, A1, A2, A2, i64, i64, i64, i64)),
         _KernelRef(_output_samples, i64(A2, A2, A2, ro(I1), ro(A2), b1, I1, i64, i64, f, F1, ro(F1), b1, i64, i64,
                                          b1)),
         _KernelRef(_weight_grad_block, types.none(A2, A2, A2, A1, i64, i64, i64, i64, b1, b1)),
@@ -1568,10 +1903,10 @@ def _forward_parallel(params, w_off, b_off, sizes, hidden, output, X, divisor, w
     # activations stay in cache while W^l streams past once per chunk, where _forward_network streams
     # a whole batch of activations past every 4 rows of W^l). The same bits as _evaluate's forward
     # over batches of `batch` rows on nthreads threads: every element goes through the same
-    # _dense_forward_rows loop (the same split of W^l's rows into blocks, from _chunk with the thread
-    # count _forward_network would use for that batch, and samples in blocks of 4 from the batch's
-    # start). No fastmath here: the division by the divisor rounds as NumPy's. Returns 0, or 1 / 2 as
-    # _forward_serial (then the outputs are not valid).
+    # _dense_forward_block loop (the same split of W^l's rows into blocks, from _chunk with the thread
+    # count _forward_network would use for that batch, the loop chosen by the batch's size, and
+    # samples in blocks of 4 from the batch's start). No fastmath here: the division by the divisor
+    # rounds as NumPy's. Returns 0, or 1 / 2 as _forward_serial (then the outputs are not valid).
     L = sizes.shape[0] - 1
     n = X.shape[0]
     M0 = sizes[0]
@@ -1602,9 +1937,14 @@ def _forward_parallel(params, w_off, b_off, sizes, hidden, output, X, divisor, w
                 W = _weights(params, w_off, sizes, l)
                 bias = _biases(params, b_off, sizes, l)
                 T = _region_threads(bn * N * sizes[l - 1], nthreads)
-                for u in range(T):
-                    j0, j1 = _chunk(N, np.int64(u), T)
-                    _dense_forward_rows(W, bias, a_prev, out, code, j0, j1)
+                if TILE_ROWS == 6 and bn >= MICRO_FORWARD_MIN and N >= MICRO_FORWARD_MIN:
+                    # (every thread's share takes the micro-kernel, whose bits do not depend on the
+                    # split of the rows: all rows in one call, which packs a_prev once)
+                    _dense_forward_block(W, bias, a_prev, out, code, m - m, N, bn)
+                else:
+                    for u in range(T):
+                        j0, j1 = _chunk(N, np.int64(u), T)
+                        _dense_forward_block(W, bias, a_prev, out, code, j0, j1, bn)
                 a_prev = out
                 off += m * N
             for s in range(m):

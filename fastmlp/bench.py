@@ -8,7 +8,9 @@ All trainers run plain minibatch SGD with softmax + cross-entropy on the same MN
 warm-up of at least WARMUP_SECONDS (compilation, first-touch of memory, thread pools, and time
 for the host to give the threads their cores), and are compared as samples per second measured in
 the same process. GFLOP/s count the useful arithmetic of a training sample: forward pass, weight
-gradients and the deltas of the hidden layers (2 flops per multiply-add; no input gradient).
+gradients and the deltas of the hidden layers (2 flops per multiply-add; no input gradient); "work
+done" leaves out what the kernels skip (done_flops_per_sample), so that it never overstates the
+rate of the arithmetic the CPU did.
 `matmul_gflops` is the float32 2048x2048 matmul rate of NumPy's BLAS on this machine, the practical
 ceiling (OpenBLAS follows OPENBLAS_NUM_THREADS, set before NumPy is imported).
 
@@ -50,6 +52,37 @@ def flops_per_sample(sizes):
     (2 per weight of the layer above it); the input gradient is not needed and not counted."""
     weights = [sizes[l] * sizes[l - 1] for l in range(1, len(sizes))]
     return 4 * sum(weights) + 2 * sum(weights[1:])
+
+
+def skips_zero_deltas():
+    """True when this CPU's weight-gradient kernel leaves out the samples whose deltas of a group of
+    4 rows are all zero (the AVX-512 and 16-register non-FMA blockings); the AVX2 + FMA micro-kernel
+    does the whole product."""
+    from . import _kernels
+    return _kernels.TILE_ROWS != 6
+
+
+def done_flops_per_sample(Ws, bs, X, skips=True, group=4):
+    """The arithmetic a training sample actually costs the kernels, estimated from the weights Ws,
+    bs of a ReLU network on the uint8 rows X: flops_per_sample less, with `skips`, the weight-gradient
+    work of each hidden layer for the (sample, group of `group` rows) pairs whose z are all <= 0
+    (ReLU's delta is zero there and the kernel leaves them out). At the trained weights: the share
+    skipped earlier in the epoch differs somewhat."""
+    sizes = [Ws[0].shape[1]] + [W.shape[0] for W in Ws]
+    total = float(flops_per_sample(sizes))
+    if not skips:
+        return total
+    a = X.astype(np.float64) / 255.0
+    for l, (W, b) in enumerate(zip(Ws[:-1], bs[:-1])):
+        z = a @ np.asarray(W, dtype=np.float64).T + np.asarray(b, dtype=np.float64)
+        n, N = z.shape
+        pad = -N % group  # a last partial group repeats its last row
+        zero = np.concatenate([z <= 0, np.repeat(z[:, -1:] <= 0, pad, axis=1)], axis=1)
+        rows = np.minimum(group, N - group * np.arange(zero.shape[1] // group))  # real rows per group
+        skipped_rows = (zero.reshape(n, -1, group).all(axis=2) * rows).sum(axis=1).mean()
+        total -= 2.0 * skipped_rows * sizes[l]
+        a = np.maximum(z, 0.0)
+    return total
 
 
 DATA_CHOICES = ("synthetic-digits", "random", "fashion-mnist")
@@ -471,8 +504,12 @@ def measure(trainer, hidden=(100,), batch_size=32, threads=2, n_samples=60000, e
     seconds, Ws, bs = fn(X, y, sizes, batch_size, threads, epochs, seed, lr, warmup_seconds=warmup_seconds,
                          optimizer=optimizer, dtype=dtype)
     test = make_test_data(data)
+    done = None
+    if trainer == "fastmlp":
+        done = done_flops_per_sample(Ws, bs, test[0] if test is not None else X[:10000], skips_zero_deltas())
     return {"seconds": seconds, "samples_per_second": n_samples * epochs / seconds,
             "test_accuracy": None if test is None else test_accuracy(Ws, bs, *test),
+            "done_flops_per_sample": done,
             "threading_layer": threading_layer() if trainer == "fastmlp" else None}
 
 
@@ -582,6 +619,7 @@ def run(hidden=(100,), batch_size=32, threads=2, vs="numpy", n_samples=60000, ep
     f_sps = float(np.median(f_runs))
     r_sps = float(np.median(r_runs))
     f_gf = f_sps * fps / 1e9
+    f_done = f_sps * f["done_flops_per_sample"] / 1e9
     return {
         "network": "-".join(str(s) for s in sizes),
         "batch_size": batch_size,
@@ -603,10 +641,12 @@ def run(hidden=(100,), batch_size=32, threads=2, vs="numpy", n_samples=60000, ep
         "reference_test_accuracy": r.get("test_accuracy"),
         "flops_per_sample": fps,
         "fastmlp_gflops": f_gf,
+        "fastmlp_done_gflops": f_done,
         "reference_gflops": r_sps * fps / 1e9,
         "matmul_gflops": mm,
         "blas_kernel": blas,
         "fastmlp_share_of_matmul": f_gf / mm,
+        "fastmlp_done_share_of_matmul": f_done / mm,
         "threading_layer": f["threading_layer"] if isolated else threading_layer(),
     }
 
@@ -621,7 +661,8 @@ def format_result(r):
         f"{r['n_samples']} samples ({r['data']}) x {r['epochs']} epoch(s)  threading layer {r['threading_layer']}"
         + (f"\nmedians of {r['repeats']} alternating runs each" if r["repeats"] > 1 else ""),
         f"fastmlp   {r['fastmlp_samples_per_second']:>12,.0f} samples/s  {r['fastmlp_gflops']:7.1f} GFLOP/s  "
-        f"({100 * r['fastmlp_share_of_matmul']:.0f}% of matmul {r['matmul_gflops']:.0f} GFLOP/s)"
+        f"({100 * r['fastmlp_share_of_matmul']:.0f}% of matmul {r['matmul_gflops']:.0f} GFLOP/s; work done "
+        f"{r['fastmlp_done_gflops']:.1f} GFLOP/s, {100 * r['fastmlp_done_share_of_matmul']:.0f}%)"
         + _accuracy(r.get("fastmlp_test_accuracy")),
         f"{r['vs']:<9} {r['reference_samples_per_second']:>12,.0f} samples/s  {r['reference_gflops']:7.1f} GFLOP/s"
         + _accuracy(r.get("reference_test_accuracy")),

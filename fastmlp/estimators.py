@@ -22,7 +22,6 @@ Needs the extra `fastmlp[sklearn]` (scikit-learn, scipy).
 import math
 import numbers
 import os
-import time
 import warnings
 
 try:
@@ -378,28 +377,24 @@ class _BaseMLP(BaseEstimator):
     def _stochastic_epoch(self, run, state):
         """One pass over the (shuffled) training set in minibatches; returns the summed loss
         (scikit-learn's: batch loss plus the L2 penalty, times the batch size)."""
-        import numba
         if self.shuffle:
             run.sample_idx = shuffle(run.sample_idx, random_state=self._random_state)
         order = np.ascontiguousarray(run.sample_idx, dtype=np.int64)
         accumulated_loss = 0.0
         n, B = run.n_samples, run.batch_size
+        wsums = []
+
+        def hyperparameters(idx):
+            # the batch weight of each minibatch of the chunk (kept for its loss below)
+            wsums[:] = ([float(run.weights[idx[s0:s0 + B]].sum()) for s0 in range(0, len(idx), B)]
+                        if run.weights is not None else [float(min(B, len(idx) - s0)) for s0 in range(0, len(idx), B)])
+            return self._step_hyperparameters(run, state, wsums)
+
         start = 0
         while start < n:
-            # a chunk of minibatches per kernel call, on one thread or all, whichever is faster
-            # now (the results are the same), like Trainer.fit
-            threads, size = run.pacer.plan(run.chunk)
-            stop = min(start + size, n)
-            idx = order[start:stop]
-            nsteps = -(-(stop - start) // B)
-            wsums = ([float(run.weights[idx[s0:s0 + B]].sum()) for s0 in range(0, stop - start, B)]
-                     if run.weights is not None else [float(min(B, stop - start - s0))
-                                                      for s0 in range(0, stop - start, B)])
-            hp = self._step_hyperparameters(run, state, wsums)
-            numba.set_num_threads(threads)
-            t0 = time.perf_counter()
-            done = run.trainer._steps(run.data, idx, run.ws, run.losses, run.stats, threads, hp=hp)
-            run.pacer.record(threads, stop - start, time.perf_counter() - t0)
+            # a chunk of minibatches per kernel call, paced like Trainer.fit's
+            stop, done, nsteps = run.trainer._paced_steps(run.pacer, run.data, order, start, run.chunk, run.ws,
+                                                          run.losses, run.stats, hp=hyperparameters)
             state["t"] += done
             stats = run.stats[:done].tolist()
             for k in range(done):

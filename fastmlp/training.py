@@ -391,6 +391,26 @@ class Trainer:
             self._steps(data, np.zeros(0, dtype=np.int64), ws, losses, stats)
         return time.perf_counter() - t0
 
+    def _paced_steps(self, pacer, data, order, start, chunk, ws, losses, stats, hp=None):
+        """Run the minibatches of order[start:] that the pacer's next chunk holds (at most `chunk`
+        samples), on the thread count it picks, whichever is faster now (see _pacer; the results
+        are the same on any count), and time them for it. hp: None, or a function of the chunk's
+        sample indices that gives the kernel's hyperparameter rows (see _steps). Returns (the end
+        of the chunk in order, the minibatches completed, the minibatches in the chunk)."""
+        import numba
+        threads, size = pacer.plan(chunk)
+        if self._dist is not None:
+            # every rank must run the same chunks (their ends are collectives): no pacing
+            threads, size = self.threads, chunk
+        stop = min(start + size, len(order))
+        idx = order[start:stop]
+        rows = None if hp is None else hp(idx)
+        numba.set_num_threads(threads)
+        t0 = time.perf_counter()
+        done = self._steps(data, idx, ws, losses, stats, threads, hp=rows)
+        pacer.record(threads, stop - start, time.perf_counter() - t0)
+        return stop, done, -(-(stop - start) // self.batch_size)
+
     def _run_epoch(self, data, n, chunk, ws, losses, stats, epochs, val, verbose, callback):
         if self.position == 0:
             for cb in self.callbacks:
@@ -400,22 +420,11 @@ class Trainer:
         else:
             self.rng.bit_generator.state = self.epoch_rng_state
         order = self.rng.permutation(n)
-        import numba
         while self.position < n:
             start = self.position
-            # one thread or all: whichever is faster now (see _pacer; the results are the same)
-            nthreads, size = self._pacer.plan(chunk)
-            if self._dist is not None:
-                # every rank must run the same chunks (their ends are collectives): no pacing
-                nthreads, size = self.threads, chunk
-            stop = min(start + size, n)
             t0 = time.perf_counter()
             backup = (self.net.params.copy(), self.m.copy(), self.v.copy())
-            numba.set_num_threads(nthreads)
-            t_kernel = time.perf_counter()
-            done = self._steps(data, order[start:stop], ws, losses, stats, nthreads)
-            self._pacer.record(nthreads, stop - start, time.perf_counter() - t_kernel)
-            nsteps = -(-(stop - start) // self.batch_size)
+            stop, done, nsteps = self._paced_steps(self._pacer, data, order, start, chunk, ws, losses, stats)
             # The loss is measured before each update, so an update that overflows the parameters
             # shows up only at the next step: check them too, before the next chunk backs them up.
             if done < nsteps or not np.isfinite(self.net.params).all():

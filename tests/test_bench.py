@@ -29,6 +29,33 @@ def test_flops_per_sample(bench):
     assert bench.flops_per_sample([784, 512, 512, 10]) == 3209216
 
 
+def test_done_flops_per_sample_by_hand(bench):
+    # x = (255, 0) gives a = (1, 0), x = (0, 0) gives a = 0. Hidden layer of 4 units z = a_1 - 0.5:
+    # 0.5 for the first sample, -0.5 (all four zero under ReLU: one group skipped) for the second.
+    # flops_per_sample([2, 4, 3]) = 4 (8 + 12) + 2 * 12 = 104; the skipped group saves 2 * 4 rows *
+    # 2 inputs for one sample of two: 8 per sample on average.
+    X = np.array([[255, 0], [0, 0]], dtype=np.uint8)
+    W1 = np.array([[1.0, 0.0]] * 4)
+    b1 = np.full(4, -0.5)
+    W2, b2 = np.ones((3, 4)), np.zeros(3)
+    assert bench.done_flops_per_sample([W1, W2], [b1, b2], X) == 96.0
+    assert bench.done_flops_per_sample([W1, W2], [b1, b2], X, skips=False) == 104.0
+    # a fifth unit always active (z = 1): the second group (row 4, alone) is never skipped, and
+    # only 4 real rows are saved for the second sample; flops_per_sample([2, 5, 3]) = 130
+    W1 = np.array([[1.0, 0.0]] * 5)
+    b1 = np.array([-0.5] * 4 + [1.0])
+    W2 = np.ones((3, 5))
+    assert bench.done_flops_per_sample([W1, W2], [b1, b2], X) == 130.0 - 8.0
+    # the last partial group skipped too: all five units off for the second sample saves 5 rows
+    b1 = np.full(5, -0.5)
+    assert bench.done_flops_per_sample([W1, W2], [b1, b2], X) == 130.0 - 10.0
+
+
+def test_skips_zero_deltas_follows_the_blocking(bench):
+    from fastmlp import _kernels
+    assert bench.skips_zero_deltas() == (_kernels.TILE_ROWS != 6)
+
+
 def test_make_data(bench):
     X, y = bench.make_data(50)
     assert X.shape == (50, 784) and X.dtype == np.uint8 and y.dtype == np.int64
@@ -45,7 +72,8 @@ def test_run_numpy_sane(bench, isolated):
     r = bench.run(hidden=(16,), batch_size=32, threads=1, vs="numpy", n_samples=640, isolated=isolated)
     for key in ("network", "batch_size", "threads", "vs", "fastmlp_samples_per_second",
                 "reference_samples_per_second", "ratio", "fastmlp_gflops", "reference_gflops",
-                "matmul_gflops", "fastmlp_share_of_matmul", "threading_layer"):
+                "matmul_gflops", "fastmlp_share_of_matmul", "fastmlp_done_gflops",
+                "fastmlp_done_share_of_matmul", "threading_layer"):
         assert key in r
     assert r["network"] == "784-16-10" and r["vs"] == "numpy" and r["threads"] == 1
     for key in ("fastmlp_samples_per_second", "reference_samples_per_second", "fastmlp_gflops",
@@ -54,8 +82,11 @@ def test_run_numpy_sane(bench, isolated):
     assert r["ratio"] == pytest.approx(r["fastmlp_samples_per_second"] / r["reference_samples_per_second"])
     assert r["fastmlp_gflops"] == pytest.approx(r["fastmlp_samples_per_second"] * 4 * (784 * 16 + 160) / 1e9
                                                 + r["fastmlp_samples_per_second"] * 2 * 160 / 1e9)
+    assert 0 < r["fastmlp_done_gflops"] <= r["fastmlp_gflops"]
+    if not bench.skips_zero_deltas():
+        assert r["fastmlp_done_gflops"] == r["fastmlp_gflops"]
     assert r["threading_layer"] in ("omp", "tbb", "workqueue")
-    assert "fastmlp" in bench.format_result(r)
+    assert "fastmlp" in bench.format_result(r) and "work done" in bench.format_result(r)
 
 
 def test_numpy_reference_trains_like_fastmlp(bench):
@@ -137,7 +168,8 @@ def test_repeats_alternate_and_take_medians(bench, monkeypatch):
 
     def fake_measure(trainer, **kw):
         calls.append(trainer)
-        return {"seconds": 1.0, "samples_per_second": next(figures[trainer]), "threading_layer": "omp"}
+        return {"seconds": 1.0, "samples_per_second": next(figures[trainer]), "threading_layer": "omp",
+                "done_flops_per_sample": 1.0}
 
     monkeypatch.setattr(bench, "measure", fake_measure)
     r = bench.run(hidden=(16,), batch_size=8, threads=1, vs="numpy", n_samples=64, isolated=False,
@@ -202,7 +234,7 @@ def test_warmup_seconds_reach_every_measurement(bench, monkeypatch):
 
     def fake_measure(trainer, **kw):
         seen.append((trainer, kw["warmup_seconds"]))
-        return {"seconds": 1.0, "samples_per_second": 10.0, "threading_layer": "omp"}
+        return {"seconds": 1.0, "samples_per_second": 10.0, "threading_layer": "omp", "done_flops_per_sample": 1.0}
 
     monkeypatch.setattr(bench, "measure", fake_measure)
     r = bench.run(hidden=(16,), batch_size=8, threads=1, vs="numpy", n_samples=64, isolated=False,

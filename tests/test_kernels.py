@@ -107,6 +107,66 @@ def test_dense_forward_rows_blocks(rows, n, dtype):
     assert np.all(out[:, :j0] == 7.0) and np.all(out[:, j1:] == 7.0)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+@pytest.mark.parametrize("n", [1, 5, 6, 7, 15, 16, 17, 33])
+@pytest.mark.parametrize("rows", [(0, 16), (0, 17), (2, 25), (5, 23), (0, 25), (7, 24)], ids=_ids)
+def test_dense_forward_rows_of_16_or_more(rows, n, dtype):
+    """Ranges of 16 rows or more (AVX2: the 6-row micro-kernel over panels of 64 bytes of samples,
+    a last group of rows moved up onto the range's end, a last partial panel of samples)."""
+    from fastmlp import _kernels as P
+    j0, j1 = rows
+    rng = _rng("fwdrows16", rows, n, dtype)
+    W = rng.normal(0, 1, (25, 37)).astype(dtype)
+    b = rng.normal(0, 1, 25).astype(dtype)
+    a = rng.normal(0, 1, (n, 37)).astype(dtype)
+    out = np.full((n, 25), 7.0, dtype)
+    P._dense_forward_rows(W, b, a, out, P.TANH, j0, j1)
+    want = ref.activation_forward(ref.dense_forward(W, b, a), "tanh")
+    _assert_close(out[:, j0:j1], want[:, j0:j1], dtype, scale=np.sqrt(37))
+    assert np.all(out[:, :j0] == 7.0) and np.all(out[:, j1:] == 7.0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+def test_tile_kernels_give_the_same_bits_whatever_the_split(dtype):
+    """An element's sum does not depend on which rows, columns or samples a call covers (the
+    threads' shares): the weight gradient split by rows and by columns, the delta recursion by
+    columns and (AVX2 micro-kernel) the forward pass by samples, against one call over everything."""
+    from fastmlp import _kernels as P
+    rng = _rng("split", dtype)
+    n, N, M = 37, 29, 83
+    delta = rng.normal(0, 1, (n, N)).astype(dtype)
+    a = rng.normal(0, 1, (n, M)).astype(dtype)
+    W = rng.normal(0, 1, (N, M)).astype(dtype)
+    b = rng.normal(0, 1, N).astype(dtype)
+    full, fb = np.zeros((N, M), dtype), np.zeros(N, dtype)
+    P._weight_grad_block(delta, a, full, fb, 0, N, 0, M, False, True)
+    for cut in [(0, 7, 29), (0, 12, 29)]:
+        got, gb = np.zeros((N, M), dtype), np.zeros(N, dtype)
+        for j0, j1 in zip(cut[:-1], cut[1:]):
+            P._weight_grad_block(delta, a, got, gb, j0, j1, 0, M, False, True)
+        np.testing.assert_array_equal(got, full)
+        np.testing.assert_array_equal(gb, fb)
+    got = np.zeros((N, M), dtype)
+    for c0, c1 in [(0, 5), (5, 40), (40, 83)]:
+        P._weight_grad_block(delta, a, got, gb, 0, N, c0, c1, False, False)
+    np.testing.assert_array_equal(got, full)
+    z = rng.normal(0, 1, (n, M)).astype(dtype)
+    full = np.zeros((n, M), dtype)
+    P._delta_backward_cols(W, delta, z, P.TANH, False, full, 0, M)
+    got = np.zeros((n, M), dtype)
+    for c0, c1 in [(0, 5), (5, 40), (40, 83)]:
+        P._delta_backward_cols(W, delta, z, P.TANH, False, got, c0, c1)
+    np.testing.assert_array_equal(got, full)
+    if P.TILE_ROWS != P.MICRO_ROWS:
+        return  # (the other blockings' forward pass takes samples in blocks of 4 or 2, then singly)
+    full = np.zeros((n, N), dtype)
+    P._dense_forward_rows(W, b, a, full, P.TANH, 0, N)
+    got = np.zeros((n, N), dtype)
+    for s0, s1 in [(0, 3), (3, 20), (20, 37)]:  # (and, AVX2, the other orientation of the tiles)
+        P._dense_forward_block(W, b, a[s0:s1], got[s0:s1], P.TANH, 0, N, n)  # slices of one minibatch
+    np.testing.assert_array_equal(got, full)
+
+
 # ------------------------------------------------------------------------ activation_forward
 @pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
 @pytest.mark.parametrize("batch", BATCHES, ids=_ids)
@@ -293,7 +353,7 @@ AROUND_TILE = [((0, 0), (0, 1)), ((0, 0), (1, -1)), ((0, 0), (1, 0)), ((0, 0), (
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
-@pytest.mark.parametrize("n", [1, 3, 4, 5, 9])
+@pytest.mark.parametrize("n", [1, 3, 4, 5, 6, 7, 9, 13])
 @pytest.mark.parametrize("cols", AROUND_TILE, ids=_rel)
 def test_delta_backward_columns_around_the_tile_width(cols, n, dtype):
     """As above, with column ranges placed relative to this machine's register tile width."""
@@ -361,7 +421,7 @@ def test_weight_grad_block_ranges(rows, m, cols, n, accumulate, dtype):
                                      ((2, 5), None), ((3, 7), ((0, 3), (1, 2))), ((3, 7), ((1, 1), (2, 9))),
                                      ((3, 7), ((2, 3), (3, 7))), ((3, 7), ((1, 0), (1, 1)))],
                          ids=_rel)
-@pytest.mark.parametrize("rows", [(0, 11), (3, 10), (6, 7)], ids=_ids)
+@pytest.mark.parametrize("rows", [(0, 11), (3, 10), (6, 7), (5, 11), (0, 6)], ids=_ids)
 def test_weight_grad_block_around_the_tile_width(rows, m, cols, n, accumulate, dtype):
     """As above, with widths and column ranges placed relative to this machine's register tile."""
     w = _tile(dtype)

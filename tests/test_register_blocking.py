@@ -22,12 +22,25 @@ def test_avx512_keeps_its_blocking():
     assert P._register_blocking(AVX512) == ("avx512", 4, 256, 4)
 
 
-@pytest.mark.parametrize("features", [AVX2, SSE], ids=["avx2", "sse"])
+def test_avx2_with_fma_gets_the_6_row_micro_kernel():
+    """6 rows x 64 bytes: BLIS's Haswell tile, written in assembly (fastmlp._kernels._micro_tile)."""
+    assert P._register_blocking(AVX2) == ("avx2", 6, 64, 2)
+    assert P._register_blocking({"avx"}) == ("avx", 2, 192, 2)  # no FMA: no micro-kernel
+
+
+@pytest.mark.parametrize("features", [AVX2, {"avx"}, SSE], ids=["avx2", "avx", "sse"])
 def test_16_register_isas_get_tiles_that_fit(features):
     isa, rows, tile_bytes, samples = P._register_blocking(features)
     vector = 32 if "avx" in features else 16
-    # accumulators + one broadcast per tile row + one load register <= 16
-    assert rows * (tile_bytes // vector) + rows + 1 <= 16
+    vectors = tile_bytes // vector
+    if rows == P.MICRO_ROWS:
+        # the assembly micro-kernel: accumulators + the loads of a step + 2 registers the
+        # broadcasts alternate between
+        assert rows * vectors + vectors + 2 == 16
+    else:
+        # accumulators + one broadcast per tile row + one load register <= 16 (LLVM holds every
+        # broadcast of a step at once)
+        assert rows * vectors + rows + 1 <= 16
     # and the forward pass: 4 rows x samples accumulators + 4 weight rows + 1 input register
     assert 4 * samples + 4 + 1 <= 16
 
@@ -40,16 +53,17 @@ def test_the_choice_follows_the_cpu_llvm_targets():
     assert (P.VECTOR_ISA, P.TILE_ROWS, P.TILE_BYTES, P.FORWARD_SAMPLES) == P._register_blocking(enabled)
 
 
-def test_numba_cpu_features_decide_the_blocking():
+@pytest.mark.parametrize("features, want", [("+sse2,+avx,+avx2,+fma,-avx512f", "avx2 6 64 2"),
+                                            ("+sse2,+avx,-avx2,-fma,-avx512f", "avx 2 192 2")])
+def test_numba_cpu_features_decide_the_blocking(features, want):
     """NUMBA_CPU_FEATURES (what LLVM then emits for) decides, not the host's own features."""
     code = "from fastmlp import _kernels as P; print(P.VECTOR_ISA, P.TILE_ROWS, P.TILE_BYTES, P.FORWARD_SAMPLES)"
-    env = dict(os.environ, NUMBA_CPU_NAME="generic", NUMBA_CPU_FEATURES="+sse2,+avx,+avx2,+fma,-avx512f",
-               PYTHONPATH=ROOT)
+    env = dict(os.environ, NUMBA_CPU_NAME="generic", NUMBA_CPU_FEATURES=features, PYTHONPATH=ROOT)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["avx2", "2", "192", "2"]
+    assert out.stdout.split() == want.split()
 
 
-BLOCKINGS = sorted({P._register_blocking(f)[1:] for f in (AVX512, AVX2, SSE)})
+BLOCKINGS = sorted({P._register_blocking(f)[1:] for f in (AVX512, AVX2, {"avx"}, SSE)})
 
 
 @pytest.mark.parametrize("blocking", BLOCKINGS, ids=lambda b: "rows{}-bytes{}-samples{}".format(*b))
@@ -59,13 +73,15 @@ def test_kernel_edge_cases_under_every_blocking(blocking, tmp_path):
     rows, tile_bytes, samples = blocking
     if blocking == (P.TILE_ROWS, P.TILE_BYTES, P.FORWARD_SAMPLES):
         pytest.skip("this machine's blocking: test_kernels.py tests it in this process")
+    if rows == P.MICRO_ROWS and not {"avx2", "fma"} <= P._target_features():
+        pytest.skip("the AVX2 + FMA micro-kernel does not run on this CPU")
     code = (
         "import sys\n"
         "from fastmlp import _kernels as P\n"
         f"P.TILE_ROWS, P.TILE_BYTES, P.FORWARD_SAMPLES = {rows}, {tile_bytes}, {samples}\n"
         "import pytest\n"
         "sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', '-x', sys.argv[1], '-k',\n"
-        "                      'around_the_tile or forward_rows_blocks or test_dense_forward'\n"
+        "                      'around_the_tile or forward_rows or test_dense_forward or split'\n"
         "                      ' or test_delta_backward or test_accumulate_gradients']))\n")
     # a cache of its own: the module constants are frozen into what Numba compiles
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"), PYTHONPATH=ROOT)
