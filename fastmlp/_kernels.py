@@ -14,10 +14,12 @@ delta^l, of dW^{l+1} and of W^{l+1} (its optimizer step), and for l = 1 rows i o
 No two threads write the same element, so there are no races and no reductions, and an element's
 value does not depend on the thread count (up to rounding where blocking differs).
 
-One driver, _drive, runs the network for training, evaluation, forward, predict, the loss and the
-gradients: it walks a plan of named phases (fastmlp._plan) for each minibatch, and its arguments
-travel in the bundles of fastmlp._buffers. X reaches it as bytes with a code for its dtype, so one
-compiled driver per network dtype serves every input dtype and every mode.
+One driver, _drive (the compiled _drive_plan), runs the network for training, evaluation, forward,
+predict, the loss and the gradients: it walks a plan of named phases (fastmlp._plan) for each
+minibatch, and its arguments travel in the bundles of fastmlp._buffers; the big kernels it calls
+travel in a bundle of their own (kernels(dtype)), called through their addresses. X reaches it as
+bytes with a code for its dtype, so one compiled driver per network dtype serves every input dtype
+and every mode.
 
 fastmath is on for the sums (reassociation lets LLVM vectorise them) but without 'nnan'/'ninf',
 so NaN and inf checks keep working.
@@ -1610,6 +1612,8 @@ def _drive_plan(plan, net, work, opt, data, order, batch_size, nthreads, results
     #           float64 per data set row: the cost of a minibatch is then sum_s w_s c_s / sum_s w_s
     #           (its per-sample losses w_s c_s); hp[HP_GRAD_SCALE], when not 0, replaces the
     #           minibatch's 1/n (or 1/sum of weights) as the factor of the summed loss;
+    #   kern    _Kernels (kernels(dtype)): the big kernels the phases call, as first-class functions
+    #           (called through their addresses: see _KernelRef);
     #   results Results(losses, stats, outputs): per-sample losses, at their position in order when
     #           losses holds len(order) values, else the minibatch's at the front; stats[k] = (sum of
     #           the per-sample losses, correct count) of minibatch k, and when stats has a third
