@@ -47,6 +47,11 @@ PROBE_BUDGET = 1 / 10
 BUSY_PROBE_SECONDS = 0.02
 # A look at the run queue is reused for this long.
 LOOK_SECONDS = 0.05
+# On cores that look idle, a probe of several threads runs for at least this long at the current
+# count's speed: after a spell on one thread the other threads sleep, and waking them took 1-2 ms
+# on a virtual machine (its idle virtual CPUs halt), so a probe of a few minibatches timed mostly
+# that, lost every time, and kept runs on one thread although two were faster.
+MIN_PROBE_SECONDS = 0.02
 
 _last_verdict = {}  # max thread count -> (faster count, time.monotonic() of the verdict)
 # Thread counts that have run a timed chunk in this process. The first parallel region of a process
@@ -143,6 +148,8 @@ class ThreadPacer:
         samples = chunk * (FIRST_PROBE_FRACTION if rate == float("inf") else fraction)
         if rate and regular and rate != float("inf"):
             samples = min(samples, PROBE_TIME_SHARE * chunk * regular / rate)
+        if threads > 1 and regular and not self._look():
+            samples = max(samples, MIN_PROBE_SECONDS / regular)
         samples = int(samples) // self.batch_size * self.batch_size
         return min(chunk, max(self.batch_size, samples))
 

@@ -105,6 +105,22 @@ def test_probes_are_bounded_in_time():
     assert later and all(s == 32 for s in later)
 
 
+def test_probes_of_several_threads_on_idle_cores_last_long_enough():
+    # realistic speeds (10 us per sample on one thread, 30 on two): on idle cores a probe of two
+    # threads runs at least MIN_PROBE_SECONDS of one thread's work (to a whole minibatch), so that
+    # waking the sleeping threads (milliseconds on a virtual machine) does not decide it
+    p = ThreadPacer(2, 32)
+    log = drive(p, lambda t, i: 1e-5 if t == 1 else 3e-5, 200)
+    probes = [s for i, (t, s) in enumerate(log) if i >= 2 and t == 2]
+    floor = int(_pacer.MIN_PROBE_SECONDS / 1e-5) // 32 * 32
+    assert probes and all(s == floor for s in probes)
+    # on busy cores the probes stay small (a probe there waits for descheduled threads)
+    q = ThreadPacer(2, 32, busy=lambda: True)
+    log = drive(q, lambda t, i: 1e-5 if t == 1 else 3e-5, 200)
+    probes = [s for t, s in log if t == 2]
+    assert probes and all(s <= 4096 * _pacer.PROBE_FRACTION for s in probes)
+
+
 def test_a_new_pacer_starts_from_the_last_verdict():
     now = [0.0]
     p = ThreadPacer(2, 32, clock=lambda: now[0])
@@ -153,7 +169,8 @@ def test_busy_then_idle_cores_move_to_two_threads():
     assert {t for t, _ in log} == {1}
     busy[0] = False  # the neighbours stopped: two threads are measured (unknown, so free) and win
     log = drive(p, cost, 6)
-    assert log[:2] == [(2, 64), (2, 4096)]
+    # (the measurement runs MIN_PROBE_SECONDS of one thread's work: here more than a chunk)
+    assert log[:2] == [(2, 4096), (2, 4096)]
 
 
 def test_newly_busy_cores_move_to_one_thread_before_a_regular_chunk():
