@@ -139,9 +139,19 @@ def check_float(name, value, minimum=None, strict=False, maximum=None, max_stric
     return float(value)
 
 
+def _all_finite(a):
+    # A sum is finite only if every term is (a NaN or an infinity makes it NaN or infinite), and it
+    # needs no temporary array as large as `a` (np.isfinite(a) allocates one, slow to first touch);
+    # a sum that overflows although every value is finite falls back to the exact test.
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(np.sum(a, dtype=np.float64)):
+            return True
+    return bool(np.isfinite(a).all())
+
+
 def check_finite(name, a, dtype=None):
     """Every value of ``a`` finite, also after a cast to ``dtype`` (float64 1e40 is inf in float32)."""
-    if a.dtype.kind == "f" and not np.isfinite(a).all():
+    if a.dtype.kind == "f" and not _all_finite(a):
         bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
         raise ValueError(f"{name}: contains {bad} NaN or infinite value(s); expected finite numbers")
     if (dtype is not None and a.size and a.dtype.kind == "f" and np.dtype(dtype).kind == "f"
