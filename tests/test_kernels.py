@@ -94,13 +94,19 @@ def test_dense_forward_rows_blocks(rows, n, dtype):
     """The private kernel on a thread's share of the rows: blocks of 4 rows x 4 or 2 samples (by
     the CPU's registers), a last partial block of samples, rows left over after the blocks of 4;
     rows outside the range are not touched."""
+    _check_forward_rows("fwdrows", 9, rows, n, dtype)
+
+
+def _check_forward_rows(tag, N, rows, n, dtype):
+    """_dense_forward_rows on rows j0:j1 of a W (N, 37) against the reference; the other rows of
+    out untouched."""
     from fastmlp import _kernels as P
     j0, j1 = rows
-    rng = _rng("fwdrows", rows, n, dtype)
-    W = rng.normal(0, 1, (9, 37)).astype(dtype)
-    b = rng.normal(0, 1, 9).astype(dtype)
+    rng = _rng(tag, rows, n, dtype)
+    W = rng.normal(0, 1, (N, 37)).astype(dtype)
+    b = rng.normal(0, 1, N).astype(dtype)
     a = rng.normal(0, 1, (n, 37)).astype(dtype)
-    out = np.full((n, 9), 7.0, dtype)
+    out = np.full((n, N), 7.0, dtype)
     P._dense_forward_rows(W, b, a, out, P.TANH, j0, j1)
     want = ref.activation_forward(ref.dense_forward(W, b, a), "tanh")
     _assert_close(out[:, j0:j1], want[:, j0:j1], dtype, scale=np.sqrt(37))
@@ -113,17 +119,7 @@ def test_dense_forward_rows_blocks(rows, n, dtype):
 def test_dense_forward_rows_of_16_or_more(rows, n, dtype):
     """Ranges of 16 rows or more (AVX2: the 6-row micro-kernel over panels of 64 bytes of samples,
     a last group of rows moved up onto the range's end, a last partial panel of samples)."""
-    from fastmlp import _kernels as P
-    j0, j1 = rows
-    rng = _rng("fwdrows16", rows, n, dtype)
-    W = rng.normal(0, 1, (25, 37)).astype(dtype)
-    b = rng.normal(0, 1, 25).astype(dtype)
-    a = rng.normal(0, 1, (n, 37)).astype(dtype)
-    out = np.full((n, 25), 7.0, dtype)
-    P._dense_forward_rows(W, b, a, out, P.TANH, j0, j1)
-    want = ref.activation_forward(ref.dense_forward(W, b, a), "tanh")
-    _assert_close(out[:, j0:j1], want[:, j0:j1], dtype, scale=np.sqrt(37))
-    assert np.all(out[:, :j0] == 7.0) and np.all(out[:, j1:] == 7.0)
+    _check_forward_rows("fwdrows16", 25, rows, n, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
