@@ -262,23 +262,7 @@ class Trainer:
         data = self._prepare(X, y, sample_weight=sample_weight, class_weight=class_weight)
         if self.net.output == "sigmoid" and self.net.sizes[-1] > 1:
             self.net.multilabel = data[4]  # (n, K) target rows: multi-label
-        regression = self.net.is_regression
-        val = None
-        if validation is not None:
-            if not isinstance(validation, (tuple, list)) or len(validation) != 2:
-                raise ValueError("validation: expected a pair (X_val, y_val)")
-            val = (_checks.check_input("validation X", validation[0], self.net.sizes[0], self.net.dtype)[0],
-                   validation[1])
-            self._prepare(val[0], val[1], "validation X", "validation y")
-        available = [key for key in HISTORY_KEYS if key not in ("epoch", "seconds", "samples_per_second")
-                     and (val is not None or not key.startswith("val_"))
-                     and not (regression and key.endswith("accuracy"))]
-        for cb in callbacks:
-            key = cb.monitored()
-            if key is not None and key not in available:
-                hint = " (val_* keys need validation= or validation_split=)" if key.startswith("val_") else ""
-                raise ValueError(f"{type(cb).__name__}: monitor {key!r} is not in the history{hint}; "
-                                 f"expected one of {', '.join(map(repr, available))}")
+        val = self._checked_validation(validation, callbacks)
         n = data[0].shape[0]
         if self.position >= n and self.position > 0:
             raise CheckpointError(f"the checkpoint's position in its epoch, {self.position} samples, is past "
@@ -318,6 +302,28 @@ class Trainer:
         for cb in callbacks:
             cb.on_train_end()
         return self.history
+
+    def _checked_validation(self, validation, callbacks):
+        """The validation pair (X_val checked, y_val) or None, and every callback's monitored key
+        checked against the history that fit will keep."""
+        val = None
+        if validation is not None:
+            if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+                raise ValueError("validation: expected a pair (X_val, y_val)")
+            val = (_checks.check_input("validation X", validation[0], self.net.sizes[0], self.net.dtype)[0],
+                   validation[1])
+            self._prepare(val[0], val[1], "validation X", "validation y")
+        regression = self.net.is_regression
+        available = [key for key in HISTORY_KEYS if key not in ("epoch", "seconds", "samples_per_second")
+                     and (val is not None or not key.startswith("val_"))
+                     and not (regression and key.endswith("accuracy"))]
+        for cb in callbacks:
+            key = cb.monitored()
+            if key is not None and key not in available:
+                hint = " (val_* keys need validation= or validation_split=)" if key.startswith("val_") else ""
+                raise ValueError(f"{type(cb).__name__}: monitor {key!r} is not in the history{hint}; "
+                                 f"expected one of {', '.join(map(repr, available))}")
+        return val
 
     def _split(self, X, y, fraction, sample_weight=None):
         """(X_train, y_train, (X_val, y_val)): a fraction of the rows held out, stratified by class
