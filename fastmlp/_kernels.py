@@ -1470,8 +1470,46 @@ def _prefetch(typingctx, arr, i):
 def _layer_forward(kern, t, T, W, b, a_prev, out, code):
     # z^l = W^l a^{l-1} + b^l, a^l = sigma(z^l): W (N_l, N_{l-1}), b (N_l,), a_prev (n, N_{l-1}),
     # out (n, N_l). Thread t of T computes the rows j of W^l it owns (columns j of out).
-    j0, j1 = _chunk(W.shape[0], t, T)
-    kern.forward_block(W, b, a_prev, out, code, j0, j1, a_prev.shape[0])
+    N = W.shape[0]
+    n = a_prev.shape[0]
+    if TILE_ROWS == 6 and T > 1 and N >= MICRO_FORWARD_MIN and n >= MICRO_FORWARD_MIN:
+        # The micro-kernel costs a whole panel of 64 bytes of rows for any part of one (100 rows:
+        # 7 panels of 16), so rows split evenly would leave one thread a panel more than the
+        # other. Instead the (panel, sample) pairs are split evenly in panel-major order: each
+        # thread takes whole panels and at most two parts of a panel split by samples (at
+        # multiples of MICRO_ROWS). The micro-kernel's bits depend on neither split.
+        P = (N * W.itemsize + TILE_BYTES - 1) // TILE_BYTES
+        width = TILE_BYTES // W.itemsize
+        u0 = _panel_cut(P, n, t, T)
+        u1 = _panel_cut(P, n, t + 1, T)
+        p0, s0 = u0 // n, u0 % n
+        p1, s1 = u1 // n, u1 % n
+        if p0 == p1:
+            if s1 > s0:
+                kern.forward_block(W, b, a_prev[s0:s1], out[s0:s1], code, p0 * width, min(N, p0 * width + width), n)
+            return
+        if s0 > 0:  # the end of panel p0
+            kern.forward_block(W, b, a_prev[s0:n], out[s0:n], code, p0 * width, min(N, p0 * width + width), n)
+            p0 += 1
+        if p1 > p0:  # whole panels
+            kern.forward_block(W, b, a_prev, out, code, p0 * width, min(N, p1 * width), n)
+        if s1 > 0:  # the start of panel p1
+            kern.forward_block(W, b, a_prev[0:s1], out[0:s1], code, p1 * width, min(N, p1 * width + width), n)
+        return
+    j0, j1 = _chunk(N, t, T)
+    kern.forward_block(W, b, a_prev, out, code, j0, j1, n)
+
+
+@_jit()
+def _panel_cut(P, n, t, T):
+    # the start of thread t's share (t == T: the end) of P panels x n samples in panel-major order
+    # (panel * n + sample), cut evenly at a multiple of MICRO_ROWS samples (or at a panel's end)
+    u = t * P * n // T
+    p = u // n
+    s = (u % n + MICRO_ROWS // 2) // MICRO_ROWS * MICRO_ROWS
+    if s > n - MICRO_ROWS:
+        return (p + 1) * n
+    return p * n + s
 
 
 @_inline()
