@@ -1888,21 +1888,9 @@ def _forward_serial(params, w_off, b_off, sizes, hidden, output, X, divisor, wor
     L = sizes.shape[0] - 1
     n = X.shape[0]
     M = sizes[0]
-    dt = params.dtype.type
-    div = dt(divisor)
     zero = n - n  # computed, not a literal 0: no Literal[int] re-specialisation of the callees
-    status = zero
     a_prev = work[:n * M].reshape((n, M))
-    for s in range(n):
-        src = X[s]
-        dst = a_prev[s]
-        for k in range(M):
-            v = src[k]
-            dst[k] = dt(v) / div
-            if not math.isfinite(np.float64(v)):
-                status = 1
-            elif not math.isfinite(np.float64(dst[k])) and status == 0:
-                status = 2
+    status = _gather_checked(X, zero, a_prev, divisor)
     if status != 0:
         return status
     off = n * M
@@ -1922,21 +1910,27 @@ def _forward_serial(params, w_off, b_off, sizes, hidden, output, X, divisor, wor
 @_inline()
 def _gather_checked(X, r0, dst, divisor):
     # rows r0.. of X (as many as dst has) into dst = X / divisor in dst's dtype, without fastmath
-    # (the same rounding as _gather_range); returns 0, 1 (a NaN or infinity in X) or 2 (a finite
-    # value of X that is infinite in dst's dtype)
+    # (the same rounding as _gather_range); returns 0, 1 (a NaN or infinity in X) or 2 (no NaN or
+    # infinity in X, but a value that overflows dst's dtype). Each row is converted and tested in
+    # one pass that vectorises (x - x is 0 exactly when x is finite), and only a row that fails is
+    # looked at value by value.
     dt = dst.dtype.type
     div = dt(divisor)
     status = 0
     for s in range(dst.shape[0]):
         src = X[r0 + s]
         row = dst[s]
+        bad = False
         for k in range(row.shape[0]):
-            v = src[k]
-            row[k] = dt(v) / div
-            if not math.isfinite(np.float64(v)):
-                status = 1
-            elif not math.isfinite(np.float64(row[k])) and status == 0:
-                status = 2
+            x = dt(src[k]) / div
+            row[k] = x
+            bad |= (x - x) != 0
+        if bad:
+            for k in range(row.shape[0]):
+                if not math.isfinite(np.float64(src[k])):
+                    status = 1
+                elif not math.isfinite(np.float64(row[k])) and status == 0:
+                    status = 2
     return status
 
 
