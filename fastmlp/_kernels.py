@@ -757,20 +757,18 @@ def _bias_sums(d, db, j, rn, n, accumulate):
 
 
 @_inline(fastmath=FAST)
-def _weight_grad_micro(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias, xp, xrow):
+def _weight_grad_micro(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias):
     # _weight_grad_block with TILE_ROWS == 6 (AVX2 + FMA): tiles of 6 rows x 64 bytes of dW summed
     # over all samples by _micro_tile, starting from dW (accumulate) or zero. The deltas of each
     # group of 6 rows are packed first (sample-major, 6 per sample; zeros for the rows past j1 of a
     # last partial group) and db summed from them; then per column panel (all samples x 64 bytes of
     # a_prev, packed contiguous with zeros past c1, in L1) every group's tile, in place in dW when
     # whole, else through a zero-padded copy. Each element is dW's (or zero) plus the products of
-    # the samples in ascending order, one FMA each, whatever the split of rows or columns. With
-    # xrow >= 0 the panels come packed already (xp, see _pack_column_panels: rows xrow.. of panel
-    # c // T are those of columns c.., and c0 is a multiple of T) and a_prev is not read. No sample
+    # the samples in ascending order, one FMA each, whatever the split of rows or columns. No sample
     # is skipped (the 4-row path leaves out samples whose deltas are all zero): all 6 deltas of a
     # group are rarely zero in training, so skipping would not pay for its branch, and the work
     # done is the nominal 2 n N M.
-    n = delta.shape[0]
+    n, M = a_prev.shape
     one = dW.dtype.type(1)
     zero = one - one
     R = MICRO_ROWS
@@ -805,11 +803,7 @@ def _weight_grad_micro(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_b
     init = 0 if accumulate else 1
     for c in range(c0, c1, T):
         w = min(c + T, c1) - c
-        if xrow >= 0:
-            xa = _addr(xp[c // T], xrow, 0)
-        else:
-            _pack_panel(a_prev, n, c, c + w, x)
-            xa = _addr(x, 0, 0)
+        _pack_panel(a_prev, n, c, c + w, x)
         for g in range(groups):
             jg = j0 + g * R
             rn = min(R, j1 - jg)
@@ -818,47 +812,17 @@ def _weight_grad_micro(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_b
                 for r in range(min(R, j1 - jg - R)):
                     _prefetch(dW[jg + R + r], c)
             if rn == R and w == T:
-                _micro(one, n, xa, T * size, _addr(d[g], 0, 0), size, R * size, _addr(dW, jg, c), dW.strides[0],
-                       init)
+                _micro(one, n, _addr(x, 0, 0), T * size, _addr(d[g], 0, 0), size, R * size, _addr(dW, jg, c),
+                       dW.strides[0], init)
             else:
                 for r in range(R):
                     for i in range(T):
                         tile[r, i] = dW[jg + r, c + i] if accumulate and r < rn and i < w else zero
-                _micro(one, n, xa, T * size, _addr(d[g], 0, 0), size, R * size, _addr(tile, 0, 0), T * size, 0)
+                _micro(one, n, _addr(x, 0, 0), T * size, _addr(d[g], 0, 0), size, R * size, _addr(tile, 0, 0),
+                       T * size, 0)
                 for r in range(rn):
                     for i in range(w):
                         dW[jg + r, c + i] = tile[r, i]
-
-
-@_jit(fastmath=FAST)
-def _weight_grad_packed(delta, xp, xrow, dW, db, j0, j1, accumulate, with_bias):
-    # delta (n, N), xp (ceil(M / T), >= xrow + n, T), dW (N, M), db (N,): _weight_grad_block of
-    # rows j0 <= j < j1 and all columns, with a_prev given as the column panels that
-    # _pack_column_panels wrote at rows xrow.. (TILE_ROWS == 6 only: the layer-1 gradient of a
-    # training step, whose inputs the gather packs once for all threads, instead of every thread
-    # packing all of them again)
-    if TILE_ROWS == 6:
-        _weight_grad_micro(delta, delta, dW, db, j0, j1, xrow - xrow, dW.shape[1], accumulate, with_bias, xp, xrow)
-
-
-@_inline()
-def _pack_column_panels(X, xp, s0, s1):
-    # X (n, M), xp (ceil(M / T), >= n, T): xp[p, s, :] = X[s, p*T:(p+1)*T] (zeros past M) for
-    # s0 <= s < s1: the layout in which _weight_grad_micro reads its panels of a_prev (T columns:
-    # TILE_BYTES)
-    T = xp.shape[2]
-    M = X.shape[1]
-    zero = X.dtype.type(0)
-    for s in range(s0, s1):
-        row = X[s]
-        for p in range(xp.shape[0]):
-            dst = xp[p, s]
-            c = p * T
-            w = min(T, M - c)
-            for i in range(w):
-                dst[i] = row[c + i]
-            for i in range(w, T):
-                dst[i] = zero
 
 
 @_inline(fastmath=FAST)
@@ -1157,8 +1121,7 @@ def _weight_grad_block(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_b
     # tile, no branch in the sample loop, and the store as one loop with a select (an
     # `if accumulate:` around two store loops made it store acc to the stack on every sample).
     if TILE_ROWS == 6:
-        _weight_grad_micro(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias,
-                           np.empty((0, 0, 0), dW.dtype), -1)
+        _weight_grad_micro(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias)
         return
     if TILE_ROWS == 2:
         _weight_grad_panels(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias)
@@ -1507,46 +1470,8 @@ def _prefetch(typingctx, arr, i):
 def _layer_forward(kern, t, T, W, b, a_prev, out, code):
     # z^l = W^l a^{l-1} + b^l, a^l = sigma(z^l): W (N_l, N_{l-1}), b (N_l,), a_prev (n, N_{l-1}),
     # out (n, N_l). Thread t of T computes the rows j of W^l it owns (columns j of out).
-    N = W.shape[0]
-    n = a_prev.shape[0]
-    if TILE_ROWS == 6 and T > 1 and N >= MICRO_FORWARD_MIN and n >= MICRO_FORWARD_MIN:
-        # The micro-kernel costs a whole panel of 64 bytes of rows for any part of one (100 rows:
-        # 7 panels of 16), so rows split evenly would leave one thread a panel more than the
-        # other. Instead the (panel, sample) pairs are split evenly in panel-major order: each
-        # thread takes whole panels and at most two parts of a panel split by samples (at
-        # multiples of MICRO_ROWS). The micro-kernel's bits depend on neither split.
-        P = (N * W.itemsize + TILE_BYTES - 1) // TILE_BYTES
-        width = TILE_BYTES // W.itemsize
-        u0 = _panel_cut(P, n, t, T)
-        u1 = _panel_cut(P, n, t + 1, T)
-        p0, s0 = u0 // n, u0 % n
-        p1, s1 = u1 // n, u1 % n
-        if p0 == p1:
-            if s1 > s0:
-                kern.forward_block(W, b, a_prev[s0:s1], out[s0:s1], code, p0 * width, min(N, p0 * width + width), n)
-            return
-        if s0 > 0:  # the end of panel p0
-            kern.forward_block(W, b, a_prev[s0:n], out[s0:n], code, p0 * width, min(N, p0 * width + width), n)
-            p0 += 1
-        if p1 > p0:  # whole panels
-            kern.forward_block(W, b, a_prev, out, code, p0 * width, min(N, p1 * width), n)
-        if s1 > 0:  # the start of panel p1
-            kern.forward_block(W, b, a_prev[0:s1], out[0:s1], code, p1 * width, min(N, p1 * width + width), n)
-        return
-    j0, j1 = _chunk(N, t, T)
-    kern.forward_block(W, b, a_prev, out, code, j0, j1, n)
-
-
-@_jit()
-def _panel_cut(P, n, t, T):
-    # the start of thread t's share (t == T: the end) of P panels x n samples in panel-major order
-    # (panel * n + sample), cut evenly at a multiple of MICRO_ROWS samples (or at a panel's end)
-    u = t * P * n // T
-    p = u // n
-    s = (u % n + MICRO_ROWS // 2) // MICRO_ROWS * MICRO_ROWS
-    if s > n - MICRO_ROWS:
-        return (p + 1) * n
-    return p * n + s
+    j0, j1 = _chunk(W.shape[0], t, T)
+    kern.forward_block(W, b, a_prev, out, code, j0, j1, a_prev.shape[0])
 
 
 @_inline()
@@ -1580,7 +1505,7 @@ def _delta_recursion(kern, W_next, delta_next, a, code, delta, c0, c1):
 
 
 @_inline(fastmath=FAST)
-def _backward_pair(kern, t, T, k, params, grads, m, v, w_off, b_off, sizes, hidden, X, XP, xrow, A, D, a_off, n,
+def _backward_pair(kern, t, T, k, params, grads, m, v, w_off, b_off, sizes, hidden, X, A, D, a_off, n,
                    accumulate, update, optimizer, hp, step):
     # Thread t of T in the backward region of layer k (k == L only for a network without hidden
     # layers: then just the last step below). The thread owns units c0:c1 of layer k: columns of
@@ -1591,8 +1516,7 @@ def _backward_pair(kern, t, T, k, params, grads, m, v, w_off, b_off, sizes, hidd
     #            columns of W^{k+1} and dW^{k+1} here, and they are in its cache) and, thread 0, on
     #            b^{k+1};
     #   (k == 1) dW^1, db^1 rows c0:c1, which need only this thread's columns of delta^1, and with
-    #            update the step on them, block by block while they are in L1; from X's column
-    #            panels in XP (rows xrow..) when the gather packed them (XP not empty).
+    #            update the step on them, block by block while they are in L1.
     # Every gradient is computed, updated and read by the thread that owns its units: after the
     # forward pass, a thread reads data another thread wrote only in a^{k} rows and delta^{k+1},
     # which keeps the traffic between cores (slow on this machine) low.
@@ -1631,10 +1555,7 @@ def _backward_pair(kern, t, T, k, params, grads, m, v, w_off, b_off, sizes, hidd
             # (the 16-register kernels pack the column panels of X once per call: called per block
             # of rows, they would pack X again for each block, which costs more than the update
             # gains from finding its rows of dW in L1; the AVX-512 tiles read X in place)
-            if XP.shape[0] > 0:
-                kern.weight_grad_packed(delta, XP, xrow, dW, db, c0, c1, accumulate, c0 <= c1)
-            else:
-                _weight_gradient(kern, delta, X, dW, db, c0, c1, M - M, M, accumulate, c0 <= c1)
+            _weight_gradient(kern, delta, X, dW, db, c0, c1, M - M, M, accumulate, c0 <= c1)
             if update:
                 _update_layer_rows(kern.update, params, grads, m, v, w_off, b_off, sizes, 1, c0, c1, optimizer, hp,
                                    step)
@@ -1731,15 +1652,6 @@ def _drive_plan(plan, net, work, opt, data, order, batch_size, nthreads, results
     hp_rows = hp.shape[0] // hp_width
     with_norm = stats.shape[1] > 2
     counts = np.empty(max(nthreads, 1), np.int64)  # np.zeros would be a parallel loop of its own
-    # The inputs of the layer-1 gradient as column panels, packed once by the gather (AVX2: every
-    # thread would otherwise pack all of them for its rows of dW^1).
-    packed = False
-    for p in range(plan.shape[0]):
-        if TILE_ROWS == 6 and plan[p, 0] == BACKWARD and plan[p, 1] == 1:
-            packed = True
-    width = TILE_BYTES // params.itemsize
-    xp_rows = count if chunked else min(batch_size, count)
-    XP = np.empty(((sizes[0] + width - 1) // width if packed else 0, xp_rows if packed else 0, width), params.dtype)
     for k in range(nsteps):
         s0 = k * batch_size
         s1 = min(s0 + batch_size, count)
@@ -1802,8 +1714,6 @@ def _drive_plan(plan, net, work, opt, data, order, batch_size, nthreads, results
                     if kind == GATHER:
                         r0, r1 = _chunk(rows, tt, T)
                         kern.gather(X, xcode, src, divisor, dst, r0, r1)
-                        if packed:
-                            _pack_column_panels(dst, XP, r0, r1)
                     elif kind == FORWARD:
                         _layer_forward(kern, tt, T, W, b, a_prev, out, code)
                     elif kind == OUTPUT_STEP:
@@ -1811,9 +1721,8 @@ def _drive_plan(plan, net, work, opt, data, order, batch_size, nthreads, results
                         counts[t] = _last_layer_samples(kern, W, b, a_prev, Zb, AL, DL, labels, targets, has_targets,
                                                         idx, output, loss, scale, lb, weights, has_weights, c0, c1)
                     else:
-                        _backward_pair(kern, tt, T, layer, params, grads, m, v, w_off, b_off, sizes, hidden, Xb, XP,
-                                       s0 if chunked else n - n, A, D, a_off, n, accumulate, update, optimizer, hpk,
-                                       step0 + k)
+                        _backward_pair(kern, tt, T, layer, params, grads, m, v, w_off, b_off, sizes, hidden, Xb, A, D,
+                                       a_off, n, accumulate, update, optimizer, hpk, step0 + k)
             if kind == OUTPUT_STEP or kind == LOSS:
                 correct = 0
                 for t in range(T):
@@ -1875,7 +1784,7 @@ _before_kernels = []
 
 # (named as its module attribute: Numba's cache pickles the type by that name)
 _Kernels = namedtuple("_Kernels", "gather forward_block output_samples weight_grad delta_cols update "
-                                  "output_activation weight_grad_packed")
+                                  "output_activation")
 
 
 @functools.cache
@@ -1899,8 +1808,7 @@ def kernels(dtype):
         _KernelRef(_weight_grad_block, types.none(A2, A2, A2, A1, i64, i64, i64, i64, b1, b1)),
         _KernelRef(_delta_backward_cols, types.none(A2, A2, A2, i64, b1, A2, i64, i64)),
         _KernelRef(_update_range, types.none(A1, A1, A1, A1, i64, i64, i64, F1, i64)),
-        _KernelRef(_output_activation, f64(A1, A1, i64)),
-        _KernelRef(_weight_grad_packed, types.none(A2, types.Array(f, 3, "C"), i64, A2, A1, i64, i64, b1, b1)))
+        _KernelRef(_output_activation, f64(A1, A1, i64)))
 
 
 class _Driver:
