@@ -37,7 +37,8 @@ SURPRISE = 2.0
 # Weight of the newest regular chunk in the running seconds-per-sample figure of the current count.
 SMOOTHING = 0.5
 # A new pacer starts from the verdict of the last one in this process if it is this recent: the load
-# of the machine, not the network, decides, and short runs cannot afford to find it out again.
+# of the machine, not the network, decides, and short runs cannot afford to find it out again. (A
+# verdict of one thread only while the cores look busy: see ThreadPacer.)
 VERDICT_SECONDS = 30.0
 # Probes and first measurements of several threads take at most this share of a pacer's time so far
 # (themselves included); a probe that does not fit waits for a later chunk.
@@ -80,10 +81,24 @@ def runnable_elsewhere():
         return None
 
 
-def cores_busy(threads):
-    """Whether other processes' runnable threads leave fewer than `threads` CPUs free."""
-    others = runnable_elsewhere()
-    return others is not None and others + threads > (os.cpu_count() or 1)
+# A look that finds the cores busy looks again this much later, and they are busy only if both
+# looks say so: kernel threads and short-lived processes are runnable for microseconds now and then
+# (one look in twenty on an idle 2-core machine saw one), and each false alarm sent a run to one
+# thread for a probe interval.
+RELOOK_SECONDS = 0.002
+
+
+def cores_busy(threads, sleep=time.sleep):
+    """Whether other processes' runnable threads leave fewer than `threads` CPUs free, now and
+    RELOOK_SECONDS later."""
+    cpus = os.cpu_count() or 1
+    for look in range(2):
+        if look:
+            sleep(RELOOK_SECONDS)
+        others = runnable_elsewhere()
+        if others is None or others + threads <= cpus:
+            return False
+    return True
 
 
 class ThreadPacer:
@@ -110,7 +125,10 @@ class ThreadPacer:
         if threads == 1:
             return
         verdict = _last_verdict.get(threads)
-        if verdict is not None and clock() - verdict[1] < VERDICT_SECONDS:
+        if verdict is not None and clock() - verdict[1] < VERDICT_SECONDS and (verdict[0] > 1 or self._look()):
+            # (a verdict of one thread counts only while the cores still look busy: on idle cores it
+            # may have come from a run too small for several threads, e.g. a warm-up fit of a few
+            # minibatches, and a larger run must not spend its first chunks on one thread for it)
             self.current = verdict[0]
             self.per_sample[self._other()] = float("inf")  # known to be slower: probe it later
             self.interval = MAX_INTERVAL // 4

@@ -127,13 +127,29 @@ def test_a_new_pacer_starts_from_the_last_verdict():
     drive(p, lambda t, i: 14.0 if t == 2 else 1.0, 3)
     assert p.current == 1
     now[0] = 10.0
-    q = ThreadPacer(2, 32, clock=lambda: now[0])
+    q = ThreadPacer(2, 32, clock=lambda: now[0], busy=lambda: True)
     log = drive(q, lambda t, i: 14.0 if t == 2 else 1.0, 20)
     assert log[0] == (1, 64) and log[1] == (1, 4096)  # no costly first probe of two threads
     assert [i for i, (t, _) in enumerate(log) if t == 2] == [_pacer.MAX_INTERVAL // 4 + 1]
     now[0] = 10.0 + _pacer.VERDICT_SECONDS + 1  # an old verdict is forgotten
     r = ThreadPacer(2, 32, clock=lambda: now[0])
     assert r.plan(4096) == (2, 64)
+
+
+def test_a_verdict_of_one_thread_is_not_followed_on_idle_cores():
+    # a small run (a warm-up fit of a few minibatches) found one thread faster; a larger run on
+    # cores that look idle measures both counts again instead of starting on one thread
+    now = [0.0]
+    p = ThreadPacer(2, 32, clock=lambda: now[0])
+    drive(p, lambda t, i: 14.0 if t == 2 else 1.0, 3)
+    assert p.current == 1 and _pacer._last_verdict[2][0] == 1
+    now[0] = 10.0
+    q = ThreadPacer(2, 32, clock=lambda: now[0])
+    log = drive(q, lambda t, i: 1.0 / t, 3)
+    assert log == [(2, 64), (1, 64), (2, 4096)]
+    # a verdict of two threads is followed on idle cores too: one thread is not measured first
+    r = ThreadPacer(2, 32, clock=lambda: now[0])
+    assert drive(r, lambda t, i: 1.0 / t, 2) == [(2, 64), (2, 4096)]
 
 
 def test_contention_costs_little_time():
@@ -224,7 +240,13 @@ def test_busy_means_fewer_free_cpus_than_threads(monkeypatch):
     monkeypatch.setattr(_pacer.os, "cpu_count", lambda: 2)
     for others, threads, busy in [(0, 2, False), (1, 2, True), (1, 1, False), (2, 1, True), (None, 2, False)]:
         monkeypatch.setattr(_pacer, "runnable_elsewhere", lambda n=others: n)
-        assert _pacer.cores_busy(threads) is busy
+        assert _pacer.cores_busy(threads, sleep=lambda s: None) is busy
+    # a thread that is runnable at one look only (a kernel thread's moment) is not contention
+    for queue, busy in [((1, 0), False), ((0, 1), False), ((1, 1), True)]:
+        looks, slept = list(queue), []
+        monkeypatch.setattr(_pacer, "runnable_elsewhere", lambda looks=looks: looks.pop(0))
+        assert _pacer.cores_busy(2, sleep=slept.append) is busy
+        assert slept == ([_pacer.RELOOK_SECONDS] if queue[0] else [])
 
 
 def test_runnable_elsewhere_reads_the_run_queue():
