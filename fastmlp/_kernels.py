@@ -377,12 +377,12 @@ def _dense_forward_block(W, b, a_prev, out, code, j0, j1, batch):
         lo = min(j0, W.shape[0] - MICRO_ROWS) if small else j0
         dst = np.empty(out.shape, out.dtype) if small else out
         if j1 > j0:
-            _forward_micro(W, b, a_prev, dst, lo, max(j1, lo + MICRO_ROWS))
+            _forward_micro(W, b, a_prev, dst, code, lo, max(j1, lo + MICRO_ROWS))
         if small:
             for s in range(n):
                 for i in range(j0, j1):
                     out[s, i] = dst[s, i]
-        j = j1
+        return
     while j + 4 <= j1:
         _forward_4rows(W, b, a_prev, out, code, j)
         j += 4
@@ -873,17 +873,19 @@ def _delta_backward_micro(W, delta, a_prev, code, from_output, delta_prev, i0, i
 
 
 @_inline(fastmath=FAST)
-def _forward_micro(W, b, a_prev, out, j0, j1):
-    # out[s, j] = sum_k W[j, k] a_prev[s, k] + b[j] for rows j0 <= j < j1 (j1 - j0 >= 6) of W, all
-    # samples (no activation), TILE_ROWS == 6 (AVX2 + FMA): tiles of 6 rows of W x 64 bytes of
-    # samples summed over k by _micro_tile, with W read in place (6 rows: in L1) and a_prev packed
+def _forward_micro(W, b, a_prev, out, code, j0, j1):
+    # out[s, j] = sigma(sum_k W[j, k] a_prev[s, k] + b[j]) for rows j0 <= j < j1 (j1 - j0 >= 6) of
+    # W, all samples, TILE_ROWS == 6 (AVX2 + FMA): tiles of 6 rows of W x 64 bytes of samples
+    # summed over k by _micro_tile, with W read in place (6 rows: in L1) and a_prev packed
     # transposed into panels of 64 bytes of samples (zeros past n), or, with at least as many
     # samples as rows, tiles of 6 samples (read in place) x 64 bytes of rows of W packed transposed.
     # A last group of rows or samples is moved to end at j1 or n (its overlap is recomputed
-    # identically). Each element is summed over k in ascending order from zero, then b[j] added,
-    # whatever the split of rows or samples and the orientation.
+    # identically). Each element is summed over k in ascending order from zero, then b[j] added and
+    # sigma applied as the tile is stored (while it is in L1), whatever the split of rows or samples
+    # and the orientation.
     n, M = a_prev.shape
     one = W.dtype.type(1)
+    zero = one - one
     R = MICRO_ROWS
     T = TILE_BYTES // W.itemsize
     size = W.itemsize
@@ -896,13 +898,17 @@ def _forward_micro(W, b, a_prev, out, j0, j1):
         # W^T is packed first and each group of samples (in L1) meets every panel (in L2), so that
         # a_prev, which may not fit in L2, is read once.
         wp = (j1 - j0 + T - 1) // T
-        wt = np.zeros((wp, M, T), W.dtype)
+        wt = np.empty((wp, M, T), W.dtype)
         for c in range(j0, j1, T):
             q = wt[(c - j0) // T]
-            for i in range(min(c + T, j1) - c):
+            w = min(c + T, j1) - c
+            for i in range(w):
                 row = W[c + i]
                 for k in range(M):
                     q[k, i] = row[k]
+            for k in range(M):  # (zeros past j1: only the last panel has any)
+                for i in range(w, T):
+                    q[k, i] = zero
         tile = np.empty((R, T), W.dtype)
         done = 0
         for g in range(0, n, R):
@@ -916,16 +922,20 @@ def _forward_micro(W, b, a_prev, out, j0, j1):
                     o = out[sg + r, c:e]
                     v = tile[r]
                     for i in range(e - c):
-                        o[i] = v[i] + bb[i]
+                        o[i] = _activate(v[i] + bb[i], code, one)
             done = sg + R
         return
-    p = np.zeros((panels, M, T), W.dtype)
-    for s in range(n):
-        row = a_prev[s]
-        q = p[s // T]
-        col = s % T
+    p = np.empty((panels, M, T), W.dtype)
+    for pi in range(panels):
+        # (by k, each 64-byte line of the panel written whole, from T rows of a_prev read in step)
+        q = p[pi]
+        s0 = pi * T
+        w = min(T, n - s0)
         for k in range(M):
-            q[k, col] = row[k]
+            for col in range(w):
+                q[k, col] = a_prev[s0 + col, k]
+            for col in range(w, T):  # (zeros past n)
+                q[k, col] = zero
     tile = np.empty((R, T), W.dtype)
     done = j0
     for g in range(j0, j1, R):
@@ -939,7 +949,7 @@ def _forward_micro(W, b, a_prev, out, j0, j1):
                 bj = b[j]
                 v = tile[r]
                 for col in range(min(T, n - s0)):
-                    out[s0 + col, j] = v[col] + bj
+                    out[s0 + col, j] = _activate(v[col] + bj, code, one)
         done = jg + R
 
 
@@ -1460,8 +1470,46 @@ def _prefetch(typingctx, arr, i):
 def _layer_forward(kern, t, T, W, b, a_prev, out, code):
     # z^l = W^l a^{l-1} + b^l, a^l = sigma(z^l): W (N_l, N_{l-1}), b (N_l,), a_prev (n, N_{l-1}),
     # out (n, N_l). Thread t of T computes the rows j of W^l it owns (columns j of out).
-    j0, j1 = _chunk(W.shape[0], t, T)
-    kern.forward_block(W, b, a_prev, out, code, j0, j1, a_prev.shape[0])
+    N = W.shape[0]
+    n = a_prev.shape[0]
+    if TILE_ROWS == 6 and T > 1 and N >= MICRO_FORWARD_MIN and n >= MICRO_FORWARD_MIN:
+        # The micro-kernel costs a whole panel of 64 bytes of rows for any part of one (100 rows:
+        # 7 panels of 16), so rows split evenly would leave one thread a panel more than the
+        # other. Instead the (panel, sample) pairs are split evenly in panel-major order: each
+        # thread takes whole panels and at most two parts of a panel split by samples (at
+        # multiples of MICRO_ROWS). The micro-kernel's bits depend on neither split.
+        P = (N * W.itemsize + TILE_BYTES - 1) // TILE_BYTES
+        width = TILE_BYTES // W.itemsize
+        u0 = _panel_cut(P, n, t, T)
+        u1 = _panel_cut(P, n, t + 1, T)
+        p0, s0 = u0 // n, u0 % n
+        p1, s1 = u1 // n, u1 % n
+        if p0 == p1:
+            if s1 > s0:
+                kern.forward_block(W, b, a_prev[s0:s1], out[s0:s1], code, p0 * width, min(N, p0 * width + width), n)
+            return
+        if s0 > 0:  # the end of panel p0
+            kern.forward_block(W, b, a_prev[s0:n], out[s0:n], code, p0 * width, min(N, p0 * width + width), n)
+            p0 += 1
+        if p1 > p0:  # whole panels
+            kern.forward_block(W, b, a_prev, out, code, p0 * width, min(N, p1 * width), n)
+        if s1 > 0:  # the start of panel p1
+            kern.forward_block(W, b, a_prev[0:s1], out[0:s1], code, p1 * width, min(N, p1 * width + width), n)
+        return
+    j0, j1 = _chunk(N, t, T)
+    kern.forward_block(W, b, a_prev, out, code, j0, j1, n)
+
+
+@_jit()
+def _panel_cut(P, n, t, T):
+    # the start of thread t's share (t == T: the end) of P panels x n samples in panel-major order
+    # (panel * n + sample), cut evenly at a multiple of MICRO_ROWS samples (or at a panel's end)
+    u = t * P * n // T
+    p = u // n
+    s = (u % n + MICRO_ROWS // 2) // MICRO_ROWS * MICRO_ROWS
+    if s > n - MICRO_ROWS:
+        return (p + 1) * n
+    return p * n + s
 
 
 @_inline()

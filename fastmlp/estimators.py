@@ -151,8 +151,14 @@ class _BaseMLP(BaseEstimator):
     def _dense(self, X, dtype):
         if hasattr(X, "toarray"):  # scipy.sparse: the kernels take dense rows
             X = X.toarray()
-        X = np.ascontiguousarray(X, dtype=dtype)
-        # a read-only array (a joblib memmap) would compile the kernels again, for its own type
+        if not (isinstance(X, np.ndarray) and X.dtype in (np.float32, np.float64) and X.flags.c_contiguous):
+            X = np.ascontiguousarray(X, dtype=dtype)
+        # A C-contiguous float32 or float64 X is kept as it is, whatever the network's dtype: the
+        # kernels read every input dtype and round each value to the network's as they gather it
+        # (the same values as a converted copy), and a copy of a large X costs more than the reads
+        # (its pages are new memory: on a virtual machine each first touch of a page is slow).
+        # (Kernels take every array through one compiled signature: a read-only array, e.g. a
+        # joblib memmap, would compile them again, for its own type, so it is copied.)
         return X if X.flags.writeable else X.copy()
 
     def _net(self):

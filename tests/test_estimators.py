@@ -181,6 +181,29 @@ def test_dtype_none_follows_x():
     assert est.coefs_[0].dtype == np.float64
 
 
+@pytest.mark.parametrize("solver", ["adam", "sgd", "lbfgs"])
+def test_float64_x_is_read_in_place_with_the_bits_of_a_float32_copy(solver, monkeypatch):
+    # a float32 network fitted on float64 X reads X where it is (no float32 copy of the whole
+    # data set) and rounds each value as it gathers it: the same fit as on X.astype(float32)
+    X, y = _classification(n=300, classes=3, features=10, seed=5)
+    X = X * np.float64(1 + 2 ** -40)  # values that float32 rounds
+    params = dict(hidden_layer_sizes=(7,), max_iter=4, random_state=0, solver=solver, dtype="float32",
+                  early_stopping=solver != "lbfgs")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        copied = MLPClassifier(**params).fit(X.astype(np.float32), y)
+        seen = []
+        dense = MLPClassifier._dense
+        monkeypatch.setattr(MLPClassifier, "_dense",
+                            lambda self, X, dtype: seen.append(dense(self, X, dtype)) or seen[-1])
+        direct = MLPClassifier(**params).fit(X, y)
+    assert seen[0] is X
+    for a, b in zip(copied.coefs_ + copied.intercepts_, direct.coefs_ + direct.intercepts_):
+        assert a.dtype == np.float32
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(copied.predict_proba(X.astype(np.float32)), direct.predict_proba(X))
+
+
 # -- attributes and errors -----------------------------------------------------------------------
 
 def test_fitted_attributes():
