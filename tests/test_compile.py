@@ -153,11 +153,18 @@ from numba.core import event
 from numba.core.registry import CPUDispatcher
 from fastmlp import cli, _kernels, _synthetic
 here = set()
+stack, inside = [], {}  # inside: the fastmlp functions compiled within each top-level compilation
 class Compiled(event.Listener):
     def on_start(self, ev):
-        here.add(ev.data["dispatcher"].py_func.__name__)
+        f = ev.data["dispatcher"].py_func
+        here.add(f.__name__)
+        name = f"{f.__module__}.{f.__qualname__}"
+        if stack and name.startswith("fastmlp."):
+            inside[stack[0]].add(name)
+        stack.append(name)
+        inside.setdefault(stack[0], {stack[0]})
     def on_end(self, ev):
-        pass
+        stack.pop()
 event.register("numba:compile", Compiled())
 try:
     cli.main(sys.argv[1:], prog_name="fastmlp", standalone_mode=False)
@@ -170,6 +177,13 @@ refs = _kernels.kernels("float32")
 from fastmlp._compile import kernel_groups
 groups = [[r.dispatcher.py_func.__name__ for r in g.refs] for g in kernel_groups("float32")]
 print("GROUPS", json.dumps(groups))
+# what compiling a group's kernels here compiled is in the group's functions (the static analysis)
+for g in kernel_groups("float32"):
+    for r in g.refs:
+        f = r.dispatcher.py_func
+        assert inside.get(f"{f.__module__}.{f.__qualname__}", set()) <= g.functions, (g, inside)
+from fastmlp._compile import cached_functions
+assert inside["fastmlp._kernels._drive_plan"] <= cached_functions(_kernels._drive_plan), inside
 print("KERNELS", json.dumps(sorted(here & {r.dispatcher.py_func.__name__ for r in refs}), separators=(",", ":")),
       all(r.cached() for r in refs), "_drive_plan" in here)
 """
