@@ -757,18 +757,20 @@ def _bias_sums(d, db, j, rn, n, accumulate):
 
 
 @_inline(fastmath=FAST)
-def _weight_grad_micro(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias):
+def _weight_grad_micro(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias, xp, xrow):
     # _weight_grad_block with TILE_ROWS == 6 (AVX2 + FMA): tiles of 6 rows x 64 bytes of dW summed
     # over all samples by _micro_tile, starting from dW (accumulate) or zero. The deltas of each
     # group of 6 rows are packed first (sample-major, 6 per sample; zeros for the rows past j1 of a
     # last partial group) and db summed from them; then per column panel (all samples x 64 bytes of
     # a_prev, packed contiguous with zeros past c1, in L1) every group's tile, in place in dW when
     # whole, else through a zero-padded copy. Each element is dW's (or zero) plus the products of
-    # the samples in ascending order, one FMA each, whatever the split of rows or columns. No sample
+    # the samples in ascending order, one FMA each, whatever the split of rows or columns. With
+    # xrow >= 0 the panels come packed already (xp, see _pack_column_panels: rows xrow.. of panel
+    # c // T are those of columns c.., and c0 is a multiple of T) and a_prev is not read. No sample
     # is skipped (the 4-row path leaves out samples whose deltas are all zero): all 6 deltas of a
     # group are rarely zero in training, so skipping would not pay for its branch, and the work
     # done is the nominal 2 n N M.
-    n, M = a_prev.shape
+    n = delta.shape[0]
     one = dW.dtype.type(1)
     zero = one - one
     R = MICRO_ROWS
@@ -803,7 +805,11 @@ def _weight_grad_micro(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_b
     init = 0 if accumulate else 1
     for c in range(c0, c1, T):
         w = min(c + T, c1) - c
-        _pack_panel(a_prev, n, c, c + w, x)
+        if xrow >= 0:
+            xa = _addr(xp[c // T], xrow, 0)
+        else:
+            _pack_panel(a_prev, n, c, c + w, x)
+            xa = _addr(x, 0, 0)
         for g in range(groups):
             jg = j0 + g * R
             rn = min(R, j1 - jg)
@@ -812,17 +818,47 @@ def _weight_grad_micro(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_b
                 for r in range(min(R, j1 - jg - R)):
                     _prefetch(dW[jg + R + r], c)
             if rn == R and w == T:
-                _micro(one, n, _addr(x, 0, 0), T * size, _addr(d[g], 0, 0), size, R * size, _addr(dW, jg, c),
-                       dW.strides[0], init)
+                _micro(one, n, xa, T * size, _addr(d[g], 0, 0), size, R * size, _addr(dW, jg, c), dW.strides[0],
+                       init)
             else:
                 for r in range(R):
                     for i in range(T):
                         tile[r, i] = dW[jg + r, c + i] if accumulate and r < rn and i < w else zero
-                _micro(one, n, _addr(x, 0, 0), T * size, _addr(d[g], 0, 0), size, R * size, _addr(tile, 0, 0),
-                       T * size, 0)
+                _micro(one, n, xa, T * size, _addr(d[g], 0, 0), size, R * size, _addr(tile, 0, 0), T * size, 0)
                 for r in range(rn):
                     for i in range(w):
                         dW[jg + r, c + i] = tile[r, i]
+
+
+@_jit(fastmath=FAST)
+def _weight_grad_packed(delta, xp, xrow, dW, db, j0, j1, accumulate, with_bias):
+    # delta (n, N), xp (ceil(M / T), >= xrow + n, T), dW (N, M), db (N,): _weight_grad_block of
+    # rows j0 <= j < j1 and all columns, with a_prev given as the column panels that
+    # _pack_column_panels wrote at rows xrow.. (TILE_ROWS == 6 only: the layer-1 gradient of a
+    # training step, whose inputs the gather packs once for all threads, instead of every thread
+    # packing all of them again)
+    if TILE_ROWS == 6:
+        _weight_grad_micro(delta, delta, dW, db, j0, j1, xrow - xrow, dW.shape[1], accumulate, with_bias, xp, xrow)
+
+
+@_inline()
+def _pack_column_panels(X, xp, s0, s1):
+    # X (n, M), xp (ceil(M / T), >= n, T): xp[p, s, :] = X[s, p*T:(p+1)*T] (zeros past M) for
+    # s0 <= s < s1: the layout in which _weight_grad_micro reads its panels of a_prev (T columns:
+    # TILE_BYTES)
+    T = xp.shape[2]
+    M = X.shape[1]
+    zero = X.dtype.type(0)
+    for s in range(s0, s1):
+        row = X[s]
+        for p in range(xp.shape[0]):
+            dst = xp[p, s]
+            c = p * T
+            w = min(T, M - c)
+            for i in range(w):
+                dst[i] = row[c + i]
+            for i in range(w, T):
+                dst[i] = zero
 
 
 @_inline(fastmath=FAST)
@@ -1121,7 +1157,8 @@ def _weight_grad_block(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_b
     # tile, no branch in the sample loop, and the store as one loop with a select (an
     # `if accumulate:` around two store loops made it store acc to the stack on every sample).
     if TILE_ROWS == 6:
-        _weight_grad_micro(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias)
+        _weight_grad_micro(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias,
+                           np.empty((0, 0, 0), dW.dtype), -1)
         return
     if TILE_ROWS == 2:
         _weight_grad_panels(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias)
@@ -1543,7 +1580,7 @@ def _delta_recursion(kern, W_next, delta_next, a, code, delta, c0, c1):
 
 
 @_inline(fastmath=FAST)
-def _backward_pair(kern, t, T, k, params, grads, m, v, w_off, b_off, sizes, hidden, X, A, D, a_off, n,
+def _backward_pair(kern, t, T, k, params, grads, m, v, w_off, b_off, sizes, hidden, X, XP, xrow, A, D, a_off, n,
                    accumulate, update, optimizer, hp, step):
     # Thread t of T in the backward region of layer k (k == L only for a network without hidden
     # layers: then just the last step below). The thread owns units c0:c1 of layer k: columns of
@@ -1554,7 +1591,8 @@ def _backward_pair(kern, t, T, k, params, grads, m, v, w_off, b_off, sizes, hidd
     #            columns of W^{k+1} and dW^{k+1} here, and they are in its cache) and, thread 0, on
     #            b^{k+1};
     #   (k == 1) dW^1, db^1 rows c0:c1, which need only this thread's columns of delta^1, and with
-    #            update the step on them, block by block while they are in L1.
+    #            update the step on them, block by block while they are in L1; from X's column
+    #            panels in XP (rows xrow..) when the gather packed them (XP not empty).
     # Every gradient is computed, updated and read by the thread that owns its units: after the
     # forward pass, a thread reads data another thread wrote only in a^{k} rows and delta^{k+1},
     # which keeps the traffic between cores (slow on this machine) low.
@@ -1593,7 +1631,10 @@ def _backward_pair(kern, t, T, k, params, grads, m, v, w_off, b_off, sizes, hidd
             # (the 16-register kernels pack the column panels of X once per call: called per block
             # of rows, they would pack X again for each block, which costs more than the update
             # gains from finding its rows of dW in L1; the AVX-512 tiles read X in place)
-            _weight_gradient(kern, delta, X, dW, db, c0, c1, M - M, M, accumulate, c0 <= c1)
+            if XP.shape[0] > 0:
+                kern.weight_grad_packed(delta, XP, xrow, dW, db, c0, c1, accumulate, c0 <= c1)
+            else:
+                _weight_gradient(kern, delta, X, dW, db, c0, c1, M - M, M, accumulate, c0 <= c1)
             if update:
                 _update_layer_rows(kern.update, params, grads, m, v, w_off, b_off, sizes, 1, c0, c1, optimizer, hp,
                                    step)
@@ -1690,6 +1731,15 @@ def _drive_plan(plan, net, work, opt, data, order, batch_size, nthreads, results
     hp_rows = hp.shape[0] // hp_width
     with_norm = stats.shape[1] > 2
     counts = np.empty(max(nthreads, 1), np.int64)  # np.zeros would be a parallel loop of its own
+    # The inputs of the layer-1 gradient as column panels, packed once by the gather (AVX2: every
+    # thread would otherwise pack all of them for its rows of dW^1).
+    packed = False
+    for p in range(plan.shape[0]):
+        if TILE_ROWS == 6 and plan[p, 0] == BACKWARD and plan[p, 1] == 1:
+            packed = True
+    width = TILE_BYTES // params.itemsize
+    xp_rows = count if chunked else min(batch_size, count)
+    XP = np.empty(((sizes[0] + width - 1) // width if packed else 0, xp_rows if packed else 0, width), params.dtype)
     for k in range(nsteps):
         s0 = k * batch_size
         s1 = min(s0 + batch_size, count)
@@ -1752,6 +1802,8 @@ def _drive_plan(plan, net, work, opt, data, order, batch_size, nthreads, results
                     if kind == GATHER:
                         r0, r1 = _chunk(rows, tt, T)
                         kern.gather(X, xcode, src, divisor, dst, r0, r1)
+                        if packed:
+                            _pack_column_panels(dst, XP, r0, r1)
                     elif kind == FORWARD:
                         _layer_forward(kern, tt, T, W, b, a_prev, out, code)
                     elif kind == OUTPUT_STEP:
@@ -1759,8 +1811,9 @@ def _drive_plan(plan, net, work, opt, data, order, batch_size, nthreads, results
                         counts[t] = _last_layer_samples(kern, W, b, a_prev, Zb, AL, DL, labels, targets, has_targets,
                                                         idx, output, loss, scale, lb, weights, has_weights, c0, c1)
                     else:
-                        _backward_pair(kern, tt, T, layer, params, grads, m, v, w_off, b_off, sizes, hidden, Xb, A, D,
-                                       a_off, n, accumulate, update, optimizer, hpk, step0 + k)
+                        _backward_pair(kern, tt, T, layer, params, grads, m, v, w_off, b_off, sizes, hidden, Xb, XP,
+                                       s0 if chunked else n - n, A, D, a_off, n, accumulate, update, optimizer, hpk,
+                                       step0 + k)
             if kind == OUTPUT_STEP or kind == LOSS:
                 correct = 0
                 for t in range(T):
@@ -1826,7 +1879,7 @@ _before_kernels = []
 
 # (named as its module attribute: Numba's cache pickles the type by that name)
 _Kernels = namedtuple("_Kernels", "gather forward_block output_samples weight_grad delta_cols update "
-                                  "output_activation")
+                                  "output_activation weight_grad_packed")
 
 
 @functools.cache
@@ -1850,7 +1903,8 @@ def kernels(dtype):
         _KernelRef(_weight_grad_block, types.none(A2, A2, A2, A1, i64, i64, i64, i64, b1, b1)),
         _KernelRef(_delta_backward_cols, types.none(A2, A2, A2, i64, b1, A2, i64, i64)),
         _KernelRef(_update_range, types.none(A1, A1, A1, A1, i64, i64, i64, F1, i64)),
-        _KernelRef(_output_activation, f64(A1, A1, i64)))
+        _KernelRef(_output_activation, f64(A1, A1, i64)),
+        _KernelRef(_weight_grad_packed, types.none(A2, types.Array(f, 3, "C"), i64, A2, A1, i64, i64, b1, b1)))
 
 
 class _Driver:
@@ -1892,21 +1946,9 @@ def _forward_serial(params, w_off, b_off, sizes, hidden, output, X, divisor, wor
     L = sizes.shape[0] - 1
     n = X.shape[0]
     M = sizes[0]
-    dt = params.dtype.type
-    div = dt(divisor)
     zero = n - n  # computed, not a literal 0: no Literal[int] re-specialisation of the callees
-    status = zero
     a_prev = work[:n * M].reshape((n, M))
-    for s in range(n):
-        src = X[s]
-        dst = a_prev[s]
-        for k in range(M):
-            v = src[k]
-            dst[k] = dt(v) / div
-            if not math.isfinite(np.float64(v)):
-                status = 1
-            elif not math.isfinite(np.float64(dst[k])) and status == 0:
-                status = 2
+    status = _gather_checked(X, zero, a_prev, divisor)
     if status != 0:
         return status
     off = n * M
@@ -1926,21 +1968,27 @@ def _forward_serial(params, w_off, b_off, sizes, hidden, output, X, divisor, wor
 @_inline()
 def _gather_checked(X, r0, dst, divisor):
     # rows r0.. of X (as many as dst has) into dst = X / divisor in dst's dtype, without fastmath
-    # (the same rounding as _gather_range); returns 0, 1 (a NaN or infinity in X) or 2 (a finite
-    # value of X that is infinite in dst's dtype)
+    # (the same rounding as _gather_range); returns 0, 1 (a NaN or infinity in X) or 2 (no NaN or
+    # infinity in X, but a value that overflows dst's dtype). Each row is converted and tested in
+    # one pass that vectorises (x - x is 0 exactly when x is finite), and only a row that fails is
+    # looked at value by value.
     dt = dst.dtype.type
     div = dt(divisor)
     status = 0
     for s in range(dst.shape[0]):
         src = X[r0 + s]
         row = dst[s]
+        bad = False
         for k in range(row.shape[0]):
-            v = src[k]
-            row[k] = dt(v) / div
-            if not math.isfinite(np.float64(v)):
-                status = 1
-            elif not math.isfinite(np.float64(row[k])) and status == 0:
-                status = 2
+            x = dt(src[k]) / div
+            row[k] = x
+            bad |= (x - x) != 0
+        if bad:
+            for k in range(row.shape[0]):
+                if not math.isfinite(np.float64(src[k])):
+                    status = 1
+                elif not math.isfinite(np.float64(row[k])) and status == 0:
+                    status = 2
     return status
 
 

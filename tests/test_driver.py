@@ -192,26 +192,28 @@ def test_train_mode_takes_one_hyperparameter_row_per_step_and_reports_weight_nor
         assert a.tobytes() == b_.tobytes()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("sizes", [(300, 20, 12, 4), (300, 17, 10), (300, 36, 10), (300, 100, 10)])
-def test_train_and_forward_are_bit_identical_on_one_and_two_threads(sizes):
+def test_train_and_forward_are_bit_identical_on_one_and_two_threads(sizes, dtype):
     """Layers whose units do not split evenly into the kernels' row groups (20 units: 12 and 8 per
-    thread; 17 units: 12 and 5, a share smaller than the AVX2 micro-kernel's 6-row tile)
+    thread; 17 units: 12 and 5, a share smaller than the AVX2 micro-kernel's 6-row tile; 100
+    units: 7 panels of 16 rows (float32), one of them split by samples between the threads)
     give the same bits on one thread and two: the trainers switch thread counts between chunks of
     minibatches on timing alone (fastmlp._pacer), so any difference would make runs differ."""
     n, batch = 400, 200
     out = []
     for nthreads in (1, 2):
-        net, W, b, X, y, data = _setup(np.float32, sizes=sizes, n=n, activation="relu", seed=2)
+        net, W, b, X, y, data = _setup(dtype, sizes=sizes, n=n, activation="relu", seed=2)
         hp = np.zeros(2 * k.HP_SIZE)
         hp[k.HP_LR] = hp[k.HP_SIZE + k.HP_LR] = 0.01
         hp[k.HP_BETA1], hp[k.HP_BETA2], hp[k.HP_EPS] = 0.9, 0.999, 1e-8
         hp[k.HP_SIZE:k.HP_SIZE + k.HP_EPS + 1] = hp[:k.HP_EPS + 1]
         m, v = np.zeros_like(net.params), np.zeros_like(net.params)
-        ws = Workspace(list(sizes), np.float32, batch, x_capacity=n)
+        ws = Workspace(list(sizes), dtype, batch, x_capacity=n)
         stats = np.zeros((2, 3))
         assert k._drive(phase_plan(list(sizes), "train"), net, ws.buffers(),
                         OptimizerState(np.zeros_like(net.params), m, v, k.ADAM, hp, 1), data, np.arange(n), batch,
-                        nthreads, Results(np.zeros(batch), stats, np.zeros((0, sizes[-1]), np.float32))) == 2
+                        nthreads, Results(np.zeros(batch), stats, np.zeros((0, sizes[-1]), dtype))) == 2
         _, _, res = _run("forward", net, data, n, batch, nthreads=nthreads)
         out.append((net.params.tobytes(), m.tobytes(), v.tobytes(), stats.tobytes(), res.outputs.tobytes()))
     assert out[0] == out[1]

@@ -425,6 +425,50 @@ def test_weight_grad_block_around_the_tile_width(rows, m, cols, n, accumulate, d
     _check_weight_grad_block(rows, _at(m, w), cols, n, accumulate, dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+@pytest.mark.parametrize("accumulate", [False, True])
+@pytest.mark.parametrize("n, xrow", [(1, 0), (7, 3), (33, 0), (200, 10)], ids=_ids)
+@pytest.mark.parametrize("m", [2, 16, 37, 64, 100], ids=_ids)
+@pytest.mark.parametrize("rows", [(0, 11), (3, 10), (6, 7), (2, 2)], ids=_ids)
+def test_weight_grad_from_packed_column_panels(rows, m, n, xrow, accumulate, dtype):
+    """The layer-1 gradient of a training step on AVX2 reads its inputs as column panels that the
+    gather packed (rows xrow.. of each panel): the same bits as packing them in the kernel, and
+    the lecture's dC/dW = delta (a^{l-1})^T; rows outside j0:j1 untouched."""
+    from fastmlp import _kernels as P
+    if P.TILE_ROWS != 6:
+        pytest.skip("the packed panels are the AVX2 micro-kernel's layout")
+    j0, j1 = rows
+    N = 11
+    rng = _rng("wgrad-packed", rows, m, n, xrow, accumulate, dtype)
+    delta = rng.normal(0, 1, (n, N)).astype(dtype)
+    delta[rng.random((n, N)) < 0.4] = 0
+    X = rng.normal(0, 1, (xrow + n + 2, m)).astype(dtype)
+    width = P.TILE_BYTES // X.itemsize
+    xp = np.full((-(-m // width), X.shape[0], width), np.nan, dtype)
+    P._pack_column_panels(X, xp, xrow, xrow + n)
+    for p in range(xp.shape[0]):  # the panels hold X's columns, zeros past m
+        cols = X[xrow:xrow + n, p * width:(p + 1) * width]
+        np.testing.assert_array_equal(xp[p, xrow:xrow + n, :cols.shape[1]], cols)
+        assert not xp[p, xrow:xrow + n, cols.shape[1]:].any()
+    dW = rng.normal(0, 1, (N, m)).astype(dtype)
+    db = rng.normal(0, 1, N).astype(dtype)
+    dW0, db0 = dW.copy(), db.copy()
+    P._weight_grad_packed(delta, xp, xrow, dW, db, j0, j1, accumulate, True)
+    want_W, want_b = dW0.copy(), db0.copy()
+    P._weight_grad_block(delta, np.ascontiguousarray(X[xrow:xrow + n]), want_W, want_b, j0, j1, 0, m, accumulate,
+                         True)
+    np.testing.assert_array_equal(dW, want_W)
+    np.testing.assert_array_equal(db, want_b)
+    ref_W = dW0.astype(np.float64) if accumulate else np.zeros((N, m))
+    ref_b = db0.astype(np.float64) if accumulate else np.zeros(N)
+    ref.accumulate_gradients(delta, X[xrow:xrow + n], ref_W, ref_b)
+    _assert_close(dW[j0:j1], ref_W[j0:j1], dtype, scale=np.sqrt(n))
+    _assert_close(db[j0:j1], ref_b[j0:j1], dtype, scale=np.sqrt(n))
+    outside = np.r_[0:j0, j1:N]
+    np.testing.assert_array_equal(dW[outside], dW0[outside])
+    np.testing.assert_array_equal(db[outside], db0[outside])
+
+
 def _check_weight_grad_block(rows, m, cols, n, accumulate, dtype):
     from fastmlp import _kernels as P
     j0, j1 = rows
