@@ -233,12 +233,13 @@ def kernel_groups(dtype):
 def compile_groups(groups, reverse=False):
     """Compile into Numba's cache the kernels of `groups` (KernelGroups) that it lacks, while another
     process may do the same, from the same or the other end of the list (reverse=True: from the
-    back). A process compiles or loads a group's kernels only while it holds the group's lock (flock
-    on its lock file: released however its holder ends, even killed): a group another process holds
-    is passed over, and when every other group is done, waited for, then loaded from the cache (or
-    compiled, if that process ended first). So no function of two groups, and no group, is ever
+    back). A process compiles a group's kernels only while it holds the group's lock (flock on its
+    lock file: released however its holder ends, even killed): a group another process holds is
+    passed over and, when every other group is done, waited for (then found in the cache, or
+    compiled here if that process ended first). So no function of two groups, and no group, is ever
     compiled by two processes at once. Returns the KernelGroups compiled (in part) here.
-    Raises ImportError or OSError (_NO_LOCKS) before compiling anything when it cannot lock."""
+    Raises ImportError or OSError (_NO_LOCKS) when it cannot lock: no flock, no lock file (then
+    before compiling anything), or a file system that refuses flock."""
     import fcntl
 
     order = list(groups)[::-1] if reverse else list(groups)
