@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import namedtuple
 
 COMPILING = "compiling the kernels (once; cached for later runs) ..."
 
@@ -125,11 +126,14 @@ def prefetch(dtype="float32"):
 
     Numba compiles on the calling thread and holds a lock while it does, so one process compiles on
     one core. The driver and the kernels it calls are compiled apart (it calls them through their
-    addresses), so this process can meanwhile load or generate its data and compile the driver, and
-    then load the kernels from the cache: the first call of a kernel here waits for that process
-    first. So does any other compilation of a function of fastmlp._kernels here, other than the
-    driver's own (Numba's cache gives each function one index file, and two processes adding
-    different signatures to the same index at once could pair one's entry with the other's code).
+    addresses), so this process can meanwhile load or generate its data and compile the driver.
+    Then, at the first call of a kernel here, it compiles its share of the kernels the other process
+    has not started yet: the two take the kernel groups (kernel_groups) from opposite ends of the
+    list, each group under a lock (compile_groups), and this one waits for the group the other is
+    compiling and loads it from the cache. Any other compilation of a function of fastmlp._kernels
+    here, other than the driver's own, waits for that as well (Numba's cache gives each function one
+    index file, and two processes adding entries to the same index at once could pair one's entry
+    with the other's code).
     """
     from . import _kernels as k
 
@@ -145,24 +149,152 @@ def prefetch(dtype="float32"):
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     except OSError:  # pragma: no cover - no process to start: compile here, as without prefetch
         return None
-    _wait_before_compiling(proc)
+    _wait_before_compiling(proc, dtype)
     return proc
 
 
 def _compile_kernels(dtype):
-    """The prefetch process: compile the driver's kernels for dtype into the cache."""
+    """The prefetch process: compile the driver's kernels for dtype into the cache, from the front of
+    the list of groups (the process that started it takes them from the back)."""
     from . import _kernels as k
-    for ref in k.kernels(dtype):
-        ref.compile()
+    try:
+        compile_groups(kernel_groups(dtype))
+    except _NO_LOCKS:  # no lock files: all of them (the other process then waits for this one)
+        for ref in k.kernels(dtype):
+            ref.build()
 
 
-def _wait_before_compiling(proc):
-    """Until proc ends, make this process wait for it before it compiles a kernel (see prefetch)."""
+# ------------------------------------------------------------------------- sharing the kernels
+# What two processes may compile at once: functions whose cache=True indexes they cannot both write.
+
+KernelGroup = namedtuple("KernelGroup", "name refs functions lock")
+
+# compile_groups cannot lock: no flock (not POSIX), or no lock file in the cache directory
+_NO_LOCKS = (ImportError, OSError)
+
+
+def cached_functions(dispatcher):
+    """The names ("module.qualname") of the functions with an on-disk cache (Numba's cache=True)
+    that compiling `dispatcher` may compile: itself and, transitively, the Numba functions its code
+    names as globals (inlined helpers are followed but have no cache of their own). A superset:
+    a function named on a path never taken counts too. (Kernels handed over as first-class
+    functions, e.g. the driver's `kern.update`, are attributes, not globals: not compiled there.)"""
+    from numba.core.caching import NullCache
+    from numba.core.dispatcher import Dispatcher
+
+    found, seen, todo = set(), set(), [dispatcher]
+    while todo:
+        d = todo.pop()
+        if id(d) in seen:
+            continue
+        seen.add(id(d))
+        f = d.py_func
+        if not isinstance(d._cache, NullCache):
+            found.add(f"{f.__module__}.{f.__qualname__}")
+        values = [f.__globals__.get(name) for name in _code_names(f.__code__)]
+        values += [cell.cell_contents for cell in f.__closure__ or ()]
+        todo.extend(v for v in values if isinstance(v, Dispatcher))
+    return found
+
+
+def _code_names(code):
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if hasattr(const, "co_names"):
+            names |= _code_names(const)
+    return names
+
+
+def kernel_groups(dtype):
+    """The driver's kernels (fastmlp._kernels.kernels(dtype)) as KernelGroups that two processes may
+    compile at the same time, one group each: kernels whose cached_functions meet (e.g. two that
+    call the same cached helper) share a group. In the order of their first kernel in the list;
+    each group's lock is a file beside the cache of its first kernel's function."""
+    from . import _kernels as k
+
+    refs = list(k.kernels(dtype))
+    groups = []  # [refs, functions]
+    for ref in refs:
+        group = [[ref], cached_functions(ref.dispatcher)]
+        for other in [g for g in groups if g[1] & group[1]]:
+            groups.remove(other)
+            group = [other[0] + group[0], other[1] | group[1]]
+        groups.append(group)
+    out = []
+    for members, functions in sorted(groups, key=lambda g: min(refs.index(r) for r in g[0])):
+        members = sorted(members, key=refs.index)
+        first = members[0].dispatcher
+        name = first.py_func.__qualname__
+        lock = os.path.join(first._cache._cache_path, f"fastmlp-compile-{first.py_func.__module__}.{name}.lock")
+        out.append(KernelGroup(name, tuple(members), frozenset(functions), lock))
+    return out
+
+
+def compile_groups(groups, reverse=False):
+    """Compile into Numba's cache the kernels of `groups` (KernelGroups) that it lacks, while another
+    process may do the same, from the same or the other end of the list (reverse=True: from the
+    back). A process compiles a group's kernels only while it holds the group's lock (flock on its
+    lock file: released however its holder ends, even killed): a group another process holds is
+    passed over and, when every other group is done, waited for (then found in the cache, or
+    compiled here if that process ended first). So no function of two groups, and no group, is ever
+    compiled by two processes at once. Returns the KernelGroups compiled (in part) here.
+    Raises ImportError or OSError (_NO_LOCKS) when it cannot lock: no flock, no lock file (then
+    before compiling anything), or a file system that refuses flock."""
+    import fcntl
+
+    order = list(groups)[::-1] if reverse else list(groups)
+    fds = []
+    try:
+        for group in order:
+            os.makedirs(os.path.dirname(group.lock), exist_ok=True)
+            fds.append(os.open(group.lock, os.O_RDWR | os.O_CREAT, 0o666))
+        built, later = [], []
+        for group, fd in zip(order, fds):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # another process compiles it: see to it at the end
+                later.append((group, fd))
+                continue
+            if _build(group):
+                built.append(group)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        for group, fd in later:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if _build(group):
+                built.append(group)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        return built
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _build(group):
+    """Compile the group's kernels that the cache lacks (the caller holds its lock); whether any."""
+    missing = [ref for ref in group.refs if not ref.cached()]
+    for ref in missing:
+        ref.build()
+    return bool(missing)
+
+
+def _wait_before_compiling(proc, dtype):
+    """Until proc ends, make this process take its share of the kernels (compile_groups from the
+    back), then wait for proc, before it compiles or loads a kernel (see prefetch)."""
     from numba.core import event
 
     from . import _kernels as k
 
+    state = {"shared": False, "sharing": False}  # sharing: while this process compiles its share
+
     def wait(unregister=True):
+        if proc.poll() is None and not state["shared"]:
+            state.update(shared=True, sharing=True)
+            try:
+                compile_groups(kernel_groups(dtype), reverse=True)
+            except _NO_LOCKS:  # then the other process compiles them all
+                pass
+            finally:
+                state["sharing"] = False
         if proc.returncode is None:
             proc.wait()
         if unregister and wait in k._before_kernels:
@@ -172,7 +304,8 @@ def _wait_before_compiling(proc):
 
     class _Listener(event.Listener):
         # a compilation here that is not the driver's own (the driver and the functions it calls
-        # directly, compiled inside it) waits for the prefetch process
+        # directly, compiled inside it) nor this process's share of the kernels waits for the
+        # prefetch process
         depth = 0
         driver = False
 
@@ -181,7 +314,7 @@ def _wait_before_compiling(proc):
             if self.depth == 0:
                 self.driver = f is k._drive_plan.py_func
             self.depth += 1
-            if not self.driver and f.__module__ == k.__name__:
+            if not self.driver and not state["sharing"] and f.__module__ == k.__name__:
                 wait(unregister=False)
 
         def on_end(self, ev):

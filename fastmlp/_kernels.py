@@ -1756,6 +1756,10 @@ class _KernelRef:
         """Compile (or load from the cache) the kernel for its signature."""
         for wait in list(_before_kernels):
             wait()
+        return self.build()
+
+    def build(self):
+        """compile() without the waits of _before_kernels (fastmlp._compile: under its lock)."""
         self.dispatcher.compile(self.sig.args)
         cres = self.dispatcher.get_compile_result(self.sig)
         assert cres.signature.return_type == self.sig.return_type, (cres.signature, self.sig)

@@ -293,16 +293,15 @@ def _draw_stroke(img, xs, ys, closed, radius, soft, ink, state, p_break):
 
 
 def _render(keys, labels, points, stroke_start, stroke_closed, variant_start, digit_variants,
-            params, out):
-    """Draw sample i (key ``keys[i]``, digit ``labels[i]``) into row i of ``out`` (n, 784) uint8."""
-    img = np.zeros((SIDE, SIDE), dtype=np.float64)
-    xs = np.empty(points.shape[0], dtype=np.float64)
-    ys = np.empty(points.shape[0], dtype=np.float64)
-    state = np.zeros(1, dtype=np.uint64)
+            params, out, img, xs, ys, state):
+    """Draw sample i (key ``keys[i]``, digit ``labels[i]``) into row i of ``out`` (n, 784) uint8.
+    img (SIDE, SIDE) float64, xs and ys (P,) float64 and state (1,) uint64 are its work arrays."""
     half = (SIDE - 1) / 2.0
     for i in range(keys.shape[0]):
         state[0] = keys[i]
-        img[:, :] = 0.0
+        for py in range(SIDE):
+            for px in range(SIDE):
+                img[py, px] = 0.0
         digit = labels[i]
         variant = digit_variants[digit, 0] + _below(state, digit_variants[digit, 1])
         jitter = _uniform(state, params[0], params[1])
@@ -433,12 +432,17 @@ def generate(split="train", n=None):
     import numba
     parts = max(1, min(numba.get_num_threads(), n // RENDER_MIN_SLICE))
     bounds = [n * p // parts for p in range(parts + 1)]
-    workers = [threading.Thread(target=render, args=(sample_keys[a:b], y[a:b], *args, X[a:b]))
+    def work():
+        # (allocated here: np.zeros and np.empty in the kernel would cost compile time)
+        return (np.zeros((SIDE, SIDE), dtype=np.float64), np.empty(args[0].shape[0], dtype=np.float64),
+                np.empty(args[0].shape[0], dtype=np.float64), np.zeros(1, dtype=np.uint64))
+
+    workers = [threading.Thread(target=render, args=(sample_keys[a:b], y[a:b], *args, X[a:b], *work()))
                for a, b in zip(bounds[1:-1], bounds[2:])]
     for w in workers:
         w.start()
     try:
-        render(sample_keys[:bounds[1]], y[:bounds[1]], *args, X[:bounds[1]])
+        render(sample_keys[:bounds[1]], y[:bounds[1]], *args, X[:bounds[1]], *work())
     finally:
         for w in workers:
             w.join()

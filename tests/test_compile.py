@@ -148,16 +148,23 @@ def test_train_quiet_never_prints_the_notice(monkeypatch):
 
 # ------------------------------------------------------------------------- cold cache, in a subprocess
 COLD_RUN = """
-import sys
+import json, sys
 from numba.core import event
 from numba.core.registry import CPUDispatcher
 from fastmlp import cli, _kernels, _synthetic
 here = set()
+stack, inside = [], {}  # inside: the fastmlp functions compiled within each top-level compilation
 class Compiled(event.Listener):
     def on_start(self, ev):
-        here.add(ev.data["dispatcher"].py_func.__name__)
+        f = ev.data["dispatcher"].py_func
+        here.add(f.__name__)
+        name = f"{f.__module__}.{f.__qualname__}"
+        if stack and name.startswith("fastmlp."):
+            inside[stack[0]].add(name)
+        stack.append(name)
+        inside.setdefault(stack[0], {stack[0]})
     def on_end(self, ev):
-        pass
+        stack.pop()
 event.register("numba:compile", Compiled())
 try:
     cli.main(sys.argv[1:], prog_name="fastmlp", standalone_mode=False)
@@ -167,8 +174,18 @@ literal = [f"{mod.__name__}.{name}: {sig}" for mod in (_kernels, _synthetic) for
            if isinstance(d, CPUDispatcher) for sig in d.signatures if "Literal" in str(sig)]
 print("LITERAL", literal)
 refs = _kernels.kernels("float32")
-print("KERNELS", sorted(here & {r.dispatcher.py_func.__name__ for r in refs}), all(r.cached() for r in refs),
-      "_drive_plan" in here)
+from fastmlp._compile import kernel_groups
+groups = [[r.dispatcher.py_func.__name__ for r in g.refs] for g in kernel_groups("float32")]
+print("GROUPS", json.dumps(groups))
+# what compiling a group's kernels here compiled is in the group's functions (the static analysis)
+for g in kernel_groups("float32"):
+    for r in g.refs:
+        f = r.dispatcher.py_func
+        assert inside.get(f"{f.__module__}.{f.__qualname__}", set()) <= g.functions, (g, inside)
+from fastmlp._compile import cached_functions
+assert inside["fastmlp._kernels._drive_plan"] <= cached_functions(_kernels._drive_plan), inside
+print("KERNELS", json.dumps(sorted(here & {r.dispatcher.py_func.__name__ for r in refs}), separators=(",", ":")),
+      all(r.cached() for r in refs), "_drive_plan" in here)
 """
 
 
@@ -190,11 +207,18 @@ def test_cold_cache_train_says_it_compiles_then_a_warm_run_is_silent_and_compile
     done = [line for line in err if line.startswith("compiled in ")]
     assert len(done) == 1 and err.index(done[0]) > err.index("compiling the kernels (once; cached for later runs) ...")
     out = cold.stdout.splitlines()
-    assert out[-2] == "LITERAL []"                          # nothing compiled for a literal argument
-    # the driver was compiled here, its kernels in the second process (_compile.prefetch), into the cache
-    assert out[-1] == "KERNELS [] True True"
-    result = json.loads(out[-3])
-    assert result["compile_seconds"] > 0 and "compil" not in out[-3].replace("compile_seconds", "")
+    assert out[-3] == "LITERAL []"                          # nothing compiled for a literal argument
+    # the driver was compiled here, its kernels into the cache by the second process (_compile.prefetch)
+    # from the front of the list of groups and by this one, once its driver was compiled, from the back:
+    # whole groups, and those compiled here are the last ones
+    *_, kernels, cached, driver = out[-1].split()
+    assert out[-1].startswith("KERNELS ") and cached == "True" and driver == "True"
+    groups = json.loads(out[-2][len("GROUPS "):])
+    here = set(json.loads(kernels))
+    taken = [g for g in groups if here & set(g)]
+    assert all(set(g) <= here for g in taken) and groups[len(groups) - len(taken):] == taken
+    result = json.loads(out[-4])
+    assert result["compile_seconds"] > 0 and "compil" not in out[-4].replace("compile_seconds", "")
     warm = _run(train, cache)
     assert "compiling" not in warm.stderr and "compiled in" not in warm.stderr
     assert json.loads(warm.stdout.splitlines()[-1])["test_accuracy"] == result["test_accuracy"]
@@ -263,3 +287,101 @@ def test_trainer_compile_checks_its_arguments_and_trains_nothing():
         trainer.compile(X[:, :3], y)
     with pytest.raises(ValueError, match="validation"):
         trainer.compile(X, y, validation=X)
+
+
+# ------------------------------------------------------------------------- sharing the kernels between processes
+def test_kernel_groups_share_no_cached_function_with_each_other_or_the_driver():
+    from fastmlp import _kernels
+    for dtype in ("float32", "float64"):
+        groups = _compile.kernel_groups(dtype)
+        refs = list(_kernels.kernels(dtype))
+        flat = [r for g in groups for r in g.refs]
+        assert len(flat) == len(refs) and sorted(flat, key=refs.index) == refs          # each kernel once
+        names = [[r.dispatcher.py_func.__name__ for r in g.refs] for g in groups]
+        # _dense_forward_block, _output_samples and _output_activation all call the cached _activate;
+        # both weight-gradient kernels _bias_sums
+        assert names == [["_gather_range"], ["_dense_forward_block", "_output_samples", "_output_activation"],
+                         ["_weight_grad_block", "_weight_grad_packed"], ["_delta_backward_cols"], ["_update_range"]]
+        driver = _compile.cached_functions(_kernels._drive_plan)
+        for i, g in enumerate(groups):
+            assert not g.functions & driver
+            assert all(not g.functions & other.functions for other in groups[i + 1:])
+        assert len({g.lock for g in groups}) == len(groups)
+    out = _compile.cached_functions(_kernels._output_samples)
+    assert {"fastmlp._kernels._activate", "fastmlp._kernels._softmax_row", "fastmlp._kernels._output_activation",
+            "fastmlp._kernels._argmax"} <= out and "fastmlp._kernels._dense_forward_block" not in out
+    # inlined helpers (no cache of their own) are followed, not listed; the kernels the driver calls
+    # through their addresses are not compiled with it
+    assert "fastmlp._kernels._rows" in driver and "fastmlp._kernels._layer_forward" not in driver
+    assert "fastmlp._kernels._update_range" not in driver
+
+
+class FakeKernel:
+    def __init__(self, name, log, on_build=None):
+        self.name, self.log, self.on_build, self.done = name, log, on_build, False
+
+    def cached(self):
+        return self.done
+
+    def build(self):
+        self.log.append(self.name)
+        if self.on_build:
+            self.on_build()
+        self.done = True
+
+
+def fake_groups(tmp_path, log, hooks=None):
+    hooks = hooks or {}
+    return [_compile.KernelGroup(f"g{i}", (FakeKernel(f"g{i}", log, hooks.get(i)),), frozenset(),
+                                 str(tmp_path / "locks" / f"g{i}.lock")) for i in range(5)]
+
+
+def test_compile_groups_two_workers_from_both_ends_build_each_group_once(tmp_path):
+    import threading
+    log = []
+    started = threading.Event()
+    # the second worker starts once the first is in its first group, and the first stays there until
+    # the second has built its own first one
+    inside = threading.Event()
+    groups = fake_groups(tmp_path, log, {0: lambda: inside.set() or started.wait(60), 4: started.set})
+    results = {}
+    front = threading.Thread(target=lambda: results.update(front=_compile.compile_groups(groups)))
+    front.start()
+    assert inside.wait(60)
+    back = _compile.compile_groups(groups, reverse=True)
+    front.join()
+    assert sorted(log) == [f"g{i}" for i in range(5)]                    # each group built once
+    assert all(k.done for g in groups for k in g.refs)
+    mine, theirs = [g.name for g in back], [g.name for g in results["front"]]
+    assert mine and theirs and not set(mine) & set(theirs)
+    assert theirs[0] == "g0" and mine[0] == "g4"
+
+
+def test_compile_groups_waits_for_a_held_group_and_builds_it_if_its_holder_left_it_undone(tmp_path):
+    import fcntl
+    log = []
+    holder = None
+
+    def release():  # the holder ends (without building g2) while this process builds its last group
+        fcntl.flock(holder, fcntl.LOCK_UN)
+
+    groups = fake_groups(tmp_path, log, {0: release})
+    os.makedirs(tmp_path / "locks")
+    holder = os.open(groups[2].lock, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    try:
+        built = _compile.compile_groups(groups, reverse=True)
+    finally:
+        os.close(holder)
+    assert log == ["g4", "g3", "g1", "g0", "g2"]                          # g2 passed over, then waited for
+    assert [g.name for g in built] == log
+    # all in the cache: nothing to build, nothing waited for
+    assert _compile.compile_groups(groups) == [] and len(log) == 5
+
+
+def test_compile_groups_without_a_lock_directory_builds_nothing(tmp_path):
+    log = []
+    (tmp_path / "locks").write_text("a file, not a directory")
+    with pytest.raises(OSError):
+        _compile.compile_groups(fake_groups(tmp_path, log))
+    assert log == []
