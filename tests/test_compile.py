@@ -298,10 +298,9 @@ def test_kernel_groups_share_no_cached_function_with_each_other_or_the_driver():
         flat = [r for g in groups for r in g.refs]
         assert len(flat) == len(refs) and sorted(flat, key=refs.index) == refs          # each kernel once
         names = [[r.dispatcher.py_func.__name__ for r in g.refs] for g in groups]
-        # _dense_forward_block, _output_samples and _output_activation all call the cached _activate;
-        # both weight-gradient kernels _bias_sums
+        # _dense_forward_block, _output_samples and _output_activation all call the cached _activate
         assert names == [["_gather_range"], ["_dense_forward_block", "_output_samples", "_output_activation"],
-                         ["_weight_grad_block", "_weight_grad_packed"], ["_delta_backward_cols"], ["_update_range"]]
+                         ["_weight_grad_block"], ["_delta_backward_cols"], ["_update_range"]]
         driver = _compile.cached_functions(_kernels._drive_plan)
         for i, g in enumerate(groups):
             assert not g.functions & driver
