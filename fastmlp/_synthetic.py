@@ -299,7 +299,7 @@ def _render(keys, labels, points, stroke_start, stroke_closed, variant_start, di
     half = (SIDE - 1) / 2.0
     for i in range(keys.shape[0]):
         state[0] = keys[i]
-        for py in range(SIDE):
+        for py in range(SIDE):  # (a loop: a slice assignment compiles into far more code)
             for px in range(SIDE):
                 img[py, px] = 0.0
         digit = labels[i]

@@ -309,8 +309,14 @@ class Group:
         self.timings["gradient"] += t_grad
         self.timings["allreduce"] += t_sum
         self.timings["update"] += t_upd
-        rows = min(done + 1, nsteps)
-        local[rows] = (1.0 if self.stop_requested else 0.0, 0.0 if np.isfinite(params).all() else 1.0)
+        self._share_stats(tr, local, stats, min(done + 1, nsteps))
+        return done
+
+    def _share_stats(self, tr, local, stats, rows):
+        """Sum this rank's per-step (loss sum, correct count) in local[:rows] over the ranks into
+        stats[:rows], and with them the stop requests (into tr._stop) and the ranks whose parameters
+        are not finite (which must be none or all)."""
+        local[rows] = (1.0 if self.stop_requested else 0.0, 0.0 if np.isfinite(tr.net.params).all() else 1.0)
         self.sum_in_place(local[:rows + 1])
         stats[:rows] = local[:rows]
         tr._stop = bool(local[rows, 0] > 0)
@@ -318,5 +324,4 @@ class Group:
             raise _all_ranks(RuntimeError(
                 "the parameters are finite on some ranks and not on others; are fastmlp, NumPy and the "
                 "MPI library the same on every node?"))
-        return done
 
