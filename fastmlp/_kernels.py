@@ -1311,7 +1311,11 @@ def _delta_backward(W_next, delta_next, z, code, delta, nthreads):
 
 # error_model="numpy": the default ("python") guards every division against zero, and that
 # branch keeps LLVM from vectorising Adam's loop (eps > 0, so the divisor is never zero anyway).
-@_jit(fastmath=FAST, error_model="numpy")
+# No fastmath: each element's update must round the same whichever thread's range holds it. With
+# contraction and reassociation allowed, Adam's float64 step, inlined into the training kernel on an
+# AVX-512 CPU, rounded a few elements differently on one thread and on two (tests/test_driver.py and
+# tests/test_pacer.py caught it). The loop is elementwise: it vectorises without those flags.
+@_jit(error_model="numpy")
 def _update_range(params, grads, m, v, p0, p1, optimizer, hp, step):
     # params, grads, m, v flat (P,): one optimizer step on params[p0:p1] (PyTorch's semantics):
     #   sgd:      p -= lr (g + wd p)
