@@ -122,6 +122,8 @@ class ThreadPacer:
         self.looked = None  # (clock() of the last look at the run queue, its answer)
         self.busy_seen = False  # a look found the cores busy while on several threads (and probed)
         self.planned = None  # (threads, regular) of the last plan
+        self.compared = False  # the first measurements of both counts have been compared
+        self.confirm_now = False  # measure several threads again at once (see record)
         if threads == 1:
             return
         verdict = _last_verdict.get(threads)
@@ -186,6 +188,9 @@ class ThreadPacer:
                     return count, samples
                 self._settle_on_one()
         other = self._other()
+        if self.confirm_now:
+            self.confirm_now = False
+            return other, self._probe_samples(other, chunk, PROBE_FRACTION)
         if self.probe_now or self.since_probe >= self.interval:
             samples = self._probe_samples(other, chunk, PROBE_FRACTION)
             if self._affordable(other, samples):
@@ -225,9 +230,19 @@ class ThreadPacer:
         if threads != self.current:  # a probe of the other count
             self.probe_now = False
             self.since_probe = 0
+            first, self.compared = not self.compared, True
             if rate * MARGIN < self.per_sample[self.current]:
+                if first and self.current > 1 and not self._look():
+                    # Several threads lost on their first measurement, a minibatch or two that
+                    # includes waking their threads (milliseconds on a virtual machine), on cores
+                    # that look idle: measure them again at once, for MIN_PROBE_SECONDS, outside
+                    # the probe budget (priced at that first measurement, it would keep the run on
+                    # one thread for many chunks).
+                    self.confirm_now = True
+                    self.regular = rate
+                else:
+                    self.regular = None
                 self.current = threads
-                self.regular = None
                 self.interval = FIRST_INTERVAL
             else:
                 self.interval = min(2 * self.interval, MAX_INTERVAL)

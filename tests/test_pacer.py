@@ -121,6 +121,27 @@ def test_probes_of_several_threads_on_idle_cores_last_long_enough():
     assert probes and all(s <= 4096 * _pacer.PROBE_FRACTION for s in probes)
 
 
+def test_a_slow_first_measurement_of_two_threads_on_idle_cores_is_measured_again_at_once():
+    # An estimator fit after a warm-up fit (scikit-learn's defaults: batch 200, chunks of 3,000
+    # samples), as seen on a 2-core VM: two threads' first minibatch took 1.73 ms (it woke their
+    # threads), one thread's 1.46 ms, later two threads took 0.7 ms per minibatch. Before, the run
+    # went to one thread for 16 chunks (the probe budget, priced at 1.73 ms, forbade an earlier probe).
+    def cost(t, i):
+        if t == 1:
+            return 1.46e-3 / 200
+        return 1.73e-3 / 200 if i == 0 else 0.7e-3 / 200
+
+    p = ThreadPacer(2, 200)
+    log = drive(p, cost, 12, chunk=3000)
+    floor = int(_pacer.MIN_PROBE_SECONDS / (1.46e-3 / 200)) // 200 * 200
+    assert log[:4] == [(2, 200), (1, 200), (2, floor), (2, 3000)]
+    assert all(t == 2 for t, s in log[3:] if s == 3000)
+    # on busy cores the first verdict stands (a probe of several threads costs a lot there)
+    q = ThreadPacer(2, 200, busy=lambda: True)
+    log = drive(q, cost, 12, chunk=3000)
+    assert log[0][0] == 1 and (2, floor) not in log
+
+
 def test_a_new_pacer_starts_from_the_last_verdict():
     now = [0.0]
     p = ThreadPacer(2, 32, clock=lambda: now[0])
