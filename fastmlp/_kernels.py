@@ -171,6 +171,13 @@ def _region_threads(work, nthreads):
 # Register blocking per vector ISA
 # ---------------------------------------------------------------------------------------------
 
+def _target_cpu():
+    # the CPU name LLVM compiles for: NUMBA_CPU_NAME when set (and not "host"), else the host's
+    from numba.core import config
+    name = config.CPU_NAME
+    return name if name and name != "host" else llvm.get_host_cpu_name()
+
+
 def _target_features():
     # the CPU features LLVM compiles for: NUMBA_CPU_FEATURES when set, else the host's (which is
     # what Numba does, also under NUMBA_CPU_NAME alone)
@@ -203,6 +210,29 @@ def _register_blocking(features):
 # constants, so they are frozen into Numba's on-disk cache; that is sound because the cache is keyed
 # on the target CPU's name and features, which decide them.
 VECTOR_ISA, TILE_ROWS, TILE_BYTES, FORWARD_SAMPLES = _register_blocking(_target_features())
+# AVX-512 CPUs that run a 512-bit FMA as two 256-bit halves (AMD Zen 4)
+DOUBLE_PUMPED_AVX512 = ("znver4",)
+
+
+def _micro_delta_min_rows(isa, cpu):
+    # -> the rows N of W from which _delta_backward_cols takes the AVX2 micro-kernel: any with AVX2 +
+    # FMA (its blocking); on AVX-512 CPUs that split 512-bit FMAs in two, 2048 or more: the zmm tiles
+    # read their column panel of W (N rows x 256 bytes) again for every 4 samples, and from 2048
+    # rows it no longer stayed in Zen 4's L2 (half of it, or with a row stride of 8 KiB a few of its
+    # sets), while the micro-kernel packs W in blocks that fit in L1 (one core, GFLOP/s, micro-kernel
+    # against tiles: 4096 x 1000 83 against 40, 2048 x 2048 81-83 against 55-63, 2048 x 2000 88
+    # against 91; with 512-1536 rows the tiles were faster: benchmarks/RESULTS.md); -1: never (other
+    # AVX-512 CPUs, 16-register ISAs without FMA)
+    if isa == "avx2":
+        return 0
+    if isa == "avx512" and cpu in DOUBLE_PUMPED_AVX512:
+        return 2048
+    return -1
+
+
+# (frozen into the cache like the blocking, which is sound: the cache is keyed on the CPU's name and
+# features)
+MICRO_DELTA_MIN_ROWS = _micro_delta_min_rows(VECTOR_ISA, _target_cpu())
 # Rows of W^1 whose gradient is computed and applied in one go with the AVX-512 tiles (8 rows of
 # 784 floats: 25 KB, in L1; the other blockings apply it after the whole share, see _backward_pair).
 UPDATE_BLOCK_ROWS = 8
@@ -662,6 +692,7 @@ def _register_tile(typingctx, like):
 # written in assembly because LLVM, given the same loop, holds all 6 broadcasts of a step in
 # registers at once (18-20 of the 16) and spills accumulators on every step.
 MICRO_ROWS = 6
+MICRO_BYTES = 64  # a tile row: 2 ymm registers
 
 
 def _micro_asm(suffix, bcast):
@@ -772,7 +803,7 @@ def _weight_grad_micro(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_b
     one = dW.dtype.type(1)
     zero = one - one
     R = MICRO_ROWS
-    T = TILE_BYTES // dW.itemsize
+    T = MICRO_BYTES // dW.itemsize
     size = dW.itemsize
     groups = (j1 - j0 + R - 1) // R
     if groups <= 0:
@@ -827,8 +858,8 @@ def _weight_grad_micro(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_b
 
 @_inline(fastmath=FAST)
 def _delta_backward_micro(W, delta, a_prev, code, from_output, delta_prev, i0, i1):
-    # _delta_backward_cols with TILE_ROWS == 6 (AVX2 + FMA): tiles of 6 samples x 64 bytes of
-    # columns summed over all j by _micro_tile. The deltas of each group of 6 samples are packed
+    # _delta_backward_cols with the AVX2 micro-kernel (see MICRO_DELTA_MIN_ROWS): tiles of 6
+    # samples x 64 bytes of columns summed over all j by _micro_tile. The deltas of each group of 6 samples are packed
     # first (j-major, 6 per j; zeros for samples past n); then per block of L1_BLOCK_BYTES of rows j
     # of W (the block's deltas, n x KC, stay in L2), per column panel (W[jb:je, c:c + 64 bytes]
     # packed contiguous, zeros past i1: no column outside i0:i1 is read, other threads may be
@@ -838,7 +869,7 @@ def _delta_backward_micro(W, delta, a_prev, code, from_output, delta_prev, i0, i
     n, N = delta.shape
     one = W.dtype.type(1)
     R = MICRO_ROWS
-    T = TILE_BYTES // W.itemsize
+    T = MICRO_BYTES // W.itemsize
     size = W.itemsize
     m = i1 - i0
     groups = (n + R - 1) // R
@@ -887,7 +918,7 @@ def _forward_micro(W, b, a_prev, out, code, j0, j1):
     one = W.dtype.type(1)
     zero = one - one
     R = MICRO_ROWS
-    T = TILE_BYTES // W.itemsize
+    T = MICRO_BYTES // W.itemsize
     size = W.itemsize
     panels = (n + T - 1) // T
     if panels == 0:
@@ -968,7 +999,9 @@ def _delta_backward_cols(W, delta, a_prev, code, from_output, delta_prev, i0, i1
     # of W are copied into a zero-padded T-column buffer (so no column outside i0:i1 is read). A
     # last partial block of samples repeats rows of delta and drops their results. sigma' is
     # applied in one pass over the rows at the end.
-    if TILE_ROWS == 6:
+    # (the micro-kernel and the tiles give the same bits: each element summed over j in ascending
+    # order from zero, one FMA each)
+    if 0 <= MICRO_DELTA_MIN_ROWS <= delta.shape[1]:
         _delta_backward_micro(W, delta, a_prev, code, from_output, delta_prev, i0, i1)
         return
     if TILE_ROWS == 2:

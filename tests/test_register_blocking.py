@@ -28,6 +28,18 @@ def test_avx2_with_fma_gets_the_6_row_micro_kernel():
     assert P._register_blocking({"avx"}) == ("avx", 2, 192, 2)  # no FMA: no micro-kernel
 
 
+def test_the_delta_takes_the_micro_kernel_for_tall_w_where_avx512_is_double_pumped():
+    """Zen 4 runs a 512-bit FMA as two 256-bit halves: its delta recursion takes the AVX2
+    micro-kernel for a W of 2048 rows or more; other AVX-512 CPUs never, AVX2 + FMA always, the ISAs
+    without FMA never."""
+    assert P._micro_delta_min_rows("avx512", "znver4") == 2048
+    assert P._micro_delta_min_rows("avx512", "znver5") == -1
+    assert P._micro_delta_min_rows("avx512", "skylake-avx512") == -1
+    assert P._micro_delta_min_rows("avx2", "znver3") == 0
+    assert P._micro_delta_min_rows("avx", "sandybridge") == -1
+    assert P.MICRO_DELTA_MIN_ROWS == P._micro_delta_min_rows(P.VECTOR_ISA, P._target_cpu())
+
+
 @pytest.mark.parametrize("features", [AVX2, {"avx"}, SSE], ids=["avx2", "avx", "sse"])
 def test_16_register_isas_get_tiles_that_fit(features):
     isa, rows, tile_bytes, samples = P._register_blocking(features)
@@ -63,22 +75,30 @@ def test_numba_cpu_features_decide_the_blocking(features, want):
     assert out.stdout.split() == want.split()
 
 
-BLOCKINGS = sorted({P._register_blocking(f)[1:] for f in (AVX512, AVX2, {"avx"}, SSE)})
+def _blocking(features, cpu):
+    isa, rows, tile_bytes, samples = P._register_blocking(features)
+    return rows, tile_bytes, samples, P._micro_delta_min_rows(isa, cpu)
 
 
-@pytest.mark.parametrize("blocking", BLOCKINGS, ids=lambda b: "rows{}-bytes{}-samples{}".format(*b))
+# (TILE_ROWS, TILE_BYTES, FORWARD_SAMPLES, MICRO_DELTA_MIN_ROWS) of every kind of CPU, Zen 4 among them
+BLOCKINGS = sorted({_blocking(f, cpu) for f, cpu in ((AVX512, "znver5"), (AVX512, "znver4"), (AVX2, "znver3"),
+                                                     ({"avx"}, "generic"), (SSE, "generic"))})
+
+
+@pytest.mark.parametrize("blocking", BLOCKINGS, ids=lambda b: "rows{}-bytes{}-samples{}-micro{}".format(*b))
 def test_kernel_edge_cases_under_every_blocking(blocking, tmp_path):
     """The tile-width, column-range and row-range tests of test_kernels.py with the kernels compiled
     for this blocking (the code LLVM emits is for this machine; the loop structure is the blocking's)."""
-    rows, tile_bytes, samples = blocking
-    if blocking == (P.TILE_ROWS, P.TILE_BYTES, P.FORWARD_SAMPLES):
+    rows, tile_bytes, samples, micro = blocking
+    if blocking == (P.TILE_ROWS, P.TILE_BYTES, P.FORWARD_SAMPLES, P.MICRO_DELTA_MIN_ROWS):
         pytest.skip("this machine's blocking: test_kernels.py tests it in this process")
-    if rows == P.MICRO_ROWS and not {"avx2", "fma"} <= P._target_features():
+    if (rows == P.MICRO_ROWS or micro >= 0) and not {"avx2", "fma"} <= P._target_features():
         pytest.skip("the AVX2 + FMA micro-kernel does not run on this CPU")
     code = (
         "import sys\n"
         "from fastmlp import _kernels as P\n"
         f"P.TILE_ROWS, P.TILE_BYTES, P.FORWARD_SAMPLES = {rows}, {tile_bytes}, {samples}\n"
+        f"P.MICRO_DELTA_MIN_ROWS = {micro}\n"
         "import pytest\n"
         "sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', '-x', sys.argv[1], '-k',\n"
         "                      'around_the_tile or forward_rows or test_dense_forward or split'\n"
@@ -89,3 +109,42 @@ def test_kernel_edge_cases_under_every_blocking(blocking, tmp_path):
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert " passed" in out.stdout
+
+
+DELTA_BITS = """
+import hashlib, sys
+import numpy as np
+from fastmlp import _kernels as P
+P.TILE_ROWS, P.TILE_BYTES, P.FORWARD_SAMPLES = 4, 256, 4
+P.MICRO_DELTA_MIN_ROWS = int(sys.argv[1])
+h = hashlib.sha256()
+rng = np.random.default_rng(0)
+for dtype in (np.float32, np.float64):
+    for n, N, M in ((1, 3, 5), (7, 40, 83), (13, 300, 70), (33, 17, 130)):
+        W = rng.normal(0, 1, (N, M)).astype(dtype)
+        delta = rng.normal(0, 1, (n, N)).astype(dtype)
+        z = rng.normal(0, 1, (n, M)).astype(dtype)
+        for code in (P.RELU, P.TANH):
+            for i0, i1 in ((0, M), (0, M // 2), (M // 2, M), (1, M - 1)):
+                out = np.full((n, M), 7, dtype)
+                P._delta_backward_cols(W, delta, z, code, False, out, i0, i1)
+                h.update(out.tobytes())
+print(h.hexdigest())
+"""
+
+
+def test_the_delta_micro_kernel_and_the_tiles_give_the_same_bits(tmp_path):
+    """On Zen 4 the delta recursion takes the micro-kernel or the zmm tiles by the rows of W: both
+    must give the same bits (every element summed over j in ascending order from zero, one FMA each),
+    for partial tiles and column ranges too, so that results do not depend on the layer's shape
+    beyond its arithmetic, nor on which machine of the same ISA trained them."""
+    if not {"avx2", "fma"} <= P._target_features():
+        pytest.skip("the AVX2 + FMA micro-kernel does not run on this CPU")
+    digests = []
+    for micro in (0, -1):  # every W through the micro-kernel, then none
+        env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / f"numba{micro}"), PYTHONPATH=ROOT)
+        out = subprocess.run([sys.executable, "-c", DELTA_BITS, str(micro)], env=env, cwd=ROOT, capture_output=True,
+                             text=True)
+        assert out.returncode == 0, out.stderr[-3000:]
+        digests.append(out.stdout.strip())
+    assert digests[0] == digests[1]
