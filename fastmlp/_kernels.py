@@ -230,9 +230,26 @@ def _micro_delta_min_rows(isa, cpu):
     return -1
 
 
+def _micro_forward_min_inputs(isa, cpu):
+    # -> the inputs M of a layer (W's columns, the k of its sums) from which the forward pass takes
+    # the AVX2 micro-kernel (with at least MICRO_FORWARD_MIN rows and samples): any with AVX2 + FMA;
+    # on AVX-512 CPUs that split 512-bit FMAs in two, 1024 or more: the zmm loops read 4 rows of W
+    # and 4 samples of a^{l-1}, each M values long, per block, and the samples' rows are read again
+    # for every 4 rows of W; the micro-kernel packs its operand. One core, GFLOP/s, micro-kernel
+    # against zmm loops: 1536 inputs 96-99 against 80-86, 2048 95-98 against 77-84, 4096 95-97
+    # against 78-83, 1024 85-89 against 72-82; with 784 inputs or fewer the loops were as fast or
+    # faster (784 -> 100 at n=200: 80 against 103-106). -1: never
+    if isa == "avx2":
+        return 0
+    if isa == "avx512" and cpu in DOUBLE_PUMPED_AVX512:
+        return 1024
+    return -1
+
+
 # (frozen into the cache like the blocking, which is sound: the cache is keyed on the CPU's name and
 # features)
 MICRO_DELTA_MIN_ROWS = _micro_delta_min_rows(VECTOR_ISA, _target_cpu())
+MICRO_FORWARD_MIN_INPUTS = _micro_forward_min_inputs(VECTOR_ISA, _target_cpu())
 # Rows of W^1 whose gradient is computed and applied in one go with the AVX-512 tiles (8 rows of
 # 784 floats: 25 KB, in L1; the other blockings apply it after the whole share, see _backward_pair).
 UPDATE_BLOCK_ROWS = 8
@@ -381,6 +398,15 @@ def _dense_forward_rows(W, b, a_prev, out, code, j0, j1):
 MICRO_FORWARD_MIN = 16
 
 
+@_inline()
+def _forward_takes_micro(N, M, batch):
+    # whether a layer of N units on M inputs, in minibatches of `batch` rows, takes the forward
+    # micro-kernel (a property of the layer and the batch, not of a thread's share: the micro-kernel
+    # and the loops sum in different orders, and a layer must get the same bits on any number of
+    # threads)
+    return 0 <= MICRO_FORWARD_MIN_INPUTS <= M and N >= MICRO_FORWARD_MIN and batch >= MICRO_FORWARD_MIN
+
+
 @_jit(fastmath=FAST)
 def _dense_forward_block(W, b, a_prev, out, code, j0, j1, batch):
     # W (N, M), b (N,), a_prev (n, M), out (n, N); float32|float64; a_prev holds n rows of a
@@ -396,7 +422,7 @@ def _dense_forward_block(W, b, a_prev, out, code, j0, j1, batch):
     one = W.dtype.type(1)
     zero = one - one
     j = j0
-    if TILE_ROWS == 6 and W.shape[0] >= MICRO_FORWARD_MIN and batch >= MICRO_FORWARD_MIN:
+    if _forward_takes_micro(W.shape[0], M, batch):
         # (fewer rows, e.g. an output layer of 10 units, or samples, e.g. one row to predict: the
         # loops below, which pack nothing). Chosen by the layer's rows, not the thread's share:
         # the micro-kernel and the loops below sum in different orders, and the same layer must
@@ -1986,7 +2012,7 @@ def _forward_parallel(params, w_off, b_off, sizes, hidden, output, X, divisor, w
                 W = _weights(params, w_off, sizes, l)
                 bias = _biases(params, b_off, sizes, l)
                 T = _region_threads(bn * N * sizes[l - 1], nthreads)
-                if TILE_ROWS == 6 and bn >= MICRO_FORWARD_MIN and N >= MICRO_FORWARD_MIN:
+                if _forward_takes_micro(N, sizes[l - 1], bn):
                     # (every thread's share takes the micro-kernel, whose bits do not depend on the
                     # split of the rows: all rows in one call, which packs a_prev once)
                     _dense_forward_block(W, bias, a_prev, out, code, m - m, N, bn)

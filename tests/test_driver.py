@@ -84,6 +84,17 @@ def test_forward_mode_is_the_lecture_forward_pass(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("sizes", [(1100, 20, 10), (50, 1030, 17, 3)])
+def test_forward_mode_of_wide_layers_is_the_lecture_forward_pass(sizes, dtype):
+    """Layers of 1024 inputs or more (on Zen 4 their forward pass takes the micro-kernel), in
+    minibatches of 20 and a last one of 7."""
+    net, W, b, X, y, data = _setup(dtype, sizes=sizes, n=47, activation="relu", seed=4)
+    done, _, res = _run("forward", net, data, 47, 20)
+    assert done == 3
+    np.testing.assert_allclose(res.outputs, ref.forward(W, b, X, "relu", "softmax"), **tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_evaluate_mode_gives_the_losses_and_correct_count(dtype):
     net, W, b, X, y, data = _setup(dtype)
     done, _, res = _run("evaluate+forward", net, data, 23, 5)
@@ -193,14 +204,16 @@ def test_train_mode_takes_one_hyperparameter_row_per_step_and_reports_weight_nor
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("sizes", [(300, 20, 12, 4), (300, 17, 10), (300, 36, 10), (300, 100, 10), (64, 40, 2048, 10)])
+@pytest.mark.parametrize("sizes", [(300, 20, 12, 4), (300, 17, 10), (300, 36, 10), (300, 100, 10), (64, 40, 2048, 10),
+                                   (1100, 20, 10)])
 def test_train_and_forward_are_bit_identical_on_one_and_two_threads(sizes, dtype):
     """Layers whose units do not split evenly into the kernels' row groups (20 units: 12 and 8 per
     thread; 17 units: 12 and 5, a share smaller than the AVX2 micro-kernel's 6-row tile; 100
     units: 7 panels of 16 rows (float32), one of them split by samples between the threads)
     give the same bits on one thread and two: the trainers switch thread counts between chunks of
     minibatches on timing alone (fastmlp._pacer), so any difference would make runs differ. (2048
-    units above 40: on Zen 4 the delta recursion takes the micro-kernel there.)"""
+    units above 40: on Zen 4 the delta recursion takes the micro-kernel there; 1100 inputs: its
+    forward pass.)"""
     n, batch = 400, 200
     out = []
     for nthreads in (1, 2):

@@ -38,6 +38,12 @@ def test_the_delta_takes_the_micro_kernel_for_tall_w_where_avx512_is_double_pump
     assert P._micro_delta_min_rows("avx2", "znver3") == 0
     assert P._micro_delta_min_rows("avx", "sandybridge") == -1
     assert P.MICRO_DELTA_MIN_ROWS == P._micro_delta_min_rows(P.VECTOR_ISA, P._target_cpu())
+    # and the forward pass, for layers of 1024 inputs or more
+    assert P._micro_forward_min_inputs("avx512", "znver4") == 1024
+    assert P._micro_forward_min_inputs("avx512", "znver5") == -1
+    assert P._micro_forward_min_inputs("avx2", "znver3") == 0
+    assert P._micro_forward_min_inputs("avx", "sandybridge") == -1
+    assert P.MICRO_FORWARD_MIN_INPUTS == P._micro_forward_min_inputs(P.VECTOR_ISA, P._target_cpu())
 
 
 @pytest.mark.parametrize("features", [AVX2, {"avx"}, SSE], ids=["avx2", "avx", "sse"])
@@ -77,28 +83,29 @@ def test_numba_cpu_features_decide_the_blocking(features, want):
 
 def _blocking(features, cpu):
     isa, rows, tile_bytes, samples = P._register_blocking(features)
-    return rows, tile_bytes, samples, P._micro_delta_min_rows(isa, cpu)
+    return rows, tile_bytes, samples, P._micro_delta_min_rows(isa, cpu), P._micro_forward_min_inputs(isa, cpu)
 
 
-# (TILE_ROWS, TILE_BYTES, FORWARD_SAMPLES, MICRO_DELTA_MIN_ROWS) of every kind of CPU, Zen 4 among them
+# (TILE_ROWS, TILE_BYTES, FORWARD_SAMPLES, MICRO_DELTA_MIN_ROWS, MICRO_FORWARD_MIN_INPUTS) of every kind of CPU,
+# Zen 4 among them
 BLOCKINGS = sorted({_blocking(f, cpu) for f, cpu in ((AVX512, "znver5"), (AVX512, "znver4"), (AVX2, "znver3"),
                                                      ({"avx"}, "generic"), (SSE, "generic"))})
 
 
-@pytest.mark.parametrize("blocking", BLOCKINGS, ids=lambda b: "rows{}-bytes{}-samples{}-micro{}".format(*b))
+@pytest.mark.parametrize("blocking", BLOCKINGS, ids=lambda b: "rows{}-bytes{}-samples{}-micro{}-{}".format(*b))
 def test_kernel_edge_cases_under_every_blocking(blocking, tmp_path):
     """The tile-width, column-range and row-range tests of test_kernels.py with the kernels compiled
     for this blocking (the code LLVM emits is for this machine; the loop structure is the blocking's)."""
-    rows, tile_bytes, samples, micro = blocking
-    if blocking == (P.TILE_ROWS, P.TILE_BYTES, P.FORWARD_SAMPLES, P.MICRO_DELTA_MIN_ROWS):
+    rows, tile_bytes, samples, micro, micro_forward = blocking
+    if blocking == (P.TILE_ROWS, P.TILE_BYTES, P.FORWARD_SAMPLES, P.MICRO_DELTA_MIN_ROWS, P.MICRO_FORWARD_MIN_INPUTS):
         pytest.skip("this machine's blocking: test_kernels.py tests it in this process")
-    if (rows == P.MICRO_ROWS or micro >= 0) and not {"avx2", "fma"} <= P._target_features():
+    if (rows == P.MICRO_ROWS or micro >= 0 or micro_forward >= 0) and not {"avx2", "fma"} <= P._target_features():
         pytest.skip("the AVX2 + FMA micro-kernel does not run on this CPU")
     code = (
         "import sys\n"
         "from fastmlp import _kernels as P\n"
         f"P.TILE_ROWS, P.TILE_BYTES, P.FORWARD_SAMPLES = {rows}, {tile_bytes}, {samples}\n"
-        f"P.MICRO_DELTA_MIN_ROWS = {micro}\n"
+        f"P.MICRO_DELTA_MIN_ROWS, P.MICRO_FORWARD_MIN_INPUTS = {micro}, {micro_forward}\n"
         "import pytest\n"
         "sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', '-x', sys.argv[1], '-k',\n"
         "                      'around_the_tile or forward_rows or test_dense_forward or split'\n"
@@ -116,7 +123,7 @@ import hashlib, sys
 import numpy as np
 from fastmlp import _kernels as P
 P.TILE_ROWS, P.TILE_BYTES, P.FORWARD_SAMPLES = 4, 256, 4
-P.MICRO_DELTA_MIN_ROWS = int(sys.argv[1])
+P.MICRO_DELTA_MIN_ROWS, P.MICRO_FORWARD_MIN_INPUTS = int(sys.argv[1]), -1
 h = hashlib.sha256()
 rng = np.random.default_rng(0)
 for dtype in (np.float32, np.float64):
