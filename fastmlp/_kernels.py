@@ -214,42 +214,32 @@ VECTOR_ISA, TILE_ROWS, TILE_BYTES, FORWARD_SAMPLES = _register_blocking(_target_
 DOUBLE_PUMPED_AVX512 = ("znver4",)
 
 
-def _micro_delta_min_rows(isa, cpu):
-    # -> the rows N of W from which _delta_backward_cols takes the AVX2 micro-kernel: any with AVX2 +
-    # FMA (its blocking); on AVX-512 CPUs that split 512-bit FMAs in two, 2048 or more: the zmm tiles
-    # read their column panel of W (N rows x 256 bytes) again for every 4 samples, and from 2048
-    # rows it no longer stayed in Zen 4's L2 (half of it, or with a row stride of 8 KiB a few of its
-    # sets), while the micro-kernel packs W in blocks that fit in L1 (one core, GFLOP/s, micro-kernel
-    # against tiles: 4096 x 1000 83 against 40, 2048 x 2048 81-83 against 55-63, 2048 x 2000 88
-    # against 91; with 512-1536 rows the tiles were faster: benchmarks/RESULTS.md); -1: never (other
-    # AVX-512 CPUs, 16-register ISAs without FMA)
+def _micro_thresholds(isa, cpu):
+    # -> (MICRO_DELTA_MIN_ROWS, MICRO_FORWARD_MIN_INPUTS): from how many rows N of W the delta
+    # recursion (_delta_backward_cols), and from how many inputs M of a layer the forward pass (with
+    # at least MICRO_FORWARD_MIN units and samples), take the AVX2 micro-kernel; -1: never.
+    # AVX2 + FMA: always (its blocking). Other AVX-512 CPUs and the ISAs without FMA: never.
+    # AVX-512 CPUs that split 512-bit FMAs in two (Zen 4), one core, GFLOP/s, micro-kernel against
+    # the zmm loops (benchmarks/RESULTS.md):
+    #   delta, from 2048 rows: the zmm tiles read their panel of W (N rows x 256 bytes) again for
+    #     every 4 samples, and from 2048 rows it no longer stayed in L2 (half of it, or with a row
+    #     stride of 8 KiB a few of its sets), while the micro-kernel packs W in blocks that fit in
+    #     L1: 4096 x 1000 83 against 40, 2048 x 2048 81-83 against 55-63, 2048 x 2000 88 against
+    #     91; with 512-1536 rows the tiles were faster;
+    #   forward, from 1024 inputs: the zmm loops read the samples' rows again for every 4 rows of W,
+    #     the micro-kernel packs its operand: 1536 inputs 96-99 against 80-86, 2048 95-98 against
+    #     77-84, 4096 95-97 against 78-83, 1024 85-89 against 72-82; with 784 inputs or fewer the
+    #     loops were as fast or faster (784 -> 100 at n=200: 80 against 103-106).
     if isa == "avx2":
-        return 0
+        return 0, 0
     if isa == "avx512" and cpu in DOUBLE_PUMPED_AVX512:
-        return 2048
-    return -1
-
-
-def _micro_forward_min_inputs(isa, cpu):
-    # -> the inputs M of a layer (W's columns, the k of its sums) from which the forward pass takes
-    # the AVX2 micro-kernel (with at least MICRO_FORWARD_MIN rows and samples): any with AVX2 + FMA;
-    # on AVX-512 CPUs that split 512-bit FMAs in two, 1024 or more: the zmm loops read 4 rows of W
-    # and 4 samples of a^{l-1}, each M values long, per block, and the samples' rows are read again
-    # for every 4 rows of W; the micro-kernel packs its operand. One core, GFLOP/s, micro-kernel
-    # against zmm loops: 1536 inputs 96-99 against 80-86, 2048 95-98 against 77-84, 4096 95-97
-    # against 78-83, 1024 85-89 against 72-82; with 784 inputs or fewer the loops were as fast or
-    # faster (784 -> 100 at n=200: 80 against 103-106). -1: never
-    if isa == "avx2":
-        return 0
-    if isa == "avx512" and cpu in DOUBLE_PUMPED_AVX512:
-        return 1024
-    return -1
+        return 2048, 1024
+    return -1, -1
 
 
 # (frozen into the cache like the blocking, which is sound: the cache is keyed on the CPU's name and
 # features)
-MICRO_DELTA_MIN_ROWS = _micro_delta_min_rows(VECTOR_ISA, _target_cpu())
-MICRO_FORWARD_MIN_INPUTS = _micro_forward_min_inputs(VECTOR_ISA, _target_cpu())
+MICRO_DELTA_MIN_ROWS, MICRO_FORWARD_MIN_INPUTS = _micro_thresholds(VECTOR_ISA, _target_cpu())
 # Rows of W^1 whose gradient is computed and applied in one go with the AVX-512 tiles (8 rows of
 # 784 floats: 25 KB, in L1; the other blockings apply it after the whole share, see _backward_pair).
 UPDATE_BLOCK_ROWS = 8

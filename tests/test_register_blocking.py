@@ -28,22 +28,16 @@ def test_avx2_with_fma_gets_the_6_row_micro_kernel():
     assert P._register_blocking({"avx"}) == ("avx", 2, 192, 2)  # no FMA: no micro-kernel
 
 
-def test_the_delta_takes_the_micro_kernel_for_tall_w_where_avx512_is_double_pumped():
+def test_the_micro_kernel_takes_tall_deltas_and_wide_forwards_where_avx512_is_double_pumped():
     """Zen 4 runs a 512-bit FMA as two 256-bit halves: its delta recursion takes the AVX2
-    micro-kernel for a W of 2048 rows or more; other AVX-512 CPUs never, AVX2 + FMA always, the ISAs
-    without FMA never."""
-    assert P._micro_delta_min_rows("avx512", "znver4") == 2048
-    assert P._micro_delta_min_rows("avx512", "znver5") == -1
-    assert P._micro_delta_min_rows("avx512", "skylake-avx512") == -1
-    assert P._micro_delta_min_rows("avx2", "znver3") == 0
-    assert P._micro_delta_min_rows("avx", "sandybridge") == -1
-    assert P.MICRO_DELTA_MIN_ROWS == P._micro_delta_min_rows(P.VECTOR_ISA, P._target_cpu())
-    # and the forward pass, for layers of 1024 inputs or more
-    assert P._micro_forward_min_inputs("avx512", "znver4") == 1024
-    assert P._micro_forward_min_inputs("avx512", "znver5") == -1
-    assert P._micro_forward_min_inputs("avx2", "znver3") == 0
-    assert P._micro_forward_min_inputs("avx", "sandybridge") == -1
-    assert P.MICRO_FORWARD_MIN_INPUTS == P._micro_forward_min_inputs(P.VECTOR_ISA, P._target_cpu())
+    micro-kernel for a W of 2048 rows or more, its forward pass for layers of 1024 inputs or more;
+    other AVX-512 CPUs never, AVX2 + FMA always, the ISAs without FMA never."""
+    assert P._micro_thresholds("avx512", "znver4") == (2048, 1024)
+    assert P._micro_thresholds("avx512", "znver5") == (-1, -1)
+    assert P._micro_thresholds("avx512", "skylake-avx512") == (-1, -1)
+    assert P._micro_thresholds("avx2", "znver3") == (0, 0)
+    assert P._micro_thresholds("avx", "sandybridge") == (-1, -1)
+    assert (P.MICRO_DELTA_MIN_ROWS, P.MICRO_FORWARD_MIN_INPUTS) == P._micro_thresholds(P.VECTOR_ISA, P._target_cpu())
 
 
 @pytest.mark.parametrize("features", [AVX2, {"avx"}, SSE], ids=["avx2", "avx", "sse"])
@@ -83,7 +77,7 @@ def test_numba_cpu_features_decide_the_blocking(features, want):
 
 def _blocking(features, cpu):
     isa, rows, tile_bytes, samples = P._register_blocking(features)
-    return rows, tile_bytes, samples, P._micro_delta_min_rows(isa, cpu), P._micro_forward_min_inputs(isa, cpu)
+    return (rows, tile_bytes, samples) + P._micro_thresholds(isa, cpu)
 
 
 # (TILE_ROWS, TILE_BYTES, FORWARD_SAMPLES, MICRO_DELTA_MIN_ROWS, MICRO_FORWARD_MIN_INPUTS) of every kind of CPU,
