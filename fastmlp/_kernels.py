@@ -414,11 +414,10 @@ def _dense_forward_block(W, b, a_prev, out, code, j0, j1, batch):
     j = j0
     if _forward_takes_micro(W.shape[0], M, batch):
         # (fewer rows, e.g. an output layer of 10 units, or samples, e.g. one row to predict: the
-        # loops below, which pack nothing). Chosen by the layer's rows, not the thread's share:
-        # the micro-kernel and the loops below sum in different orders, and the same layer must
-        # get the same bits on any number of threads. A share of fewer rows than a tile (a small
-        # layer over many threads) is computed as a whole tile into a buffer of its own, so that
-        # no thread writes rows another owns; the micro-kernel's bits do not depend on the split.
+        # loops below, which pack nothing; see _forward_takes_micro). A share of fewer rows than a
+        # tile (a small layer over many threads) is computed as a whole tile into a buffer of its
+        # own, so that no thread writes rows another owns; the micro-kernel's bits do not depend
+        # on the split.
         small = j1 - j0 < MICRO_ROWS
         lo = min(j0, W.shape[0] - MICRO_ROWS) if small else j0
         dst = np.empty(out.shape, out.dtype) if small else out
@@ -700,7 +699,7 @@ def _register_tile(typingctx, like):
 
 
 # ---------------------------------------------------------------------------------------------
-# The AVX2 + FMA micro-kernel (TILE_ROWS == 6)
+# The AVX2 + FMA micro-kernel (TILE_ROWS == 6; on Zen 4 for some layers: _micro_thresholds)
 # ---------------------------------------------------------------------------------------------
 
 # A 6 x 2-vector tile, as in BLIS's Haswell kernel: 12 ymm accumulators, 2 registers for the loads
@@ -874,14 +873,15 @@ def _weight_grad_micro(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_b
 
 @_inline(fastmath=FAST)
 def _delta_backward_micro(W, delta, a_prev, code, from_output, delta_prev, i0, i1):
-    # _delta_backward_cols with the AVX2 micro-kernel (see MICRO_DELTA_MIN_ROWS): tiles of 6
-    # samples x 64 bytes of columns summed over all j by _micro_tile. The deltas of each group of 6 samples are packed
-    # first (j-major, 6 per j; zeros for samples past n); then per block of L1_BLOCK_BYTES of rows j
-    # of W (the block's deltas, n x KC, stay in L2), per column panel (W[jb:je, c:c + 64 bytes]
-    # packed contiguous, zeros past i1: no column outside i0:i1 is read, other threads may be
-    # updating them), every group's tile, summed in place in sums (padded to whole tiles), whose
-    # partial sums wait there between blocks. Then delta_prev = sums times sigma'. Each element is
-    # summed over j in ascending order from zero, one FMA each, whatever the split.
+    # _delta_backward_cols with the AVX2 micro-kernel (see MICRO_DELTA_MIN_ROWS): tiles of 6 samples
+    # x 64 bytes of columns summed over all j by _micro_tile. The deltas of each group of 6 samples
+    # are packed first (j-major, 6 per j; zeros for samples past n); then per block of
+    # L1_BLOCK_BYTES of rows j of W (the block's deltas, n x KC, stay in L2), per column panel
+    # (W[jb:je, c:c + 64 bytes] packed contiguous, zeros past i1: no column outside i0:i1 is read,
+    # other threads may be updating them), every group's tile, summed in place in sums (padded to
+    # whole tiles), whose partial sums wait there between blocks. Then delta_prev = sums times
+    # sigma'. Each element is summed over j in ascending order from zero, one FMA each, whatever the
+    # split.
     n, N = delta.shape
     one = W.dtype.type(1)
     R = MICRO_ROWS
@@ -922,9 +922,9 @@ def _delta_backward_micro(W, delta, a_prev, code, from_output, delta_prev, i0, i
 @_inline(fastmath=FAST)
 def _forward_micro(W, b, a_prev, out, code, j0, j1):
     # out[s, j] = sigma(sum_k W[j, k] a_prev[s, k] + b[j]) for rows j0 <= j < j1 (j1 - j0 >= 6) of
-    # W, all samples, TILE_ROWS == 6 (AVX2 + FMA): tiles of 6 rows of W x 64 bytes of samples
-    # summed over k by _micro_tile, with W read in place (6 rows: in L1) and a_prev packed
-    # transposed into panels of 64 bytes of samples (zeros past n), or, with at least as many
+    # W, all samples, by the AVX2 micro-kernel (see _forward_takes_micro): tiles of 6 rows of W x 64
+    # bytes of samples summed over k by _micro_tile, with W read in place (6 rows: in L1) and a_prev
+    # packed transposed into panels of 64 bytes of samples (zeros past n), or, with at least as many
     # samples as rows, tiles of 6 samples (read in place) x 64 bytes of rows of W packed transposed.
     # A last group of rows or samples is moved to end at j1 or n (its overlap is recomputed
     # identically). Each element is summed over k in ascending order from zero, then b[j] added and
