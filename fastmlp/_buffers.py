@@ -20,6 +20,24 @@ def layout(sizes):
     return w_off, b_off, pos
 
 
+# Bytes of a memory page (the smallest the kernel maps; a larger one is a multiple of it).
+PAGE_BYTES = 4096
+
+
+def touch_pages(*arrays):
+    """Write a zero into every memory page of each freshly allocated array, on this thread.
+
+    A large np.empty or np.zeros gets pages that the operating system maps only on their first
+    write. When the threads of a parallel region take those faults at once they wait for each
+    other: the first chunk of a fit on a new workspace ran many times slower on two threads than
+    on one, and the thread pacer then kept the whole first epoch on one thread. Faulting the pages
+    here, on one thread before any timing, costs about a millisecond per 10 MB. (The arrays must be
+    new: the zeros overwrite one element per page.)"""
+    for a in arrays:
+        flat = a.reshape(-1)
+        flat[::max(1, PAGE_BYTES // a.itemsize)] = 0
+
+
 class Workspace:
     """Per-batch buffers for up to `capacity` samples: the gathered inputs, a^l and delta^l of
     every layer (flat, layer l at a_off[l]) and z^L."""
@@ -35,6 +53,7 @@ class Workspace:
         self.A = np.empty(total, dtype=dtype)
         self.D = np.empty(total, dtype=dtype)
         self.Z = np.empty((capacity, sizes[-1]), dtype=dtype)
+        touch_pages(self.X, self.A, self.D, self.Z)
 
     def buffers(self):
         """The Buffers bundle of these arrays, for the driver."""

@@ -1,6 +1,7 @@
 """fastmlp.train: learning, determinism, threads, exact optimizer steps against the reference,
 history, divergence and argument validation."""
 
+import os
 import re
 
 import numpy as np
@@ -408,3 +409,28 @@ def test_compilation_is_kept_out_of_the_first_epochs_time():
     trainer.fit(X, np.arange(64) % 2, 1, verbose=False)
     assert trainer.compile_seconds >= 0
     assert trainer.history["seconds"][0] > 0
+
+
+def _resident_bytes():
+    try:
+        with open("/proc/self/statm") as f:  # (Linux) size resident ... in pages
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        pytest.skip("no /proc/self/statm")
+
+
+def test_new_workspaces_and_optimizer_state_are_already_mapped_when_the_kernels_write_them():
+    # Page faults taken at once by the threads of a parallel region stall them all, and the thread
+    # pacer then mistakes two threads for slower than one: the buffers a fit writes are mapped in
+    # when they are allocated, so writing them all adds nothing to the resident memory. 64 MB
+    # each, beyond glibc's largest mmap threshold (32 MB): fresh pages from the operating system.
+    from fastmlp._buffers import Workspace
+    ws = Workspace([4096, 8, 2], np.float32, 16, x_capacity=4096)
+    before = _resident_bytes()
+    ws.X.fill(1.0)
+    assert _resident_bytes() - before < 4 << 20
+    trainer = fastmlp.Trainer(MLP([4096, 4096, 2], seed=0), optimizer="adam")
+    before = _resident_bytes()
+    for a in (trainer.grads, trainer.m, trainer.v):
+        a.fill(1.0)
+    assert _resident_bytes() - before < 4 << 20
