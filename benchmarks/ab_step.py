@@ -1,0 +1,113 @@
+"""Two source trees' training step, measured in alternation, so that a change of a few percent shows
+on a machine whose speed drifts by more than that within a minute.
+
+    python benchmarks/ab_step.py OLD_TREE NEW_TREE [--sizes 784,100,10] [--batch 512] [--threads 2]
+    git worktree add /tmp/old HEAD~1 && python benchmarks/ab_step.py /tmp/old .
+
+Each tree gets a worker process (its own Numba cache directory under the system's temporary
+directory) that sets up `_drive` on random uint8 rows (SGD, ReLU, softmax cross-entropy) and then,
+on each request, runs it --reps times on --steps minibatches and answers with its best time per
+minibatch. The two workers are asked one after the other, --rounds times: each pair shares the
+machine's moment, and the median of the pairs' ratios (NEW / OLD) is the result, with its
+quartiles. Two copies of the same tree gave 0.999 and 0.986 (quartiles within 0.98-1.01) on a 2-core
+VM whose speed moved by 1.5x between runs: differences under about 2% are not resolved.
+"""
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def worker(root, sizes, batch, threads, steps):
+    sys.path.insert(0, os.path.abspath(root))
+    import numba
+    import numpy as np
+
+    from fastmlp import _kernels as k
+    from fastmlp._buffers import Data, Network, OptimizerState, Results, Workspace, input_bytes, layout
+    from fastmlp._plan import phase_plan
+
+    dtype = np.float32
+    n = steps * batch
+    rng = np.random.default_rng(0)
+    w_off, b_off, n_params = layout(sizes)
+    params = (rng.standard_normal(n_params) * 0.03).astype(dtype)
+    X = rng.integers(0, 256, (n, sizes[0]), dtype=np.uint8)
+    y = rng.integers(0, sizes[-1], n).astype(np.int64)
+    net = Network(params, w_off, b_off, np.array(sizes, dtype=np.int64), k.ACTIVATION_CODES["relu"], k.SOFTMAX)
+    data = Data(*input_bytes(X), 255.0, y, np.zeros((1, sizes[-1]), dtype), False, np.ones(1), False, k.CE)
+    hp = np.zeros(2 * k.HP_SIZE)
+    hp[k.HP_LR] = hp[k.HP_SIZE + k.HP_LR] = 0.001
+    numba.set_num_threads(threads)
+    ws = Workspace(sizes, dtype, batch, x_capacity=n)
+    res = Results(np.zeros(max(n, batch)), np.zeros((n // batch + 1, 3)), np.zeros((0, sizes[-1]), dtype))
+    state = OptimizerState(np.zeros_like(params), np.zeros(0, dtype), np.zeros(0, dtype), k.SGD, hp, 1)
+    plan = phase_plan(sizes, "train")
+    order = rng.permutation(n)
+
+    def run():
+        k._drive(plan, net, ws.buffers(), state, data, order, batch, threads, res)
+
+    run()  # compile or load, start the threads
+    print("ready", flush=True)
+    for line in sys.stdin:
+        best = float("inf")
+        for _ in range(int(line)):
+            t0 = time.perf_counter()
+            run()
+            best = min(best, time.perf_counter() - t0)
+        print(1e3 * best / steps, flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("old")
+    ap.add_argument("new")
+    ap.add_argument("--sizes", default="784,100,10")
+    ap.add_argument("--batch", type=int, default=512)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=12, help="minibatches per timed call")
+    ap.add_argument("--reps", type=int, default=3, help="timed calls per request (the best counts)")
+    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    if args.worker:
+        worker(args.old, sizes, args.batch, args.threads, args.steps)
+        return
+    procs = []
+    with tempfile.TemporaryDirectory(prefix="fastmlp-ab-") as tmp:
+        for i, root in enumerate((args.old, args.new)):
+            env = dict(os.environ, NUMBA_CACHE_DIR=os.path.join(tmp, f"numba{i}"))
+            cmd = [sys.executable, os.path.abspath(__file__), root, root, "--worker", "--sizes", args.sizes,
+                   "--batch", str(args.batch), "--threads", str(args.threads), "--steps", str(args.steps)]
+            p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+            if p.stdout.readline().strip() != "ready":
+                sys.exit(f"the worker of {root} did not start")
+            procs.append(p)
+
+        def ask(p):
+            p.stdin.write(f"{args.reps}\n")
+            p.stdin.flush()
+            return float(p.stdout.readline())
+
+        old, new = [], []
+        for r in range(args.rounds):
+            pair = (ask(procs[0]), ask(procs[1])) if r % 2 == 0 else tuple(reversed((ask(procs[1]), ask(procs[0]))))
+            old.append(pair[0])
+            new.append(pair[1])
+        for p in procs:
+            p.stdin.close()
+            p.wait()
+    ratios = [b / a for a, b in zip(old, new)]
+    q1, _, q3 = statistics.quantiles(ratios, n=4)
+    print(f"{args.sizes} batch {args.batch}, {args.threads} threads, ms per minibatch (medians of {args.rounds}): "
+          f"old {statistics.median(old):.3f}, new {statistics.median(new):.3f}; new / old per pair "
+          f"{statistics.median(ratios):.3f} (quartiles {q1:.3f}-{q3:.3f})")
+
+
+if __name__ == "__main__":
+    main()
