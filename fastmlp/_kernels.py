@@ -386,6 +386,8 @@ def _dense_forward_rows(W, b, a_prev, out, code, j0, j1):
 # Rows of W (of a thread's share) and samples of a minibatch from which the forward pass uses the
 # AVX2 micro-kernel: its tiles are 16 samples or rows wide (float32), and it packs one operand.
 MICRO_FORWARD_MIN = 16
+# From this size of a_prev the forward pass splits the threads' work by samples (_layer_forward).
+FORWARD_SPLIT_BYTES = 1024 * 1024
 
 
 @_inline()
@@ -1522,9 +1524,19 @@ def _prefetch(typingctx, arr, i):
 @_inline(fastmath=FAST)
 def _layer_forward(kern, t, T, W, b, a_prev, out, code):
     # z^l = W^l a^{l-1} + b^l, a^l = sigma(z^l): W (N_l, N_{l-1}), b (N_l,), a_prev (n, N_{l-1}),
-    # out (n, N_l). Thread t of T computes the rows j of W^l it owns (columns j of out).
-    j0, j1 = _chunk(W.shape[0], t, T)
-    kern.forward_block(W, b, a_prev, out, code, j0, j1, a_prev.shape[0])
+    # out (n, N_l).
+    # Thread t of T computes the rows j of W^l it owns (columns j of out), or, when a_prev is larger
+    # than FORWARD_SPLIT_BYTES, every row for its own samples (multiples of 16, the micro-kernel's
+    # sample tile, so that every element is summed as on one thread): those are the rows it
+    # gathered or computed itself, in its own cache, where a split by rows would read all of a_prev
+    # from the other core and L3.
+    n = a_prev.shape[0]
+    if n * a_prev.shape[1] * a_prev.itemsize > FORWARD_SPLIT_BYTES:
+        s0, s1 = _share(n, t, T, 16, 0)
+        kern.forward_block(W, b, a_prev[s0:s1], out[s0:s1], code, s0 - s0, W.shape[0], n)
+    else:
+        j0, j1 = _chunk(W.shape[0], t, T)
+        kern.forward_block(W, b, a_prev, out, code, j0, j1, n)
 
 
 @_inline()

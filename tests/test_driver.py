@@ -204,17 +204,20 @@ def test_train_mode_takes_one_hyperparameter_row_per_step_and_reports_weight_nor
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("sizes", [(300, 20, 12, 4), (300, 17, 10), (300, 36, 10), (300, 100, 10), (64, 40, 2048, 10),
-                                   (1100, 20, 10)])
-def test_train_and_forward_are_bit_identical_on_one_and_two_threads(sizes, dtype):
+@pytest.mark.parametrize("sizes,batch", [((300, 20, 12, 4), 200), ((300, 17, 10), 200), ((300, 36, 10), 200),
+                                         ((300, 100, 10), 200), ((64, 40, 2048, 10), 200), ((1100, 20, 10), 200),
+                                         ((1400, 20, 10), 200), ((784, 36, 10), 344)])
+def test_train_and_forward_are_bit_identical_on_one_and_two_threads(sizes, batch, dtype):
     """Layers whose units do not split evenly into the kernels' row groups (20 units: 12 and 8 per
     thread; 17 units: 12 and 5, a share smaller than the AVX2 micro-kernel's 6-row tile; 100
     units: 7 panels of 16 rows (float32), one of them split by samples between the threads)
     give the same bits on one thread and two: the trainers switch thread counts between chunks of
     minibatches on timing alone (fastmlp._pacer), so any difference would make runs differ. (2048
     units above 40: on Zen 4 the delta recursion takes the micro-kernel there; 1100 inputs: its
-    forward pass.)"""
-    n, batch = 400, 200
+    forward pass. 1400 inputs of 200 samples and 784 of 344: a_prev over FORWARD_SPLIT_BYTES in
+    float32, so the forward pass splits the samples, 200 = 112 + 88 and 344 = 176 + 168, with
+    the micro-kernel (Zen 4) and without.)"""
+    n = 2 * batch
     out = []
     for nthreads in (1, 2):
         net, W, b, X, y, data = _setup(dtype, sizes=sizes, n=n, activation="relu", seed=2)
