@@ -96,7 +96,9 @@ def main():
 
         old, new = [], []
         for r in range(args.rounds):
-            pair = (ask(procs[0]), ask(procs[1])) if r % 2 == 0 else tuple(reversed((ask(procs[1]), ask(procs[0]))))
+            pair = [0.0, 0.0]
+            for i in ((0, 1) if r % 2 == 0 else (1, 0)):  # each tree first in every other pair
+                pair[i] = ask(procs[i])
             old.append(pair[0])
             new.append(pair[1])
         for p in procs:

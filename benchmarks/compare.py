@@ -168,12 +168,11 @@ def main():
     pinned, pinned_kernel = bench.matmul_gflops_isolated(args.threads)
     # The ceiling is a peak: measured before every row, the best counts, so that one slow moment of
     # a shared machine does not lower it (nor raise every share of it)
-    real, real_kernel = bench.matmul_gflops_isolated(args.threads, unpinned_blas=True)
-    ceilings = [real]
+    ceilings = []
     rows = []
     for case in cases:
-        if rows:
-            ceilings.append(bench.matmul_gflops_isolated(args.threads, unpinned_blas=True)[0])
+        ceiling, real_kernel = bench.matmul_gflops_isolated(args.threads, unpinned_blas=True)
+        ceilings.append(ceiling)
         row = measure_row(case, peers, args)
         rows.append(row)
         print(f"  {row['case']}: " + ", ".join(f"{t} {_k(v)}" for t, v in row["samples_per_second"].items()),

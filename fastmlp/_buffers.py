@@ -31,8 +31,8 @@ def touch_pages(*arrays):
     write. When the threads of a parallel region take those faults at once they wait for each
     other: the first chunk of a fit on a new workspace ran many times slower on two threads than
     on one, and the thread pacer then kept the whole first epoch on one thread. Faulting the pages
-    here, on one thread before any timing, costs about a millisecond per 10 MB. (The arrays must be
-    new: the zeros overwrite one element per page.)"""
+    here, on one thread before any timing, costs no more than the same faults taken later. (The
+    arrays must be new: the zeros overwrite one element per page.)"""
     for a in arrays:
         flat = a.reshape(-1)
         flat[::max(1, PAGE_BYTES // a.itemsize)] = 0

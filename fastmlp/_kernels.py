@@ -219,17 +219,14 @@ def _micro_thresholds(isa, cpu):
     # recursion (_delta_backward_cols), and from how many inputs M of a layer the forward pass (with
     # at least MICRO_FORWARD_MIN units and samples), take the AVX2 micro-kernel; -1: never.
     # AVX2 + FMA: always (its blocking). Other AVX-512 CPUs and the ISAs without FMA: never.
-    # AVX-512 CPUs that split 512-bit FMAs in two (Zen 4), one core, GFLOP/s, micro-kernel against
-    # the zmm loops (benchmarks/RESULTS.md):
+    # AVX-512 CPUs that split 512-bit FMAs in two (Zen 4), where the micro-kernel won on one core
+    # (figures in benchmarks/RESULTS.md, 2026-12-02):
     #   delta, from 2048 rows: the zmm tiles read their panel of W (N rows x 256 bytes) again for
-    #     every 4 samples, and from 2048 rows it no longer stayed in L2 (half of it, or with a row
-    #     stride of 8 KiB a few of its sets), while the micro-kernel packs W in blocks that fit in
-    #     L1: 4096 x 1000 83 against 40, 2048 x 2048 81-83 against 55-63, 2048 x 2000 88 against
-    #     91; with 512-1536 rows the tiles were faster;
+    #     every 4 samples, and from 2048 rows it no longer stays in L2, while the micro-kernel packs
+    #     W in blocks that fit in L1; with fewer rows the tiles were as fast or faster;
     #   forward, from 1024 inputs: the zmm loops read the samples' rows again for every 4 rows of W,
-    #     the micro-kernel packs its operand: 1536 inputs 96-99 against 80-86, 2048 95-98 against
-    #     77-84, 4096 95-97 against 78-83, 1024 85-89 against 72-82; with 784 inputs or fewer the
-    #     loops were as fast or faster (784 -> 100 at n=200: 80 against 103-106).
+    #     the micro-kernel packs its operand; with 784 inputs or fewer the loops were as fast or
+    #     faster.
     if isa == "avx2":
         return 0, 0
     if isa == "avx512" and cpu in DOUBLE_PUMPED_AVX512:
@@ -1526,13 +1523,13 @@ def _layer_forward(kern, t, T, W, b, a_prev, out, code):
     # z^l = W^l a^{l-1} + b^l, a^l = sigma(z^l): W (N_l, N_{l-1}), b (N_l,), a_prev (n, N_{l-1}),
     # out (n, N_l).
     # Thread t of T computes the rows j of W^l it owns (columns j of out), or, when a_prev is larger
-    # than FORWARD_SPLIT_BYTES, every row for its own samples (multiples of 16, the micro-kernel's
-    # sample tile, so that every element is summed as on one thread): those are the rows it
-    # gathered or computed itself, in its own cache, where a split by rows would read all of a_prev
-    # from the other core and L3.
+    # than FORWARD_SPLIT_BYTES, every row for its own samples (multiples of MICRO_FORWARD_MIN, the
+    # micro-kernel's sample tile, so that every element is summed as on one thread): those are the
+    # rows it gathered or computed itself, in its own cache, where a split by rows would read all of
+    # a_prev from the other core and L3.
     n = a_prev.shape[0]
     if n * a_prev.shape[1] * a_prev.itemsize > FORWARD_SPLIT_BYTES:
-        s0, s1 = _share(n, t, T, 16, 0)
+        s0, s1 = _share(n, t, T, MICRO_FORWARD_MIN, 0)
         kern.forward_block(W, b, a_prev[s0:s1], out[s0:s1], code, s0 - s0, W.shape[0], n)
     else:
         j0, j1 = _chunk(W.shape[0], t, T)
