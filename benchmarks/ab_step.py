@@ -2,10 +2,12 @@
 on a machine whose speed drifts by more than that within a minute.
 
     python benchmarks/ab_step.py OLD_TREE NEW_TREE [--sizes 784,100,10] [--batch 512] [--threads 2]
+        [--optimizer sgd|adam] [--x uint8|float32|float64]
     git worktree add /tmp/old HEAD~1 && python benchmarks/ab_step.py /tmp/old .
 
 Each tree gets a worker process (its own Numba cache directory under the system's temporary
-directory) that sets up `_drive` on random uint8 rows (SGD, ReLU, softmax cross-entropy) and then,
+directory) that sets up `_drive` on random rows (uint8 by default; SGD by default, ReLU, softmax
+cross-entropy; `--optimizer adam --x float64 --batch 200` is scikit-learn's configuration) and then,
 on each request, runs it --reps times on --steps minibatches and answers with its best time per
 minibatch. The two workers are asked one after the other, --rounds times: each pair shares the
 machine's moment, and the median of the pairs' ratios (NEW / OLD) is the result, with its
@@ -21,7 +23,7 @@ import tempfile
 import time
 
 
-def worker(root, sizes, batch, threads, steps):
+def worker(root, sizes, batch, threads, steps, optimizer, xdtype):
     sys.path.insert(0, os.path.abspath(root))
     import numba
     import numpy as np
@@ -36,15 +38,24 @@ def worker(root, sizes, batch, threads, steps):
     w_off, b_off, n_params = layout(sizes)
     params = (rng.standard_normal(n_params) * 0.03).astype(dtype)
     X = rng.integers(0, 256, (n, sizes[0]), dtype=np.uint8)
+    divisor = 255.0
+    if xdtype != "uint8":
+        X = (X / 255.0).astype(xdtype)
+        divisor = 1.0
     y = rng.integers(0, sizes[-1], n).astype(np.int64)
     net = Network(params, w_off, b_off, np.array(sizes, dtype=np.int64), k.ACTIVATION_CODES["relu"], k.SOFTMAX)
-    data = Data(*input_bytes(X), 255.0, y, np.zeros((1, sizes[-1]), dtype), False, np.ones(1), False, k.CE)
+    data = Data(*input_bytes(X), divisor, y, np.zeros((1, sizes[-1]), dtype), False, np.ones(1), False, k.CE)
     hp = np.zeros(2 * k.HP_SIZE)
-    hp[k.HP_LR] = hp[k.HP_SIZE + k.HP_LR] = 0.001
+    for o in (0, k.HP_SIZE):
+        hp[o + k.HP_LR] = 0.001
+        hp[o + k.HP_BETA1], hp[o + k.HP_BETA2], hp[o + k.HP_EPS] = 0.9, 0.999, 1e-8
     numba.set_num_threads(threads)
     ws = Workspace(sizes, dtype, batch, x_capacity=n)
     res = Results(np.zeros(max(n, batch)), np.zeros((n // batch + 1, 3)), np.zeros((0, sizes[-1]), dtype))
-    state = OptimizerState(np.zeros_like(params), np.zeros(0, dtype), np.zeros(0, dtype), k.SGD, hp, 1)
+    if optimizer == "adam":
+        state = OptimizerState(np.zeros_like(params), np.zeros_like(params), np.zeros_like(params), k.ADAM, hp, 1)
+    else:
+        state = OptimizerState(np.zeros_like(params), np.zeros(0, dtype), np.zeros(0, dtype), k.SGD, hp, 1)
     plan = phase_plan(sizes, "train")
     order = rng.permutation(n)
 
@@ -69,6 +80,8 @@ def main():
     ap.add_argument("--sizes", default="784,100,10")
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
+    ap.add_argument("--x", default="uint8", choices=["uint8", "float32", "float64"], help="dtype of the inputs")
     ap.add_argument("--steps", type=int, default=12, help="minibatches per timed call")
     ap.add_argument("--reps", type=int, default=3, help="timed calls per request (the best counts)")
     ap.add_argument("--rounds", type=int, default=30)
@@ -76,14 +89,15 @@ def main():
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     if args.worker:
-        worker(args.old, sizes, args.batch, args.threads, args.steps)
+        worker(args.old, sizes, args.batch, args.threads, args.steps, args.optimizer, args.x)
         return
     procs = []
     with tempfile.TemporaryDirectory(prefix="fastmlp-ab-") as tmp:
         for i, root in enumerate((args.old, args.new)):
             env = dict(os.environ, NUMBA_CACHE_DIR=os.path.join(tmp, f"numba{i}"))
             cmd = [sys.executable, os.path.abspath(__file__), root, root, "--worker", "--sizes", args.sizes,
-                   "--batch", str(args.batch), "--threads", str(args.threads), "--steps", str(args.steps)]
+                   "--batch", str(args.batch), "--threads", str(args.threads), "--steps", str(args.steps),
+                   "--optimizer", args.optimizer, "--x", args.x]
             p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
             if p.stdout.readline().strip() != "ready":
                 sys.exit(f"the worker of {root} did not start")
