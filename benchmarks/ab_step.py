@@ -52,10 +52,9 @@ def worker(root, sizes, batch, threads, steps, optimizer, xdtype):
     numba.set_num_threads(threads)
     ws = Workspace(sizes, dtype, batch, x_capacity=n)
     res = Results(np.zeros(max(n, batch)), np.zeros((n // batch + 1, 3)), np.zeros((0, sizes[-1]), dtype))
-    if optimizer == "adam":
-        state = OptimizerState(np.zeros_like(params), np.zeros_like(params), np.zeros_like(params), k.ADAM, hp, 1)
-    else:
-        state = OptimizerState(np.zeros_like(params), np.zeros(0, dtype), np.zeros(0, dtype), k.SGD, hp, 1)
+    size = params.size if optimizer == "adam" else 0  # Adam's moments m and v; SGD keeps none
+    state = OptimizerState(np.zeros_like(params), np.zeros(size, dtype), np.zeros(size, dtype),
+                           k.OPTIMIZER_CODES[optimizer], hp, 1)
     plan = phase_plan(sizes, "train")
     order = rng.permutation(n)
 
