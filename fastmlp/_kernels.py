@@ -376,8 +376,8 @@ def _forward_4rows(W, b, a_prev, out, code, j):
 
 @_inline(fastmath=FAST)
 def _dense_forward_rows(W, b, a_prev, out, code, j0, j1):
-    # _dense_forward_block of a whole minibatch
-    _dense_forward_block(W, b, a_prev, out, code, j0, j1, a_prev.shape[0])
+    # _dense_forward_block of a whole minibatch, all of rows j0:j1
+    _dense_forward_block(W, b, a_prev, out, code, j0, j1, a_prev.shape[0], j0 - j0, j0 - j0 + 1)
 
 
 # Rows of W (of a thread's share) and samples of a minibatch from which the forward pass uses the
@@ -397,11 +397,12 @@ def _forward_takes_micro(N, M, batch):
 
 
 @_jit(fastmath=FAST)
-def _dense_forward_block(W, b, a_prev, out, code, j0, j1, batch):
+def _dense_forward_block(W, b, a_prev, out, code, j0, j1, batch, t, T):
     # W (N, M), b (N,), a_prev (n, M), out (n, N); float32|float64; a_prev holds n rows of a
     # minibatch of `batch` rows (which decides the loop, so that a slice of a minibatch gets the
     # bits the whole one does).
-    # out[s, j] = sigma(sum_k W[j, k] a_prev[s, k] + b[j]) for rows j0 <= j < j1 of W.
+    # out[s, j] = sigma(sum_k W[j, k] a_prev[s, k] + b[j]) for rows j0 <= j < j1 of W: thread t's
+    # share of them when T > 1 (below), all of them when T = 1.
     # Register blocking: four weight rows x FORWARD_SAMPLES samples per pass over k. AVX-512: 4
     # samples (16 vector accumulators, 8 loads per 16 FMAs, twice the reuse of 2 x 4, which runs
     # out of loads first); 16-register ISAs: 2 samples (8 accumulators + 6 loads; 4 x 4 spilled).
@@ -410,22 +411,68 @@ def _dense_forward_block(W, b, a_prev, out, code, j0, j1, batch):
     n, M = a_prev.shape
     one = W.dtype.type(1)
     zero = one - one
+    micro = _forward_takes_micro(W.shape[0], M, batch)
+    # Thread t of T: where a_prev is larger than FORWARD_SPLIT_BYTES, every row for its own samples
+    # (multiples of MICRO_FORWARD_MIN, so that every element is summed as on one thread): the rows
+    # it gathered or computed itself, in its own cache, where a split by rows would read all of
+    # a_prev from the other core and L3. Else, with the micro-kernel and fewer rows per thread than
+    # samples, a share of the tiles (below); else its rows (_chunk).
+    if T > 1 and n * M * a_prev.itemsize > FORWARD_SPLIT_BYTES:
+        s0, s1 = _share(n, t, T, MICRO_FORWARD_MIN, 0)
+        a_prev = a_prev[s0:s1]
+        out = out[s0:s1]
+        n = s1 - s0
+        T = t - t + 1
+        t = t - t
+    elif T > 1 and not (micro and n * T >= j1 - j0):
+        r0, r1 = _share(j1 - j0, t, T, 4, 0)  # (_chunk, inlined: the driver compiles _chunk)
+        j0, j1 = j0 + r0, j0 + r1
+        T = t - t + 1
+        t = t - t
     j = j0
-    if _forward_takes_micro(W.shape[0], M, batch):
+    if micro:
         # (fewer rows, e.g. an output layer of 10 units, or samples, e.g. one row to predict: the
-        # loops below, which pack nothing; see _forward_takes_micro). A share of fewer rows than a
-        # tile (a small layer over many threads) is computed as a whole tile into a buffer of its
-        # own, so that no thread writes rows another owns; the micro-kernel's bits do not depend
-        # on the split.
-        small = j1 - j0 < MICRO_ROWS
-        lo = min(j0, W.shape[0] - MICRO_ROWS) if small else j0
-        dst = np.empty(out.shape, out.dtype) if small else out
-        if j1 > j0:
-            _forward_micro(W, b, a_prev, dst, code, lo, max(j1, lo + MICRO_ROWS))
-        if small:
-            for s in range(n):
-                for i in range(j0, j1):
-                    out[s, i] = dst[s, i]
+        # loops below, which pack nothing; see _forward_takes_micro.)
+        # With T > 1 the threads share the tiles (panel of Pw rows of W, group of MICRO_ROWS
+        # samples), panel-major, so that a panel that would not divide evenly between them is
+        # split by samples instead of left whole to one thread (100 units on 2 threads: 3.5 panels
+        # each instead of 4 and 3). Thread t's run of them is computed in at most three parts: the
+        # end of its first panel, its whole panels, the start of its last panel. A part of fewer
+        # rows than a tile (the last panel, or a small layer) is computed as a whole tile into a
+        # buffer of its own, so that no thread writes rows another owns. Each part gets the bits
+        # one thread would (the micro-kernel's elements do not depend on the split or on its
+        # orientation: a part with fewer samples than rows takes the other one).
+        Pw = MICRO_BYTES // W.itemsize
+        G = (n + MICRO_ROWS - 1) // MICRO_ROWS
+        tiles = (j1 - j0 + Pw - 1) // Pw * G
+        u0 = t * tiles // T
+        u1 = (t + 1) * tiles // T
+        while u0 < u1:
+            r0, r1, s0, s1 = j0, j1, u0 - u0, n
+            if T == 1:
+                u0 = u1
+            else:
+                p = u0 // G
+                g0 = u0 % G
+                g1 = min(G, g0 + u1 - u0)
+                r0 = j0 + p * Pw
+                if g0 == 0 and g1 == G:
+                    # whole panels: every one up to the last this thread has whole
+                    r1 = min(j0 + u1 // G * Pw, j1)
+                    u0 = u1 // G * G
+                else:
+                    r1 = min(r0 + Pw, j1)
+                    s0, s1 = g0 * MICRO_ROWS, min(g1 * MICRO_ROWS, n)
+                    u0 += g1 - g0
+            small = r1 - r0 < MICRO_ROWS
+            lo = min(r0, W.shape[0] - MICRO_ROWS) if small else r0
+            part = out[s0:s1]
+            dst = np.empty(part.shape, out.dtype) if small else part
+            _forward_micro(W, b, a_prev[s0:s1], dst, code, lo, max(r1, lo + MICRO_ROWS))
+            if small:
+                for s in range(s1 - s0):
+                    for i in range(r0, r1):
+                        part[s, i] = dst[s, i]
         return
     while j + 4 <= j1:
         _forward_4rows(W, b, a_prev, out, code, j)
@@ -1521,19 +1568,9 @@ def _prefetch(typingctx, arr, i):
 @_inline(fastmath=FAST)
 def _layer_forward(kern, t, T, W, b, a_prev, out, code):
     # z^l = W^l a^{l-1} + b^l, a^l = sigma(z^l): W (N_l, N_{l-1}), b (N_l,), a_prev (n, N_{l-1}),
-    # out (n, N_l).
-    # Thread t of T computes the rows j of W^l it owns (columns j of out), or, when a_prev is larger
-    # than FORWARD_SPLIT_BYTES, every row for its own samples (multiples of MICRO_FORWARD_MIN, the
-    # micro-kernel's sample tile, so that every element is summed as on one thread): those are the
-    # rows it gathered or computed itself, in its own cache, where a split by rows would read all of
-    # a_prev from the other core and L3.
-    n = a_prev.shape[0]
-    if n * a_prev.shape[1] * a_prev.itemsize > FORWARD_SPLIT_BYTES:
-        s0, s1 = _share(n, t, T, MICRO_FORWARD_MIN, 0)
-        kern.forward_block(W, b, a_prev[s0:s1], out[s0:s1], code, s0 - s0, W.shape[0], n)
-    else:
-        j0, j1 = _chunk(W.shape[0], t, T)
-        kern.forward_block(W, b, a_prev, out, code, j0, j1, n)
+    # out (n, N_l); thread t of T's share (its rows, samples or tiles: _dense_forward_block chooses,
+    # so that the driver's parallel loop, the first run's longest compile, holds one call).
+    kern.forward_block(W, b, a_prev, out, code, t - t, W.shape[0], a_prev.shape[0], t, T)
 
 
 @_inline()
@@ -1544,7 +1581,8 @@ def _last_layer_samples(kern, W, b, a_prev, Z, AL, D, labels, targets, has_targe
     # correct predictions
     zero = s1 - s1  # computed, not a literal 0: no Literal[int] re-specialisation of the callees
     if s1 > s0:
-        kern.forward_block(W, b, a_prev[s0:s1], Z[s0:s1], zero + IDENTITY, zero, W.shape[0], a_prev.shape[0])
+        kern.forward_block(W, b, a_prev[s0:s1], Z[s0:s1], zero + IDENTITY, zero, W.shape[0], a_prev.shape[0], zero,
+                           zero + 1)
     return kern.output_samples(Z, AL, D, labels, targets, has_targets, idx, output, loss, scale, losses, weights,
                                has_weights, s0, s1, s1 >= s0)
 
@@ -1868,7 +1906,7 @@ def kernels(dtype):
         return a.copy(readonly=True)
     return _Kernels(
         _KernelRef(_gather_range, types.none(ro(types.Array(types.uint8, 2, "C")), i64, I1, f64, A2, i64, i64)),
-        _KernelRef(_dense_forward_block, types.none(A2, A1, A2, A2, i64, i64, i64, i64)),
+        _KernelRef(_dense_forward_block, types.none(A2, A1, A2, A2, i64, i64, i64, i64, i64, i64)),
         _KernelRef(_output_samples, i64(A2, A2, A2, ro(I1), ro(A2), b1, I1, i64, i64, f, F1, ro(F1), b1, i64, i64,
                                          b1)),
         _KernelRef(_weight_grad_block, types.none(A2, A2, A2, A1, i64, i64, i64, i64, b1, b1)),
@@ -2014,11 +2052,11 @@ def _forward_parallel(params, w_off, b_off, sizes, hidden, output, X, divisor, w
                 if _forward_takes_micro(N, sizes[l - 1], bn):
                     # (every thread's share takes the micro-kernel, whose bits do not depend on the
                     # split of the rows: all rows in one call, which packs a_prev once)
-                    _dense_forward_block(W, bias, a_prev, out, code, m - m, N, bn)
+                    _dense_forward_block(W, bias, a_prev, out, code, m - m, N, bn, m - m, m - m + 1)
                 else:
                     for u in range(T):
                         j0, j1 = _chunk(N, np.int64(u), T)
-                        _dense_forward_block(W, bias, a_prev, out, code, j0, j1, bn)
+                        _dense_forward_block(W, bias, a_prev, out, code, j0, j1, bn, m - m, m - m + 1)
                 a_prev = out
                 off += m * N
             for s in range(m):

@@ -95,6 +95,22 @@ def test_forward_mode_of_wide_layers_is_the_lecture_forward_pass(sizes, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("sizes,batch", [((200, 100, 10), 200), ((30, 16, 3), 17), ((30, 52, 3), 40)])
+def test_forward_split_by_tiles_is_the_lecture_forward_pass_on_any_thread_count(sizes, batch, dtype):
+    """Where the threads share a layer's (panel of rows, group of 6 samples) tiles (a thread's
+    rows would be fewer than the samples; _kernels._dense_forward_block with T > 1): on 1-4
+    threads the same bits, and the lecture's forward pass. 100 units of 200 samples: 7 panels of
+    16 rows (float32) or 13 of 8 (float64), one split by samples on 2 threads; 16 units of 17
+    samples on 3 threads: one panel split 6 + 6 + 5 samples (a part with fewer samples than rows)."""
+    n = 2 * batch + 5
+    net, W, b, X, y, data = _setup(dtype, sizes=sizes, n=n, activation="relu", seed=5)
+    outs = [_run("forward", net, data, n, batch, nthreads=t)[2].outputs for t in (1, 2, 3, 4)]
+    for out in outs[1:]:
+        assert out.tobytes() == outs[0].tobytes()
+    np.testing.assert_allclose(outs[0], ref.forward(W, b, X, "relu", "softmax"), **tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_evaluate_mode_gives_the_losses_and_correct_count(dtype):
     net, W, b, X, y, data = _setup(dtype)
     done, _, res = _run("evaluate+forward", net, data, 23, 5)

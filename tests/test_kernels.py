@@ -159,7 +159,7 @@ def test_tile_kernels_give_the_same_bits_whatever_the_split(dtype):
     P._dense_forward_rows(W, b, a, full, P.TANH, 0, N)
     got = np.zeros((n, N), dtype)
     for s0, s1 in [(0, 3), (3, 20), (20, 37)]:  # (and, AVX2, the other orientation of the tiles)
-        P._dense_forward_block(W, b, a[s0:s1], got[s0:s1], P.TANH, 0, N, n)  # slices of one minibatch
+        P._dense_forward_block(W, b, a[s0:s1], got[s0:s1], P.TANH, 0, N, n, 0, 1)  # slices of one minibatch
     np.testing.assert_array_equal(got, full)
 
 
