@@ -1014,8 +1014,14 @@ def _forward_micro(W, b, a_prev, out, code, j0, j1):
                 for r in range(done - sg, R):
                     o = out[sg + r, c:e]
                     v = tile[r]
-                    for i in range(e - c):
-                        o[i] = _activate(v[i] + bb[i], code, one)
+                    if code == RELU:
+                        # (ReLU written out: a call of _activate per element keeps the loop scalar)
+                        for i in range(e - c):
+                            x = v[i] + bb[i]
+                            o[i] = x if x > 0 else zero
+                    else:
+                        for i in range(e - c):
+                            o[i] = _activate(v[i] + bb[i], code, one)
             done = sg + R
         return
     p = np.empty((panels, M, T), W.dtype)
@@ -1041,8 +1047,13 @@ def _forward_micro(W, b, a_prev, out, code, j0, j1):
                 j = jg + r
                 bj = b[j]
                 v = tile[r]
-                for col in range(min(T, n - s0)):
-                    out[s0 + col, j] = _activate(v[col] + bj, code, one)
+                if code == RELU:
+                    for col in range(min(T, n - s0)):
+                        x = v[col] + bj
+                        out[s0 + col, j] = x if x > 0 else zero
+                else:
+                    for col in range(min(T, n - s0)):
+                        out[s0 + col, j] = _activate(v[col] + bj, code, one)
         done = jg + R
 
 
@@ -1188,7 +1199,12 @@ def _delta_backward_panels(W, delta, a_prev, code, from_output, delta_prev, i0, 
 def _scale_by_activation_grad(out, x, code, from_output):
     # out *= sigma'(z), from x = a (from_output) or x = z
     one = out.dtype.type(1)
-    if from_output:
+    zero = one - one
+    if code == RELU:
+        # (sigma' of ReLU written out, from a or z alike: a call per element keeps the loop scalar)
+        for i in range(out.shape[0]):
+            out[i] *= one if x[i] > 0 else zero
+    elif from_output:
         for i in range(out.shape[0]):
             out[i] *= _activation_grad_from_output(x[i], code, one)
     else:
