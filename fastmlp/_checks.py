@@ -151,13 +151,21 @@ def _all_finite(a):
 
 def check_finite(name, a, dtype=None):
     """Every value of ``a`` finite, also after a cast to ``dtype`` (float64 1e40 is inf in float32)."""
-    if a.dtype.kind == "f" and not _all_finite(a):
+    narrowing = (dtype is not None and a.size and a.dtype.kind == "f" and np.dtype(dtype).kind == "f"
+                 and a.dtype.itemsize > np.dtype(dtype).itemsize)
+    if narrowing:
+        # the range needs the maximum and the minimum, and they tell finiteness too (a NaN makes
+        # both NaN, an infinity is one of them): two passes over a large X instead of three
+        high, low = a.max(), a.min()
+        finite = bool(np.isfinite(high) and np.isfinite(low))
+    else:
+        finite = a.dtype.kind != "f" or _all_finite(a)
+    if not finite:
         bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
         raise ValueError(f"{name}: contains {bad} NaN or infinite value(s); expected finite numbers")
-    if (dtype is not None and a.size and a.dtype.kind == "f" and np.dtype(dtype).kind == "f"
-            and a.dtype.itemsize > np.dtype(dtype).itemsize):
+    if narrowing:
         limit = np.finfo(dtype).max
-        if a.max() > limit or a.min() < -limit:
+        if high > limit or low < -limit:
             big = np.abs(a) > limit
             first = a.flat[int(np.argmax(big.ravel()))]
             raise ValueError(f"{name}: contains {int(big.sum())} value(s) too large for {np.dtype(dtype).name} "

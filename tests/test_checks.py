@@ -15,6 +15,17 @@ def test_a_non_finite_value_is_found_and_counted(dtype, bad):
         check_finite("X", a)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_value_is_found_when_the_values_must_fit_float32(bad):
+    # float64 X for a float32 network: the maximum and minimum find it (no sum taken)
+    a = np.ones((50, 7))
+    a[3, 4] = bad
+    with pytest.raises(ValueError, match="X: contains 1 NaN or infinite value"):
+        check_finite("X", a, dtype=np.float32)
+    a[3, 4] = -2.0
+    check_finite("X", a, dtype=np.float32)
+
+
 def test_opposite_infinities_are_found():
     # +inf and -inf sum to NaN: still not finite
     a = np.array([1.0, np.inf, -np.inf])
