@@ -893,9 +893,18 @@ def _weight_grad_micro(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_b
     x = np.empty((max(n, 1), T), dW.dtype)
     tile = np.empty((R, T), dW.dtype)
     init = 0 if accumulate else 1
+    # a_prev's column panels are read in place when its rows are an odd number of cache lines apart
+    # (then a panel's lines spread over every L1 set and stay there for all the groups of rows):
+    # packing them costs a copy of a_prev per call
+    stride = a_prev.strides[0]
+    in_place = stride % 64 == 0 and (stride // 64) % 2 == 1
     for c in range(c0, c1, T):
         w = min(c + T, c1) - c
-        _pack_panel(a_prev, n, c, c + w, x)
+        xa, xs = _addr(x, 0, 0), T * size
+        if in_place and w == T:
+            xa, xs = _addr(a_prev, 0, c), stride
+        else:
+            _pack_panel(a_prev, n, c, c + w, x)
         for g in range(groups):
             jg = j0 + g * R
             rn = min(R, j1 - jg)
@@ -904,14 +913,12 @@ def _weight_grad_micro(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_b
                 for r in range(min(R, j1 - jg - R)):
                     _prefetch(dW[jg + R + r], c)
             if rn == R and w == T:
-                _micro(one, n, _addr(x, 0, 0), T * size, _addr(d[g], 0, 0), size, R * size, _addr(dW, jg, c),
-                       dW.strides[0], init)
+                _micro(one, n, xa, xs, _addr(d[g], 0, 0), size, R * size, _addr(dW, jg, c), dW.strides[0], init)
             else:
                 for r in range(R):
                     for i in range(T):
                         tile[r, i] = dW[jg + r, c + i] if accumulate and r < rn and i < w else zero
-                _micro(one, n, _addr(x, 0, 0), T * size, _addr(d[g], 0, 0), size, R * size, _addr(tile, 0, 0),
-                       T * size, 0)
+                _micro(one, n, xa, xs, _addr(d[g], 0, 0), size, R * size, _addr(tile, 0, 0), T * size, 0)
                 for r in range(rn):
                     for i in range(w):
                         dW[jg + r, c + i] = tile[r, i]

@@ -425,6 +425,19 @@ def test_weight_grad_block_around_the_tile_width(rows, m, cols, n, accumulate, d
     _check_weight_grad_block(rows, _at(m, w), cols, n, accumulate, dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+@pytest.mark.parametrize("accumulate", [False, True])
+@pytest.mark.parametrize("cols", [None, (1, 4), (0, 2), (2, 5)], ids=_ids)
+@pytest.mark.parametrize("rows", [(0, 11), (3, 10), (6, 7)], ids=_ids)
+def test_weight_grad_block_reads_panels_in_place(rows, cols, accumulate, dtype):
+    """Rows of a_prev an odd number of 64-byte lines apart (5 tiles wide, as 784 float32 inputs
+    are 49 lines): the AVX2 micro-kernel reads a_prev's column panels in place instead of packing
+    them; column ranges in whole tiles and (1.5 to 4 tiles) with a packed partial panel."""
+    w = _tile(dtype)
+    cols = None if cols is None else (cols[0] * w + (w // 2 if cols == (1, 4) else 0), cols[1] * w)
+    _check_weight_grad_block(rows, 5 * w, cols, 33, accumulate, dtype)
+
+
 def _check_weight_grad_block(rows, m, cols, n, accumulate, dtype):
     from fastmlp import _kernels as P
     j0, j1 = rows
