@@ -806,6 +806,43 @@ def _micro_tile(typingctx, like, k, x, x_step, d, d_ld, d_step, c, c_ld, init):
     return types.none(like, *([types.int64] * 9)), codegen
 
 
+def _transpose8_asm():
+    # AT&T assembly: the 8 x 8 float32 block at $0 (rows $1 bytes apart) transposed into 8 rows of
+    # 32 bytes at $2, 64 bytes apart (a W^T panel's rows): 8 row loads, the usual unpack / shuffle /
+    # 128-bit permute network, 8 stores.
+    lines = ["lea ($0,$1,2), %rax", "lea (%rax,$1,2), %rcx", "vmovups ($0), %ymm0", "vmovups ($0,$1,1), %ymm1",
+             "vmovups (%rax), %ymm2", "vmovups (%rax,$1,1), %ymm3", "vmovups (%rcx), %ymm4",
+             "vmovups (%rcx,$1,1), %ymm5", "lea (%rcx,$1,2), %rax", "vmovups (%rax), %ymm6",
+             "vmovups (%rax,$1,1), %ymm7"]
+    for h in range(4):  # rows 2h, 2h+1 interleaved: a0 b0 a1 b1 | a4 b4 a5 b5 and a2 b2 a3 b3 | ...
+        lines += [f"vunpcklps %ymm{2 * h + 1}, %ymm{2 * h}, %ymm{8 + 2 * h}",
+                  f"vunpckhps %ymm{2 * h + 1}, %ymm{2 * h}, %ymm{9 + 2 * h}"]
+    for q in range(2):  # four rows' element pairs: a0 b0 c0 d0 | a4 b4 c4 d4 and so on
+        for h in range(2):
+            lines += [f"vshufps $$0x44, %ymm{10 + 4 * q + h}, %ymm{8 + 4 * q + h}, %ymm{4 * q + 2 * h}",
+                      f"vshufps $$0xEE, %ymm{10 + 4 * q + h}, %ymm{8 + 4 * q + h}, %ymm{4 * q + 2 * h + 1}"]
+    for col in range(8):  # column col of the block: the 128-bit halves of rows 0-3 and 4-7
+        lines += [f"vperm2f128 $${'0x20' if col < 4 else '0x31'}, %ymm{4 + col % 4}, %ymm{col % 4}, %ymm{8 + col}"]
+    lines += [f"vmovups %ymm{8 + col}, {64 * col}($2)" for col in range(8)]
+    lines += ["vzeroupper"]
+    return "\n\t".join(lines)
+
+
+@intrinsic
+def _transpose8_tile(typingctx, src, src_ld, dst):
+    # int64 addresses and byte stride: dst[k * 64 bytes + 4 i] = src[i * src_ld + 4 k], i, k < 8
+    # (float32)
+    constraint = "r,r,r," + ",".join(["~{rax}", "~{rcx}"] + [f"~{{xmm{i}}}" for i in range(16)]
+                                     + ["~{memory}", "~{dirflag}", "~{fpsr}", "~{flags}"])
+    asm = _transpose8_asm()
+
+    def codegen(context, builder, sig, args):
+        fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(64)] * 3)
+        builder.asm(fnty, asm, constraint, list(args), True)
+        return context.get_dummy_value()
+    return types.none(types.int64, types.int64, types.int64), codegen
+
+
 @_inline(fastmath=FAST)
 def _micro(like, k, x, x_step, d, d_ld, d_step, c, c_ld, init):
     _micro_tile(like, np.int64(k), np.int64(x), np.int64(x_step), np.int64(d), np.int64(d_ld), np.int64(d_step),
@@ -999,10 +1036,20 @@ def _forward_micro(W, b, a_prev, out, code, j0, j1):
         # a_prev, which may not fit in L2, is read once.
         wp = (j1 - j0 + T - 1) // T
         wt = np.empty((wp, M, T), W.dtype)
+        K8 = M // 8 * 8 if W.itemsize == 4 else 0
         for c in range(j0, j1, T):
             q = wt[(c - j0) // T]
             w = min(c + T, j1) - c
-            for i in range(w):
+            # float32: blocks of 8 rows x 8 inputs transposed in registers (_transpose8_tile), 8
+            # stores of 32 bytes where the loop below makes 64 scattered 4-byte stores
+            i0 = w // 8 * 8 if K8 > 0 else 0
+            for i in range(0, i0, 8):
+                for k in range(0, K8, 8):
+                    _transpose8_tile(np.int64(_addr(W, c + i, k)), np.int64(W.strides[0]), np.int64(_addr(q, k, i)))
+                for k in range(K8, M):
+                    for r in range(i, i + 8):
+                        q[k, r] = W[c + r, k]
+            for i in range(i0, w):
                 row = W[c + i]
                 for k in range(M):
                     q[k, i] = row[k]
