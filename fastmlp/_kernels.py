@@ -448,22 +448,19 @@ def _dense_forward_block(W, b, a_prev, out, code, j0, j1, batch, t, T):
         u0 = t * tiles // T
         u1 = (t + 1) * tiles // T
         while u0 < u1:
-            r0, r1, s0, s1 = j0, j1, u0 - u0, n
-            if T == 1:
-                u0 = u1
+            p = u0 // G
+            g0 = u0 % G
+            g1 = min(G, g0 + u1 - u0)
+            r0 = j0 + p * Pw
+            if g0 == 0 and g1 == G:
+                # whole panels: every one up to the last this thread has whole (T = 1: all of them)
+                r1 = min(j0 + u1 // G * Pw, j1)
+                s0, s1 = g0 - g0, n
+                u0 = u1 // G * G
             else:
-                p = u0 // G
-                g0 = u0 % G
-                g1 = min(G, g0 + u1 - u0)
-                r0 = j0 + p * Pw
-                if g0 == 0 and g1 == G:
-                    # whole panels: every one up to the last this thread has whole
-                    r1 = min(j0 + u1 // G * Pw, j1)
-                    u0 = u1 // G * G
-                else:
-                    r1 = min(r0 + Pw, j1)
-                    s0, s1 = g0 * MICRO_ROWS, min(g1 * MICRO_ROWS, n)
-                    u0 += g1 - g0
+                r1 = min(r0 + Pw, j1)
+                s0, s1 = g0 * MICRO_ROWS, min(g1 * MICRO_ROWS, n)
+                u0 += g1 - g0
             small = r1 - r0 < MICRO_ROWS
             lo = min(r0, W.shape[0] - MICRO_ROWS) if small else r0
             part = out[s0:s1]
