@@ -988,7 +988,9 @@ def _delta_backward_micro(W, delta, a_prev, code, from_output, delta_prev, i0, i
     KC = max(L1_BLOCK_BYTES // (T * size), 1)
     panels = (m + T - 1) // T
     x = np.empty((max(min(N, KC), 1), T), W.dtype)
-    sums = np.empty((groups * R, panels * T), W.dtype)
+    # (rows an odd number of 64-byte tiles apart: rows a power of two bytes apart would share a few
+    # cache sets and evict each other)
+    sums = np.empty((groups * R, (panels | 1) * T), W.dtype)
     for jb in range(0, max(N, 1), KC):
         je = min(jb + KC, N)
         for p in range(panels):
