@@ -1008,6 +1008,32 @@ def _delta_backward_micro(W, delta, a_prev, code, from_output, delta_prev, i0, i
         _scale_by_activation_grad(delta_prev[s, i0:i1], a_prev[s, i0:i1], code, from_output)
 
 
+@_jit()
+def _pack_transposed(X, r0, w, q):
+    # X (rows, M), q (M, T): q[k, i] = X[r0 + i, k] for i < w <= T, zeros for w <= i < T: rows of W
+    # or samples of a_prev as a panel of the forward micro-kernel. float32: blocks of 8 rows x 8
+    # inputs transposed in registers (_transpose8_tile), 8 stores of 32 bytes where the loop below
+    # makes 64 scattered 4-byte stores. (Compiled once for both operands, not inlined twice.)
+    M = X.shape[1]
+    T = q.shape[1]
+    zero = q.dtype.type(0)
+    K8 = M // 8 * 8 if X.itemsize == 4 else 0
+    i0 = w // 8 * 8 if K8 > 0 else 0
+    for i in range(0, i0, 8):
+        for k in range(0, K8, 8):
+            _transpose8_tile(np.int64(_addr(X, r0 + i, k)), np.int64(X.strides[0]), np.int64(_addr(q, k, i)))
+        for k in range(K8, M):
+            for r in range(i, i + 8):
+                q[k, r] = X[r0 + r, k]
+    for i in range(i0, w):
+        row = X[r0 + i]
+        for k in range(M):
+            q[k, i] = row[k]
+    for k in range(M):
+        for i in range(w, T):
+            q[k, i] = zero
+
+
 @_inline(fastmath=FAST)
 def _forward_micro(W, b, a_prev, out, code, j0, j1):
     # out[s, j] = sigma(sum_k W[j, k] a_prev[s, k] + b[j]) for rows j0 <= j < j1 (j1 - j0 >= 6) of
@@ -1035,26 +1061,8 @@ def _forward_micro(W, b, a_prev, out, code, j0, j1):
         # a_prev, which may not fit in L2, is read once.
         wp = (j1 - j0 + T - 1) // T
         wt = np.empty((wp, M, T), W.dtype)
-        K8 = M // 8 * 8 if W.itemsize == 4 else 0
         for c in range(j0, j1, T):
-            q = wt[(c - j0) // T]
-            w = min(c + T, j1) - c
-            # float32: blocks of 8 rows x 8 inputs transposed in registers (_transpose8_tile), 8
-            # stores of 32 bytes where the loop below makes 64 scattered 4-byte stores
-            i0 = w // 8 * 8 if K8 > 0 else 0
-            for i in range(0, i0, 8):
-                for k in range(0, K8, 8):
-                    _transpose8_tile(np.int64(_addr(W, c + i, k)), np.int64(W.strides[0]), np.int64(_addr(q, k, i)))
-                for k in range(K8, M):
-                    for r in range(i, i + 8):
-                        q[k, r] = W[c + r, k]
-            for i in range(i0, w):
-                row = W[c + i]
-                for k in range(M):
-                    q[k, i] = row[k]
-            for k in range(M):  # (zeros past j1: only the last panel has any)
-                for i in range(w, T):
-                    q[k, i] = zero
+            _pack_transposed(W, c, min(c + T, j1) - c, wt[(c - j0) // T])
         tile = np.empty((R, T), W.dtype)
         done = 0
         for g in range(0, n, R):
@@ -1079,15 +1087,7 @@ def _forward_micro(W, b, a_prev, out, code, j0, j1):
         return
     p = np.empty((panels, M, T), W.dtype)
     for pi in range(panels):
-        # (by k, each 64-byte line of the panel written whole, from T rows of a_prev read in step)
-        q = p[pi]
-        s0 = pi * T
-        w = min(T, n - s0)
-        for k in range(M):
-            for col in range(w):
-                q[k, col] = a_prev[s0 + col, k]
-            for col in range(w, T):  # (zeros past n)
-                q[k, col] = zero
+        _pack_transposed(a_prev, pi * T, min(T, n - pi * T), p[pi])
     tile = np.empty((R, T), W.dtype)
     done = j0
     for g in range(j0, j1, R):
