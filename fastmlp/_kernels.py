@@ -1127,7 +1127,9 @@ def _delta_backward_cols(W, delta, a_prev, code, from_output, delta_prev, i0, i1
     # applied in one pass over the rows at the end.
     # (the micro-kernel and the tiles give the same bits: each element summed over j in ascending
     # order from zero, one FMA each)
-    if 0 <= MICRO_DELTA_MIN_ROWS <= delta.shape[1]:
+    # (MICRO_DELTA_MIN_ROWS == 0, a comparison of constants, is decided at compile time: on AVX2 the
+    # paths below are not compiled at all, which saves a second of compile time)
+    if MICRO_DELTA_MIN_ROWS == 0 or 0 <= MICRO_DELTA_MIN_ROWS <= delta.shape[1]:
         _delta_backward_micro(W, delta, a_prev, code, from_output, delta_prev, i0, i1)
         return
     if TILE_ROWS == 2:
