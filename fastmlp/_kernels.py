@@ -825,19 +825,36 @@ def _transpose8_asm():
     return "\n\t".join(lines)
 
 
+def _transpose4d_asm():
+    # AT&T assembly: the 4 x 4 float64 block at $0 (rows $1 bytes apart) transposed into 4 rows of
+    # 32 bytes at $2, 64 bytes apart (a panel's rows): 4 row loads, unpack, 128-bit permutes, 4 stores.
+    lines = ["lea ($0,$1,2), %rax", "vmovupd ($0), %ymm0", "vmovupd ($0,$1,1), %ymm1", "vmovupd (%rax), %ymm2",
+             "vmovupd (%rax,$1,1), %ymm3",
+             "vunpcklpd %ymm1, %ymm0, %ymm4", "vunpckhpd %ymm1, %ymm0, %ymm5",  # a0 b0 a2 b2, a1 b1 a3 b3
+             "vunpcklpd %ymm3, %ymm2, %ymm6", "vunpckhpd %ymm3, %ymm2, %ymm7",  # c0 d0 c2 d2, c1 d1 c3 d3
+             "vperm2f128 $$0x20, %ymm6, %ymm4, %ymm0", "vperm2f128 $$0x20, %ymm7, %ymm5, %ymm1",
+             "vperm2f128 $$0x31, %ymm6, %ymm4, %ymm2", "vperm2f128 $$0x31, %ymm7, %ymm5, %ymm3"]
+    lines += [f"vmovupd %ymm{col}, {64 * col}($2)" for col in range(4)]
+    lines += ["vzeroupper"]
+    return "\n\t".join(lines)
+
+
 @intrinsic
-def _transpose8_tile(typingctx, src, src_ld, dst):
-    # int64 addresses and byte stride: dst[k * 64 bytes + 4 i] = src[i * src_ld + 4 k], i, k < 8
-    # (float32)
-    constraint = "r,r,r," + ",".join(["~{rax}", "~{rcx}"] + [f"~{{xmm{i}}}" for i in range(16)]
-                                     + ["~{memory}", "~{dirflag}", "~{fpsr}", "~{flags}"])
-    asm = _transpose8_asm()
+def _transpose_tile(typingctx, like, src, src_ld, dst):
+    # like: float32|float64 (picks the block); the rest int64 addresses and byte stride. float32:
+    # dst[k * 64 bytes + 4 i] = src[i * src_ld + 4 k], i, k < 8; float64: dst[k * 64 bytes + 8 i] =
+    # src[i * src_ld + 8 k], i, k < 4
+    if like.bitwidth == 32:
+        asm, scratch = _transpose8_asm(), ["~{rax}", "~{rcx}"] + [f"~{{xmm{i}}}" for i in range(16)]
+    else:
+        asm, scratch = _transpose4d_asm(), ["~{rax}"] + [f"~{{xmm{i}}}" for i in range(8)]
+    constraint = "r,r,r," + ",".join(scratch + ["~{memory}", "~{dirflag}", "~{fpsr}", "~{flags}"])
 
     def codegen(context, builder, sig, args):
         fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(64)] * 3)
-        builder.asm(fnty, asm, constraint, list(args), True)
+        builder.asm(fnty, asm, constraint, list(args[1:]), True)
         return context.get_dummy_value()
-    return types.none(types.int64, types.int64, types.int64), codegen
+    return types.none(like, types.int64, types.int64, types.int64), codegen
 
 
 @_inline(fastmath=FAST)
@@ -1011,19 +1028,21 @@ def _delta_backward_micro(W, delta, a_prev, code, from_output, delta_prev, i0, i
 @_jit()
 def _pack_transposed(X, r0, w, q):
     # X (rows, M), q (M, T): q[k, i] = X[r0 + i, k] for i < w <= T, zeros for w <= i < T: rows of W
-    # or samples of a_prev as a panel of the forward micro-kernel. float32: blocks of 8 rows x 8
-    # inputs transposed in registers (_transpose8_tile), 8 stores of 32 bytes where the loop below
-    # makes 64 scattered 4-byte stores. (Compiled once for both operands, not inlined twice.)
+    # or samples of a_prev as a panel of the forward micro-kernel. Blocks of 8 x 8 float32 or 4 x 4
+    # float64 transposed in registers (_transpose_tile), a store of 32 bytes per row of the block
+    # where the loop below makes scattered single-element stores. (Compiled once for both operands,
+    # not inlined twice.)
     M = X.shape[1]
     T = q.shape[1]
     zero = q.dtype.type(0)
-    K8 = M // 8 * 8 if X.itemsize == 4 else 0
-    i0 = w // 8 * 8 if K8 > 0 else 0
-    for i in range(0, i0, 8):
-        for k in range(0, K8, 8):
-            _transpose8_tile(np.int64(_addr(X, r0 + i, k)), np.int64(X.strides[0]), np.int64(_addr(q, k, i)))
-        for k in range(K8, M):
-            for r in range(i, i + 8):
+    B = 8 if X.itemsize == 4 else 4  # the block: 8 x 8 float32 or 4 x 4 float64, 32-byte rows
+    KB = M // B * B
+    i0 = w // B * B if KB > 0 else 0
+    for i in range(0, i0, B):
+        for k in range(0, KB, B):
+            _transpose_tile(zero, np.int64(_addr(X, r0 + i, k)), np.int64(X.strides[0]), np.int64(_addr(q, k, i)))
+        for k in range(KB, M):
+            for r in range(i, i + B):
                 q[k, r] = X[r0 + r, k]
     for i in range(i0, w):
         row = X[r0 + i]
