@@ -118,8 +118,10 @@ def parts(net, x):
         ("general path: net._run (all of it)", lambda: net._run(x, want_outputs=True)),
         ("fast path: two np.empty", lambda: (np.empty(x.shape[0] * sum(sizes), dtype=net.dtype),
                                              np.empty((x.shape[0], sizes[-1]), dtype=net.dtype))),
-        ("fast path: _forward_serial kernel call", lambda: k._forward_serial(
-            net.params, net.w_off, net.b_off, net.sizes_array, codes[0], codes[1], x, 1.0, work, out)),
+        ("fast path: _forward_rows kernel call", lambda: k._forward_rows(
+            net.params, net.w_off, net.b_off, net.sizes_array, codes[0], codes[1], x.view(np.uint8),
+            k.INPUT_FLOAT32 if x.dtype == np.float32 else k.INPUT_FLOAT64, 1.0, work, out, x.shape[0], 0, 1,
+            k.kernels(net.dtype).forward_block.address())),
         ("np.argmax of the output row", lambda: np.argmax(out[0], axis=-1)),
         ("numba.get_num_threads()", numba.get_num_threads),
     ]

@@ -32,7 +32,7 @@ import numpy as np
 from numba import carray, njit, prange, types
 from numba.core import cgutils
 from llvmlite import binding as llvm, ir
-from numba.extending import intrinsic
+from numba.extending import intrinsic, typeof_impl
 
 from ._buffers import INPUT_FLOAT32, INPUT_FLOAT64, Network
 from ._plan import (BACKWARD, BACKWARD_ACCUMULATE, BACKWARD_UPDATE, FORWARD, GATHER, GATHER_CHUNK, LOSS, OUTPUT,
@@ -1964,12 +1964,23 @@ class _KernelRef:
         except Exception:  # pragma: no cover - another Numba's cache internals
             return False
 
+    def address(self):
+        """The address of the kernel's C-ABI wrapper (compiled or loaded on first use)."""
+        return self.__wrapper_address__()
+
     def __wrapper_address__(self):
         # Numba's protocol for first-class functions: the address of the kernel's C-ABI wrapper
         if self._address is None:
             cres = self.compile()
             self._address = cres.library.get_pointer_to_function(cres.fndesc.llvm_cfunc_wrapper_name)
         return self._address
+
+
+@typeof_impl.register(_KernelRef)
+def _typeof_kernel_ref(val, c):
+    # (Numba's generic typeof tries the buffer protocol before _numba_type_, and the exception that
+    # raises costs about 2 us per kernel argument of every call)
+    return val._numba_type_
 
 
 # Called (in order) before a _KernelRef compiles or loads its kernel: fastmlp._compile.prefetch
@@ -2028,131 +2039,170 @@ def network(net):
                    ACTIVATION_CODES[net.output])
 
 
+@intrinsic
+def _forward_block_at(typingctx, addr, like):
+    # the compiled _dense_forward_block for like's dtype (kernels(dtype).forward_block) as a
+    # first-class function, from addr, the address of its C wrapper (_KernelRef.address): passed as a
+    # _KernelRef, Numba would type and unbox the function in Python on every call (about 5 us, a
+    # third of a one-row prediction); an integer costs nothing.
+    fnty = kernels(like.dtype.name).forward_block._numba_type_
+
+    def codegen(context, builder, sig, args):
+        func = cgutils.create_struct_proxy(fnty)(context, builder)
+        func.c_addr = builder.inttoptr(args[0], cgutils.voidptr_t)
+        func.py_addr = cgutils.get_null_value(cgutils.voidptr_t)
+        func.jit_addr = cgutils.get_null_value(cgutils.voidptr_t)  # null: calls go to c_addr
+        return func._getvalue()
+    return fnty(addr, like), codegen
+
+
 # ---------------------------------------------------------------------------------------------
-# Prediction of a few rows on the calling thread
+# Prediction: forward() and predict() of any number of rows
 # ---------------------------------------------------------------------------------------------
 
-@_jit()
-def _forward_serial(params, w_off, b_off, sizes, hidden, output, X, divisor, work, outputs):
-    # X (n, N_0) uint8|float32|float64; work flat (n * (N_0 + ... + N_L),) and outputs (n, N_L) in
-    # params' dtype. outputs = a^L of every row, z^l = W^l a^{l-1} + b^l and a^l = sigma(z^l) layer
-    # by layer, on this thread alone (no parallel region to wake for a few rows). The same
-    # operations as _forward_network on one thread (the division by the divisor without fastmath,
-    # _dense_forward_rows over all rows of each layer, _output_activation per row), so the same
-    # bits. Returns 0; 1 when X holds a NaN or an infinity, 2 when a value of X is finite but
-    # infinite in params' dtype (the caller then reports it; the outputs are not valid).
-    L = sizes.shape[0] - 1
-    n = X.shape[0]
-    M = sizes[0]
-    zero = n - n  # computed, not a literal 0: no Literal[int] re-specialisation of the callees
-    a_prev = work[:n * M].reshape((n, M))
-    status = _gather_checked(X, zero, a_prev, divisor)
-    if status != 0:
-        return status
-    off = n * M
-    for l in range(1, L + 1):
-        N = sizes[l]
-        out = work[off:off + n * N].reshape((n, N))
-        code = hidden if l < L else zero + IDENTITY
-        _dense_forward_rows(_weights(params, w_off, sizes, l), _biases(params, b_off, sizes, l), a_prev, out,
-                            code, zero, N)
-        a_prev = out
-        off += n * N
-    for s in range(n):
-        _output_activation(a_prev[s], outputs[s], output)
-    return status
-
-
-@_inline()
-def _gather_checked(X, r0, dst, divisor):
-    # rows r0.. of X (as many as dst has) into dst = X / divisor in dst's dtype, without fastmath
-    # (the same rounding as _gather_range); returns 0, 1 (a NaN or infinity in X) or 2 (no NaN or
-    # infinity in X, but a value that overflows dst's dtype). Each row is converted and tested in
-    # one pass that vectorises (x - x is 0 exactly when x is finite), and only a row that fails is
-    # looked at value by value.
-    dt = dst.dtype.type
-    div = dt(divisor)
-    status = 0
-    for s in range(dst.shape[0]):
-        src = X[r0 + s]
-        row = dst[s]
-        bad = False
-        for k in range(row.shape[0]):
-            x = dt(src[k]) / div
-            row[k] = x
-            bad |= (x - x) != 0
-        if bad:
-            for k in range(row.shape[0]):
-                if not math.isfinite(np.float64(src[k])):
-                    status = 1
-                elif not math.isfinite(np.float64(row[k])) and status == 0:
-                    status = 2
-    return status
-
-
-# Samples a thread of _forward_parallel carries through all layers at a time: their activations
-# stay in its L2 while the weights stream past once (a multiple of 4, the samples of a tile).
+# Samples a thread of _forward_rows carries through all layers at a time: their activations stay
+# in its L2 while the weights stream past once (a multiple of 4, the samples of a tile).
 FORWARD_CHUNK = 64
 
 
-@_jit(parallel=True)
-def _forward_parallel(params, w_off, b_off, sizes, hidden, output, X, divisor, work, outputs, batch,
-                      nthreads):
-    # X (n, N_0) uint8|float32|float64; work (nthreads, FORWARD_CHUNK * (N_0 + ... + N_L)) and
-    # outputs (n, N_L) in params' dtype. outputs = a^L of every row: z^l = W^l a^{l-1} + b^l,
-    # a^l = sigma(z^l). Each thread owns chunks of FORWARD_CHUNK rows (its rows of outputs, its row
-    # of work) and carries each chunk through every layer (no barrier between layers; the chunk's
-    # activations stay in cache while W^l streams past once per chunk, where _forward_network streams
-    # a whole batch of activations past every 4 rows of W^l). The same bits as _evaluate's forward
-    # over batches of `batch` rows on nthreads threads: every element goes through the same
-    # _dense_forward_block loop (the same split of W^l's rows into blocks, from _chunk with the thread
-    # count _forward_network would use for that batch, the loop chosen by the batch's size, and
+@_jit()
+def _forward_rows(params, w_off, b_off, sizes, hidden, output, X, xcode, divisor, buf, outputs, batch, t, T,
+                  forward_block_addr):
+    # X (n, N_0 * itemsize) uint8: the bytes of the rows, their values uint8|float32|float64 by
+    # xcode (_buffers.input_bytes: one compiled signature for every input dtype); buf
+    # (FORWARD_CHUNK * (N_0 + ... + N_L),) and outputs (n, N_L) in params' dtype;
+    # forward_block_addr: the address of the compiled _dense_forward_block
+    # (kernels(dtype).forward_block.address()), called through it: linked in here, it would be
+    # re-optimised and compiled again for this function and, in _forward_parallel, for its loop
+    # body and each of that loop's wrappers.
+    # outputs = a^L of thread t of T's rows: z^l = W^l a^{l-1} + b^l, a^l = sigma(z^l). Called on
+    # the calling thread with t = 0, T = 1 for a few rows (no parallel region to wake), and by each
+    # thread of _forward_parallel. The thread owns chunks of FORWARD_CHUNK rows (its rows of
+    # outputs, and buf) and carries each chunk through every layer (no barrier between layers; the
+    # chunk's activations stay in cache while W^l streams past once per chunk, where the driver
+    # streams a whole batch of activations past every 4 rows of W^l). The same bits as the driver's
+    # evaluation over batches of `batch` rows on T threads: every element goes through the same
+    # _dense_forward_block loop (the same split of W^l's rows into blocks, from _chunk with the
+    # thread count the driver would use for that batch, the loop chosen by the batch's size, and
     # samples in blocks of 4 from the batch's start). No fastmath here: the division by the divisor
-    # rounds as NumPy's. Returns 0, or 1 / 2 as _forward_serial (then the outputs are not valid).
+    # rounds as NumPy's. Returns 0; 1 when X holds a NaN or an infinity, 2 when a value of X is
+    # finite but infinite in params' dtype (the caller then reports it; the outputs are not valid).
     L = sizes.shape[0] - 1
     n = X.shape[0]
     M0 = sizes[0]
     chunk = FORWARD_CHUNK
     per_batch = (batch + chunk - 1) // chunk
     ntasks = (n + batch - 1) // batch * per_batch
+    forward_block = _forward_block_at(forward_block_addr, params)
+    bad = 0
+    for task in range(t, ntasks, T):
+        b0 = task // per_batch * batch
+        bn = min(batch, n - b0)
+        c0 = task % per_batch * chunk
+        m = min(c0 + chunk, bn) - c0
+        if m <= 0:
+            continue
+        zero = m - m  # computed, not a literal 0: no Literal[int] re-specialisation of the callees
+        a_prev = buf[:m * M0].reshape((m, M0))
+        got = _gather_checked(X, xcode, b0 + c0, a_prev, divisor)
+        if got != 0:
+            bad = max(bad, got)
+            continue
+        off = m * M0
+        for l in range(1, L + 1):
+            N = sizes[l]
+            out = buf[off:off + m * N].reshape((m, N))
+            code = hidden if l < L else zero + IDENTITY
+            W = _weights(params, w_off, sizes, l)
+            bias = _biases(params, b_off, sizes, l)
+            Tl = _region_threads(bn * N * sizes[l - 1], T)
+            if _forward_takes_micro(N, sizes[l - 1], bn):
+                # (every thread's share takes the micro-kernel, whose bits do not depend on the
+                # split of the rows: all rows in one call, which packs a_prev once)
+                forward_block(W, bias, a_prev, out, code, zero, N, bn, zero, zero + 1)
+            else:
+                for u in range(Tl):
+                    j0, j1 = _chunk(N, np.int64(u), Tl)
+                    forward_block(W, bias, a_prev, out, code, j0, j1, bn, zero, zero + 1)
+            a_prev = out
+            off += m * N
+        for s in range(m):
+            _output_activation(a_prev[s], outputs[b0 + c0 + s], output)
+    return bad
+
+
+@_inline()
+def _gather_checked(X, xcode, r0, dst, divisor):
+    # rows r0.. of X (bytes of uint8|float32|float64 values by xcode, as _gather_range; as many rows
+    # as dst has) into dst = X / divisor in dst's dtype, without fastmath (the same rounding as
+    # _gather_range); returns 0, 1 (a NaN or infinity in X) or 2 (no NaN or infinity in X, but a
+    # value that overflows dst's dtype). Each row is converted and tested in one pass that
+    # vectorises (x - x is 0 exactly when x is finite), and only a row that fails is looked at
+    # value by value.
+    dt = dst.dtype.type
+    div = dt(divisor)
+    status = 0
+    for s in range(dst.shape[0]):
+        raw = X[r0 + s]
+        row = dst[s]
+        bad = False
+        if xcode == INPUT_FLOAT32:
+            bad = _convert_row(raw.view(np.float32), row, div)
+        elif xcode == INPUT_FLOAT64:
+            bad = _convert_row(raw.view(np.float64), row, div)
+        else:
+            for k in range(row.shape[0]):
+                row[k] = dt(raw[k]) / div  # (a byte over 255 or 1 is always finite)
+        if bad:
+            for k in range(row.shape[0]):
+                if xcode == INPUT_FLOAT32:
+                    value = np.float64(raw.view(np.float32)[k])
+                else:
+                    value = raw.view(np.float64)[k]
+                if not math.isfinite(value):
+                    status = 1
+                elif not math.isfinite(np.float64(row[k])) and status == 0:
+                    status = 2
+    return status
+
+
+
+@_inline()
+def _convert_row(src, row, div):
+    # row = src / div in row's dtype; whether a value of row is not finite (x - x is 0 exactly when
+    # x is finite: one pass that vectorises)
+    bad = False
+    for k in range(row.shape[0]):
+        x = row.dtype.type(src[k]) / div
+        row[k] = x
+        bad |= (x - x) != 0
+    return bad
+
+
+@_jit(parallel=True)
+def _forward_parallel(params, w_off, b_off, sizes, hidden, output, X, xcode, divisor, work, outputs, batch,
+                      nthreads, forward_block_addr, forward_rows):
+    # work (nthreads, FORWARD_CHUNK * (N_0 + ... + N_L)), the rest as _forward_rows (forward_rows:
+    # that kernel, forward_rows_kernel(dtype), called through its address): thread t runs
+    # _forward_rows on its chunks of rows, into its row of work. Returns the worst status.
     status = np.empty(nthreads, np.int64)
     for t in prange(nthreads):
-        buf = work[t]
-        bad = 0
-        for task in range(t, ntasks, nthreads):
-            b0 = task // per_batch * batch
-            bn = min(batch, n - b0)
-            c0 = task % per_batch * chunk
-            m = min(c0 + chunk, bn) - c0
-            if m <= 0:
-                continue
-            a_prev = buf[:m * M0].reshape((m, M0))
-            got = _gather_checked(X, b0 + c0, a_prev, divisor)
-            if got != 0:
-                bad = max(bad, got)
-                continue
-            off = m * M0
-            for l in range(1, L + 1):
-                N = sizes[l]
-                out = buf[off:off + m * N].reshape((m, N))
-                code = hidden if l < L else m - m + IDENTITY
-                W = _weights(params, w_off, sizes, l)
-                bias = _biases(params, b_off, sizes, l)
-                T = _region_threads(bn * N * sizes[l - 1], nthreads)
-                if _forward_takes_micro(N, sizes[l - 1], bn):
-                    # (every thread's share takes the micro-kernel, whose bits do not depend on the
-                    # split of the rows: all rows in one call, which packs a_prev once)
-                    _dense_forward_block(W, bias, a_prev, out, code, m - m, N, bn, m - m, m - m + 1)
-                else:
-                    for u in range(T):
-                        j0, j1 = _chunk(N, np.int64(u), T)
-                        _dense_forward_block(W, bias, a_prev, out, code, j0, j1, bn, m - m, m - m + 1)
-                a_prev = out
-                off += m * N
-            for s in range(m):
-                _output_activation(a_prev[s], outputs[b0 + c0 + s], output)
-        status[t] = bad
+        status[t] = forward_rows(params, w_off, b_off, sizes, hidden, output, X, xcode, divisor, work[t], outputs,
+                                 batch, np.int64(t), nthreads, forward_block_addr)
     worst = 0
     for t in range(nthreads):
         worst = max(worst, status[t])
     return worst
+
+
+@functools.cache
+def forward_rows_kernel(dtype):
+    """_forward_rows for a network of `dtype` as a first-class function (_KernelRef), for
+    _forward_parallel."""
+    f = types.float32 if np.dtype(dtype) == np.float32 else types.float64
+    i64 = types.int64
+    I1 = types.Array(i64, 1, "C")
+    X = types.Array(types.uint8, 2, "C", readonly=True)
+    sig = i64(types.Array(f, 1, "C"), I1, I1, I1, i64, i64, X, i64, types.float64, types.Array(f, 1, "C"),
+              types.Array(f, 2, "C"), i64, i64, i64, i64)
+    return _KernelRef(_forward_rows, sig)

@@ -5,8 +5,8 @@ import os
 import numpy as np
 
 from . import _checks
-from ._buffers import (Data, OptimizerState, Results, Workspace, input_bytes, input_divisor, layout, no_targets,
-                       read_only)
+from ._buffers import (INPUT_CODES, Data, OptimizerState, Results, Workspace, input_bytes, input_divisor, layout,
+                       no_targets, read_only)
 from ._plan import phase_plan
 from ._threads import resolve_threads, thread_count
 from ._files import atomic_savez
@@ -19,6 +19,8 @@ SERIAL_WORK = 1_000_000
 
 
 _KERNELS = []
+# the kernels' code of an input dtype (_buffers.INPUT_CODES) by its character: cheaper than by the dtype
+_XCODE = {np.dtype(d).char: c for d, c in INPUT_CODES.items()}
 
 
 def _kernels():
@@ -255,11 +257,12 @@ class MLP:
         rows = read_only(X.reshape(1, M) if single else X)
         sizes = self.sizes
         k = _KERNELS[0] if _KERNELS else _kernels()
-        work = np.empty(n * sum(sizes), dtype=self.dtype)
+        work = np.empty(min(n, k.FORWARD_CHUNK) * sum(sizes), dtype=self.dtype)
         outputs = np.empty((n, sizes[-1]), dtype=self.dtype)
-        status = k._forward_serial(self.params, self.w_off, self.b_off, self.sizes_array,
-                                   k.ACTIVATION_CODES[self.activation], k.ACTIVATION_CODES[self.output], rows,
-                                   255.0 if dt.char == "B" else 1.0, work, outputs)
+        status = k._forward_rows(self.params, self.w_off, self.b_off, self.sizes_array,
+                                 k.ACTIVATION_CODES[self.activation], k.ACTIVATION_CODES[self.output],
+                                 rows.view(np.uint8), _XCODE[dt.char], 255.0 if dt.char == "B" else 1.0, work, outputs,
+                                 min(n, EVAL_BATCH), 0, 1, k.kernels(self.dtype).forward_block.address())
         if status:
             return None
         return outputs[0] if single else outputs
@@ -294,7 +297,9 @@ class MLP:
         with thread_count(nthreads):
             status = k._forward_parallel(self.params, self.w_off, self.b_off, self.sizes_array,
                                          k.ACTIVATION_CODES[self.activation], k.ACTIVATION_CODES[self.output],
-                                         read_only(Xk), divisor, work, outputs, min(n, EVAL_BATCH), nthreads)
+                                         *input_bytes(read_only(Xk)), divisor, work, outputs, min(n, EVAL_BATCH),
+                                         nthreads, k.kernels(self.dtype).forward_block.address(),
+                                         k.forward_rows_kernel(self.dtype))
         if status:
             _checks.check_input("X", X, M, self.dtype)  # raises the one-line error
             # (finite inputs that standardisation made infinite: the general path, as before)

@@ -285,9 +285,26 @@ def test_read_only_rows_compile_no_new_forward_kernel():
     net = MLP([7, 9, 4], seed=0)
     expected = net.forward(X)
     net.forward(X[:2])
-    compiled = list(k._forward_serial.signatures), list(k._forward_parallel.signatures)
+    compiled = list(k._forward_rows.signatures), list(k._forward_parallel.signatures)
     X_ro = X.copy()
     X_ro.flags.writeable = False
     np.testing.assert_array_equal(net.forward(X_ro), expected)
     np.testing.assert_array_equal(net.predict(X_ro[:2]), expected[:2].argmax(axis=1))
-    assert (list(k._forward_serial.signatures), list(k._forward_parallel.signatures)) == compiled
+    assert (list(k._forward_rows.signatures), list(k._forward_parallel.signatures)) == compiled
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_prediction_kernels_compile_once_per_network_dtype(dtype):
+    """forward/predict of a few rows and of many, on uint8, float32 and float64 X, run one compiled
+    _forward_rows and one _forward_parallel per network dtype (X reaches them as bytes and a code)."""
+    from fastmlp import MLP
+    rng = np.random.default_rng(5)
+    net = MLP([7, 9, 4], dtype=dtype, seed=0)
+    X8 = rng.integers(0, 256, (9000, 7), dtype=np.uint8)  # 9000 rows x 112 parameters: the parallel path
+    expected = net.forward(X8)
+    net.forward(X8[:2])
+    compiled = set(k._forward_rows.signatures), set(k._forward_parallel.signatures)
+    for X in ((X8 / 255).astype(np.float32), X8 / 255):
+        np.testing.assert_allclose(net.forward(X), expected, rtol=1e-5)
+        np.testing.assert_allclose(net.forward(X[:2]), expected[:2], rtol=1e-5)
+    assert (set(k._forward_rows.signatures), set(k._forward_parallel.signatures)) == compiled

@@ -381,10 +381,11 @@ def test_few_rows_path_is_not_taken_when_the_general_path_must_check_or_convert(
     np.testing.assert_allclose(std.forward(X), MLP([13, 7, 3]).forward(X / 2), rtol=1e-6)
 
 
-@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, 1e39])
-def test_few_rows_path_reports_bad_values_like_the_general_path(bad):
+@pytest.mark.parametrize("x_dtype,bad", [("float64", np.nan), ("float64", np.inf), ("float64", -np.inf),
+                                         ("float64", 1e39), ("float32", np.nan), ("float32", -np.inf)])
+def test_few_rows_path_reports_bad_values_like_the_general_path(x_dtype, bad):
     net = _net("float32")
-    X = _X(2, SIZES[0])
+    X = _X(2, SIZES[0]).astype(x_dtype)
     X[1, 3] = bad
     with pytest.raises(ValueError) as general:
         net._run(X, want_outputs=True)
@@ -428,10 +429,11 @@ def _general_forward_threads(net, X, threads):
     return outputs[0] if single else outputs
 
 
-@pytest.mark.parametrize("bad", [np.nan, np.inf, 1e39])
-def test_many_rows_path_reports_bad_values_like_the_general_path(bad):
+@pytest.mark.parametrize("x_dtype,bad", [("float64", np.nan), ("float64", np.inf), ("float64", 1e39),
+                                         ("float32", np.inf), ("float32", np.nan)])
+def test_many_rows_path_reports_bad_values_like_the_general_path(x_dtype, bad):
     net = _net("float32", sizes=[13, 40, 3])
-    X = _X(3000, 13)
+    X = _X(3000, 13).astype(x_dtype)
     X[2500, 7] = bad
     with pytest.raises(ValueError) as general:
         net._run(X, want_outputs=True)

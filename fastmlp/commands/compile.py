@@ -86,6 +86,6 @@ def _cache_dir():
     """Where Numba keeps the compiled kernels (NUMBA_CACHE_DIR, or next to fastmlp's source)."""
     from .. import _kernels
     try:
-        return _kernels._forward_serial._cache.cache_path
+        return _kernels._forward_rows._cache.cache_path
     except AttributeError:  # a future Numba: the directory is not essential
         return None
