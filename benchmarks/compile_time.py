@@ -37,7 +37,10 @@ steps = [
     ("train float64 X", lambda net: train(net, X8 / 255, y, epochs=1, batch_size=32, lr=0.05, verbose=False,
                                           threads=2)),
     ("evaluate uint8 X", lambda net: net.evaluate(X8, y, threads=2)),
+    ("predict 1 row f32 X", lambda net: net.predict((X8[0] / 255).astype(np.float32), threads=2)),
     ("predict float32 X", lambda net: net.predict((X8 / 255).astype(np.float32), threads=2)),
+    ("predict uint8 X", lambda net: net.predict(X8, threads=2)),
+    ("predict float64 X", lambda net: net.predict(X8 / 255, threads=2)),
     ("gradients uint8 X", lambda net: net.gradients(X8, y, threads=2)),
 ]
 out = {"import": import_s}
