@@ -26,6 +26,9 @@ so NaN and inf checks keep working.
 """
 import functools
 import math
+import os
+import queue
+import threading
 from collections import namedtuple
 
 import numpy as np
@@ -1655,6 +1658,72 @@ def _prefetch(typingctx, arr, i):
     return types.none(arr, i), codegen
 
 
+# Atomic operations on elements of an int64 array, for the driver's threads to claim work units and
+# wait for each other inside one parallel region (sequentially consistent: what a thread wrote
+# before it counts a unit done is seen by every thread that sees the count).
+
+def _int64_ptr(context, builder, arrty, arr, i):
+    ary = context.make_array(arrty)(context, builder, arr)
+    return builder.gep(ary.data, [i])
+
+
+@intrinsic
+def _atomic_load(typingctx, arr, i):
+    # arr[i] (arr int64, 1-D, contiguous), read atomically
+    def codegen(context, builder, sig, args):
+        return builder.load_atomic(_int64_ptr(context, builder, sig.args[0], args[0], args[1]), "seq_cst", 8)
+    return types.int64(arr, i), codegen
+
+
+@intrinsic
+def _atomic_add(typingctx, arr, i, value):
+    # arr[i] += value atomically; returns the value before
+    def codegen(context, builder, sig, args):
+        ptr = _int64_ptr(context, builder, sig.args[0], args[0], args[1])
+        return builder.atomic_rmw("add", ptr, args[2], "seq_cst")
+    return types.int64(arr, i, value), codegen
+
+
+@intrinsic
+def _atomic_cas(typingctx, arr, i, expected, value):
+    # arr[i] = value if arr[i] == expected, atomically; returns whether it did
+    def codegen(context, builder, sig, args):
+        ptr = _int64_ptr(context, builder, sig.args[0], args[0], args[1])
+        pair = builder.cmpxchg(ptr, args[2], args[3], "seq_cst", "seq_cst")
+        return builder.extract_value(pair, 1)
+    return types.boolean(arr, i, expected, value), codegen
+
+
+@intrinsic
+def _spin_pause(typingctx):
+    # the x86 spin-wait hint (PAUSE) in a busy-wait loop; nothing on other targets
+    def codegen(context, builder, sig, args):
+        if builder.module.triple.startswith(("x86_64", "i686", "i386")):
+            asm = ir.InlineAsm(ir.FunctionType(ir.VoidType(), []), "pause", "~{memory}", side_effect=True)
+            builder.call(asm, [])
+        return context.get_dummy_value()
+    return types.none(), codegen
+
+
+@_inline()
+def _claim(sync, i, generation):
+    # whether this thread takes work unit sync[i] for `generation` (units only move up: a unit not
+    # yet at generation is free, and one compare-and-swap from its current value takes it)
+    old = _atomic_load(sync, i)
+    return old < generation and _atomic_cas(sync, i, old, generation)
+
+
+# Spins a thread waits for the owner of a work unit to take it before it takes it itself
+CLAIM_GRACE = 64
+
+
+@_inline()
+def _wait_until(sync, i, count, stop):
+    # busy-wait until sync[i] >= count, or sync[stop] is set
+    while _atomic_load(sync, i) < count and _atomic_load(sync, stop) == 0:
+        _spin_pause()
+
+
 @_inline(fastmath=FAST)
 def _layer_forward(kern, t, T, W, b, a_prev, out, code):
     # z^l = W^l a^{l-1} + b^l, a^l = sigma(z^l): W (N_l, N_{l-1}), b (N_l,), a_prev (n, N_{l-1}),
@@ -1794,12 +1863,63 @@ def _squared_weights(params, w_off, sizes):
     return total
 
 
-@_jit(parallel=True, fastmath=FAST)
-def _drive_plan(plan, net, work, opt, data, order, batch_size, nthreads, results, kern):
+@_inline(fastmath=FAST)
+def _phase_unit(kern, net, work, opt, data, results, kind, layer, flags, u, T, n, rows, chunked, order, idx, Xb, Zb,
+                AL, DL, losses, scale, counts, s0, hp, step):
+    # Work unit u of T of one phase (kind, layer, flags: a row of the plan) of a minibatch of n
+    # samples, rows s0: of the call (idx: their data set rows; losses their slice of the losses), in
+    # _drive_plan (which describes the bundles): thread u of T's share of the phase as a region of
+    # its own would split it. (At most 30 arguments: CPython passes more as a tuple, which Numba
+    # cannot inline.)
+    params, w_off, b_off, sizes, hidden, output = net
+    Xbuf, A, D, Z, a_off = work
+    grads, m, v, optimizer, _, _ = opt
+    X, xcode, divisor, labels, targets, has_targets, weights, has_weights, loss = data
+    outputs = results[2]
+    L = sizes.shape[0] - 1
+    wl = max(layer, 1)  # the layer whose parameters the phase reads (GATHER: any)
+    W = _weights(params, w_off, sizes, wl)
+    b = _biases(params, b_off, sizes, wl)
+    a_prev = Xb if wl == 1 else _rows(A, a_off, sizes, wl - 1, n)
+    out = Zb if wl == L else _rows(A, a_off, sizes, wl, n)
+    code = IDENTITY if wl == L else hidden
+    if kind == GATHER:
+        # every row of the call at its first minibatch (chunked: rows is then the call's count), else the
+        # minibatch's
+        r0, r1 = _chunk(rows, u, T)
+        kern.gather(X, xcode, order if chunked else idx, divisor, Xbuf[:rows] if chunked else Xb, r0, r1)
+    elif kind == FORWARD:
+        _layer_forward(kern, u, T, W, b, a_prev, out, code)
+    elif kind == OUTPUT_STEP:
+        c0, c1 = _chunk4(n, u, T)
+        counts[u] = _last_layer_samples(kern, W, b, a_prev, Zb, AL, DL, labels, targets, has_targets, idx, output,
+                                        loss, scale, losses, weights, has_weights, c0, c1)
+    elif kind == OUTPUT:
+        # a^L = sigma(z^L) per sample (softmax), and into outputs
+        for s in range(n):
+            kern.output_activation(Zb[s], AL[s], output)
+        if (flags & OUTPUT_COPY) != 0:
+            # element by element: Numba compiles a slice assignment into far more code (seconds of
+            # compile time) than this loop
+            for s in range(n):
+                for i in range(AL.shape[1]):
+                    outputs[s0 + s, i] = AL[s, i]
+    elif kind == LOSS:
+        counts[0] = kern.output_samples(Zb, AL, DL, labels, targets, has_targets, idx, output, loss, scale, losses,
+                                        weights, has_weights, n - n, n, n < 0)
+    else:
+        _backward_pair(kern, u, T, layer, params, grads, m, v, w_off, b_off, sizes, hidden, Xb, A, D, a_off, n,
+                       (flags & BACKWARD_ACCUMULATE) != 0, (flags & BACKWARD_UPDATE) != 0, optimizer, hp, step)
+
+
+@_jit(fastmath=FAST)
+def _drive_plan(plan, net, work, opt, data, order, batch_size, nthreads, results, kern, me, sync):
     # The one driver of training, evaluation, forward, predict, loss and gradients: the minibatches
     # of order (data set rows; already this call's slice of the epoch's permutation), batch_size at
     # a time, the last possibly smaller, each through the phases of plan (rows (kind, layer, flags),
-    # fastmlp._plan), one parallel region each. The bundles (fastmlp._buffers):
+    # fastmlp._plan); as thread `me` of nthreads, which all run this function at once on the same
+    # arguments and sync (_Driver: the calling thread and _Workers' threads). The bundles
+    # (fastmlp._buffers):
     #   net     Network(params, w_off, b_off, sizes, hidden, output): the parameters, flat;
     #   work    Buffers(X, A, D, Z, a_off): gathered inputs, a^l, delta^l, z^L;
     #   opt     OptimizerState(grads, m, v, optimizer, hp, step): hp holds the learning rate and the
@@ -1841,7 +1961,26 @@ def _drive_plan(plan, net, work, opt, data, order, batch_size, nthreads, results
     hp_width = 2 * HP_SIZE
     hp_rows = hp.shape[0] // hp_width
     with_norm = stats.shape[1] > 2
-    counts = np.empty(max(nthreads, 1), np.int64)  # np.zeros would be a parallel loop of its own
+    # The threads share the work without a parallel region per phase. Each minibatch k is a
+    # sequence of slots: the weight norm (with_norm), then per phase of the plan the phase and,
+    # after an output step or a loss, its statistics. A slot is split into work units (a phase into
+    # the T threads' shares that _phase_threads decides; every other slot is one unit), and every
+    # thread walks the slots in order, takes the units not yet taken (its own unit first, so that
+    # with all threads running each keeps the share, and the data in its cache, that it would have
+    # in a region of its own), and before it computes one waits until every unit of the earlier
+    # slots is done. So a thread that is descheduled (another process has its core) or not yet
+    # started holds nobody up unless it holds a unit: the others take its share. A unit computes
+    # the same thing whichever thread runs it, so results do not depend on who runs what, nor on
+    # the thread count (the trainers change it between chunks). The waits spin: the work units
+    # last microseconds, less than a thread takes to sleep and wake.
+    # sync (_sync_size(plan, nthreads) int64, zeros): [claims (one per unit: the minibatch that last
+    # took it, + 1), units done, stop, counts (one per thread of an output step)]
+    nslots = 2 * plan.shape[0] + 1
+    DONE = nslots * nthreads
+    STOP = DONE + 1
+    counts = sync[STOP + 1:STOP + 1 + nthreads]
+    before = 0  # the units of the slots before the current one
+    stopped = False
     for k in range(nsteps):
         s0 = k * batch_size
         s1 = min(s0 + batch_size, count)
@@ -1854,8 +1993,6 @@ def _drive_plan(plan, net, work, opt, data, order, batch_size, nthreads, results
         lb = losses[s0:s1] if per_row_losses else losses[:n]
         r = min(k, hp_rows - 1) * hp_width
         hpk = hp[r:r + hp_width]
-        if with_norm:
-            stats[k, 2] = _squared_weights(params, w_off, sizes)
         scale = params.dtype.type(1.0 / n)
         if has_weights:
             wsum = 0.0
@@ -1864,67 +2001,64 @@ def _drive_plan(plan, net, work, opt, data, order, batch_size, nthreads, results
             scale = params.dtype.type(1.0 / wsum if wsum > 0 else 0.0)
         if hpk[HP_GRAD_SCALE] != 0.0:
             scale = params.dtype.type(hpk[HP_GRAD_SCALE])
-        for p in range(plan.shape[0]):
-            kind = plan[p, 0]
-            layer = plan[p, 1]
-            flags = plan[p, 2]
-            if kind == GATHER and chunked and k > 0:
-                continue
+        for slot in range(nslots):
+            p = (slot - 1) // 2
+            kind = plan[p, 0] if slot > 0 else GATHER
+            layer = plan[p, 1] if slot > 0 else 0
+            flags = plan[p, 2] if slot > 0 else 0
             rows = count if kind == GATHER and chunked else n
-            dst = Xbuf[:count] if kind == GATHER and chunked else Xb
-            src = order if kind == GATHER and chunked else idx
             wl = max(layer, 1)  # the layer whose parameters the phase reads (GATHER: any)
-            W = _weights(params, w_off, sizes, wl)
-            b = _biases(params, b_off, sizes, wl)
-            a_prev = Xb if wl == 1 else _rows(A, a_off, sizes, wl - 1, n)
-            out = Zb if wl == L else _rows(A, a_off, sizes, wl, n)
-            code = IDENTITY if wl == L else hidden
-            accumulate = (flags & BACKWARD_ACCUMULATE) != 0
-            update = (flags & BACKWARD_UPDATE) != 0
             T = _phase_threads(kind, wl, sizes, rows, nthreads)
-            if kind == OUTPUT_STEP and T == 1:
-                counts[0] = _last_layer_samples(kern, W, b, a_prev, Zb, AL, DL, labels, targets, has_targets, idx,
-                                                output, loss, scale, lb, weights, has_weights, n - n, n)
-            elif kind == OUTPUT:
-                # a^L = sigma(z^L) per sample (softmax), and into outputs
-                for s in range(n):
-                    kern.output_activation(Zb[s], AL[s], output)
-                if (flags & OUTPUT_COPY) != 0:
-                    # element by element: Numba compiles a slice assignment into far more code
-                    # (seconds of compile time) than this loop
-                    for s in range(n):
-                        for i in range(AL.shape[1]):
-                            outputs[s0 + s, i] = AL[s, i]
-            elif kind == LOSS:
-                counts[0] = kern.output_samples(Zb, AL, DL, labels, targets, has_targets, idx, output, loss, scale,
-                                                lb, weights, has_weights, n - n, n, n < 0)
+            if slot == 0:
+                units = 1 if with_norm else 0
+            elif slot % 2 == 0:
+                units = 1 if kind == OUTPUT_STEP or kind == LOSS else 0
+            elif kind == GATHER and chunked and k > 0:
+                units = 0
+            elif kind == OUTPUT or kind == LOSS:
+                units = 1
             else:
-                for t in prange(T):
-                    tt = np.int64(t)
-                    if kind == GATHER:
-                        r0, r1 = _chunk(rows, tt, T)
-                        kern.gather(X, xcode, src, divisor, dst, r0, r1)
-                    elif kind == FORWARD:
-                        _layer_forward(kern, tt, T, W, b, a_prev, out, code)
-                    elif kind == OUTPUT_STEP:
-                        c0, c1 = _chunk4(n, tt, T)
-                        counts[t] = _last_layer_samples(kern, W, b, a_prev, Zb, AL, DL, labels, targets, has_targets,
-                                                        idx, output, loss, scale, lb, weights, has_weights, c0, c1)
-                    else:
-                        _backward_pair(kern, tt, T, layer, params, grads, m, v, w_off, b_off, sizes, hidden, Xb, A, D,
-                                       a_off, n, accumulate, update, optimizer, hpk, step0 + k)
-            if kind == OUTPUT_STEP or kind == LOSS:
-                correct = 0
-                for t in range(T):
-                    correct += counts[t]
-                total = 0.0
-                for s in range(n):
-                    total += lb[s]
-                stats[k, 0] = total
-                stats[k, 1] = correct
-                if kind == OUTPUT_STEP and not np.isfinite(total):
-                    return k
-    return nsteps
+                units = T
+            if units > 0:
+                _wait_until(sync, DONE, before, STOP)
+                stopped = _atomic_load(sync, STOP) != 0
+            for j in range(units if not stopped else 0):
+                u = (me + j) % units
+                claim = slot * nthreads + u
+                if u != me:
+                    # another thread's unit: a moment for its owner to take it (it keeps the data
+                    # in its cache), then take it if nobody has
+                    g = 0
+                    while g < CLAIM_GRACE and _atomic_load(sync, claim) <= k:
+                        _spin_pause()
+                        g += 1
+                if not _claim(sync, claim, k + 1):
+                    continue
+                if slot == 0:
+                    stats[k, 2] = _squared_weights(params, w_off, sizes)
+                elif slot % 2 == 0:
+                    # the minibatch's statistics, once its output step (or loss) is done
+                    correct = 0
+                    for c in range(T if kind == OUTPUT_STEP else 1):
+                        correct += counts[c]
+                    total = 0.0
+                    for s in range(n):
+                        total += lb[s]
+                    stats[k, 0] = total
+                    stats[k, 1] = correct
+                    if kind == OUTPUT_STEP and not np.isfinite(total):
+                        _atomic_add(sync, STOP, k + 1)  # (stops before its backward phases)
+                else:
+                    _phase_unit(kern, net, work, opt, data, results, kind, layer, flags, u, T, n, rows, chunked,
+                                order, idx, Xb, Zb, AL, DL, lb, scale, counts, s0, hpk, step0 + k)
+                _atomic_add(sync, DONE, 1)
+            before += units
+            if stopped:
+                break
+        if stopped:
+            break
+    # every unit done (the others' too) before the caller reads the results
+    _wait_until(sync, DONE, before, STOP)
 
 
 class _KernelRef:
@@ -2016,13 +2150,90 @@ def kernels(dtype):
         _KernelRef(_output_activation, f64(A1, A1, i64)))
 
 
+def _sync_size(plan, nthreads):
+    # the int64 elements of _drive_plan's sync array (see there)
+    return (2 * plan.shape[0] + 1) * nthreads + 2 + nthreads
+
+
+def _stop_index(plan, nthreads):
+    return (2 * plan.shape[0] + 1) * nthreads + 1
+
+
+class _Workers:
+    """The threads that run threads 1..T-1 of _drive_plan for each call (the calling thread runs
+    thread 0): Python threads, started on first use, each waiting on its own queue; _drive_plan
+    releases the GIL (nogil), so they run in parallel. The calling thread never waits for them: it
+    takes any unit they have not taken, and returns when every unit is done, so a worker that the
+    system has descheduled (or that is still starting) holds nobody up. A worker that starts its
+    share after the call is over finds no unit left and returns at once. Calls from several Python
+    threads at once queue up at the workers and are each complete when they return."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.inboxes = []
+
+    def run(self, args, nthreads):
+        """_drive_plan(*args, t, sync) on threads t = 0 .. nthreads - 1; returns sync."""
+        plan = args[0]
+        sync = np.zeros(_sync_size(plan, nthreads), np.int64)
+        stop = _stop_index(plan, nthreads)
+        errors = []
+        if nthreads > 1:
+            with self.lock:
+                while len(self.inboxes) < nthreads - 1:
+                    inbox = queue.SimpleQueue()
+                    threading.Thread(target=_worker, args=(inbox,), daemon=True,
+                                     name=f"fastmlp-{len(self.inboxes) + 1}").start()
+                    self.inboxes.append(inbox)
+                for t in range(1, nthreads):
+                    self.inboxes[t - 1].put((args, t, sync, errors))
+        try:
+            _drive_plan(*args, 0, sync)
+        except BaseException:
+            sync[stop] = -1  # (the other threads stop at their next unit instead of waiting for this one's)
+            raise
+        if sync[stop] == -1:
+            raise errors[0]  # a worker's (it records the error before it sets the stop)
+        return sync
+
+
+def _worker(inbox):
+    while True:
+        args, t, sync, errors = inbox.get()
+        try:
+            _drive_plan(*args, t, sync)
+        except BaseException as e:  # to the calling thread, which raises it
+            errors.append(e)
+            sync[_stop_index(args[0], args[7])] = -1
+
+
+_workers = _Workers()
+
+
+def _after_fork_in_child():
+    # a forked child has none of the parent's threads: start its own when it needs them
+    global _workers
+    _workers = _Workers()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class _Driver:
     """_drive(plan, net, work, opt, data, order, batch_size, nthreads, results): _drive_plan with
-    the kernels of the network's dtype (see _drive_plan)."""
+    the kernels of the network's dtype on nthreads threads (see _drive_plan); returns the number
+    of minibatches completed."""
 
     def __call__(self, plan, net, work, opt, data, order, batch_size, nthreads, results):
-        return _drive_plan(plan, net, work, opt, data, order, batch_size, nthreads, results,
-                           kernels(net.params.dtype))
+        nthreads = max(int(nthreads), 1)
+        kern = kernels(net.params.dtype)
+        for ref in kern:
+            ref.address()  # (compiled or loaded here, before any other thread needs them)
+        args = (plan, net, work, opt, data, order, batch_size, nthreads, results, kern)
+        sync = _workers.run(args, nthreads)
+        stop = sync[_stop_index(plan, nthreads)]
+        return int(stop - 1) if stop > 0 else (order.shape[0] + batch_size - 1) // batch_size
 
     @property
     def signatures(self):

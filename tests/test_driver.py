@@ -308,3 +308,71 @@ def test_prediction_kernels_compile_once_per_network_dtype(dtype):
         np.testing.assert_allclose(net.forward(X), expected, rtol=1e-5)
         np.testing.assert_allclose(net.forward(X[:2]), expected[:2], rtol=1e-5)
     assert (set(k._forward_rows.signatures), set(k._forward_parallel.signatures)) == compiled
+
+
+# ------------------------------------------------------------------- the driver's threads
+SPLIT_SIZES = (300, 256, 128, 10)  # every phase but the output step is split between 2 threads at batch 64
+
+
+def _train_args(nthreads, n=200, batch=64):
+    net, _, _, _, _, data = _setup(np.float32, sizes=SPLIT_SIZES, n=n, activation="relu")
+    hp = np.zeros(2 * k.HP_SIZE)
+    hp[k.HP_LR] = hp[k.HP_SIZE + k.HP_LR] = 0.05
+    ws = Workspace(list(SPLIT_SIZES), np.float32, batch, x_capacity=n)
+    results = Results(np.zeros(n), np.zeros((-(-n // batch), 2)), np.zeros((0, SPLIT_SIZES[-1]), np.float32))
+    empty = np.zeros(0, np.float32)
+    return (phase_plan(list(SPLIT_SIZES), "train"), net, ws.buffers(),
+            OptimizerState(np.zeros_like(net.params), empty, empty, k.SGD, hp, 1), data, np.arange(n), batch,
+            nthreads, results)
+
+
+def _trained_params(nthreads):
+    args = _train_args(nthreads)
+    assert k._drive(*args) == 4
+    return args[1].params.tobytes()
+
+
+def test_a_thread_that_never_starts_holds_nobody_up():
+    """The driver's threads take each other's work units: thread 0 of 2 alone (thread 1 descheduled
+    for the whole call) does every unit, with the bits of two threads running; thread 1, started
+    afterwards, finds nothing left to do."""
+    sizes = np.array(SPLIT_SIZES)
+    assert k._phase_threads(FORWARD, 1, sizes, 64, 2) == 2 and k._phase_threads(BACKWARD, 1, sizes, 64, 2) == 2
+    two = _train_args(2)
+    assert k._drive(*two) == 4
+    alone = _train_args(2)
+    kern = k.kernels(np.float32)
+    sync = np.zeros(k._sync_size(alone[0], 2), np.int64)
+    k._drive_plan(*alone, kern, 0, sync)
+    assert alone[1].params.tobytes() == two[1].params.tobytes()
+    np.testing.assert_array_equal(alone[8].stats, two[8].stats)
+    done = sync.copy()
+    k._drive_plan(*alone, kern, 1, sync)
+    np.testing.assert_array_equal(sync, done)
+    assert alone[1].params.tobytes() == two[1].params.tobytes()
+
+
+@pytest.mark.parametrize("nthreads", [2, 3])
+def test_an_error_in_the_driver_reaches_the_caller(nthreads):
+    """An exception raised in the compiled driver (here: a batch size of 0) is raised in the calling
+    thread, whichever threads raised it, and leaves the threads ready for the next call."""
+    args = list(_train_args(nthreads))
+    args[6] = 0
+    with pytest.raises(ZeroDivisionError):
+        k._drive(*args)
+    assert _trained_params(nthreads) == _trained_params(1)
+
+
+def _child_params():
+    return _trained_params(2)
+
+
+def test_a_forked_child_starts_its_own_threads():
+    """After a fork the child has none of the parent's worker threads: it starts its own, and
+    trains to the same bits (a child that used the parent's would wait for them forever)."""
+    import multiprocessing as mp
+    if "fork" not in mp.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    expected = _trained_params(2)  # the parent's workers are running now
+    with mp.get_context("fork").Pool(1) as pool:
+        assert pool.apply_async(_child_params).get(timeout=300) == expected

@@ -7,7 +7,8 @@ import click
 from .common import handle_errors, json_option, print_json
 
 WORKQUEUE_WARNING = ("Numba's threading layer is 'workqueue': each parallel region costs 45-90 us "
-                     "(about 1.5 us with 'omp'), which slows small minibatches; install an OpenMP "
+                     "(about 1.5 us with 'omp'), which slows predictions of many rows and the parallel "
+                     "kernels of fastmlp.kernels (training does not use it); install an OpenMP "
                      "runtime (e.g. apt-get install libgomp1) or TBB (pip install tbb)")
 
 
