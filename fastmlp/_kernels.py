@@ -2103,7 +2103,15 @@ class _KernelRef:
         return self.__wrapper_address__()
 
     def __wrapper_address__(self):
-        # Numba's protocol for first-class functions: the address of the kernel's C-ABI wrapper
+        # Numba's protocol for first-class functions: the address of the kernel's C-ABI wrapper (the
+        # driver's threads unbox the kernels at once: one of them compiles or loads, and waits for
+        # the prefetch process, at a time)
+        if self._address is None:
+            with _address_lock:
+                return self._resolve()
+        return self._address
+
+    def _resolve(self):
         if self._address is None:
             cres = self.compile()
             self._address = cres.library.get_pointer_to_function(cres.fndesc.llvm_cfunc_wrapper_name)
@@ -2116,6 +2124,8 @@ def _typeof_kernel_ref(val, c):
     # raises costs about 2 us per kernel argument of every call)
     return val._numba_type_
 
+
+_address_lock = threading.RLock()
 
 # Called (in order) before a _KernelRef compiles or loads its kernel: fastmlp._compile.prefetch
 # waits there for the process that compiles the kernels into the cache meanwhile.
@@ -2227,10 +2237,7 @@ class _Driver:
 
     def __call__(self, plan, net, work, opt, data, order, batch_size, nthreads, results):
         nthreads = max(int(nthreads), 1)
-        kern = kernels(net.params.dtype)
-        for ref in kern:
-            ref.address()  # (compiled or loaded here, before any other thread needs them)
-        args = (plan, net, work, opt, data, order, batch_size, nthreads, results, kern)
+        args = (plan, net, work, opt, data, order, batch_size, nthreads, results, kernels(net.params.dtype))
         sync = _workers.run(args, nthreads)
         stop = sync[_stop_index(plan, nthreads)]
         return int(stop - 1) if stop > 0 else (order.shape[0] + batch_size - 1) // batch_size
