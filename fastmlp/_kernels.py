@@ -2160,13 +2160,15 @@ def kernels(dtype):
         _KernelRef(_output_activation, f64(A1, A1, i64)))
 
 
-def _sync_size(plan, nthreads):
-    # the int64 elements of _drive_plan's sync array (see there)
-    return (2 * plan.shape[0] + 1) * nthreads + 2 + nthreads
-
-
 def _stop_index(plan, nthreads):
+    # where _drive_plan's sync array (see there) keeps the stop: after a claim per thread of each of
+    # the 2 * phases + 1 slots, and the count of units done
     return (2 * plan.shape[0] + 1) * nthreads + 1
+
+
+def _sync_size(plan, nthreads):
+    # the int64 elements of the sync array: the stop is followed by a count per thread
+    return _stop_index(plan, nthreads) + 1 + nthreads
 
 
 class _Workers:
@@ -2183,7 +2185,7 @@ class _Workers:
         self.inboxes = []
 
     def run(self, args, nthreads):
-        """_drive_plan(*args, t, sync) on threads t = 0 .. nthreads - 1; returns sync."""
+        """_drive_plan(*args, t, sync) on threads t = 0 .. nthreads - 1; returns sync's stop."""
         plan = args[0]
         sync = np.zeros(_sync_size(plan, nthreads), np.int64)
         stop = _stop_index(plan, nthreads)
@@ -2196,7 +2198,7 @@ class _Workers:
                                      name=f"fastmlp-{len(self.inboxes) + 1}").start()
                     self.inboxes.append(inbox)
                 for t in range(1, nthreads):
-                    self.inboxes[t - 1].put((args, t, sync, errors))
+                    self.inboxes[t - 1].put((args, t, sync, stop, errors))
         try:
             _drive_plan(*args, 0, sync)
         except BaseException:
@@ -2204,17 +2206,17 @@ class _Workers:
             raise
         if sync[stop] == -1:
             raise errors[0]  # a worker's (it records the error before it sets the stop)
-        return sync
+        return int(sync[stop])
 
 
 def _worker(inbox):
     while True:
-        args, t, sync, errors = inbox.get()
+        args, t, sync, stop, errors = inbox.get()
         try:
             _drive_plan(*args, t, sync)
         except BaseException as e:  # to the calling thread, which raises it
             errors.append(e)
-            sync[_stop_index(args[0], args[7])] = -1
+            sync[stop] = -1
 
 
 _workers = _Workers()
@@ -2238,9 +2240,8 @@ class _Driver:
     def __call__(self, plan, net, work, opt, data, order, batch_size, nthreads, results):
         nthreads = max(int(nthreads), 1)
         args = (plan, net, work, opt, data, order, batch_size, nthreads, results, kernels(net.params.dtype))
-        sync = _workers.run(args, nthreads)
-        stop = sync[_stop_index(plan, nthreads)]
-        return int(stop - 1) if stop > 0 else (order.shape[0] + batch_size - 1) // batch_size
+        stop = _workers.run(args, nthreads)
+        return stop - 1 if stop > 0 else (order.shape[0] + batch_size - 1) // batch_size
 
     @property
     def signatures(self):
