@@ -434,3 +434,35 @@ def test_new_workspaces_and_optimizer_state_are_already_mapped_when_the_kernels_
     for a in (trainer.grads, trainer.m, trainer.v):
         a.fill(1.0)
     assert _resident_bytes() - before < 4 << 20
+
+
+def test_a_chunk_holds_at_least_min_chunk_samples_so_its_bookkeeping_stays_small():
+    # Between chunks fit() backs up the parameters and checks them: a few passes over them, which
+    # for a large network cost as much as a few samples' arithmetic. Sized by CHUNK_FLOPS alone,
+    # a chunk of 784-2048-2048-10 would hold one minibatch of 256.
+    from fastmlp import training
+    big = fastmlp.Trainer(MLP([784, 2048, 2048, 10], seed=0), batch_size=256)
+    assert int(training.CHUNK_FLOPS / training._chunk_cost_per_sample(big.net.sizes)) < 256
+    assert big.chunk_samples(60000) == training.MIN_CHUNK_SAMPLES == 2048
+    assert big.chunk_samples(1000) == 1024  # never more than the data's minibatches
+    # a small network's chunk is still sized by its flops: 1.5e9 / (6 * 79,400) = 3148 samples
+    small = fastmlp.Trainer(MLP([784, 100, 10], seed=0), batch_size=32)
+    assert small.chunk_samples(60000) == 3136
+
+
+def test_fit_of_a_large_network_calls_the_kernel_once_per_chunk_of_several_minibatches(monkeypatch):
+    from fastmlp import training
+    calls = []
+    steps = training.Trainer._steps
+
+    def counted(self, data, order, *args, **kwargs):
+        calls.append(len(order))
+        return steps(self, data, order, *args, **kwargs)
+
+    monkeypatch.setattr(training.Trainer, "_steps", counted)
+    X, y = _blobs(n=4096, d=8, k=3)
+    trainer = fastmlp.Trainer(MLP([8, 512, 512, 3], seed=0), batch_size=64, threads=1)
+    trainer.fit(X, y, 1, verbose=False)
+    # one warm-up call of no samples (the compile), then two chunks of 2048 samples: CHUNK_FLOPS
+    # alone would give 1.5e9 / (6 * 267,776) = 933 samples, 14 minibatches
+    assert calls == [0, 2048, 2048]
