@@ -1,9 +1,10 @@
 """GFLOP/s of fastmlp's GEMM-class kernels against NumPy's float32 matmul of the same shapes.
 
     PYTHONPATH=. python benchmarks/kernels_gflops.py [--threads 1,2] [--rounds 40] [--asm]
-        [--tile-rows R --tile-bytes B --forward-samples S]
+        [--tile-rows R --tile-bytes B --forward-samples S] [--dtype float64]
 
-For each layer shape (M inputs -> N units at batch n) and thread count it times, on float32:
+For each layer shape (M inputs -> N units at batch n) and thread count it times, on float32 (or
+--dtype float64, against NumPy's float64 matmul):
   forward   out = relu(a_prev W^T + b)      (_dense_forward)      against a_prev @ W.T
   wgrad     dW += delta^T a_prev, db        (_accumulate_gradients) against delta.T @ a_prev
   delta     delta_prev = sigma'(z) delta W   (_delta_backward)     against delta @ W
@@ -71,9 +72,8 @@ def best_time(fn, rounds, clock, min_seconds=0.004):
     return best
 
 
-def cases(M, N, n, threads):
+def cases(M, N, n, threads, f=np.float32):
     rng = np.random.default_rng(0)
-    f = np.float32
     W = rng.normal(0, 0.05, (N, M)).astype(f)
     b = rng.normal(0, 0.05, N).astype(f)
     a = rng.random((n, M)).astype(f)
@@ -142,6 +142,7 @@ def main():
     ap.add_argument("--tile-rows", type=int, choices=[2, 4], help="rows of a register tile")
     ap.add_argument("--forward-samples", type=int, choices=[2, 4], help="samples per forward block")
     ap.add_argument("--shapes", help="only these shape indices, e.g. 0,3")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     args = ap.parse_args()
     if args.tile_bytes:
         P.TILE_BYTES = args.tile_bytes
@@ -155,14 +156,14 @@ def main():
     blas = [f"{i.get('internal_api')} {i.get('architecture')}" for i in threadpool_info() if i["user_api"] == "blas"]
     print(f"ISA {getattr(P, 'VECTOR_ISA', '?')}: TILE_ROWS {getattr(P, 'TILE_ROWS', 4)}, "
           f"TILE_BYTES {P.TILE_BYTES}, FORWARD_SAMPLES "
-          f"{getattr(P, 'FORWARD_SAMPLES', 4)}; BLAS: {', '.join(blas)}; "
+          f"{getattr(P, 'FORWARD_SAMPLES', 4)}; {args.dtype}; BLAS: {', '.join(blas)}; "
           f"Numba threads {numba.config.NUMBA_NUM_THREADS}")
     print(f"{'shape':>18} {'thr':>3} " + " ".join(f"{k + ' GF/s (x np)':>20}" for k in kernels) + "   numpy GF/s")
     for M, N, n in shapes:
         flops = 2.0 * M * N * n
         for t in threads:
             numba.set_num_threads(t)
-            cs = cases(M, N, n, t)
+            cs = cases(M, N, n, t, np.dtype(args.dtype).type)
             cells = []
             nps = []
             for k in kernels:
