@@ -1659,8 +1659,8 @@ def _prefetch(typingctx, arr, i):
 
 
 # Atomic operations on elements of an int64 array, for the driver's threads to claim work units and
-# wait for each other inside one parallel region (sequentially consistent: what a thread wrote
-# before it counts a unit done is seen by every thread that sees the count).
+# wait for each other (sequentially consistent: what a thread wrote before it counts a unit done is
+# seen by every thread that sees the count).
 
 def _int64_ptr(context, builder, arrty, arr, i):
     ary = context.make_array(arrty)(context, builder, arr)
@@ -1942,9 +1942,9 @@ def _drive_plan(plan, net, work, opt, data, order, batch_size, nthreads, results
     #           position in order (OUTPUT_COPY).
     # Returns the number of minibatches completed: an OUTPUT_STEP (training) whose loss is not
     # finite stops before that minibatch's backward phases.
-    # All phases share one prange loop: Numba compiles each prange into a gufunc and two wrappers,
-    # each re-optimising every function the loop body calls, so one loop instead of one per phase
-    # kind saves seconds of compile time.
+    # Every phase kind is one branch of the inlined _phase_unit, compiled once, in this function:
+    # no parallel loop (Numba compiles each prange into a gufunc and two wrappers, each
+    # re-optimising every function the loop body calls).
     params, w_off, b_off, sizes, hidden, output = net
     Xbuf, A, D, Z, a_off = work
     grads, m, v, optimizer, hp, step0 = opt
