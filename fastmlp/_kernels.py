@@ -587,7 +587,7 @@ def _output_activation(z, out, output):
 # Loss and the output delta
 # ---------------------------------------------------------------------------------------------
 
-@_jit()
+@_inline()
 def _output_loss_delta(z, a, lse, label, targets, t_row, has_targets, output, loss, scale, delta):
     # One sample: z, a, delta (K,). Returns the loss c (float64) and writes delta = scale * dc/dz.
     # Output/loss pairs handled (the lecture's delta^L = sigma'(z^L) * grad_a c):
@@ -640,7 +640,7 @@ def _output_loss_delta(z, a, lse, label, targets, t_row, has_targets, output, lo
     return c
 
 
-@_jit()
+@_inline()
 def _argmax(a):
     best = 0
     for i in range(1, a.shape[0]):
@@ -649,7 +649,7 @@ def _argmax(a):
     return best
 
 
-@_jit()
+@_inline()
 def _is_correct(a, label, targets, t_row, has_targets, output):
     # One sample's prediction against its label: one sigmoid unit predicts class 1 where a > 0.5;
     # several sigmoid units with target rows (multi-label) are right when every unit is on the
