@@ -60,6 +60,32 @@ def _setup(dtype, sizes=(7, 9, 6, 4), n=23, activation="tanh", seed=0):
     return net, W, b, X / 255, y, data
 
 
+# ------------------------------------------------------------------------------------ the views
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_layer_views_are_the_flat_buffers_own_memory(dtype):
+    # W^l and a layer's rows of a workspace, as the driver and the prediction kernel see them: the
+    # (N_l, N_{l-1}) and (n, N_l) blocks at their offsets, C-contiguous, and views (writes reach the
+    # flat buffer)
+    sizes = [5, 3, 2]
+    w_off, b_off, n_params = layout(sizes)
+    s = np.array(sizes, dtype=np.int64)
+    params = np.arange(n_params, dtype=dtype)
+    for l in (1, 2):
+        W = k._weights(params, w_off, s, l)
+        assert W.dtype == dtype and W.shape == (sizes[l], sizes[l - 1]) and W.flags.c_contiguous
+        np.testing.assert_array_equal(W, np.arange(w_off[l], w_off[l] + W.size).reshape(W.shape))
+        W[-1, -1] = -1.0
+        assert params[w_off[l] + W.size - 1] == -1.0
+    buf = np.arange(40, dtype=dtype)
+    a_off = np.array([0, 7, 19], dtype=np.int64)
+    for l, n in ((1, 4), (2, 1), (2, 0)):
+        R = k._rows(buf, a_off, s, l, n)
+        assert R.shape == (n, sizes[l]) and R.flags.c_contiguous
+        np.testing.assert_array_equal(R, np.arange(a_off[l], a_off[l] + n * sizes[l]).reshape(n, sizes[l]))
+    k._rows(buf, a_off, s, 1, 4)[3, 2] = -5.0
+    assert buf[7 + 3 * 3 + 2] == -5.0 and np.count_nonzero(buf < 0) == 1
+
+
 def _run(mode, net, data, n, batch, hp=None, grads=None, nthreads=2):
     dtype = net.params.dtype
     sizes = net.sizes.tolist()
