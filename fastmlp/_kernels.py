@@ -889,6 +889,34 @@ def _pack_panel(X, rows, c, e, out):
             dst[i] = zero
 
 
+# Column panels that the delta micro-kernel packs in one pass over the rows of W. Packed one panel
+# at a time, each row of W gave one 64-byte line from a page far from the next row's, and a W
+# larger than the caches kept the packing waiting for memory; eight panels read 512 contiguous
+# bytes of each row.
+PACK_PANELS = 8
+
+
+@_inline()
+def _pack_panels(X, r0, r1, c, e, pn, out):
+    # out[q, r, :] = X[r0 + r, c + q T:c + (q + 1) T] followed by zeros past column e, for q < pn and
+    # r < r1 - r0: pn consecutive panels of _micro_tile's x operand, row by row of X. (Each copy reads
+    # a slice: indexing src[cq + i] would check every index for wraparound, and the loop would not
+    # vectorise.)
+    zero = out.dtype.type(0)
+    T = out.shape[2]
+    for r in range(r1 - r0):
+        src = X[r0 + r]
+        for q in range(pn):
+            cq = c + q * T
+            w = min(T, e - cq)
+            dst = out[q, r]
+            s = src[cq:cq + w]
+            for i in range(w):
+                dst[i] = s[i]
+            for i in range(w, T):
+                dst[i] = zero
+
+
 @_jit()
 def _bias_sums(d, db, j, rn, n, accumulate):
     # d (>= n, R) packed deltas of rows j..j+rn-1, db (N,): db[j + r] (+)= sum_s d[s, r], the samples
@@ -984,11 +1012,11 @@ def _delta_backward_micro(W, delta, a_prev, code, from_output, delta_prev, i0, i
     # x 64 bytes of columns summed over all j by _micro_tile. The deltas of each group of 6 samples
     # are packed first (j-major, 6 per j; zeros for samples past n); then per block of
     # L1_BLOCK_BYTES of rows j of W (the block's deltas, n x KC, stay in L2), per column panel
-    # (W[jb:je, c:c + 64 bytes] packed contiguous, zeros past i1: no column outside i0:i1 is read,
-    # other threads may be updating them), every group's tile, summed in place in sums (padded to
-    # whole tiles), whose partial sums wait there between blocks. Then delta_prev = sums times
-    # sigma'. Each element is summed over j in ascending order from zero, one FMA each, whatever the
-    # split.
+    # (W[jb:je, c:c + 64 bytes] packed contiguous, PACK_PANELS at a time, zeros past i1: no column
+    # outside i0:i1 is read, other threads may be updating them), every group's tile, summed in
+    # place in sums (padded to whole tiles), whose partial sums wait there between blocks. Then
+    # delta_prev = sums times sigma'. Each element is summed over j in ascending order from zero,
+    # one FMA each, whatever the split.
     n, N = delta.shape
     one = W.dtype.type(1)
     R = MICRO_ROWS
@@ -1007,18 +1035,22 @@ def _delta_backward_micro(W, delta, a_prev, code, from_output, delta_prev, i0, i
                 dg[j, r] = e[j]
     KC = max(L1_BLOCK_BYTES // (T * size), 1)
     panels = (m + T - 1) // T
-    x = np.empty((max(min(N, KC), 1), T), W.dtype)
+    PP = PACK_PANELS
+    x = np.empty((PP, max(min(N, KC), 1), T), W.dtype)
     # (rows an odd number of 64-byte tiles apart: rows a power of two bytes apart would share a few
     # cache sets and evict each other)
     sums = np.empty((groups * R, (panels | 1) * T), W.dtype)
     for jb in range(0, max(N, 1), KC):
         je = min(jb + KC, N)
-        for p in range(panels):
-            c = i0 + p * T
-            _pack_panel(W[jb:je], je - jb, c, min(c + T, i1), x)
-            for g in range(groups):
-                _micro(one, je - jb, _addr(x, 0, 0), T * size, _addr(d[g], jb, 0), size, R * size,
-                       _addr(sums, g * R, p * T), sums.strides[0], 1 if jb == 0 else 0)
+        for p0 in range(0, panels, PP):
+            pn = min(PP, panels - p0)
+            _pack_panels(W, jb, je, i0 + p0 * T, i1, pn, x)
+            for q in range(pn):
+                p = p0 + q
+                xq = x[q]
+                for g in range(groups):
+                    _micro(one, je - jb, _addr(xq, 0, 0), T * size, _addr(d[g], jb, 0), size, R * size,
+                           _addr(sums, g * R, p * T), sums.strides[0], 1 if jb == 0 else 0)
     for s in range(n):
         o = delta_prev[s, i0:i1]
         v = sums[s]
