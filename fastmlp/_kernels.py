@@ -894,6 +894,10 @@ def _pack_panel(X, rows, c, e, out):
 # larger than the caches kept the packing waiting for memory; eight panels read 512 contiguous
 # bytes of each row.
 PACK_PANELS = 8
+# A panel's bytes per block of rows of W in the delta micro-kernel: 128 rows of 64 bytes, so that
+# the block's packed panels and its deltas (n x 128) leave room in L2 for the partial sums that
+# its tiles load and store. (The blocking does not change the order of the sums.)
+MICRO_DELTA_BLOCK_BYTES = 8192
 
 
 @_inline()
@@ -1011,7 +1015,7 @@ def _delta_backward_micro(W, delta, a_prev, code, from_output, delta_prev, i0, i
     # _delta_backward_cols with the AVX2 micro-kernel (see MICRO_DELTA_MIN_ROWS): tiles of 6 samples
     # x 64 bytes of columns summed over all j by _micro_tile. The deltas of each group of 6 samples
     # are packed first (j-major, 6 per j; zeros for samples past n); then per block of
-    # L1_BLOCK_BYTES of rows j of W (the block's deltas, n x KC, stay in L2), per column panel
+    # MICRO_DELTA_BLOCK_BYTES of rows j of W (the block's deltas, n x KC, stay in L2), per column panel
     # (W[jb:je, c:c + 64 bytes] packed contiguous, PACK_PANELS at a time, zeros past i1: no column
     # outside i0:i1 is read, other threads may be updating them), every group's tile, summed in
     # place in sums (padded to whole tiles), whose partial sums wait there between blocks. Then
@@ -1033,7 +1037,7 @@ def _delta_backward_micro(W, delta, a_prev, code, from_output, delta_prev, i0, i
             e = delta[g * R + r]
             for j in range(N):
                 dg[j, r] = e[j]
-    KC = max(L1_BLOCK_BYTES // (T * size), 1)
+    KC = max(MICRO_DELTA_BLOCK_BYTES // (T * size), 1)
     panels = (m + T - 1) // T
     PP = PACK_PANELS
     x = np.empty((PP, max(min(N, KC), 1), T), W.dtype)
