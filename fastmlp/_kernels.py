@@ -902,18 +902,20 @@ MICRO_DELTA_BLOCK_BYTES = 8192
 
 @_inline()
 def _pack_panels(X, r0, r1, c, e, pn, out):
-    # out[q, r, :] = X[r0 + r, c + q T:c + (q + 1) T] followed by zeros past column e, for q < pn and
-    # r < r1 - r0: pn consecutive panels of _micro_tile's x operand, row by row of X. (Each copy reads
-    # a slice: indexing src[cq + i] would check every index for wraparound, and the loop would not
-    # vectorise.)
+    # out[q (r1 - r0) + r, :] = X[r0 + r, c + q T:c + (q + 1) T] followed by zeros past column e, for
+    # q < pn and r < r1 - r0: pn consecutive panels of _micro_tile's x operand, row by row of X.
+    # (Each copy reads a slice: indexing src[cq + i] would check every index for wraparound, and the
+    # loop would not vectorise. out is 2-D, as the kernel's other buffers: each array rank of
+    # np.empty is compiled apart.)
     zero = out.dtype.type(0)
-    T = out.shape[2]
-    for r in range(r1 - r0):
+    T = out.shape[1]
+    rows = r1 - r0
+    for r in range(rows):
         src = X[r0 + r]
         for q in range(pn):
             cq = c + q * T
             w = min(T, e - cq)
-            dst = out[q, r]
+            dst = out[q * rows + r]
             s = src[cq:cq + w]
             for i in range(w):
                 dst[i] = s[i]
@@ -1040,7 +1042,7 @@ def _delta_backward_micro(W, delta, a_prev, code, from_output, delta_prev, i0, i
     KC = max(MICRO_DELTA_BLOCK_BYTES // (T * size), 1)
     panels = (m + T - 1) // T
     PP = PACK_PANELS
-    x = np.empty((PP, max(min(N, KC), 1), T), W.dtype)
+    x = np.empty((PP * max(min(N, KC), 1), T), W.dtype)
     # (rows an odd number of 64-byte tiles apart: rows a power of two bytes apart would share a few
     # cache sets and evict each other)
     sums = np.empty((groups * R, (panels | 1) * T), W.dtype)
@@ -1051,9 +1053,9 @@ def _delta_backward_micro(W, delta, a_prev, code, from_output, delta_prev, i0, i
             _pack_panels(W, jb, je, i0 + p0 * T, i1, pn, x)
             for q in range(pn):
                 p = p0 + q
-                xq = x[q]
+                xq = _addr(x, q * (je - jb), 0)
                 for g in range(groups):
-                    _micro(one, je - jb, _addr(xq, 0, 0), T * size, _addr(d[g], jb, 0), size, R * size,
+                    _micro(one, je - jb, xq, T * size, _addr(d[g], jb, 0), size, R * size,
                            _addr(sums, g * R, p * T), sums.strides[0], 1 if jb == 0 else 0)
     for s in range(n):
         o = delta_prev[s, i0:i1]
