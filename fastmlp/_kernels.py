@@ -1423,13 +1423,15 @@ def _pack_row_group(delta, db, d, rows, j, r, accumulate, with_bias):
         b1 += d1
         b2 += d2
         b3 += d3
-        if d0 != zero or d1 != zero or d2 != zero or d3 != zero:
-            d[cnt, 0] = d0
-            d[cnt, 1] = d1
-            d[cnt, 2] = d2
-            d[cnt, 3] = d3
-            rows[cnt] = s
-            cnt += 1
+        # (stored whatever the deltas, and kept by advancing cnt: behind a branch, which is
+        # unpredictable on ReLU deltas, the loads of the samples' rows, far apart in delta when
+        # it is wide, ran one at a time and the pass waited on memory)
+        d[cnt, 0] = d0
+        d[cnt, 1] = d1
+        d[cnt, 2] = d2
+        d[cnt, 3] = d3
+        rows[cnt] = s
+        cnt += (d0 != zero) | (d1 != zero) | (d2 != zero) | (d3 != zero)
     if with_bias:
         db[q3] = b3  # (a repeated row q = j1 - 1 gets the same value twice)
         db[q2] = b2
