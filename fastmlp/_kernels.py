@@ -243,6 +243,11 @@ MICRO_DELTA_MIN_ROWS, MICRO_FORWARD_MIN_INPUTS = _micro_thresholds(VECTOR_ISA, _
 # Rows of W^1 whose gradient is computed and applied in one go with the AVX-512 tiles (8 rows of
 # 784 floats: 25 KB, in L1; the other blockings apply it after the whole share, see _backward_pair).
 UPDATE_BLOCK_ROWS = 8
+# With the AVX-512 tiles, a thread's share of dW^{k+1} (k >= 1) larger than L2 (UPDATE_SPLIT_BYTES)
+# is computed and applied UPDATE_SPLIT_ROWS rows at a time (32 rows of 1,024 float32 columns:
+# 128 KB, in L2), so that the optimizer step does not read it back from memory.
+UPDATE_SPLIT_ROWS = 32
+UPDATE_SPLIT_BYTES = 1 << 20
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1833,11 +1838,11 @@ def _backward_pair(kern, t, T, k, params, grads, m, v, w_off, b_off, sizes, hidd
     # Thread t of T in the backward region of layer k (k == L only for a network without hidden
     # layers: then just the last step below). The thread owns units c0:c1 of layer k: columns of
     # W^{k+1}, dW^{k+1} and delta^k, and (k == 1) rows of W^1, dW^1. With delta^{k+1} complete:
+    #   delta^k[:, c0:c1] from W^{k+1}[:, c0:c1] (before the step changes them);
     #   dW^{k+1}[:, c0:c1] and (thread 0) db^{k+1}, from this thread's columns of a^k;
-    #   delta^k[:, c0:c1] from W^{k+1}[:, c0:c1];
     #   (update) the optimizer step on W^{k+1}[:, c0:c1] (only this thread reads or writes those
-    #            columns of W^{k+1} and dW^{k+1} here, and they are in its cache) and, thread 0, on
-    #            b^{k+1};
+    #            columns of W^{k+1} and dW^{k+1} here), by blocks of rows while they are in its
+    #            cache, and, thread 0, on b^{k+1};
     #   (k == 1) dW^1, db^1 rows c0:c1, which need only this thread's columns of delta^1, and with
     #            update the step on them, block by block while they are in L1.
     # Every gradient is computed, updated and read by the thread that owns its units: after the
@@ -1849,14 +1854,30 @@ def _backward_pair(kern, t, T, k, params, grads, m, v, w_off, b_off, sizes, hidd
     if k < L:
         delta_next = _rows(D, a_off, sizes, k + 1, n)
         a_k = _rows(A, a_off, sizes, k, n)
-        _weight_gradient(kern, delta_next, a_k, _weights(grads, w_off, sizes, k + 1),
-                         _biases(grads, b_off, sizes, k + 1), c0 - c0, sizes[k + 1], c0, c1, accumulate, t == 0)
-        _delta_recursion(kern, _weights(params, w_off, sizes, k + 1), delta_next, a_k, hidden, delta, c0, c1)
-        if update:
-            M = sizes[k]
-            for j in range(sizes[k + 1]):
+        dW = _weights(grads, w_off, sizes, k + 1)
+        db = _biases(grads, b_off, sizes, k + 1)
+        W = _weights(params, w_off, sizes, k + 1)
+        N = sizes[k + 1]
+        M = sizes[k]
+        # delta^k first: it reads W^{k+1}[:, c0:c1] before the step below changes them
+        _delta_recursion(kern, W, delta_next, a_k, hidden, delta, c0, c1)
+        # dW^{k+1} and the step on W^{k+1}: in blocks of UPDATE_SPLIT_ROWS rows when the share is
+        # larger than L2, else in one go; one loop over the rows (a loop over blocks around it, or
+        # a block size computed by division, each made the driver, whose parallel loop holds this
+        # code, compile longer)
+        width = (c1 - c0) * params.itemsize
+        rb = N
+        if update and TILE_ROWS == 4 and N * width > UPDATE_SPLIT_BYTES:
+            rb = UPDATE_SPLIT_ROWS
+        r1 = c0 - c0
+        for j in range(N):
+            if j == r1:
+                r1 = min(j + rb, N)
+                _weight_gradient(kern, delta_next, a_k, dW, db, j, r1, c0, c1, accumulate, t == 0)
+            if update:
                 base = w_off[k + 1] + j * M
                 kern.update(params, grads, m, v, base + c0, base + c1, optimizer, hp, step)
+        if update:
             if t == 0:
                 kern.update(params, grads, m, v, b_off[k + 1], b_off[k + 1] + sizes[k + 1], optimizer,
                             hp[HP_SIZE:], step)
