@@ -1877,10 +1877,8 @@ def _backward_pair(kern, t, T, k, params, grads, m, v, w_off, b_off, sizes, hidd
             if update:
                 base = w_off[k + 1] + j * M
                 kern.update(params, grads, m, v, base + c0, base + c1, optimizer, hp, step)
-        if update:
-            if t == 0:
-                kern.update(params, grads, m, v, b_off[k + 1], b_off[k + 1] + sizes[k + 1], optimizer,
-                            hp[HP_SIZE:], step)
+        if update and t == 0:
+            kern.update(params, grads, m, v, b_off[k + 1], b_off[k + 1] + N, optimizer, hp[HP_SIZE:], step)
     if k == 1:
         # (with_bias is always true here, but computed: a literal True would compile the tile
         # kernel a second time, for a Literal[bool] signature)
