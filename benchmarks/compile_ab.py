@@ -7,7 +7,8 @@ a few percent shows on a machine whose speed drifts by more than that within a m
 
 FUNCTION is one of the kernels the driver calls through their addresses (the fields of
 fastmlp._kernels.kernels(dtype): gather, forward_block, output_samples, weight_grad, delta_cols,
-update, output_activation), or `driver` (_drive_plan, with the helpers it compiles inside it). Each
+update, output_activation; and forward_loops and delta_tiles, the forward_block and delta_cols of a
+network without micro-kernel layers), or `driver` (_drive_plan, with the helpers it compiles inside it). Each
 measurement is a new Python process with an empty NUMBA_CACHE_DIR that first compiles a trivial
 function (Numba's one-time set-up of its typing context, which the first compilation of any process
 pays) and then compiles FUNCTION alone: the CPU seconds of the compiling thread, inclusive of the
@@ -32,7 +33,9 @@ from fastmlp import _kernels as k
 assert os.path.abspath(k.__file__).startswith(os.path.abspath(root)), k.__file__
 numba.njit(lambda x: x + 1)(1)
 if function != "driver":
-    ref = getattr(k.kernels(dtype), function)
+    # (forward_loops and delta_tiles, the kernels without the micro-kernel, are in no default bundle)
+    refs = k._kernel_refs(dtype) if hasattr(k, "_kernel_refs") else k.kernels(dtype)._asdict()
+    ref = refs[function]
     t = time.thread_time()
     ref.build()
     print(time.thread_time() - t)
@@ -63,8 +66,8 @@ train(MLP([784, 100, 10], seed=0, dtype=dtype), X, y, epochs=1, batch_size=32, l
 sys.exit("the driver was not compiled (a warm cache?)")
 """
 
-FUNCTIONS = ("gather", "forward_block", "output_samples", "weight_grad", "delta_cols", "update", "output_activation",
-             "driver")
+FUNCTIONS = ("gather", "forward_block", "forward_loops", "output_samples", "weight_grad", "delta_cols", "delta_tiles",
+             "update", "output_activation", "driver")
 
 
 def measure(root, function, dtype):
@@ -84,6 +87,7 @@ def main():
     ap.add_argument("old")
     ap.add_argument("new")
     ap.add_argument("--function", default="output_samples", choices=FUNCTIONS)
+    ap.add_argument("--new-function", choices=FUNCTIONS, help="in NEW_TREE (default: --function)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     ap.add_argument("--rounds", type=int, default=10)
     args = ap.parse_args()
@@ -91,12 +95,14 @@ def main():
     for r in range(args.rounds):
         pair = [0.0, 0.0]
         for i in ((0, 1) if r % 2 == 0 else (1, 0)):  # each tree first in every other round
-            pair[i] = measure((args.old, args.new)[i], args.function, args.dtype)
+            function = args.new_function if i == 1 and args.new_function else args.function
+            pair[i] = measure((args.old, args.new)[i], function, args.dtype)
         old.append(pair[0])
         new.append(pair[1])
     ratios = sorted(b / a for a, b in zip(old, new))
     q = len(ratios) // 4
-    print(f"{args.function} ({args.dtype}), cold compile, CPU s (medians of {args.rounds}): "
+    name = f"{args.function} -> {args.new_function}" if args.new_function else args.function
+    print(f"{name} ({args.dtype}), cold compile, CPU s (medians of {args.rounds}): "
           f"old {statistics.median(old):.2f}, new {statistics.median(new):.2f}; new / old per pair "
           f"{statistics.median(ratios):.3f} (quartiles {ratios[q]:.3f}-{ratios[-q - 1]:.3f})")
 

@@ -121,7 +121,7 @@ def parts(net, x):
         ("fast path: _forward_rows kernel call", lambda: k._forward_rows(
             net.params, net.w_off, net.b_off, net.sizes_array, codes[0], codes[1], x.view(np.uint8),
             k.INPUT_FLOAT32 if x.dtype == np.float32 else k.INPUT_FLOAT64, 1.0, work, out, x.shape[0], 0, 1,
-            k.kernels(net.dtype).forward_block.address())),
+            k.network_kernels(net.dtype, net.sizes).forward_block.address())),
         ("np.argmax of the output row", lambda: np.argmax(out[0], axis=-1)),
         ("numba.get_num_threads()", numba.get_num_threads),
     ]

@@ -102,7 +102,7 @@ def warm_up(sizes, activation="relu", output="softmax", loss="ce", optimizer="sg
     else:
         y = np.zeros((2, K))
     with compile_notice() as notice:
-        proc = prefetch(dtype)  # the kernels in a second process while this one compiles the driver
+        proc = prefetch(dtype, sizes)  # the kernels in a second process while this one compiles the driver
         trainer.compile(X, y)
         net.evaluate(X[:1], y[:1], loss=loss, threads=threads)
         net.forward(X[:1], threads=threads)
@@ -119,9 +119,10 @@ def _general_rows(net):
     return max(2, -(-SERIAL_WORK // net.params.shape[0]))
 
 
-def prefetch(dtype="float32"):
-    """On a cold cache, start compiling the kernels that the driver calls (fastmlp._kernels.kernels)
-    for a network of `dtype` in a new process, into the same Numba cache, and return that process
+def prefetch(dtype="float32", sizes=None):
+    """On a cold cache, start compiling the kernels that the driver calls for a network of `dtype`
+    and layer `sizes` (fastmlp._kernels.network_kernels; a size not known yet may be 0; None: the
+    kernels of any network) in a new process, into the same Numba cache, and return that process
     (None when they are all cached already, or the process could not be started).
 
     Numba compiles on the calling thread and holds a lock while it does, so one process compiles on
@@ -137,30 +138,34 @@ def prefetch(dtype="float32"):
     """
     from . import _kernels as k
 
-    refs = k.kernels(dtype)
+    micro = (True, True) if sizes is None else k.micro_layers(tuple(sizes))
+    refs = k.kernels(dtype, *micro)
     if all(ref.cached() for ref in refs):
         return None
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ)
     env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    code = "import sys; from fastmlp._compile import _compile_kernels; _compile_kernels(sys.argv[1])"
+    code = "import sys; from fastmlp._compile import _compile_kernels; _compile_kernels(*sys.argv[1:])"
     try:
-        proc = subprocess.Popen([sys.executable, "-c", code, str(dtype)], env=env, stdin=subprocess.DEVNULL,
+        flags = [str(int(m)) for m in micro]
+        proc = subprocess.Popen([sys.executable, "-c", code, str(dtype), *flags], env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     except OSError:  # pragma: no cover - no process to start: compile here, as without prefetch
         return None
-    _wait_before_compiling(proc, dtype)
+    _wait_before_compiling(proc, dtype, micro)
     return proc
 
 
-def _compile_kernels(dtype):
-    """The prefetch process: compile the driver's kernels for dtype into the cache, from the front of
-    the list of groups (the process that started it takes them from the back)."""
+def _compile_kernels(dtype, forward_micro="1", delta_micro="1"):
+    """The prefetch process: compile the driver's kernels for dtype (with the micro-kernels named
+    "1") into the cache, from the front of the list of groups (the process that started it takes
+    them from the back)."""
     from . import _kernels as k
+    micro = (forward_micro == "1", delta_micro == "1")
     try:
-        compile_groups(kernel_groups(dtype))
+        compile_groups(kernel_groups(dtype, micro))
     except _NO_LOCKS:  # no lock files: all of them (the other process then waits for this one)
-        for ref in k.kernels(dtype):
+        for ref in k.kernels(dtype, *micro):
             ref.build()
 
 
@@ -205,14 +210,14 @@ def _code_names(code):
     return names
 
 
-def kernel_groups(dtype):
-    """The driver's kernels (fastmlp._kernels.kernels(dtype)) as KernelGroups that two processes may
+def kernel_groups(dtype, micro=(True, True)):
+    """The driver's kernels (fastmlp._kernels.kernels(dtype, *micro)) as KernelGroups that two processes may
     compile at the same time, one group each: kernels whose cached_functions meet (e.g. two that
     call the same cached helper) share a group. In the order of their first kernel in the list;
     each group's lock is a file beside the cache of its first kernel's function."""
     from . import _kernels as k
 
-    refs = list(k.kernels(dtype))
+    refs = list(k.kernels(dtype, *micro))
     groups = []  # [refs, functions]
     for ref in refs:
         group = [[ref], cached_functions(ref.dispatcher)]
@@ -277,7 +282,7 @@ def _build(group):
     return bool(missing)
 
 
-def _wait_before_compiling(proc, dtype):
+def _wait_before_compiling(proc, dtype, micro):
     """Until proc ends, make this process take its share of the kernels (compile_groups from the
     back), then wait for proc, before it compiles or loads a kernel (see prefetch)."""
     from numba.core import event
@@ -290,7 +295,7 @@ def _wait_before_compiling(proc, dtype):
         if proc.poll() is None and not state["shared"]:
             state.update(shared=True, sharing=True)
             try:
-                compile_groups(kernel_groups(dtype), reverse=True)
+                compile_groups(kernel_groups(dtype, micro), reverse=True)
             except _NO_LOCKS:  # then the other process compiles them all
                 pass
             finally:

@@ -410,21 +410,20 @@ def _dense_forward_block(W, b, a_prev, out, code, j0, j1, batch, t, T):
     # minibatch of `batch` rows (which decides the loop, so that a slice of a minibatch gets the
     # bits the whole one does).
     # out[s, j] = sigma(sum_k W[j, k] a_prev[s, k] + b[j]) for rows j0 <= j < j1 of W: thread t's
-    # share of them when T > 1 (below), all of them when T = 1.
-    # Register blocking: four weight rows x FORWARD_SAMPLES samples per pass over k. AVX-512: 4
-    # samples (16 vector accumulators, 8 loads per 16 FMAs, twice the reuse of 2 x 4, which runs
-    # out of loads first); 16-register ISAs: 2 samples (8 accumulators + 6 loads; 4 x 4 spilled).
-    # Leftover samples singly; the last N % 4 rows one at a time (few loop variants: each costs
-    # compile time).
+    # share of them when T > 1 (below), all of them when T = 1. A layer that takes the AVX2
+    # micro-kernel (_forward_takes_micro) is computed here; one with fewer rows (e.g. an output
+    # layer of 10 units) or samples (e.g. one row to predict) by _dense_forward_loops, which packs
+    # nothing (a kernel of its own, called: inlined here it cost a fifth more compile time). A network
+    # none of whose layers takes the micro-kernel is handed _dense_forward_loops itself
+    # (kernels(dtype, ...)): the same bits, and the micro-kernel, half of this kernel's compile
+    # time, is not compiled for it.
     n, M = a_prev.shape
-    one = W.dtype.type(1)
-    zero = one - one
-    micro = _forward_takes_micro(W.shape[0], M, batch)
+    if not _forward_takes_micro(W.shape[0], M, batch):
+        _dense_forward_loops(W, b, a_prev, out, code, j0, j1, batch, t, T)
+        return
     # Thread t of T: where a_prev is larger than FORWARD_SPLIT_BYTES, every row for its own samples
-    # (multiples of MICRO_FORWARD_MIN, so that every element is summed as on one thread): the rows
-    # it gathered or computed itself, in its own cache, where a split by rows would read all of
-    # a_prev from the other core and L3. Else, with the micro-kernel and fewer rows per thread than
-    # samples, a share of the tiles (below); else its rows (_chunk).
+    # (as _dense_forward_loops). Else, with fewer rows per thread than samples, a share of the
+    # tiles (below); else its rows (_chunk).
     if T > 1 and n * M * a_prev.itemsize > FORWARD_SPLIT_BYTES:
         s0, s1 = _share(n, t, T, MICRO_FORWARD_MIN, 0)
         a_prev = a_prev[s0:s1]
@@ -432,53 +431,74 @@ def _dense_forward_block(W, b, a_prev, out, code, j0, j1, batch, t, T):
         n = s1 - s0
         T = t - t + 1
         t = t - t
-    elif T > 1 and not (micro and n * T >= j1 - j0):
+    elif T > 1 and n * T < j1 - j0:
         r0, r1 = _share(j1 - j0, t, T, 4, 0)  # (_chunk, inlined: the driver compiles _chunk)
         j0, j1 = j0 + r0, j0 + r1
         T = t - t + 1
         t = t - t
+    # With T > 1 the threads share the tiles (panel of Pw rows of W, group of MICRO_ROWS
+    # samples), panel-major, so that a panel that would not divide evenly between them is
+    # split by samples instead of left whole to one thread (100 units on 2 threads: 3.5 panels
+    # each instead of 4 and 3). Thread t's run of them is computed in at most three parts: the
+    # end of its first panel, its whole panels, the start of its last panel. A part of fewer
+    # rows than a tile (the last panel, or a small layer) is computed as a whole tile into a
+    # buffer of its own, so that no thread writes rows another owns. Each part gets the bits
+    # one thread would (the micro-kernel's elements do not depend on the split or on its
+    # orientation: a part with fewer samples than rows takes the other one).
+    Pw = MICRO_BYTES // W.itemsize
+    G = (n + MICRO_ROWS - 1) // MICRO_ROWS
+    tiles = (j1 - j0 + Pw - 1) // Pw * G
+    u0 = t * tiles // T
+    u1 = (t + 1) * tiles // T
+    while u0 < u1:
+        p = u0 // G
+        g0 = u0 % G
+        g1 = min(G, g0 + u1 - u0)
+        r0 = j0 + p * Pw
+        if g0 == 0 and g1 == G:
+            # whole panels: every one up to the last this thread has whole (T = 1: all of them)
+            r1 = min(j0 + u1 // G * Pw, j1)
+            s0, s1 = g0 - g0, n
+            u0 = u1 // G * G
+        else:
+            r1 = min(r0 + Pw, j1)
+            s0, s1 = g0 * MICRO_ROWS, min(g1 * MICRO_ROWS, n)
+            u0 += g1 - g0
+        small = r1 - r0 < MICRO_ROWS
+        lo = min(r0, W.shape[0] - MICRO_ROWS) if small else r0
+        part = out[s0:s1]
+        dst = np.empty(part.shape, out.dtype) if small else part
+        _forward_micro(W, b, a_prev[s0:s1], dst, code, lo, max(r1, lo + MICRO_ROWS))
+        if small:
+            for s in range(s1 - s0):
+                for i in range(r0, r1):
+                    part[s, i] = dst[s, i]
+
+
+@_jit(fastmath=FAST)
+def _dense_forward_loops(W, b, a_prev, out, code, j0, j1, batch, t, T):
+    # _dense_forward_block of a layer that does not take the micro-kernel (any layer of a network
+    # in which none does: see micro_layers); `batch` unused. Register blocking: four weight rows x
+    # FORWARD_SAMPLES samples per pass over k. AVX-512: 4 samples (16 vector accumulators, 8 loads
+    # per 16 FMAs, twice the reuse of 2 x 4, which runs out of loads first); 16-register ISAs: 2
+    # samples (8 accumulators + 6 loads; 4 x 4 spilled). Leftover samples singly; the last N % 4
+    # rows one at a time (few loop variants: each costs compile time).
+    n, M = a_prev.shape
+    one = W.dtype.type(1)
+    zero = one - one
+    # Thread t of T: where a_prev is larger than FORWARD_SPLIT_BYTES, every row for its own samples
+    # (multiples of MICRO_FORWARD_MIN, so that every element is summed as on one thread): the rows
+    # it gathered or computed itself, in its own cache, where a split by rows would read all of
+    # a_prev from the other core and L3. Else its rows (_chunk).
+    if T > 1 and n * M * a_prev.itemsize > FORWARD_SPLIT_BYTES:
+        s0, s1 = _share(n, t, T, MICRO_FORWARD_MIN, 0)
+        a_prev = a_prev[s0:s1]
+        out = out[s0:s1]
+        n = s1 - s0
+    elif T > 1:
+        r0, r1 = _share(j1 - j0, t, T, 4, 0)  # (_chunk, inlined: the driver compiles _chunk)
+        j0, j1 = j0 + r0, j0 + r1
     j = j0
-    if micro:
-        # (fewer rows, e.g. an output layer of 10 units, or samples, e.g. one row to predict: the
-        # loops below, which pack nothing; see _forward_takes_micro.)
-        # With T > 1 the threads share the tiles (panel of Pw rows of W, group of MICRO_ROWS
-        # samples), panel-major, so that a panel that would not divide evenly between them is
-        # split by samples instead of left whole to one thread (100 units on 2 threads: 3.5 panels
-        # each instead of 4 and 3). Thread t's run of them is computed in at most three parts: the
-        # end of its first panel, its whole panels, the start of its last panel. A part of fewer
-        # rows than a tile (the last panel, or a small layer) is computed as a whole tile into a
-        # buffer of its own, so that no thread writes rows another owns. Each part gets the bits
-        # one thread would (the micro-kernel's elements do not depend on the split or on its
-        # orientation: a part with fewer samples than rows takes the other one).
-        Pw = MICRO_BYTES // W.itemsize
-        G = (n + MICRO_ROWS - 1) // MICRO_ROWS
-        tiles = (j1 - j0 + Pw - 1) // Pw * G
-        u0 = t * tiles // T
-        u1 = (t + 1) * tiles // T
-        while u0 < u1:
-            p = u0 // G
-            g0 = u0 % G
-            g1 = min(G, g0 + u1 - u0)
-            r0 = j0 + p * Pw
-            if g0 == 0 and g1 == G:
-                # whole panels: every one up to the last this thread has whole (T = 1: all of them)
-                r1 = min(j0 + u1 // G * Pw, j1)
-                s0, s1 = g0 - g0, n
-                u0 = u1 // G * G
-            else:
-                r1 = min(r0 + Pw, j1)
-                s0, s1 = g0 * MICRO_ROWS, min(g1 * MICRO_ROWS, n)
-                u0 += g1 - g0
-            small = r1 - r0 < MICRO_ROWS
-            lo = min(r0, W.shape[0] - MICRO_ROWS) if small else r0
-            part = out[s0:s1]
-            dst = np.empty(part.shape, out.dtype) if small else part
-            _forward_micro(W, b, a_prev[s0:s1], dst, code, lo, max(r1, lo + MICRO_ROWS))
-            if small:
-                for s in range(s1 - s0):
-                    for i in range(r0, r1):
-                        part[s, i] = dst[s, i]
-        return
     while j + 4 <= j1:
         _forward_4rows(W, b, a_prev, out, code, j)
         j += 4
@@ -1193,10 +1213,21 @@ def _delta_backward_cols(W, delta, a_prev, code, from_output, delta_prev, i0, i1
     # (the micro-kernel and the tiles give the same bits: each element summed over j in ascending
     # order from zero, one FMA each)
     # (MICRO_DELTA_MIN_ROWS == 0, a comparison of constants, is decided at compile time: on AVX2 the
-    # paths below are not compiled at all, which saves a second of compile time)
+    # tiles are not compiled at all, which saves a second of compile time)
+    # Without the micro-kernel: _delta_backward_tiles (a kernel of its own, called: inlined here it
+    # cost a sixth more compile time). A network none of whose W^{l+1} takes the micro-kernel is
+    # handed _delta_backward_tiles itself (kernels(dtype, ...)): the same bits, without the
+    # micro-kernel's compile time.
     if MICRO_DELTA_MIN_ROWS == 0 or 0 <= MICRO_DELTA_MIN_ROWS <= delta.shape[1]:
         _delta_backward_micro(W, delta, a_prev, code, from_output, delta_prev, i0, i1)
         return
+    _delta_backward_tiles(W, delta, a_prev, code, from_output, delta_prev, i0, i1)
+
+
+@_jit(fastmath=FAST)
+def _delta_backward_tiles(W, delta, a_prev, code, from_output, delta_prev, i0, i1):
+    # _delta_backward_cols of a W that does not take the micro-kernel (any W^{l+1} of a network in
+    # which none does: see micro_layers), by the register tiles
     if TILE_ROWS == 2:
         _delta_backward_panels(W, delta, a_prev, code, from_output, delta_prev, i0, i1)
         return
@@ -2220,10 +2251,21 @@ _Kernels = namedtuple("_Kernels", "gather forward_block output_samples weight_gr
 
 
 @functools.cache
-def kernels(dtype):
+def kernels(dtype, forward_micro=True, delta_micro=True):
     """The _Kernels bundle of the kernels _drive_plan calls, for a network of `dtype` (float32 or
-    float64); each compiled on first use."""
-    f = types.float32 if np.dtype(dtype) == np.float32 else types.float64
+    float64); each compiled on first use. forward_micro=False: forward_block is
+    _dense_forward_loops, delta_micro=False: delta_cols is _delta_backward_tiles (the kernels
+    without the AVX2 micro-kernel, for a network none of whose layers takes it: micro_layers)."""
+    refs = _kernel_refs(np.dtype(dtype).name)
+    return _Kernels(refs["gather"], refs["forward_block" if forward_micro else "forward_loops"],
+                    refs["output_samples"], refs["weight_grad"],
+                    refs["delta_cols" if delta_micro else "delta_tiles"], refs["update"], refs["output_activation"])
+
+
+@functools.cache
+def _kernel_refs(dtype):
+    # one _KernelRef per kernel and dtype, shared by the bundles of kernels()
+    f = types.float32 if dtype == "float32" else types.float64
     i64, b1, f64 = types.int64, types.boolean, types.float64
     A1 = types.Array(f, 1, "C")
     A2 = types.Array(f, 2, "C")
@@ -2232,15 +2274,43 @@ def kernels(dtype):
 
     def ro(a):
         return a.copy(readonly=True)
-    return _Kernels(
-        _KernelRef(_gather_range, types.none(ro(types.Array(types.uint8, 2, "C")), i64, I1, f64, A2, i64, i64)),
-        _KernelRef(_dense_forward_block, types.none(A2, A1, A2, A2, i64, i64, i64, i64, i64, i64)),
-        _KernelRef(_output_samples, i64(A2, A2, A2, ro(I1), ro(A2), b1, I1, i64, i64, f, F1, ro(F1), b1, i64, i64,
-                                         b1)),
-        _KernelRef(_weight_grad_block, types.none(A2, A2, A2, A1, i64, i64, i64, i64, b1, b1)),
-        _KernelRef(_delta_backward_cols, types.none(A2, A2, A2, i64, b1, A2, i64, i64)),
-        _KernelRef(_update_range, types.none(A1, A1, A1, A1, i64, i64, i64, F1, i64)),
-        _KernelRef(_output_activation, f64(A1, A1, i64)))
+    forward = types.none(A2, A1, A2, A2, i64, i64, i64, i64, i64, i64)
+    delta = types.none(A2, A2, A2, i64, b1, A2, i64, i64)
+    return {
+        "gather": _KernelRef(_gather_range, types.none(ro(types.Array(types.uint8, 2, "C")), i64, I1, f64, A2, i64,
+                                                       i64)),
+        "forward_block": _KernelRef(_dense_forward_block, forward),
+        "forward_loops": _KernelRef(_dense_forward_loops, forward),
+        "output_samples": _KernelRef(_output_samples, i64(A2, A2, A2, ro(I1), ro(A2), b1, I1, i64, i64, f, F1,
+                                                           ro(F1), b1, i64, i64, b1)),
+        "weight_grad": _KernelRef(_weight_grad_block, types.none(A2, A2, A2, A1, i64, i64, i64, i64, b1, b1)),
+        "delta_cols": _KernelRef(_delta_backward_cols, delta),
+        "delta_tiles": _KernelRef(_delta_backward_tiles, delta),
+        "update": _KernelRef(_update_range, types.none(A1, A1, A1, A1, i64, i64, i64, F1, i64)),
+        "output_activation": _KernelRef(_output_activation, f64(A1, A1, i64))}
+
+
+def micro_layers(sizes):
+    """(forward, delta) for a network of layer sizes (N_0, ..., N_L): whether any layer's forward
+    pass (N_l units on N_{l-1} inputs: _forward_takes_micro, whatever the batch), and whether the
+    delta recursion through any W^l, l >= 2 (N_l rows: _delta_backward_cols), may take the AVX2
+    micro-kernel. A size not known yet may be given as 0 (taken as too small for it)."""
+    L = len(sizes) - 1
+    forward = any(0 <= MICRO_FORWARD_MIN_INPUTS <= sizes[l - 1] and sizes[l] >= MICRO_FORWARD_MIN
+                  for l in range(1, L + 1))
+    delta = MICRO_DELTA_MIN_ROWS == 0 or any(0 <= MICRO_DELTA_MIN_ROWS <= sizes[l] for l in range(2, L + 1))
+    return forward, delta
+
+
+def network_kernels(dtype, sizes):
+    """kernels() for a network of `dtype` and layer sizes: without a micro-kernel it cannot take."""
+    return _network_kernels(dtype, tuple(sizes))
+
+
+@functools.cache
+def _network_kernels(dtype, sizes):
+    # (sizes: a tuple of ints or of NumPy integers, which hash and compare as the ints)
+    return kernels(np.dtype(dtype).name, *micro_layers(sizes))
 
 
 def _stop_index(plan, nthreads):
@@ -2322,7 +2392,8 @@ class _Driver:
 
     def __call__(self, plan, net, work, opt, data, order, batch_size, nthreads, results):
         nthreads = max(int(nthreads), 1)
-        args = (plan, net, work, opt, data, order, batch_size, nthreads, results, kernels(net.params.dtype))
+        args = (plan, net, work, opt, data, order, batch_size, nthreads, results,
+                network_kernels(net.params.dtype, net.sizes))
         stop = _workers.run(args, nthreads)
         return stop - 1 if stop > 0 else (order.shape[0] + batch_size - 1) // batch_size
 
@@ -2373,8 +2444,8 @@ def _forward_rows(params, w_off, b_off, sizes, hidden, output, X, xcode, divisor
     # X (n, N_0 * itemsize) uint8: the bytes of the rows, their values uint8|float32|float64 by
     # xcode (_buffers.input_bytes: one compiled signature for every input dtype); buf
     # (FORWARD_CHUNK * (N_0 + ... + N_L),) and outputs (n, N_L) in params' dtype;
-    # forward_block_addr: the address of the compiled _dense_forward_block
-    # (kernels(dtype).forward_block.address()), called through it: linked in here, it would be
+    # forward_block_addr: the address of the compiled _dense_forward_block or _dense_forward_loops
+    # (network_kernels(dtype, sizes).forward_block.address()), called through it: linked in here, it would be
     # re-optimised and compiled again for this function and, in _forward_parallel, for its loop
     # body and each of that loop's wrappers.
     # outputs = a^L of thread t of T's rows: z^l = W^l a^{l-1} + b^l, a^l = sigma(z^l). Called on

@@ -259,10 +259,11 @@ class MLP:
         k = _KERNELS[0] if _KERNELS else _kernels()
         work = np.empty(min(n, k.FORWARD_CHUNK) * sum(sizes), dtype=self.dtype)
         outputs = np.empty((n, sizes[-1]), dtype=self.dtype)
+        forward_block = k.network_kernels(self.dtype, sizes).forward_block.address()
         status = k._forward_rows(self.params, self.w_off, self.b_off, self.sizes_array,
                                  k.ACTIVATION_CODES[self.activation], k.ACTIVATION_CODES[self.output],
                                  rows.view(np.uint8), _XCODE[dt.char], 255.0 if dt.char == "B" else 1.0, work, outputs,
-                                 min(n, EVAL_BATCH), 0, 1, k.kernels(self.dtype).forward_block.address())
+                                 min(n, EVAL_BATCH), 0, 1, forward_block)
         if status:
             return None
         return outputs[0] if single else outputs
@@ -298,7 +299,7 @@ class MLP:
             status = k._forward_parallel(self.params, self.w_off, self.b_off, self.sizes_array,
                                          k.ACTIVATION_CODES[self.activation], k.ACTIVATION_CODES[self.output],
                                          *input_bytes(read_only(Xk)), divisor, work, outputs, min(n, EVAL_BATCH),
-                                         nthreads, k.kernels(self.dtype).forward_block.address(),
+                                         nthreads, k.network_kernels(self.dtype, self.sizes).forward_block.address(),
                                          k.forward_rows_kernel(self.dtype))
         if status:
             _checks.check_input("X", X, M, self.dtype)  # raises the one-line error

@@ -173,12 +173,16 @@ except SystemExit as e:
 literal = [f"{mod.__name__}.{name}: {sig}" for mod in (_kernels, _synthetic) for name, d in vars(mod).items()
            if isinstance(d, CPUDispatcher) for sig in d.signatures if "Literal" in str(sig)]
 print("LITERAL", literal)
-refs = _kernels.kernels("float32")
+# (the kernels of this network: xor, 2 inputs, 4 hidden units, 2 classes; the prefetch process,
+# which knows only the hidden layers, picks the same ones)
+micro = _kernels.micro_layers((2, 4, 2))
+assert micro == _kernels.micro_layers((0, 4, 0))
+refs = _kernels.kernels("float32", *micro)
 from fastmlp._compile import kernel_groups
-groups = [[r.dispatcher.py_func.__name__ for r in g.refs] for g in kernel_groups("float32")]
+groups = [[r.dispatcher.py_func.__name__ for r in g.refs] for g in kernel_groups("float32", micro)]
 print("GROUPS", json.dumps(groups))
 # what compiling a group's kernels here compiled is in the group's functions (the static analysis)
-for g in kernel_groups("float32"):
+for g in kernel_groups("float32", micro):
     for r in g.refs:
         f = r.dispatcher.py_func
         assert inside.get(f"{f.__module__}.{f.__qualname__}", set()) <= g.functions, (g, inside)
@@ -301,6 +305,14 @@ def test_kernel_groups_share_no_cached_function_with_each_other_or_the_driver():
         # _dense_forward_block, _output_samples and _output_activation all call the cached _activate
         assert names == [["_gather_range"], ["_dense_forward_block", "_output_samples", "_output_activation"],
                          ["_weight_grad_block"], ["_delta_backward_cols"], ["_update_range"]]
+        # the kernels of a network that takes no micro-kernel (_kernels.micro_layers)
+        without = _compile.kernel_groups(dtype, (False, False))
+        assert [[r.dispatcher.py_func.__name__ for r in g.refs] for g in without] == [
+            ["_gather_range"], ["_dense_forward_loops", "_output_samples", "_output_activation"],
+            ["_weight_grad_block"], ["_delta_backward_tiles"], ["_update_range"]]
+        # (the full kernels call the ones without the micro-kernel, in their own groups)
+        assert {"fastmlp._kernels._dense_forward_loops"} <= groups[1].functions
+        assert {"fastmlp._kernels._delta_backward_tiles"} <= groups[3].functions
         driver = _compile.cached_functions(_kernels._drive_plan)
         for i, g in enumerate(groups):
             assert not g.functions & driver

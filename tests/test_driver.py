@@ -382,6 +382,44 @@ def test_a_thread_that_never_starts_holds_nobody_up():
     assert alone[1].params.tobytes() == two[1].params.tobytes()
 
 
+def test_a_network_that_takes_no_micro_kernel_gets_the_kernels_without_it(monkeypatch):
+    """micro_layers tells, from a network's sizes, whether any layer's forward pass and any W^l
+    (l >= 2) of the delta recursion may take the AVX2 micro-kernel; network_kernels then hands the
+    driver _dense_forward_loops and _delta_backward_tiles where none does (their compile time is
+    a third of the full kernels'), and the two bundles train a network to the same bits."""
+    with monkeypatch.context() as m:  # Zen 4's thresholds
+        m.setattr(k, "MICRO_FORWARD_MIN_INPUTS", 1024)
+        m.setattr(k, "MICRO_DELTA_MIN_ROWS", 2048)
+        assert k.micro_layers((784, 100, 10)) == (False, False)
+        assert k.micro_layers((1100, 64, 10)) == (True, False)
+        assert k.micro_layers((1100, 15, 10)) == (False, False)     # fewer than MICRO_FORWARD_MIN units
+        assert k.micro_layers((784, 2048, 2048, 10)) == (True, True)
+        assert k.micro_layers((50, 40, 2100, 10)) == (False, True)
+        assert k.micro_layers((50, 2100, 10)) == (False, False)     # the rows of W^1 are never summed over
+        assert k.micro_layers((0, 2048, 0)) == (False, False)       # sizes not known yet
+        m.setattr(k, "MICRO_FORWARD_MIN_INPUTS", -1)
+        m.setattr(k, "MICRO_DELTA_MIN_ROWS", -1)
+        assert k.micro_layers((784, 2048, 2048, 10)) == (False, False)
+        m.setattr(k, "MICRO_FORWARD_MIN_INPUTS", 0)                # AVX2: always
+        m.setattr(k, "MICRO_DELTA_MIN_ROWS", 0)
+        assert k.micro_layers((784, 100, 10)) == (True, True)
+        assert k.micro_layers((20, 12, 3)) == (False, True)
+    assert k.kernels("float32").forward_block.dispatcher is k._dense_forward_block
+    assert k.kernels("float32").delta_cols.dispatcher is k._delta_backward_cols
+    assert k.kernels("float64", False, False).forward_block.dispatcher is k._dense_forward_loops
+    assert k.kernels("float64", False, False).delta_cols.dispatcher is k._delta_backward_tiles
+    micro = k.micro_layers(SPLIT_SIZES)
+    assert k.network_kernels(np.float32, np.array(SPLIT_SIZES)) == k.kernels("float32", *micro)
+    # (without the forward micro-kernel where a layer takes it, the bits would differ; the delta's
+    # micro-kernel and tiles give the same bits)
+    trained = []
+    for kern in (k.kernels("float32"), k.kernels("float32", micro[0], False)):
+        args = _train_args(1)
+        k._drive_plan(*args, kern, 0, np.zeros(k._sync_size(args[0], 1), np.int64))
+        trained.append(args[1].params.tobytes())
+    assert trained[0] == trained[1] and trained[0] == _trained_params(1)
+
+
 @pytest.mark.parametrize("nthreads", [2, 3])
 def test_an_error_in_the_driver_reaches_the_caller(nthreads):
     """An exception raised in the compiled driver (here: a batch size of 0) is raised in the calling

@@ -163,6 +163,49 @@ def test_tile_kernels_give_the_same_bits_whatever_the_split(dtype):
     np.testing.assert_array_equal(got, full)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+def test_the_kernels_without_the_micro_kernel(dtype):
+    """_dense_forward_loops and _delta_backward_tiles, which the driver is handed for a network that
+    takes no AVX2 micro-kernel (_kernels.micro_layers): against the reference, on thread shares by
+    rows and (a_prev over FORWARD_SPLIT_BYTES) by samples, every element written once; a layer
+    that does not take the micro-kernel gets the bits of _dense_forward_block. The delta recursion
+    also bit for bit against _delta_backward_cols, whose micro-kernel (AVX2; Zen 4 from 2,048
+    rows) gives the same bits as the tiles."""
+    from fastmlp import _kernels as P
+
+    def takes_micro(N, M, n):  # (_kernels._forward_takes_micro)
+        return 0 <= P.MICRO_FORWARD_MIN_INPUTS <= M and N >= P.MICRO_FORWARD_MIN and n >= P.MICRO_FORWARD_MIN
+    rng = _rng("nomicro", dtype)
+    for N, M, n in [(12, 83, 37), (40, 83, 9), (13, 784, 400), (300, 100, 64), (64, 1100, 40)]:
+        W = rng.normal(0, 1, (N, M)).astype(dtype)
+        b = rng.normal(0, 1, N).astype(dtype)
+        a = rng.normal(0, 1, (n, M)).astype(dtype)
+        want = ref.activation_forward(ref.dense_forward(W, b, a), "tanh")
+        for T in (1, 2, 3):
+            got = np.full((n, N), 7.0, dtype)
+            for t in range(T):
+                P._dense_forward_loops(W, b, a, got, P.TANH, 0, N, n, t, T)
+            assert not np.any(got == 7.0)
+            _assert_close(got, want, dtype, scale=np.sqrt(M))
+            if not takes_micro(N, M, n):
+                block = np.full((n, N), 7.0, dtype)
+                for t in range(T):
+                    P._dense_forward_block(W, b, a, block, P.TANH, 0, N, n, t, T)
+                np.testing.assert_array_equal(got, block)
+    for n, N, M in [(7, 40, 83), (5, 2100, 70), (13, 300, 150)]:
+        W = rng.normal(0, 1, (N, M)).astype(dtype)
+        delta = rng.normal(0, 1, (n, N)).astype(dtype)
+        z = rng.normal(0, 1, (n, M)).astype(dtype)
+        full = ref.delta_backward(W, delta, z, "tanh")
+        for i0, i1 in [(0, M), (0, M // 2), (M // 2, M), (3, M - 5)]:
+            want, got = np.full((n, M), 7.0, dtype), np.full((n, M), 7.0, dtype)
+            P._delta_backward_cols(W, delta, z, P.TANH, False, want, i0, i1)
+            P._delta_backward_tiles(W, delta, z, P.TANH, False, got, i0, i1)
+            _assert_close(got[:, i0:i1], full[:, i0:i1], dtype, scale=np.sqrt(N))
+            np.testing.assert_array_equal(got, want)
+            assert np.all(got[:, :i0] == 7.0) and np.all(got[:, i1:] == 7.0)
+
+
 # ------------------------------------------------------------------------ activation_forward
 @pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
 @pytest.mark.parametrize("batch", BATCHES, ids=_ids)

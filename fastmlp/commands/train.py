@@ -145,7 +145,7 @@ def train(ctx, data, data_dir, epochs, threads, save, resume, metrics, as_json, 
     given = _explicit_options(ctx)
     if early_stopping and "val_split" not in given and not resume:
         settings["val_split"] = 0.1
-    _prefetch_kernels(ctx, settings["dtype"], resume)
+    _prefetch_kernels(ctx, settings["dtype"], settings["hidden"], resume)
     plan = policy.prepare(data, resume=resume, epochs=epochs, threads=threads, data_dir=data_dir,
                           given=given, progress=not quiet, spell=option_name, task=task,
                           standardize=not no_standardize, **settings)
@@ -197,16 +197,17 @@ def train(ctx, data, data_dir, epochs, threads, save, resume, metrics, as_json, 
         _report(trainer, result, resume and trainer.epoch == epochs_before, save)
 
 
-def _prefetch_kernels(ctx, dtype, resume):
+def _prefetch_kernels(ctx, dtype, hidden, resume):
     """On a cold Numba cache, compile the kernels in a second process while this one loads (or
-    generates) the data and compiles the driver (fastmlp._compile.prefetch); stopped if this
-    command ends first (an error). Not with --resume (the checkpoint names the dtype) nor under MPI
+    generates) the data and compiles the driver (fastmlp._compile.prefetch), for the hidden layers
+    given (the data's input and output sizes are not known yet); stopped if this command ends
+    first (an error). Not with --resume (the checkpoint names the dtype) nor under MPI
     (whose ranks compile one at a time)."""
     from . import mpi
     if resume or mpi.Session.current is not None:
         return
     from .._compile import prefetch
-    proc = prefetch(dtype)
+    proc = prefetch(dtype, (0, *hidden, 0))
     if proc is not None:
         def stop():
             if proc.poll() is None:
