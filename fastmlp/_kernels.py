@@ -17,7 +17,7 @@ value does not depend on the thread count (up to rounding where blocking differs
 One driver, _drive (the compiled _drive_plan), runs the network for training, evaluation, forward,
 predict, the loss and the gradients: it walks a plan of named phases (fastmlp._plan) for each
 minibatch, and its arguments travel in the bundles of fastmlp._buffers; the big kernels it calls
-travel in a bundle of their own (kernels(dtype)), called through their addresses. X reaches it as
+travel in a bundle of their own (network_kernels(dtype, sizes)), called through their addresses. X reaches it as
 bytes with a code for its dtype, so one compiled driver per network dtype serves every input dtype
 and every mode.
 
@@ -411,8 +411,8 @@ def _dense_forward_block(W, b, a_prev, out, code, j0, j1, batch, t, T):
     # bits the whole one does).
     # out[s, j] = sigma(sum_k W[j, k] a_prev[s, k] + b[j]) for rows j0 <= j < j1 of W: thread t's
     # share of them when T > 1 (below), all of them when T = 1. A layer that takes the AVX2
-    # micro-kernel (_forward_takes_micro) is computed here; one with fewer rows (e.g. an output
-    # layer of 10 units) or samples (e.g. one row to predict) by _dense_forward_loops, which packs
+    # micro-kernel (_forward_takes_micro) is computed here; any other (fewer inputs, rows or samples:
+    # e.g. an output layer of 10 units, or one row to predict) by _dense_forward_loops, which packs
     # nothing (a kernel of its own, called: inlined here it cost a fifth more compile time). A network
     # none of whose layers takes the micro-kernel is handed _dense_forward_loops itself
     # (kernels(dtype, ...)): the same bits, and the micro-kernel, half of this kernel's compile
@@ -2046,7 +2046,7 @@ def _drive_plan(plan, net, work, opt, data, order, batch_size, nthreads, results
     #           float64 per data set row: the cost of a minibatch is then sum_s w_s c_s / sum_s w_s
     #           (its per-sample losses w_s c_s); hp[HP_GRAD_SCALE], when not 0, replaces the
     #           minibatch's 1/n (or 1/sum of weights) as the factor of the summed loss;
-    #   kern    _Kernels (kernels(dtype)): the big kernels the phases call, as first-class functions
+    #   kern    _Kernels (network_kernels(dtype, sizes)): the big kernels the phases call, as first-class functions
     #           (called through their addresses: see _KernelRef);
     #   results Results(losses, stats, outputs): per-sample losses, at their position in order when
     #           losses holds len(order) values, else the minibatch's at the front; stats[k] = (sum of
