@@ -84,11 +84,19 @@ def runnable_elsewhere():
 # A look that finds the cores busy looks again this much later, and they are busy only if both
 # looks say so: kernel threads and short-lived processes are runnable for microseconds now and then
 # (one look in twenty on an idle 2-core machine saw one), and each false alarm sent a run to one
-# thread for a probe interval.
-RELOOK_SECONDS = 0.002
+# thread for a probe interval. The wait spins: on busy cores a sleeping thread gives its core away
+# and gets it back a scheduler slice later, which made a 2 ms sleep cost about 3 ms, as long as half
+# of a short fit (benchmarks/contention.py's digits).
+RELOOK_SECONDS = 0.0002
 
 
-def cores_busy(threads, sleep=time.sleep):
+def _spin(seconds):
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def cores_busy(threads, sleep=_spin):
     """Whether other processes' runnable threads leave fewer than `threads` CPUs free, now and
     RELOOK_SECONDS later."""
     cpus = os.cpu_count() or 1

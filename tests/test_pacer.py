@@ -1,6 +1,7 @@
 """The thread pacer: which thread count runs the next chunk, from the chunks' timings (fake clocks
 here), and the property it relies on: training gives bit-identical results for every thread count."""
 import hashlib
+import time
 
 import numpy as np
 import pytest
@@ -268,6 +269,23 @@ def test_busy_means_fewer_free_cpus_than_threads(monkeypatch):
         monkeypatch.setattr(_pacer, "runnable_elsewhere", lambda looks=looks: looks.pop(0))
         assert _pacer.cores_busy(2, sleep=slept.append) is busy
         assert slept == ([_pacer.RELOOK_SECONDS] if queue[0] else [])
+
+
+def test_the_second_look_spins_instead_of_giving_the_core_away(monkeypatch):
+    # on busy cores a sleeping thread comes back a scheduler slice later: the wait between the two
+    # looks keeps the CPU, and still lasts at least RELOOK_SECONDS
+    monkeypatch.undo()
+    assert _pacer.cores_busy.__defaults__ == (_pacer._spin,)
+
+    def no_sleep(seconds):
+        raise AssertionError("slept")
+
+    monkeypatch.setattr(_pacer.time, "sleep", no_sleep)
+    monkeypatch.setattr(_pacer.os, "cpu_count", lambda: 2)
+    stamps = []
+    monkeypatch.setattr(_pacer, "runnable_elsewhere", lambda: stamps.append(time.perf_counter()) or 2)
+    assert _pacer.cores_busy(2) is True
+    assert len(stamps) == 2 and stamps[1] - stamps[0] >= _pacer.RELOOK_SECONDS
 
 
 def test_runnable_elsewhere_reads_the_run_queue():
