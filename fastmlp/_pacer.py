@@ -85,8 +85,7 @@ def runnable_elsewhere():
 # looks say so: kernel threads and short-lived processes are runnable for microseconds now and then
 # (one look in twenty on an idle 2-core machine saw one), and each false alarm sent a run to one
 # thread for a probe interval. The wait spins: on busy cores a sleeping thread gives its core away
-# and gets it back a scheduler slice later, which made a 2 ms sleep cost about 3 ms, as long as half
-# of a short fit (benchmarks/contention.py's digits).
+# and gets it back only a scheduler slice later, as long as a short fit's whole work.
 RELOOK_SECONDS = 0.0002
 
 
