@@ -20,6 +20,28 @@ def layout(sizes):
     return w_off, b_off, pos
 
 
+# Bytes of a cache line: where the buffers the kernels stream through start.
+LINE_BYTES = 64
+
+
+def aligned_empty(shape, dtype, alloc=np.empty):
+    """np.empty(shape, dtype) whose first element starts a cache line.
+
+    A large allocation comes from its own memory mapping, 16 bytes past a page boundary, so each
+    64-byte vector load or store of it straddles two cache lines. Adam's update (square root and
+    division) ran 2.2x slower on such buffers than on aligned ones on Zen 4."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = alloc(nbytes + LINE_BYTES, dtype=np.uint8)
+    start = -raw.ctypes.data % LINE_BYTES
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def aligned_zeros(shape, dtype):
+    """np.zeros(shape, dtype) whose first element starts a cache line (aligned_empty)."""
+    return aligned_empty(shape, dtype, np.zeros)
+
+
 # Bytes of a memory page (the smallest the kernel maps; a larger one is a multiple of it).
 PAGE_BYTES = 4096
 
@@ -49,10 +71,10 @@ class Workspace:
         for l in range(1, len(sizes)):
             self.a_off[l] = total
             total += capacity * sizes[l]
-        self.X = np.empty((max(capacity, x_capacity or 0), sizes[0]), dtype=dtype)
-        self.A = np.empty(total, dtype=dtype)
-        self.D = np.empty(total, dtype=dtype)
-        self.Z = np.empty((capacity, sizes[-1]), dtype=dtype)
+        self.X = aligned_empty((max(capacity, x_capacity or 0), sizes[0]), dtype)
+        self.A = aligned_empty(total, dtype)
+        self.D = aligned_empty(total, dtype)
+        self.Z = aligned_empty((capacity, sizes[-1]), dtype)
         touch_pages(self.X, self.A, self.D, self.Z)
 
     def buffers(self):

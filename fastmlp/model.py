@@ -5,8 +5,8 @@ import os
 import numpy as np
 
 from . import _checks
-from ._buffers import (INPUT_CODES, Data, OptimizerState, Results, Workspace, input_bytes, input_divisor, layout,
-                       no_targets, read_only)
+from ._buffers import (INPUT_CODES, Data, OptimizerState, Results, Workspace, aligned_empty, aligned_zeros,
+                       input_bytes, input_divisor, layout, no_targets, read_only)
 from ._plan import phase_plan
 from ._threads import resolve_threads, thread_count
 from ._files import atomic_savez
@@ -88,7 +88,7 @@ class MLP:
         self.input_dtype = None  # "uint8" once trained on pixels (scaled by 1/255), for export
         self.w_off, self.b_off, n_params = layout(sizes)
         self.sizes_array = np.array(sizes, dtype=np.int64)
-        self.params = np.zeros(n_params, dtype=self.dtype)
+        self.params = aligned_zeros(n_params, self.dtype)
         L = len(sizes) - 1
         self._W = [self.params[self.w_off[l]:self.w_off[l] + sizes[l] * sizes[l - 1]]
                    .reshape(sizes[l], sizes[l - 1]) for l in range(1, L + 1)]
@@ -293,7 +293,7 @@ class MLP:
         if n * self.params.shape[0] < SERIAL_WORK:
             nthreads = 1  # as in _run: the same result on any thread count
         Xk, divisor = self.inputs(Xc)
-        work = np.empty((nthreads, k.FORWARD_CHUNK * sum(self.sizes)), dtype=self.dtype)
+        work = aligned_empty((nthreads, k.FORWARD_CHUNK * sum(self.sizes)), self.dtype)
         outputs = np.empty((n, self.sizes[-1]), dtype=self.dtype)
         with thread_count(nthreads):
             status = k._forward_parallel(self.params, self.w_off, self.b_off, self.sizes_array,

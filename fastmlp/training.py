@@ -13,7 +13,8 @@ import numpy as np
 from . import _checks
 from ._pacer import ThreadPacer
 from .errors import CheckpointError, DivergenceError
-from ._buffers import Data, OptimizerState, Results, Workspace, input_bytes, no_targets, touch_pages
+from ._buffers import (Data, OptimizerState, Results, Workspace, aligned_zeros, input_bytes, no_targets,
+                       touch_pages)
 from ._compile import compile_notice, printer
 from ._plan import phase_plan
 from ._threads import resolve_threads, thread_count
@@ -77,9 +78,9 @@ class Trainer:
         self.seed = _checks.check_int("seed", seed, 0)
         self.threads = resolve_threads(threads)
         n_state = net.params.size
-        self.m = np.zeros(n_state if optimizer == "adam" else 0, dtype=net.dtype)
-        self.v = np.zeros(n_state if optimizer in ("momentum", "nesterov", "adam") else 0, dtype=net.dtype)
-        self.grads = np.zeros_like(net.params)
+        self.m = aligned_zeros(n_state if optimizer == "adam" else 0, net.dtype)
+        self.v = aligned_zeros(n_state if optimizer in ("momentum", "nesterov", "adam") else 0, net.dtype)
+        self.grads = aligned_zeros(n_state, net.dtype)
         touch_pages(self.m, self.v, self.grads)
         self.rng = np.random.default_rng(self.seed)
         self.steps = 0              # optimizer steps taken (Adam's t is steps + 1 at the next)
