@@ -89,10 +89,28 @@ class MLP:
         self.w_off, self.b_off, n_params = layout(sizes)
         self.sizes_array = np.array(sizes, dtype=np.int64)
         self.params = aligned_zeros(n_params, self.dtype)
-        L = len(sizes) - 1
+        self._point_views()
+
+    def _point_views(self):
+        # W^l and b^l as views of the flat parameters (llm.c's malloc_and_point_parameters)
+        sizes, L = self.sizes, len(self.sizes) - 1
         self._W = [self.params[self.w_off[l]:self.w_off[l] + sizes[l] * sizes[l - 1]]
                    .reshape(sizes[l], sizes[l - 1]) for l in range(1, L + 1)]
         self._b = [self.params[self.b_off[l]:self.b_off[l] + sizes[l]] for l in range(1, L + 1)]
+
+    def __getstate__(self):
+        # pickle and copy.deepcopy copy each array on its own, so the views would come back as
+        # copies that training no longer updates: they are rebuilt from the parameters instead
+        state = self.__dict__.copy()
+        del state["_W"], state["_b"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        params = self.params
+        self.params = aligned_zeros(params.shape, params.dtype)
+        self.params[...] = params
+        self._point_views()
 
     @classmethod
     def from_weights(cls, weights, biases, activation="relu", output="softmax", dtype="float64"):

@@ -71,6 +71,28 @@ def test_editing_from_weights_network_in_place(dtype):
                                rtol=1e-6)
 
 
+@pytest.mark.parametrize("how", ["pickle", "deepcopy", "copy"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_copied_network_keeps_its_weights_as_views_of_its_own_parameters(how, dtype):
+    # pickle and deepcopy copy each array on its own: W^l and b^l must come back as views of the
+    # copy's parameter buffer (which training and forward use), not as detached copies
+    import copy
+    import pickle
+    from fastmlp import Trainer
+    net = _net(dtype)
+    twin = {"pickle": lambda n: pickle.loads(pickle.dumps(n)), "deepcopy": copy.deepcopy, "copy": copy.copy}[how](net)
+    assert np.array_equal(twin.params, net.params) and twin.sizes == net.sizes and twin.dtype == net.dtype
+    assert not np.shares_memory(twin.params, net.params)
+    for W, b in zip(twin.weights, twin.biases):
+        assert np.shares_memory(W, twin.params) and np.shares_memory(b, twin.params)
+    X, y = _X(24, SIZES[0], dtype), np.arange(24) % SIZES[-1]
+    Trainer(twin, batch_size=4, lr=0.1).fit(X, y, 1, verbose=False)
+    W, b = _params64(twin)
+    np.testing.assert_allclose(twin.forward(X), ref.forward(W, b, X, "tanh", "softmax"), **tol(dtype))
+    assert not np.array_equal(twin.params, net.params)
+    assert np.array_equal(net.forward(X), _net(dtype).forward(X))
+
+
 # ---------------------------------------------------------------------------------- forward
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("output", OUTPUTS)
