@@ -242,14 +242,14 @@ class Group:
         count) into stats, sets tr._stop from the reduced stop flag, and returns the number of
         steps completed (fewer when a step's loss was not finite, on any rank)."""
         from . import _kernels as k
-        from ._buffers import Data, OptimizerState, Results, input_bytes
+        from ._buffers import Data, OptimizerState, Results, aligned_zeros, input_bytes
         from ._plan import phase_plan
         net = tr.net
         params, m, v = net.params, tr.m, tr.v
         P = params.size
         if self._gbuf is None or self._gbuf.dtype != params.dtype or self._gbuf.size != P + 1:
             # the gradient, and one more element: 1 on a rank whose slice's loss is not finite
-            self._gbuf = np.zeros(P + 1, dtype=params.dtype)
+            self._gbuf = aligned_zeros(P + 1, params.dtype)
         g = self._gbuf
         _, _, loss, update = tr._kernel_args()
         X, divisor, labels, targets, has_targets, weights, has_weights = data

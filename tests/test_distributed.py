@@ -87,6 +87,19 @@ def test_a_rank_with_an_empty_slice_in_every_step(fm):
     assert results[2][2].steps == results[0][2].steps == 31
 
 
+def test_the_summed_gradient_starts_on_a_cache_line(fm):
+    # the optimizer step reads it with 64-byte vector loads (see test_train.py); 30,403 float64
+    # parameters (and the flag): large enough for a memory mapping of its own
+    from fastmlp._buffers import LINE_BYTES
+    X = np.random.default_rng(0).normal(size=(20, 300))
+
+    def body(comm):
+        tr = fm.Trainer(fm.MLP([300, 100, 3], dtype="float64"), optimizer="adam", batch_size=10, threads=1, comm=comm)
+        tr.fit(X, np.arange(20) % 3, 1, verbose=False)
+        return tr._dist._gbuf.ctypes.data % LINE_BYTES, tr._dist._gbuf.size
+    assert run_ranks(2, body) == [(0, 30404), (0, 30404)]
+
+
 def test_rank_zero_broadcasts_its_parameters(fm):
     X, y = _data("float64")
 
