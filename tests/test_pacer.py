@@ -297,6 +297,24 @@ def test_runnable_elsewhere_reads_the_run_queue():
         assert n is None
 
 
+def test_the_call_that_loads_the_kernels_wakes_no_worker_thread(fm, monkeypatch):
+    # fit() first calls the driver on no sample (compile or load). On several threads that call
+    # still wakes the workers, and one that wakes after it then takes the GIL from the training
+    # thread for as long as busy cores keep it descheduled, at every fit.
+    from fastmlp import _kernels as k
+    calls = []
+    run = k._workers.run
+    monkeypatch.setattr(k._workers, "run", lambda args, nthreads: calls.append((args[5].shape[0], nthreads))
+                        or run(args, nthreads))
+    monkeypatch.setattr(_pacer, "cores_busy", lambda threads: True)
+    rng = np.random.default_rng(0)
+    for threads in (2, None):
+        calls.clear()
+        fm.train(fm.MLP([8, 5, 3], seed=0), rng.random((40, 8)), rng.integers(0, 3, 40), epochs=1, batch_size=4,
+                 threads=threads, verbose=False)
+        assert calls[0] == (0, 1) and all(n > 0 for n, _ in calls[1:])
+
+
 def _trained_hash(fm, sizes, batch, threads, dtype, optimizer, activation, rng_seed=0):
     rng = np.random.default_rng(rng_seed)
     X = rng.random((600, sizes[0])).astype(dtype)
