@@ -28,8 +28,8 @@ def aligned_empty(shape, dtype, alloc=np.empty):
     """np.empty(shape, dtype) whose first element starts a cache line.
 
     A large allocation comes from its own memory mapping, 16 bytes past a page boundary, so each
-    64-byte vector load or store of it straddles two cache lines. Adam's update (square root and
-    division) ran 2.2x slower on such buffers than on aligned ones on Zen 4."""
+    64-byte vector load or store of it would straddle two cache lines. Adam's update (a square root
+    and a division per element) suffers most (benchmarks/RESULTS.md)."""
     dtype = np.dtype(dtype)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     raw = alloc(nbytes + LINE_BYTES, dtype=np.uint8)
