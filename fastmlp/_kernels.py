@@ -2391,7 +2391,10 @@ class _Driver:
     of minibatches completed."""
 
     def __call__(self, plan, net, work, opt, data, order, batch_size, nthreads, results):
-        nthreads = max(int(nthreads), 1)
+        # A call on no sample (to compile or load the driver) runs on this thread alone: on several
+        # it would wake the workers for nothing, and one that wakes after the call needs the GIL to
+        # return, which on busy cores can hold the calling thread up for a scheduler slice.
+        nthreads = max(int(nthreads), 1) if order.shape[0] else 1
         args = (plan, net, work, opt, data, order, batch_size, nthreads, results,
                 network_kernels(net.params.dtype, net.sizes))
         stop = _workers.run(args, nthreads)

@@ -401,10 +401,7 @@ class Trainer:
         sample, so that the first epoch's time and samples/s measure training alone."""
         t0 = time.perf_counter()
         with thread_count(self.threads):
-            # on one thread: a call on several wakes the worker threads even with no work, and one
-            # that wakes after the call needs the GIL to return, which on busy cores can hold this
-            # thread up for a scheduler slice, at every fit
-            self._steps(data, np.zeros(0, dtype=np.int64), ws, losses, stats, 1)
+            self._steps(data, np.zeros(0, dtype=np.int64), ws, losses, stats)
         return time.perf_counter() - t0
 
     def _paced_steps(self, pacer, data, order, start, chunk, ws, losses, stats, hp=None):
