@@ -240,12 +240,10 @@ def _micro_thresholds(isa, cpu):
 # (frozen into the cache like the blocking, which is sound: the cache is keyed on the CPU's name and
 # features)
 MICRO_DELTA_MIN_ROWS, MICRO_FORWARD_MIN_INPUTS = _micro_thresholds(VECTOR_ISA, _target_cpu())
-# Rows of W^1 whose gradient is computed and applied in one go with the AVX-512 tiles (8 rows of
-# 784 floats: 25 KB, in L1; the other blockings apply it after the whole share, see _backward_pair).
-UPDATE_BLOCK_ROWS = 8
-# With the AVX-512 tiles, a thread's share of dW^{k+1} (k >= 1) larger than L2 (UPDATE_SPLIT_BYTES)
+# With the AVX-512 tiles, a thread's share of dW^l (any layer) larger than L2 (UPDATE_SPLIT_BYTES)
 # is computed and applied UPDATE_SPLIT_ROWS rows at a time (32 rows of 1,024 float32 columns:
-# 128 KB, in L2), so that the optimizer step does not read it back from memory.
+# 128 KB, in L2), so that the optimizer step does not read it back from memory; a smaller share in
+# one go (see _backward_pair; the other blockings apply it after the whole share).
 UPDATE_SPLIT_ROWS = 32
 UPDATE_SPLIT_BYTES = 1 << 20
 
@@ -1919,8 +1917,14 @@ def _backward_pair(kern, t, T, k, params, grads, m, v, w_off, b_off, sizes, hidd
         db = _biases(grads, b_off, sizes, k)
         M = sizes[0]
         if update and TILE_ROWS == 4:
-            for r0 in range(c0, c1, UPDATE_BLOCK_ROWS):
-                r1 = min(r0 + UPDATE_BLOCK_ROWS, c1)
+            # (in one go when the share of dW^1 fits in L2, else by blocks of UPDATE_SPLIT_ROWS rows,
+            # as dW^{k+1} above: blocks small enough for L1 saved the step less than the extra calls
+            # of the two kernels cost, most of all Adam's)
+            rb = max(c1 - c0, 1)
+            if (c1 - c0) * M * params.itemsize > UPDATE_SPLIT_BYTES:
+                rb = UPDATE_SPLIT_ROWS
+            for r0 in range(c0, c1, rb):
+                r1 = min(r0 + rb, c1)
                 _weight_gradient(kern, delta, X, dW, db, r0, r1, M - M, M, accumulate, r0 < r1)
                 _update_layer_rows(kern.update, params, grads, m, v, w_off, b_off, sizes, 1, r0, r1, optimizer, hp,
                                    step)

@@ -248,7 +248,8 @@ def test_train_mode_takes_one_hyperparameter_row_per_step_and_reports_weight_nor
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("sizes,batch", [((300, 20, 12, 4), 200), ((300, 17, 10), 200), ((300, 36, 10), 200),
                                          ((300, 100, 10), 200), ((64, 40, 2048, 10), 200), ((1100, 20, 10), 200),
-                                         ((1400, 20, 10), 200), ((784, 36, 10), 344), ((16, 520, 520, 3), 40)])
+                                         ((1400, 20, 10), 200), ((784, 36, 10), 344), ((16, 520, 520, 3), 40),
+                                         ((2100, 260, 10), 40)])
 def test_train_and_forward_are_bit_identical_on_one_and_two_threads(sizes, batch, dtype):
     """Layers whose units do not split evenly into the kernels' row groups (20 units: 12 and 8 per
     thread; 17 units: 12 and 5, a share smaller than the AVX2 micro-kernel's 6-row tile; 100
@@ -260,9 +261,12 @@ def test_train_and_forward_are_bit_identical_on_one_and_two_threads(sizes, batch
     float32, so the forward pass splits the samples, 200 = 112 + 88 and 344 = 176 + 168, with
     the micro-kernel (Zen 4) and without. 520 x 520: with the AVX-512 tiles, one thread's dW^2 in
     float32, and either thread's in float64, is larger than UPDATE_SPLIT_BYTES, so the gradient
-    and the step go by blocks of rows there, and in one go for each thread's half in float32.)"""
+    and the step go by blocks of rows there, and in one go for each thread's half in float32. 2100 x
+    260: the same for dW^1, whose blocks end in a partial one, 130 = 4 x 32 + 2 rows.)"""
     if sizes == (16, 520, 520, 3):
         assert 520 * 520 * 4 > k.UPDATE_SPLIT_BYTES >= 520 * 260 * 4
+    if sizes == (2100, 260, 10):
+        assert 130 * 2100 * 4 > k.UPDATE_SPLIT_BYTES and 130 % k.UPDATE_SPLIT_ROWS != 0
     n = 2 * batch
     out = []
     for nthreads in (1, 2):
