@@ -1366,16 +1366,19 @@ def _weight_grad_block(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_b
     # delta (n, N), a_prev (n, M), dW (N, M), db (N,): for rows j0 <= j < j1, columns c0 <= i < c1
     # dW[j, i] (+)= sum_s delta[s, j] a_prev[s, i], and with with_bias db[j] (+)= sum_s delta[s, j]
     # (the lecture's dC/dw_ij = a_j^{l-1} delta_i^l summed over the minibatch).
-    # GEMM micro-kernel like _delta_backward_cols (AVX-512; 16-register ISAs:
-    # _weight_grad_panels): a tile acc of 4 rows x T columns (T = 64
+    # GEMM micro-kernel like _delta_backward_cols (_weight_grad_panels; AVX2 + FMA:
+    # _weight_grad_micro). AVX-512: a tile acc of 4 rows x T columns (T = 64
     # float32, 32 float64) is summed over the samples in 16 zmm registers (per sample: 4 vector
     # loads of a_prev[s, tile], 4 broadcast deltas, 16 FMAs), then stored into dW, or added to it,
     # once. First, per group of 4 rows, one pass over delta sums db and packs the 4 deltas of each
-    # sample into d (contiguous), leaving out samples whose 4 deltas are all zero (ReLU units off
-    # for that sample); rows[p] is packed entry p's sample. A tile that would end past M is moved
-    # left to end at M (it may start left of c0: a_prev is only read, and only columns c0:c1 of
-    # the tile are stored); when M < T, a_prev is copied into a zero-padded T-column buffer. A last
-    # partial group repeats row j1 - 1 and drops its results.
+    # sample into d[g] (contiguous), leaving out samples whose 4 deltas are all zero (ReLU units off
+    # for that sample); rows[g, p] is packed entry p's sample. Then per column panel of a_prev (all
+    # samples x T columns: in L1 or L2) every group's tile, so that a_prev is read from memory once
+    # per call, not once per group of rows (512 samples of 784 float32 inputs are 1.6 MB, more
+    # than L2). A tile that would end past M is moved left to end at M (it may start left of c0:
+    # a_prev is only read, and only columns c0:c1 of the tile are stored); when M < T, a_prev is
+    # copied into a zero-padded T-column buffer. A last partial group repeats row j1 - 1 and drops
+    # its results.
     # Every element is summed over s in ascending order, whatever the split of rows or columns.
     # LLVM keeps acc in registers only with this exact shape: heap buffers allocated before the
     # tile, no branch in the sample loop, and the store as one loop with a select (an
@@ -1383,53 +1386,7 @@ def _weight_grad_block(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_b
     if TILE_ROWS == 6:
         _weight_grad_micro(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias)
         return
-    if TILE_ROWS == 2:
-        _weight_grad_panels(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias)
-        return
-    n, M = a_prev.shape
-    one = dW.dtype.type(1)
-    zero = one - one
-    d = np.empty((n, 4), dW.dtype)
-    rows = np.empty(n, np.int64)
-    ptr, T = _register_tile(one)
-    acc = carray(ptr, (4, T))
-    if M < T:
-        src = _zero_padded_columns(a_prev, 0, M, T)
-    else:
-        src = a_prev
-    last = src.shape[1] - T
-    a0 = acc[0]
-    a1 = acc[1]
-    a2 = acc[2]
-    a3 = acc[3]
-    for j in range(j0, j1, 4):
-        r = min(4, j1 - j)
-        cnt = _pack_row_group(delta, db, d, rows, j, r, accumulate, with_bias)
-        for c in range(c0, c1, T):
-            e1 = min(c + T, c1)
-            t = min(c, last)
-            for i in range(T):
-                a0[i] = zero
-                a1[i] = zero
-                a2[i] = zero
-                a3[i] = zero
-            for p in range(cnt):
-                x = src[rows[p], t:t + T]
-                d0 = d[p, 0]
-                d1 = d[p, 1]
-                d2 = d[p, 2]
-                d3 = d[p, 3]
-                for i in range(T):
-                    u = x[i]
-                    a0[i] += d0 * u
-                    a1[i] += d1 * u
-                    a2[i] += d2 * u
-                    a3[i] += d3 * u
-            for k in range(r):
-                g = dW[j + k, c:e1]
-                v = acc[k, c - t:e1 - t]
-                for i in range(e1 - c):
-                    g[i] = (g[i] if accumulate else zero) + v[i]
+    _weight_grad_panels(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias)
 
 
 @_inline(fastmath=FAST)
@@ -1476,11 +1433,12 @@ def _pack_row_group(delta, db, d, rows, j, r, accumulate, with_bias):
 
 @_inline(fastmath=FAST)
 def _weight_grad_panels(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias):
-    # _weight_grad_block with TILE_ROWS == 2 (16-register ISAs). All groups of 4 rows are packed
-    # first; then per column panel (all samples x T columns of a_prev: in L1 up to ~128 samples)
-    # every group's tile is summed, two rows at a time (a 2 x T tile: 2 broadcasts, T/8 loads, T/4
-    # FMAs per sample). The panel is read from memory once instead of once per group. Same sums
-    # in the same order as the 4-row path: each element over the packed samples, ascending.
+    # _weight_grad_block with TILE_ROWS == 4 (AVX-512) or 2 (16-register ISAs). All groups of 4 rows
+    # are packed first; then per column panel (all samples x T columns of a_prev: in L1 up to ~128
+    # samples, else in L2) every group's tile is summed: four rows at once (_weight_grad_tile_4rows)
+    # or two at a time (a 2 x T tile: 2 broadcasts, T/8 loads, T/4 FMAs per sample). The panel is
+    # read from memory once instead of once per group. Same sums in the same order either way:
+    # each element over the packed samples, ascending.
     n, M = a_prev.shape
     one = dW.dtype.type(1)
     groups = (j1 - j0 + 3) // 4
@@ -1502,8 +1460,46 @@ def _weight_grad_panels(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_
         t = min(c, last)
         for g in range(groups):
             j = j0 + 4 * g
-            _weight_grad_tile_2rows(src, d[g], rows[g], cnts[g], dW, acc, j, min(4, j1 - j), c, e1, t,
-                                    accumulate)
+            if TILE_ROWS == 4:
+                _weight_grad_tile_4rows(src, d[g], rows[g], cnts[g], dW, acc, j, min(4, j1 - j), c, e1, t,
+                                        accumulate)
+            else:
+                _weight_grad_tile_2rows(src, d[g], rows[g], cnts[g], dW, acc, j, min(4, j1 - j), c, e1, t,
+                                        accumulate)
+
+
+@_inline(fastmath=FAST)
+def _weight_grad_tile_4rows(src, d, rows, cnt, dW, acc, j, r, c, e1, t, accumulate):
+    # _weight_grad_block's tile with TILE_ROWS == 4: the group's rows j..j+r-1 summed over the
+    # packed samples in acc's 4 rows at once
+    zero = acc.dtype.type(0)
+    T = acc.shape[1]
+    a0 = acc[0]
+    a1 = acc[1]
+    a2 = acc[2]
+    a3 = acc[3]
+    for i in range(T):
+        a0[i] = zero
+        a1[i] = zero
+        a2[i] = zero
+        a3[i] = zero
+    for p in range(cnt):
+        x = src[rows[p], t:t + T]
+        d0 = d[p, 0]
+        d1 = d[p, 1]
+        d2 = d[p, 2]
+        d3 = d[p, 3]
+        for i in range(T):
+            u = x[i]
+            a0[i] += d0 * u
+            a1[i] += d1 * u
+            a2[i] += d2 * u
+            a3[i] += d3 * u
+    for k in range(r):
+        g = dW[j + k, c:e1]
+        v = acc[k, c - t:e1 - t]
+        for i in range(e1 - c):
+            g[i] = (g[i] if accumulate else zero) + v[i]
 
 
 @_inline(fastmath=FAST)
