@@ -1857,6 +1857,14 @@ def _delta_recursion(kern, W_next, delta_next, a, code, delta, c0, c1):
     kern.delta_cols(W_next, delta_next, a, code, c1 >= c0, delta, c0, c1)
 
 
+@_inline()
+def _split_rows(rows, row_bytes):
+    # rows of a thread's share of a weight gradient (rows x row_bytes) to compute and step at a time
+    # with the AVX-512 tiles: all of them (at least 1, a range step) when they fit in L2
+    # (UPDATE_SPLIT_BYTES), else UPDATE_SPLIT_ROWS
+    return UPDATE_SPLIT_ROWS if rows * row_bytes > UPDATE_SPLIT_BYTES else max(rows, 1)
+
+
 @_inline(fastmath=FAST)
 def _backward_pair(kern, t, T, k, params, grads, m, v, w_off, b_off, sizes, hidden, X, A, D, a_off, n,
                    accumulate, update, optimizer, hp, step):
@@ -1890,10 +1898,7 @@ def _backward_pair(kern, t, T, k, params, grads, m, v, w_off, b_off, sizes, hidd
         # larger than L2, else in one go; one loop over the rows (a loop over blocks around it, or
         # a block size computed by division, each made the driver, whose parallel loop holds this
         # code, compile longer)
-        width = (c1 - c0) * params.itemsize
-        rb = N
-        if update and TILE_ROWS == 4 and N * width > UPDATE_SPLIT_BYTES:
-            rb = UPDATE_SPLIT_ROWS
+        rb = _split_rows(N, (c1 - c0) * params.itemsize) if update and TILE_ROWS == 4 else N
         r1 = c0 - c0
         for j in range(N):
             if j == r1:
@@ -1916,9 +1921,7 @@ def _backward_pair(kern, t, T, k, params, grads, m, v, w_off, b_off, sizes, hidd
             # (in one go when the share of dW^1 fits in L2, else by blocks of UPDATE_SPLIT_ROWS rows,
             # as dW^{k+1} above: blocks small enough for L1 saved the step less than the extra calls
             # of the two kernels cost, most of all Adam's)
-            rb = max(c1 - c0, 1)
-            if (c1 - c0) * M * params.itemsize > UPDATE_SPLIT_BYTES:
-                rb = UPDATE_SPLIT_ROWS
+            rb = _split_rows(c1 - c0, M * params.itemsize)
             for r0 in range(c0, c1, rb):
                 r1 = min(r0 + rb, c1)
                 _weight_gradient(kern, delta, X, dW, db, r0, r1, M - M, M, accumulate, r0 < r1)
