@@ -46,6 +46,11 @@ PROBE_BUDGET = 1 / 10
 # The price of a probe of several threads whose speed is not known yet, when the cores look busy
 # (a few parallel regions, each waiting for a descheduled thread); free when they look idle.
 BUSY_PROBE_SECONDS = 0.02
+# A run of fewer floating-point operations than this (a few milliseconds of one thread's arithmetic)
+# runs on one thread, without looking at the run queue or timing anything: what several threads
+# would save of such a run is less than what measuring them and waking their threads costs, on idle
+# cores and busy ones alike (benchmarks/RESULTS.md).
+SMALL_RUN_FLOPS = 3e8
 # A look at the run queue is reused for this long.
 LOOK_SECONDS = 0.05
 # On cores that look idle, a probe of several threads runs for at least this long at the current
@@ -110,10 +115,13 @@ def cores_busy(threads, sleep=_spin):
 
 class ThreadPacer:
     """plan(chunk) -> (threads, samples) for the next kernel call; record(threads, samples, seconds)
-    after it. With threads == 1 it always plans one thread and full chunks. busy() -> bool says
-    whether other processes keep the cores busy (default: cores_busy(threads))."""
+    after it. With threads == 1, or a run's `flops` (when known) under SMALL_RUN_FLOPS, it always
+    plans one thread and full chunks. busy() -> bool says whether other processes keep the cores
+    busy (default: cores_busy(threads))."""
 
-    def __init__(self, threads, batch_size, clock=time.monotonic, busy=None):
+    def __init__(self, threads, batch_size, clock=time.monotonic, busy=None, flops=None):
+        if flops is not None and flops < SMALL_RUN_FLOPS:
+            threads = 1
         self.max_threads = threads
         self.batch_size = batch_size
         self.clock = clock
@@ -190,6 +198,10 @@ class ThreadPacer:
             return 1, chunk
         for count in (self.max_threads, 1):  # measure both counts first, on small chunks
             if count not in self.per_sample:
+                if count == self.current == 1:
+                    # (settled on one thread before measuring it: a whole chunk, as it would run
+                    # anyway, measures it; a probe would be one more kernel call)
+                    return 1, chunk
                 samples = self._probe_samples(count, chunk, FIRST_PROBE_FRACTION)
                 if self._affordable(count, samples):
                     return count, samples

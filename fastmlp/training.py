@@ -284,7 +284,9 @@ class Trainer:
             self._dist.start(self, data)
             verbose = verbose and self._dist.rank == 0
         self._start_callbacks(callbacks)
-        self._pacer = ThreadPacer(self.threads, self.batch_size)
+        run = (epochs - self.epoch) * n - self.position
+        self._pacer = ThreadPacer(self.threads, self.batch_size,
+                                  flops=run * _chunk_cost_per_sample(self.net.sizes))
         # On a cold cache: "compiling the kernels ..." before the pause and "compiled in N s" after
         # (verbose, or compile_report: a say() of fastmlp._compile.compile_notice)
         say = self.compile_report or (printer() if verbose else None)

@@ -19,6 +19,22 @@ for path in (ROOT, HERE):
     if path not in sys.path:
         sys.path.insert(0, path)
 
+@pytest.fixture(autouse=True)
+def small_run_flops(monkeypatch):
+    """The tests train small networks on a few hundred rows: runs under fastmlp's SMALL_RUN_FLOPS,
+    which fit() trains on one thread whatever the thread count asked for, so that the several-thread
+    paths of fit() would go untested. Every test runs with the rule off; this fixture's value is
+    the rule's real threshold, for the tests of the rule itself (tests/test_pacer.py)."""
+    try:
+        from fastmlp import _pacer
+    except Exception:  # the reference's own tests run without a working fastmlp
+        yield None
+        return
+    real = _pacer.SMALL_RUN_FLOPS
+    monkeypatch.setattr(_pacer, "SMALL_RUN_FLOPS", 0.0)
+    yield real
+
+
 @pytest.fixture
 def rng():
     """A fresh, seeded generator per test (tests are independent of their order)."""

@@ -27,13 +27,13 @@ def no_verdicts(monkeypatch):
 
 def test_the_first_timing_of_a_thread_count_in_a_process_is_dropped():
     # the process's first parallel region starts the thread pool: that chunk is measured again, and
-    # its time counts against the probe budget (here 640 s: two threads are measured again once
-    # the run has taken 6,400 s, after a first probe interval on one thread)
+    # its time counts against the probe budget (here 640 s, so the run goes to one thread, measured
+    # on a whole chunk; two threads are measured again after a first probe interval on one thread)
     _pacer._started.clear()
     p = ThreadPacer(2, 32)
     log = drive(p, lambda t, i: (10.0 if i == 0 else 1.0 / 1.8) if t == 2 else 1.0, 8)
     first = 4096 // 64
-    assert log == [(2, first), (1, first)] + [(1, 4096)] * _pacer.FIRST_INTERVAL + [(2, first), (2, 4096)]
+    assert log == [(2, first)] + [(1, 4096)] * (1 + _pacer.FIRST_INTERVAL) + [(2, first), (2, 4096)]
     assert p.current == 2
     assert p.probe_spent == 10.0 * first + first / 1.8
 
@@ -58,6 +58,41 @@ def test_measures_both_counts_on_small_chunks_first():
     log = drive(p, lambda t, i: 1.0 / t, 3)
     first = 4096 // 64
     assert log == [(2, first), (1, first), (2, 4096)]
+
+
+def test_a_small_run_trains_on_one_thread_without_looking_or_probing(monkeypatch, small_run_flops):
+    monkeypatch.setattr(_pacer, "SMALL_RUN_FLOPS", small_run_flops)
+    looks = []
+    p = ThreadPacer(2, 32, busy=lambda: looks.append(1) or False, flops=small_run_flops / 2)
+    assert drive(p, lambda t, i: 1.0 / t, 5) == [(1, 4096)] * 5 and not looks
+    # at the threshold, the pacer measures both counts as it does when the run's size is unknown
+    for flops in (small_run_flops, None):
+        _pacer._last_verdict.clear()
+        p = ThreadPacer(2, 32, flops=flops)
+        assert drive(p, lambda t, i: 1.0 / t, 3) == [(2, 64), (1, 64), (2, 4096)]
+
+
+def test_fit_tells_the_pacer_the_flops_of_the_whole_run(fm, monkeypatch, small_run_flops):
+    # (epochs - epochs done) x samples - the current epoch's position, x 6 flops per weight
+    monkeypatch.setattr(_pacer, "SMALL_RUN_FLOPS", small_run_flops)
+    from fastmlp import _kernels as k
+    from fastmlp import training
+    seen, threads = [], []
+    init = ThreadPacer.__init__
+    monkeypatch.setattr(ThreadPacer, "__init__", lambda self, *a, flops=None, **kw: seen.append(flops)
+                        or init(self, *a, flops=flops, **kw))
+    run = k._workers.run
+    monkeypatch.setattr(k._workers, "run", lambda args, nthreads: threads.append(nthreads) or run(args, nthreads))
+    rng = np.random.default_rng(0)
+    X, y = rng.random((300, 64)).astype(np.float32), rng.integers(0, 10, 300)
+    tr = training.Trainer(fm.MLP([64, 100, 10], seed=0), batch_size=32, threads=2)
+    tr.fit(X, y, epochs=3, verbose=False)
+    per_sample = 6 * (64 * 100 + 100 * 10)
+    assert seen == [3 * 300 * per_sample] and seen[0] < small_run_flops
+    assert set(threads) == {1}  # a small run: no worker thread is woken
+    tr.position = 100  # (as a checkpoint taken mid-epoch would resume)
+    tr.fit(X, y, epochs=5, verbose=False)
+    assert seen[1] == (2 * 300 - 100) * per_sample
 
 
 def test_probe_is_at_least_one_minibatch():
@@ -151,7 +186,8 @@ def test_a_new_pacer_starts_from_the_last_verdict():
     now[0] = 10.0
     q = ThreadPacer(2, 32, clock=lambda: now[0], busy=lambda: True)
     log = drive(q, lambda t, i: 14.0 if t == 2 else 1.0, 20)
-    assert log[0] == (1, 64) and log[1] == (1, 4096)  # no costly first probe of two threads
+    # no costly first probe of two threads, and one thread measured on whole chunks
+    assert log[0] == (1, 4096) and log[1] == (1, 4096)
     assert [i for i, (t, _) in enumerate(log) if t == 2] == [_pacer.MAX_INTERVAL // 4 + 1]
     now[0] = 10.0 + _pacer.VERDICT_SECONDS + 1  # an old verdict is forgotten
     r = ThreadPacer(2, 32, clock=lambda: now[0])
@@ -189,13 +225,15 @@ def test_busy_cores_start_on_one_thread_and_a_short_run_never_probes_two():
     looks = []
     p = ThreadPacer(2, 32, busy=lambda: looks.append(1) or True)
     log = drive(p, lambda t, i: 1e-3 if t == 2 else 1e-5, 10, chunk=1824)
-    assert log == [(1, 32)] + [(1, 1824)] * 9  # 0.17 s on one thread: a first probe would cost more
+    # 0.18 s on one thread: a first probe of two would cost more, and one thread is measured on
+    # whole chunks, which it runs anyway (a probe would be one more kernel call)
+    assert log == [(1, 1824)] * 10
     assert looks
     log = drive(p, lambda t, i: 1e-3 if t == 2 else 1e-5, 40, chunk=1824)
     twos = [i for i, (t, s) in enumerate(log) if t == 2]
     # measured once the run has taken 0.2 s (10 x the price of an unknown probe), and lost; tried
     # again only when the run has taken 10 x what the probes cost
-    assert twos == [1, 24] and all(s == 32 for t, s in log if t == 2)
+    assert twos == [0, 23] and all(s == 32 for t, s in log if t == 2)
     assert p.probe_spent <= _pacer.PROBE_BUDGET * p.elapsed
 
 
