@@ -6,9 +6,9 @@ chunks of minibatches) and scikit-learn, one epoch each, 2 threads, every traine
 Every trainer starts from the same initial weights and visits the samples in the same order
 (scikit-learn takes neither from outside), with the same loss, optimizer and learning rate, and its
 final weights are scored on the test split: a fast trainer that learns nothing shows. In each round
-every trainer of a row runs once, in a fixed order, and each figure is the median of R rounds, so a
-slow moment of a shared machine falls on all of them. The rows are printed at the end (each one's
-figures on stderr as it completes).
+every trainer of a row runs once, each round starting one trainer further along, and each figure is
+the median of R rounds, so a slow moment of a shared machine falls on all of them. The rows are
+printed at the end (each one's figures on stderr as it completes).
 
 The ceiling is NumPy's float32 2048x2048 matmul, measured as the environment leaves OpenBLAS (some
 machines pin it to an older kernel with OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE) and with those two
@@ -73,8 +73,10 @@ def measure_row(case, peers, args):
     runs = {t: [] for t in trainers}
     accuracy = {}
     done = None
-    for _ in range(args.repeats):
-        for t in trainers:
+    for r in range(args.repeats):
+        # each round starts one further along the trainers, so that none always runs first (or right
+        # after the same one) on a machine whose speed drifts
+        for t in trainers[r % len(trainers):] + trainers[:r % len(trainers)]:
             try:
                 r = bench.measure_isolated(t, hidden=hidden, batch_size=bs, threads=args.threads,
                                            n_samples=args.samples, data=args.data, warmup_seconds=args.warmup,

@@ -13,8 +13,10 @@ one-thread warm-up fit (which starts no thread pool and leaves the thread pacer'
 times the wall clock of train() calls: the first fit of the process (the pacer knows nothing yet), a
 second one right after it (the pacer starts from the first one's verdict), and the median of 5 more
 (the steady state; single fits of a few milliseconds are at the mercy of the scheduler). Default threads and
-one thread alternate, R rounds, medians; the ratio printed is speed(default) / speed(1 thread), so
-1.0 means the default is as fast as one thread (the target under contention is >= 0.8).
+one thread alternate, each round starting with the other (a process run right after another finds the
+machine in another state), R rounds, medians; the ratio printed is speed(default) / speed(1 thread), so
+1.0 means the default is as fast as one thread (the target under contention is >= 0.8). Fits of fewer
+than fastmlp._pacer.SMALL_RUN_FLOPS (the digits) run on one thread whatever the count asked for.
 
 The busy processes are started by this script, one per core, first after the quiet rounds: each spins
 until its own deadline (--busy-seconds) or until this script's process is gone, and the script
@@ -138,9 +140,11 @@ def run_rounds(cases, rounds, default, base):
     "base" for the base checkout's default."""
     keys = [default, 1] + (["base"] if base else [])
     out = {c: {k: [] for k in keys} for c in cases}
-    for _ in range(rounds):
+    for r in range(rounds):
         for c in cases:
-            for k in keys:
+            # each round starts one further along the keys: a process that follows another
+            # finds the machine in a different state, and none should always be first
+            for k in keys[r % len(keys):] + keys[:r % len(keys)]:
                 out[c][k].append(measure(c, default, base) if k == "base" else measure(c, k))
     return out
 
