@@ -62,8 +62,8 @@ MIN_PROBE_SECONDS = 0.02
 _last_verdict = {}  # max thread count -> (faster count, time.monotonic() of the verdict)
 # Thread counts that have run a timed chunk in this process. The first parallel region of a process
 # starts the threading layer's pool (tens of milliseconds): a chunk that includes it says nothing
-# about the speed of that count, so its timing is dropped (but charged to the probe budget) and the
-# count measured again.
+# about the speed of that count, so its timing is dropped (charged to the probe budget when the cores
+# look busy) and the count measured again.
 _started = set()
 
 
@@ -234,11 +234,15 @@ class ThreadPacer:
         planned, self.planned = self.planned, None
         regular = planned[1] if planned is not None and planned[0] == threads else threads == self.current
         self.elapsed += seconds
-        if threads > 1 and not regular:
-            self.probe_spent += seconds
         if threads > 1 and threads not in _started:
             _started.add(threads)
+            # (on busy cores it counts against the probe budget, as a probe; on idle ones it is the
+            # process's one start of its threads, and charged, it kept a first fit on one thread)
+            if self._look():
+                self.probe_spent += seconds
             return
+        if threads > 1 and not regular:
+            self.probe_spent += seconds
         rate = seconds / samples
         if regular:
             self._record_regular(rate)

@@ -26,16 +26,22 @@ def no_verdicts(monkeypatch):
 
 
 def test_the_first_timing_of_a_thread_count_in_a_process_is_dropped():
-    # the process's first parallel region starts the thread pool: that chunk is measured again, and
-    # its time counts against the probe budget (here 640 s, so the run goes to one thread, measured
-    # on a whole chunk; two threads are measured again after a first probe interval on one thread)
+    # the process's first parallel region starts the threads: that chunk is measured again at once.
+    # On idle cores the start is no probe's cost (charged to the probe budget, 640 s here, it kept
+    # the process's first fit on one thread).
     _pacer._started.clear()
     p = ThreadPacer(2, 32)
-    log = drive(p, lambda t, i: (10.0 if i == 0 else 1.0 / 1.8) if t == 2 else 1.0, 8)
+    log = drive(p, lambda t, i: (10.0 if i == 0 else 1.0 / 1.8) if t == 2 else 1.0, 5)
     first = 4096 // 64
-    assert log == [(2, first)] + [(1, 4096)] * (1 + _pacer.FIRST_INTERVAL) + [(2, first), (2, 4096)]
-    assert p.current == 2
-    assert p.probe_spent == 10.0 * first + first / 1.8
+    assert log == [(2, first), (2, first), (1, first)] + [(2, 4096)] * 2
+    assert p.current == 2 and p.probe_spent == first / 1.8
+    # on busy cores it counts against the budget, as a probe does: both timings of two threads
+    _pacer._started.clear()
+    _pacer._last_verdict.clear()
+    p = ThreadPacer(2, 32, busy=lambda: True)
+    log = drive(p, lambda t, i: 10.0 if t == 2 else 1.0, 12)
+    assert log == [(1, 4096)] * 5 + [(2, first)] * 2 + [(1, 4096)] * 5
+    assert p.probe_spent == 2 * 10.0 * first
 
 
 def drive(pacer, seconds_per_sample, chunks, chunk=4096):
