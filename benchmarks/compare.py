@@ -74,9 +74,7 @@ def measure_row(case, peers, args):
     accuracy = {}
     done = None
     for i in range(args.repeats):
-        # each round starts one further along the trainers, so that none always runs first (or right
-        # after the same one) on a machine whose speed drifts
-        for t in trainers[i % len(trainers):] + trainers[:i % len(trainers)]:
+        for t in bench.round_order(trainers, i):
             try:
                 r = bench.measure_isolated(t, hidden=hidden, batch_size=bs, threads=args.threads,
                                            n_samples=args.samples, data=args.data, warmup_seconds=args.warmup,

@@ -140,11 +140,10 @@ def run_rounds(cases, rounds, default, base):
     "base" for the base checkout's default."""
     keys = [default, 1] + (["base"] if base else [])
     out = {c: {k: [] for k in keys} for c in cases}
+    from fastmlp.bench import round_order
     for r in range(rounds):
         for c in cases:
-            # each round starts one further along the keys: a process that follows another
-            # finds the machine in a different state, and none should always be first
-            for k in keys[r % len(keys):] + keys[:r % len(keys)]:
+            for k in round_order(keys, r):
                 out[c][k].append(measure(c, default, base) if k == "base" else measure(c, k))
     return out
 

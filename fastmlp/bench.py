@@ -575,6 +575,14 @@ def matmul_gflops_isolated(threads, unpinned_blas=False):
     return out["gflops"], out["blas"]
 
 
+def round_order(items, i):
+    """The order of round i of measurements that alternate between items: each round starts one item
+    further along (a process that follows another finds the machine in another state, and none
+    should always meet the same one)."""
+    k = i % len(items)
+    return list(items[k:]) + list(items[:k])
+
+
 def run(hidden=(100,), batch_size=32, threads=2, vs="numpy", n_samples=60000, epochs=1, seed=0,
         matmul=True, isolated=True, data="synthetic-digits", repeats=1, warmup_seconds=WARMUP_SECONDS,
         optimizer="sgd", dtype="float32"):
@@ -606,17 +614,13 @@ def run(hidden=(100,), batch_size=32, threads=2, vs="numpy", n_samples=60000, ep
     how = measure_isolated if isolated else measure
     args = dict(hidden=hidden, batch_size=batch_size, threads=threads, n_samples=n_samples, epochs=epochs,
                 seed=seed, data=data, warmup_seconds=float(warmup_seconds), optimizer=optimizer, dtype=dtype)
-    f_runs, r_runs = [], []
+    runs, last = {"fastmlp": [], vs: []}, {}
     for i in range(repeats):
-        # fastmlp first in even rounds, the reference in odd ones: a process that follows another
-        # finds the machine in another state, and neither trainer should always meet the same one
-        for who in (("fastmlp", vs) if i % 2 == 0 else (vs, "fastmlp")):
-            if who == "fastmlp":
-                f = how("fastmlp", **args)
-                f_runs.append(f["samples_per_second"])
-            else:
-                r = how(vs, **args)
-                r_runs.append(r["samples_per_second"])
+        for who in round_order(("fastmlp", vs), i):
+            last[who] = how(who, **args)
+            runs[who].append(last[who]["samples_per_second"])
+    f, r = last["fastmlp"], last[vs]
+    f_runs, r_runs = runs["fastmlp"], runs[vs]
     if matmul:
         mm, blas = matmul_gflops_isolated(threads) if isolated else (matmul_gflops(), blas_kernel())
     else:
