@@ -2,7 +2,7 @@
 on a machine whose speed drifts by more than that within a minute.
 
     python benchmarks/ab_step.py OLD_TREE NEW_TREE [--sizes 784,100,10] [--batch 512] [--threads 2]
-        [--optimizer sgd|adam] [--x uint8|float32|float64]
+        [--optimizer sgd|adam] [--x uint8|float32|float64] [--data random|fashion-mnist]
     git worktree add /tmp/old HEAD~1 && python benchmarks/ab_step.py /tmp/old .
 
 Each tree gets a worker process (its own Numba cache directory under the system's temporary
@@ -23,7 +23,7 @@ import tempfile
 import time
 
 
-def worker(root, sizes, batch, threads, steps, optimizer, xdtype):
+def worker(root, sizes, batch, threads, steps, optimizer, xdtype, data):
     sys.path.insert(0, os.path.abspath(root))
     import numba
     import numpy as np
@@ -38,11 +38,15 @@ def worker(root, sizes, batch, threads, steps, optimizer, xdtype):
     w_off, b_off, n_params = layout(sizes)
     params = (rng.standard_normal(n_params) * 0.03).astype(dtype)
     X = rng.integers(0, 256, (n, sizes[0]), dtype=np.uint8)
+    y = rng.integers(0, sizes[-1], n).astype(np.int64)
+    if data == "fashion-mnist":  # real pixels: ReLU units off together as in training, which kernels may skip
+        from fastmlp import datasets
+        X, y = datasets.load("fashion-mnist", "train", download=False, progress=False)
+        X, y = np.ascontiguousarray(X[:n]), y[:n].astype(np.int64)
     divisor = 255.0
     if xdtype != "uint8":
         X = (X / 255.0).astype(xdtype)
         divisor = 1.0
-    y = rng.integers(0, sizes[-1], n).astype(np.int64)
     net = Network(params, w_off, b_off, np.array(sizes, dtype=np.int64), k.ACTIVATION_CODES["relu"], k.SOFTMAX)
     data = Data(*input_bytes(X), divisor, y, np.zeros((1, sizes[-1]), dtype), False, np.ones(1), False, k.CE)
     hp = np.zeros(2 * k.HP_SIZE)
@@ -81,6 +85,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
     ap.add_argument("--x", default="uint8", choices=["uint8", "float32", "float64"], help="dtype of the inputs")
+    ap.add_argument("--data", default="random", choices=["random", "fashion-mnist"],
+                    help="the rows: random pixels, or the first of Fashion-MNIST's training split (found locally)")
     ap.add_argument("--steps", type=int, default=12, help="minibatches per timed call")
     ap.add_argument("--reps", type=int, default=3, help="timed calls per request (the best counts)")
     ap.add_argument("--rounds", type=int, default=30)
@@ -88,7 +94,7 @@ def main():
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     if args.worker:
-        worker(args.old, sizes, args.batch, args.threads, args.steps, args.optimizer, args.x)
+        worker(args.old, sizes, args.batch, args.threads, args.steps, args.optimizer, args.x, args.data)
         return
     procs = []
     with tempfile.TemporaryDirectory(prefix="fastmlp-ab-") as tmp:
@@ -96,7 +102,7 @@ def main():
             env = dict(os.environ, NUMBA_CACHE_DIR=os.path.join(tmp, f"numba{i}"))
             cmd = [sys.executable, os.path.abspath(__file__), root, root, "--worker", "--sizes", args.sizes,
                    "--batch", str(args.batch), "--threads", str(args.threads), "--steps", str(args.steps),
-                   "--optimizer", args.optimizer, "--x", args.x]
+                   "--optimizer", args.optimizer, "--x", args.x, "--data", args.data]
             p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
             if p.stdout.readline().strip() != "ready":
                 sys.exit(f"the worker of {root} did not start")
