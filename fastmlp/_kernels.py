@@ -805,6 +805,33 @@ def _micro_asm(suffix, bcast):
     return "\n\t".join(lines)
 
 
+def _micro_gather_asm(suffix, bcast, size):
+    # _micro_asm with x[k, :] the 64 bytes at x + offsets[k] and d[k, :] 6 contiguous elements of
+    # `size` bytes; operands $0 k, $1 x, $2 offsets (address of k int64), $3 d, $4 d_step, $5 c,
+    # $6 c_ld, $7 init. (One operand fewer than _micro_asm and the 6 deltas at constant offsets: its
+    # loop needs two more registers, the offset and the walk along the offsets, and all 16
+    # general-purpose registers would not do.)
+    acc = [f"%ymm{i}" for i in range(12)]
+    rows = ["$5", "$5,$6,1", "$5,$6,2", "%r9", "%r9,$6,1", "%r9,$6,2"]
+    cs = [f"{32 * h}({row})" for row in rows for h in (0, 1)]
+    lines = ["mov $2, %rax", "mov $3, %rcx", "mov $0, %r8", "lea ($5,$6,2), %r9", "add $6, %r9", "test $7, $7",
+             "jz 3f"]
+    lines += [f"vxorp{suffix} {a}, {a}, {a}" for a in acc]
+    lines += ["jmp 4f", "3:"]
+    lines += [f"vmovup{suffix} {c}, {a}" for c, a in zip(cs, acc)]
+    lines += ["4:", "test %r8, %r8", "jle 2f", "1:", "mov (%rax), %r10",
+              f"vmovup{suffix} ($1,%r10,1), %ymm12", f"vmovup{suffix} 32($1,%r10,1), %ymm13"]
+    for r in range(MICRO_ROWS):
+        b = f"%ymm{14 + r % 2}"
+        lines += [f"{bcast} {r * size}(%rcx), {b}",
+                  f"vfmadd231p{suffix} %ymm12, {b}, {acc[2 * r]}",
+                  f"vfmadd231p{suffix} %ymm13, {b}, {acc[2 * r + 1]}"]
+    lines += ["add $$8, %rax", "add $4, %rcx", "dec %r8", "jnz 1b", "2:"]
+    lines += [f"vmovup{suffix} {a}, {c}" for c, a in zip(cs, acc)]
+    lines += ["vzeroupper"]
+    return "\n\t".join(lines)
+
+
 # Numba's JIT assembles inline assembly only with the native assembly parser registered (cheap, no
 # compilation).
 llvm.initialize_native_asmparser()
@@ -827,6 +854,23 @@ def _micro_tile(typingctx, like, k, x, x_step, d, d_ld, d_step, c, c_ld, init):
         builder.asm(fnty, asm, constraint, list(args[1:]), True)
         return context.get_dummy_value()
     return types.none(like, *([types.int64] * 9)), codegen
+
+
+@intrinsic
+def _micro_tile_gather(typingctx, like, k, x, offsets, d, d_step, c, c_ld, init):
+    # _micro_tile with x[kk, :] the 64 bytes at x + offsets[kk] (offsets: the address of k int64
+    # byte offsets) and d[kk, r] the element at d + kk * d_step + r * (its size)
+    if like.bitwidth == 32:
+        asm = _micro_gather_asm("s", "vbroadcastss", 4)
+    else:
+        asm = _micro_gather_asm("d", "vbroadcastsd", 8)
+    constraint = "r,r,r,r,r,r,r,r,~{r10}," + _MICRO_CLOBBERS.replace("~{rdx},", "")
+
+    def codegen(context, builder, sig, args):
+        fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(64)] * 8)
+        builder.asm(fnty, asm, constraint, list(args[1:]), True)
+        return context.get_dummy_value()
+    return types.none(like, *([types.int64] * 8)), codegen
 
 
 def _transpose8_asm():
@@ -887,6 +931,12 @@ def _transpose_tile(typingctx, like, src, src_ld, dst):
 def _micro(like, k, x, x_step, d, d_ld, d_step, c, c_ld, init):
     _micro_tile(like, np.int64(k), np.int64(x), np.int64(x_step), np.int64(d), np.int64(d_ld), np.int64(d_step),
                 np.int64(c), np.int64(c_ld), np.int64(init))
+
+
+@_inline(fastmath=FAST)
+def _micro_gather(like, k, x, offsets, d, d_step, c, c_ld, init):
+    _micro_tile_gather(like, np.int64(k), np.int64(x), np.int64(offsets), np.int64(d), np.int64(d_step), np.int64(c),
+                       np.int64(c_ld), np.int64(init))
 
 
 @_inline()
@@ -1038,16 +1088,22 @@ def _weight_grad_micro(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_b
 @_inline(fastmath=FAST)
 def _delta_backward_micro(W, delta, a_prev, code, from_output, delta_prev, i0, i1):
     # _delta_backward_cols with the AVX2 micro-kernel (see MICRO_DELTA_MIN_ROWS): tiles of 6 samples
-    # x 64 bytes of columns summed over all j by _micro_tile. The deltas of each group of 6 samples
-    # are packed first (j-major, 6 per j; zeros for samples past n); then per block of
-    # MICRO_DELTA_BLOCK_BYTES of rows j of W (the block's deltas, n x KC, stay in L2), per column panel
-    # (W[jb:je, c:c + 64 bytes] packed contiguous, PACK_PANELS at a time, zeros past i1: no column
-    # outside i0:i1 is read, other threads may be updating them), every group's tile, summed in
-    # place in sums (padded to whole tiles), whose partial sums wait there between blocks. Then
-    # delta_prev = sums times sigma'. Each element is summed over j in ascending order from zero,
-    # one FMA each, whatever the split.
+    # x 64 bytes of columns summed over j by _micro_tile_gather (_micro_tile where a block keeps every
+    # j: the gather's index load costs a few percent). The deltas of each group of 6 samples are
+    # packed first (j-major, 6 per j; zeros for samples past n), leaving out the j whose 6 deltas
+    # are all zero (a ReLU unit off for all 6 samples: a fifth of the j of a trained 2048-unit
+    # layer, where independent units would give 1/64), each kept j's byte offset in a panel beside
+    # it (scalar indexing in that pass: a row view per j made it cost a quarter of the kernel); then
+    # per block of MICRO_DELTA_BLOCK_BYTES of rows j of W (the block's deltas, n x KC, stay in L2),
+    # per column panel (W[jb:je, c:c + 64 bytes] packed contiguous, PACK_PANELS at a time, zeros
+    # past i1: no column outside i0:i1 is read, other threads may be updating them), every group's
+    # tile over its kept j of the block, summed in place in sums (padded to whole tiles), whose
+    # partial sums wait there between blocks. Then delta_prev = sums times sigma'. Each element is summed over
+    # j in ascending order from zero, one FMA each, whatever the split; a j left out would have
+    # added 0 * W[j, i] (+-0) to a sum that starts at +0 and is never -0, which leaves it as it is.
     n, N = delta.shape
     one = W.dtype.type(1)
+    zero = one - one
     R = MICRO_ROWS
     T = MICRO_BYTES // W.itemsize
     size = W.itemsize
@@ -1055,14 +1111,38 @@ def _delta_backward_micro(W, delta, a_prev, code, from_output, delta_prev, i0, i
     groups = (n + R - 1) // R
     if m <= 0 or groups == 0:
         return
+    KC = max(MICRO_DELTA_BLOCK_BYTES // (T * size), 1)
+    blocks = max((N + KC - 1) // KC, 1)
     d = np.zeros((groups, max(N, 1), R), W.dtype)
+    offsets = np.empty((groups, max(N, 1)), np.int64)
+    starts = np.empty((groups, blocks + 1), np.int64)  # starts[g, b]: group g's first kept j of block b
     for g in range(groups):
         dg = d[g]
         for r in range(min(R, n - g * R)):
             e = delta[g * R + r]
             for j in range(N):
                 dg[j, r] = e[j]
-    KC = max(MICRO_DELTA_BLOCK_BYTES // (T * size), 1)
+        kept = 0
+        og = offsets[g]
+        for b in range(blocks):
+            starts[g, b] = kept
+            for j in range(b * KC, min(b * KC + KC, N)):
+                v0 = dg[j, 0]
+                v1 = dg[j, 1]
+                v2 = dg[j, 2]
+                v3 = dg[j, 3]
+                v4 = dg[j, 4]
+                v5 = dg[j, 5]
+                # (stored whatever the deltas, kept by advancing kept: no unpredictable branch)
+                dg[kept, 0] = v0
+                dg[kept, 1] = v1
+                dg[kept, 2] = v2
+                dg[kept, 3] = v3
+                dg[kept, 4] = v4
+                dg[kept, 5] = v5
+                og[kept] = (j - b * KC) * T * size
+                kept += (v0 != zero) | (v1 != zero) | (v2 != zero) | (v3 != zero) | (v4 != zero) | (v5 != zero)
+        starts[g, blocks] = kept
     panels = (m + T - 1) // T
     PP = PACK_PANELS
     x = np.empty((PP * max(min(N, KC), 1), T), W.dtype)
@@ -1071,6 +1151,7 @@ def _delta_backward_micro(W, delta, a_prev, code, from_output, delta_prev, i0, i
     sums = np.empty((groups * R, (panels | 1) * T), W.dtype)
     for jb in range(0, max(N, 1), KC):
         je = min(jb + KC, N)
+        b = jb // KC
         for p0 in range(0, panels, PP):
             pn = min(PP, panels - p0)
             _pack_panels(W, jb, je, i0 + p0 * T, i1, pn, x)
@@ -1078,8 +1159,14 @@ def _delta_backward_micro(W, delta, a_prev, code, from_output, delta_prev, i0, i
                 p = p0 + q
                 xq = _addr(x, q * (je - jb), 0)
                 for g in range(groups):
-                    _micro(one, je - jb, xq, T * size, _addr(d[g], jb, 0), size, R * size,
-                           _addr(sums, g * R, p * T), sums.strides[0], 1 if jb == 0 else 0)
+                    k0 = starts[g, b]
+                    kn = starts[g, b + 1] - k0
+                    if kn == je - jb:
+                        _micro(one, kn, xq, T * size, _addr(d[g], k0, 0), size, R * size,
+                               _addr(sums, g * R, p * T), sums.strides[0], 1 if jb == 0 else 0)
+                    else:
+                        _micro_gather(one, kn, xq, _addr(offsets, g, k0), _addr(d[g], k0, 0), R * size,
+                                      _addr(sums, g * R, p * T), sums.strides[0], 1 if jb == 0 else 0)
     for s in range(n):
         o = delta_prev[s, i0:i1]
         v = sums[s]
@@ -1225,13 +1312,43 @@ def _delta_backward_cols(W, delta, a_prev, code, from_output, delta_prev, i0, i1
 @_jit(fastmath=FAST)
 def _delta_backward_tiles(W, delta, a_prev, code, from_output, delta_prev, i0, i1):
     # _delta_backward_cols of a W that does not take the micro-kernel (any W^{l+1} of a network in
-    # which none does: see micro_layers), by the register tiles
+    # which none does: see micro_layers), by the register tiles. With the 4-sample tiles, the
+    # deltas of each group of 4 samples are packed first (j-major, 4 per j; a last partial group
+    # repeats its last sample), leaving out the j whose 4 deltas are all zero (ReLU units off for
+    # all 4: a quarter of them in trained layers), each kept j beside them; a left-out j would have
+    # added 0 * W[j, i] to a sum that starts at +0 and is never -0, which leaves it as it is.
     if TILE_ROWS == 2:
         _delta_backward_panels(W, delta, a_prev, code, from_output, delta_prev, i0, i1)
         return
     n, N = delta.shape
     one = W.dtype.type(1)
     zero = one - one
+    groups = (n + 3) // 4
+    d = np.empty((max(groups, 1), max(N, 1), 4), W.dtype)
+    rows = np.empty((max(groups, 1), max(N, 1)), np.int64)
+    kept = np.zeros(max(groups, 1), np.int64)
+    for g in range(groups):
+        s = 4 * g
+        e0 = delta[s]
+        e1 = delta[min(s + 1, n - 1)]
+        e2 = delta[min(s + 2, n - 1)]
+        e3 = delta[min(s + 3, n - 1)]
+        dg = d[g]
+        rg = rows[g]
+        k = 0
+        for j in range(N):
+            v0 = e0[j]
+            v1 = e1[j]
+            v2 = e2[j]
+            v3 = e3[j]
+            # (stored whatever the deltas, kept by advancing k: no unpredictable branch)
+            dg[k, 0] = v0
+            dg[k, 1] = v1
+            dg[k, 2] = v2
+            dg[k, 3] = v3
+            rg[k] = j
+            k += (v0 != zero) | (v1 != zero) | (v2 != zero) | (v3 != zero)
+        kept[g] = k
     ptr, T = _register_tile(one)
     acc = carray(ptr, (4, T))
     m = i1 - i0
@@ -1248,22 +1365,22 @@ def _delta_backward_tiles(W, delta, a_prev, code, from_output, delta_prev, i0, i
     for c in range(i0, i1, T):
         c1 = min(c + T, i1)
         t = max(min(c, i1 - T), off)
-        for s in range(0, n, 4):
-            e0 = delta[s]
-            e1 = delta[min(s + 1, n - 1)]
-            e2 = delta[min(s + 2, n - 1)]
-            e3 = delta[min(s + 3, n - 1)]
+        for g in range(groups):
+            s = 4 * g
+            dg = d[g]
+            rg = rows[g]
             for i in range(T):
                 a0[i] = zero
                 a1[i] = zero
                 a2[i] = zero
                 a3[i] = zero
-            for j in range(N):
-                w = src[j, t - off:t - off + T]
-                d0 = e0[j]
-                d1 = e1[j]
-                d2 = e2[j]
-                d3 = e3[j]
+            for p in range(kept[g]):
+                w = src[rg[p], t - off:t - off + T]
+                q = dg[p]
+                d0 = q[0]
+                d1 = q[1]
+                d2 = q[2]
+                d3 = q[3]
                 for i in range(T):
                     x = w[i]
                     a0[i] += d0 * x
