@@ -62,16 +62,56 @@ def skips_zero_deltas():
     return _kernels.TILE_ROWS != 6
 
 
-def done_flops_per_sample(Ws, bs, X, skips=True, group=4):
+def delta_skip_groups(sizes):
+    """Per hidden layer l = 1..L-1 of a network with layer sizes `sizes`: the number of consecutive
+    samples of a minibatch over which the delta recursion through layer l (summing over its N_l
+    units into delta^{l-1}) leaves out a unit whose deltas are all zero (ReLU off for all of them):
+    6 with the AVX2 + FMA micro-kernel, 4 with the AVX-512 tiles, 0 where nothing is left out (the
+    16-register non-FMA blockings, and layer 1, below which no delta is computed)."""
+    from . import _kernels
+    out = []
+    for l in range(1, len(sizes) - 1):
+        N = sizes[l]
+        if l == 1:
+            out.append(0)
+        elif _kernels.MICRO_DELTA_MIN_ROWS == 0 or 0 <= _kernels.MICRO_DELTA_MIN_ROWS <= N:
+            out.append(_kernels.MICRO_ROWS)
+        else:
+            out.append(4 if _kernels.TILE_ROWS == 4 else 0)
+    return out
+
+
+def done_flops_per_sample(Ws, bs, X, skips=True, group=4, delta_groups=None, batch_size=None):
     """The arithmetic a training sample actually costs the kernels, estimated from the weights Ws,
     bs of a ReLU network on the uint8 rows X: flops_per_sample less, with `skips`, the weight-gradient
     work of each hidden layer for the (sample, group of `group` rows) pairs whose z are all <= 0
-    (ReLU's delta is zero there and the kernel leaves them out). At the trained weights: the share
+    (ReLU's delta is zero there and the kernel leaves them out), and, with delta_groups (see
+    delta_skip_groups), the delta-recursion work of each hidden layer l for the (unit, group of
+    delta_groups[l - 1] consecutive samples) pairs whose z are all <= 0; the groups start afresh in
+    each minibatch of batch_size rows (default: all of X). At the trained weights: the share
     skipped earlier in the epoch differs somewhat."""
     sizes = [Ws[0].shape[1]] + [W.shape[0] for W in Ws]
     total = float(flops_per_sample(sizes))
-    if not skips:
-        return total
+    a = X.astype(np.float64) / 255.0
+    for l, (W, b) in enumerate(zip(Ws[:-1], bs[:-1])):
+        z = a @ np.asarray(W, dtype=np.float64).T + np.asarray(b, dtype=np.float64)
+        n, N = z.shape
+        if skips:
+            pad = -N % group  # a last partial group repeats its last row
+            zero = np.concatenate([z <= 0, np.repeat(z[:, -1:] <= 0, pad, axis=1)], axis=1)
+            rows = np.minimum(group, N - group * np.arange(zero.shape[1] // group))  # real rows per group
+            skipped_rows = (zero.reshape(n, -1, group).all(axis=2) * rows).sum(axis=1).mean()
+            total -= 2.0 * skipped_rows * sizes[l]
+        G = delta_groups[l] if delta_groups else 0
+        if G and n:
+            B = batch_size or n
+            s = np.arange(n)
+            starts = np.flatnonzero(np.diff(s // B * (B + G) + s % B // G, prepend=-1))  # each group's first row
+            active = np.add.reduceat((z > 0).astype(np.int64), starts, axis=0) > 0  # (groups, N)
+            samples = np.diff(np.append(starts, n))  # real samples per group
+            total -= 2.0 * sizes[l] * float(((~active).sum(axis=1) * samples).sum()) / n
+        a = np.maximum(z, 0.0)
+    return total
     a = X.astype(np.float64) / 255.0
     for l, (W, b) in enumerate(zip(Ws[:-1], bs[:-1])):
         z = a @ np.asarray(W, dtype=np.float64).T + np.asarray(b, dtype=np.float64)
@@ -506,7 +546,8 @@ def measure(trainer, hidden=(100,), batch_size=32, threads=2, n_samples=60000, e
     test = make_test_data(data)
     done = None
     if trainer == "fastmlp":
-        done = done_flops_per_sample(Ws, bs, test[0] if test is not None else X[:10000], skips_zero_deltas())
+        done = done_flops_per_sample(Ws, bs, test[0] if test is not None else X[:10000], skips_zero_deltas(),
+                                     delta_groups=delta_skip_groups(sizes), batch_size=batch_size)
     return {"seconds": seconds, "samples_per_second": n_samples * epochs / seconds,
             "test_accuracy": None if test is None else test_accuracy(Ws, bs, *test),
             "done_flops_per_sample": done,

@@ -51,6 +51,35 @@ def test_done_flops_per_sample_by_hand(bench):
     assert bench.done_flops_per_sample([W1, W2], [b1, b2], X) == 130.0 - 10.0
 
 
+def test_done_flops_leave_out_the_delta_recursions_skips_by_hand(bench):
+    # Two hidden layers. x = (255, 0) gives a hidden-1 layer of three units at 0.5, x = (0, 0) all
+    # three off; hidden-2 unit 0 sums them (z = 1.5 - 1 or -1: on with the first kind of sample),
+    # unit 1 is always off (z = -1). The delta recursion through hidden 2 sums over its 2 units into
+    # the 3 below: 2 * 3 flops per unit and sample. Samples s0 (on), s1 (off), s2 (on) in groups of
+    # 2: {s0, s1} leaves out unit 1 (2 samples), {s2} unit 1 (1 sample): 2 * 3 * 3 / 3 = 6 per
+    # sample. In minibatches of 1: unit 1 for all three and unit 0 for s1: 2 * 3 * 4 / 3 = 8.
+    X = np.array([[255, 0], [0, 0], [255, 0]], dtype=np.uint8)
+    Ws = [np.array([[1.0, 0.0]] * 3), np.array([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]), np.ones((2, 2))]
+    bs = [np.full(3, -0.5), np.full(2, -1.0), np.zeros(2)]
+    total = bench.flops_per_sample([2, 3, 2, 2])
+    assert bench.done_flops_per_sample(Ws, bs, X, skips=False) == total
+    assert bench.done_flops_per_sample(Ws, bs, X, skips=False, delta_groups=[0, 2]) == total - 6.0
+    assert bench.done_flops_per_sample(Ws, bs, X, skips=False, delta_groups=[0, 2], batch_size=1) == total - 8.0
+    assert bench.done_flops_per_sample(Ws, bs, X, skips=False, delta_groups=[0, 2], batch_size=2) == total - 6.0
+
+
+def test_delta_skip_groups_follow_the_kernels(bench):
+    from fastmlp import _kernels as k
+    for sizes in [(784, 100, 10), (784, 512, 512, 10), (784, 2048, 2048, 10), (20, 30, 2100, 40, 5)]:
+        want = [0]  # (no delta below layer 1)
+        for N in sizes[2:-1]:
+            if k.MICRO_DELTA_MIN_ROWS == 0 or 0 <= k.MICRO_DELTA_MIN_ROWS <= N:
+                want.append(6)  # the micro-kernel's 6 samples
+            else:
+                want.append(4 if k.TILE_ROWS == 4 else 0)
+        assert bench.delta_skip_groups(sizes) == want
+
+
 def test_skips_zero_deltas_follows_the_blocking(bench):
     from fastmlp import _kernels
     assert bench.skips_zero_deltas() == (_kernels.TILE_ROWS != 6)
