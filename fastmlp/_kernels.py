@@ -779,29 +779,36 @@ MICRO_ROWS = 6
 MICRO_BYTES = 64  # a tile row: 2 ymm registers
 
 
+def _micro_tile_ends(suffix, c, c_ld, init):
+    # -> (accumulators, start, end): the AT&T lines that start a 6 x 2-ymm tile (acc = 0 if the
+    # operand init is nonzero, else the 6 rows of 64 bytes at operand c, c_ld bytes apart; %r9 holds
+    # row 3's address) and that end it (the rows = acc)
+    acc = [f"%ymm{i}" for i in range(12)]
+    rows = [c, f"{c},{c_ld},1", f"{c},{c_ld},2", "%r9", f"%r9,{c_ld},1", f"%r9,{c_ld},2"]
+    cs = [f"{32 * h}({row})" for row in rows for h in (0, 1)]
+    start = [f"lea ({c},{c_ld},2), %r9", f"add {c_ld}, %r9", f"test {init}, {init}", "jz 3f"]
+    start += [f"vxorp{suffix} {a}, {a}, {a}" for a in acc]
+    start += ["jmp 4f", "3:"]
+    start += [f"vmovup{suffix} {row}, {a}" for row, a in zip(cs, acc)]
+    start += ["4:"]
+    end = [f"vmovup{suffix} {a}, {row}" for row, a in zip(cs, acc)] + ["vzeroupper"]
+    return acc, start, end
+
+
 def _micro_asm(suffix, bcast):
     # AT&T assembly of the tile loop; operands $0 k, $1 x, $2 x_step, $3 d, $4 d_ld, $5 d_step, $6 c,
     # $7 c_ld, $8 init (bytes for the steps and strides). acc[r, :] = (0 if init else c[r, :]), then
     # acc[r, :] += d[k, r] * x[k, :] for k ascending; then c[r, :] = acc[r, :].
-    acc = [f"%ymm{i}" for i in range(12)]
-    rows = ["$6", "$6,$7,1", "$6,$7,2", "%r9", "%r9,$7,1", "%r9,$7,2"]
-    cs = [f"{32 * h}({row})" for row in rows for h in (0, 1)]
-    lines = ["mov $1, %rax", "mov $3, %rcx", "mov $0, %r8", "lea ($3,$4,2), %rdx", "add $4, %rdx",
-             "lea ($6,$7,2), %r9", "add $7, %r9", "test $8, $8", "jz 3f"]
-    lines += [f"vxorp{suffix} {a}, {a}, {a}" for a in acc]
-    lines += ["jmp 4f", "3:"]
-    lines += [f"vmovup{suffix} {c}, {a}" for c, a in zip(cs, acc)]
-    lines += ["4:", "test %r8, %r8", "jle 2f", "1:",
-              f"vmovup{suffix} (%rax), %ymm12", f"vmovup{suffix} 32(%rax), %ymm13"]
+    acc, start, end = _micro_tile_ends(suffix, "$6", "$7", "$8")
+    lines = ["mov $1, %rax", "mov $3, %rcx", "mov $0, %r8", "lea ($3,$4,2), %rdx", "add $4, %rdx"] + start
+    lines += ["test %r8, %r8", "jle 2f", "1:", f"vmovup{suffix} (%rax), %ymm12", f"vmovup{suffix} 32(%rax), %ymm13"]
     srcs = ["(%rcx)", "(%rcx,$4,1)", "(%rcx,$4,2)", "(%rdx)", "(%rdx,$4,1)", "(%rdx,$4,2)"]
     for r, src in enumerate(srcs):
         b = f"%ymm{14 + r % 2}"
         lines += [f"{bcast} {src}, {b}",
                   f"vfmadd231p{suffix} %ymm12, {b}, {acc[2 * r]}",
                   f"vfmadd231p{suffix} %ymm13, {b}, {acc[2 * r + 1]}"]
-    lines += ["add $2, %rax", "add $5, %rcx", "add $5, %rdx", "dec %r8", "jnz 1b", "2:"]
-    lines += [f"vmovup{suffix} {a}, {c}" for c, a in zip(cs, acc)]
-    lines += ["vzeroupper"]
+    lines += ["add $2, %rax", "add $5, %rcx", "add $5, %rdx", "dec %r8", "jnz 1b", "2:"] + end
     return "\n\t".join(lines)
 
 
@@ -811,24 +818,16 @@ def _micro_gather_asm(suffix, bcast, size):
     # $6 c_ld, $7 init. (One operand fewer than _micro_asm and the 6 deltas at constant offsets: its
     # loop needs two more registers, the offset and the walk along the offsets, and all 16
     # general-purpose registers would not do.)
-    acc = [f"%ymm{i}" for i in range(12)]
-    rows = ["$5", "$5,$6,1", "$5,$6,2", "%r9", "%r9,$6,1", "%r9,$6,2"]
-    cs = [f"{32 * h}({row})" for row in rows for h in (0, 1)]
-    lines = ["mov $2, %rax", "mov $3, %rcx", "mov $0, %r8", "lea ($5,$6,2), %r9", "add $6, %r9", "test $7, $7",
-             "jz 3f"]
-    lines += [f"vxorp{suffix} {a}, {a}, {a}" for a in acc]
-    lines += ["jmp 4f", "3:"]
-    lines += [f"vmovup{suffix} {c}, {a}" for c, a in zip(cs, acc)]
-    lines += ["4:", "test %r8, %r8", "jle 2f", "1:", "mov (%rax), %r10",
+    acc, start, end = _micro_tile_ends(suffix, "$5", "$6", "$7")
+    lines = ["mov $2, %rax", "mov $3, %rcx", "mov $0, %r8"] + start
+    lines += ["test %r8, %r8", "jle 2f", "1:", "mov (%rax), %r10",
               f"vmovup{suffix} ($1,%r10,1), %ymm12", f"vmovup{suffix} 32($1,%r10,1), %ymm13"]
     for r in range(MICRO_ROWS):
         b = f"%ymm{14 + r % 2}"
         lines += [f"{bcast} {r * size}(%rcx), {b}",
                   f"vfmadd231p{suffix} %ymm12, {b}, {acc[2 * r]}",
                   f"vfmadd231p{suffix} %ymm13, {b}, {acc[2 * r + 1]}"]
-    lines += ["add $$8, %rax", "add $4, %rcx", "dec %r8", "jnz 1b", "2:"]
-    lines += [f"vmovup{suffix} {a}, {c}" for c, a in zip(cs, acc)]
-    lines += ["vzeroupper"]
+    lines += ["add $$8, %rax", "add $4, %rcx", "dec %r8", "jnz 1b", "2:"] + end
     return "\n\t".join(lines)
 
 
@@ -1098,9 +1097,10 @@ def _delta_backward_micro(W, delta, a_prev, code, from_output, delta_prev, i0, i
     # per column panel (W[jb:je, c:c + 64 bytes] packed contiguous, PACK_PANELS at a time, zeros
     # past i1: no column outside i0:i1 is read, other threads may be updating them), every group's
     # tile over its kept j of the block, summed in place in sums (padded to whole tiles), whose
-    # partial sums wait there between blocks. Then delta_prev = sums times sigma'. Each element is summed over
-    # j in ascending order from zero, one FMA each, whatever the split; a j left out would have
-    # added 0 * W[j, i] (+-0) to a sum that starts at +0 and is never -0, which leaves it as it is.
+    # partial sums wait there between blocks. Then delta_prev = sums times sigma'. Each element is
+    # summed over j in ascending order from zero, one FMA each, whatever the split; a j left out
+    # would have added 0 * W[j, i] (+-0) to a sum that starts at +0 and is never -0, which leaves
+    # it as it is.
     n, N = delta.shape
     one = W.dtype.type(1)
     zero = one - one
@@ -2418,8 +2418,14 @@ def micro_layers(sizes):
     L = len(sizes) - 1
     forward = any(0 <= MICRO_FORWARD_MIN_INPUTS <= sizes[l - 1] and sizes[l] >= MICRO_FORWARD_MIN
                   for l in range(1, L + 1))
-    delta = MICRO_DELTA_MIN_ROWS == 0 or any(0 <= MICRO_DELTA_MIN_ROWS <= sizes[l] for l in range(2, L + 1))
+    delta = MICRO_DELTA_MIN_ROWS == 0 or any(delta_takes_micro(sizes[l]) for l in range(2, L + 1))
     return forward, delta
+
+
+def delta_takes_micro(N):
+    """Whether the delta recursion through a W^l of N rows takes the AVX2 micro-kernel
+    (_delta_backward_cols, which decides it from the same constants at compile time)."""
+    return MICRO_DELTA_MIN_ROWS == 0 or 0 <= MICRO_DELTA_MIN_ROWS <= N
 
 
 def network_kernels(dtype, sizes):

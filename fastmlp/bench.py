@@ -69,16 +69,8 @@ def delta_skip_groups(sizes):
     6 with the AVX2 + FMA micro-kernel, 4 with the AVX-512 tiles, 0 where nothing is left out (the
     16-register non-FMA blockings, and layer 1, below which no delta is computed)."""
     from . import _kernels
-    out = []
-    for l in range(1, len(sizes) - 1):
-        N = sizes[l]
-        if l == 1:
-            out.append(0)
-        elif _kernels.MICRO_DELTA_MIN_ROWS == 0 or 0 <= _kernels.MICRO_DELTA_MIN_ROWS <= N:
-            out.append(_kernels.MICRO_ROWS)
-        else:
-            out.append(4 if _kernels.TILE_ROWS == 4 else 0)
-    return out
+    tiles = 4 if _kernels.TILE_ROWS == 4 else 0
+    return [0] + [_kernels.MICRO_ROWS if _kernels.delta_takes_micro(N) else tiles for N in sizes[2:-1]]
 
 
 def done_flops_per_sample(Ws, bs, X, skips=True, group=4, delta_groups=None, batch_size=None):
@@ -105,8 +97,7 @@ def done_flops_per_sample(Ws, bs, X, skips=True, group=4, delta_groups=None, bat
         G = delta_groups[l] if delta_groups else 0
         if G and n:
             B = batch_size or n
-            s = np.arange(n)
-            starts = np.flatnonzero(np.diff(s // B * (B + G) + s % B // G, prepend=-1))  # each group's first row
+            starts = np.concatenate([np.arange(b0, min(b0 + B, n), G) for b0 in range(0, n, B)])  # groups' first rows
             active = np.add.reduceat((z > 0).astype(np.int64), starts, axis=0) > 0  # (groups, N)
             samples = np.diff(np.append(starts, n))  # real samples per group
             total -= 2.0 * sizes[l] * float(((~active).sum(axis=1) * samples).sum()) / n
