@@ -135,7 +135,9 @@ class ThreadPacer:
         self.elapsed = 0.0  # seconds of all recorded chunks
         self.probe_spent = 0.0  # of which in probes and first measurements of several threads
         self.looked = None  # (clock() of the last look at the run queue, its answer)
-        self.busy_seen = False  # a look found the cores busy while on several threads (and probed)
+        # one thread was chosen because a look found the cores busy (at the start, or while on several
+        # threads): several are measured again as soon as a look finds them idle
+        self.busy_seen = False
         self.planned = None  # (threads, regular) of the last plan
         self.compared = False  # the first measurements of both counts have been compared
         self.confirm_now = False  # measure several threads again at once (see record)
@@ -149,8 +151,10 @@ class ThreadPacer:
             self.current = verdict[0]
             self.per_sample[self._other()] = float("inf")  # known to be slower: probe it later
             self.interval = MAX_INTERVAL // 4
+            self.busy_seen = self.current == 1
         elif self._look():
             self._settle_on_one()
+            self.busy_seen = True
 
     def _other(self):
         return 1 if self.current != 1 else self.max_threads
@@ -179,7 +183,9 @@ class ThreadPacer:
         return self.probe_spent + price <= PROBE_BUDGET * (self.elapsed + price)
 
     def _probe_samples(self, threads, chunk, fraction):
-        rate, regular = self.per_sample.get(threads), self.regular
+        # (the current count's speed: its regular chunks', else its one measurement)
+        rate = self.per_sample.get(threads)
+        regular = self.regular if self.regular is not None else self.per_sample.get(self.current)
         samples = chunk * (FIRST_PROBE_FRACTION if rate == float("inf") else fraction)
         if rate and regular and rate != float("inf"):
             samples = min(samples, PROBE_TIME_SHARE * chunk * regular / rate)
@@ -206,10 +212,18 @@ class ThreadPacer:
                 if self._affordable(count, samples):
                     return count, samples
                 self._settle_on_one()
+                self.busy_seen = self._look()  # (the look that priced the probe, reused)
         other = self._other()
         if self.confirm_now:
             self.confirm_now = False
             return other, self._probe_samples(other, chunk, PROBE_FRACTION)
+        if self.busy_seen and self.current == 1 and not self._look():
+            # on one thread because a look found the cores busy, and now they look idle: measure
+            # several threads at once, not after a probe interval (on an idle 2-core VM about one
+            # look in a hundred finds a kernel thread runnable twice in a row, and each such false
+            # alarm kept a run on one thread, at half speed, for FIRST_INTERVAL whole chunks)
+            self.busy_seen = False
+            self.probe_now = True
         if self.probe_now or self.since_probe >= self.interval:
             samples = self._probe_samples(other, chunk, PROBE_FRACTION)
             if self._affordable(other, samples):

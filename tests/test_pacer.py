@@ -280,6 +280,38 @@ def test_newly_busy_cores_move_to_one_thread_before_a_regular_chunk():
     assert {t for t, s in log[_pacer.FIRST_INTERVAL + 1:] if s == 4096} == {2}
 
 
+def test_cores_that_looked_busy_for_a_moment_get_several_threads_back_at_once():
+    # a kernel thread runnable across both looks of one plan (about one look in a hundred on an
+    # idle 2-core VM): one chunk on one thread, then two threads measured at once (they win),
+    # where the run used to stay on one thread for FIRST_INTERVAL chunks, at half speed
+    alarms = [0]  # looks still to find the cores busy
+
+    def busy():
+        alarms[0] -= 1
+        return alarms[0] >= 0
+
+    now = [0.0]
+
+    def cost(t, i):
+        now[0] += 1.0  # every chunk takes longer than LOOK_SECONDS: each plan looks again
+        return 1 / 1.8 if t == 2 else 1.0
+
+    p = ThreadPacer(2, 32, busy=busy, clock=lambda: now[0])
+    drive(p, cost, 4)
+    assert p.current == 2
+    alarms[0] = 1
+    log = drive(p, cost, 4)
+    assert log == [(1, 4096), (2, 64), (2, 4096), (2, 4096)]
+    # the same when the look that found them busy was the run's first
+    alarms[0] = 1
+    q = ThreadPacer(2, 32, busy=busy, clock=lambda: now[0])
+    assert drive(q, cost, 3) == [(1, 4096), (2, 64), (2, 4096)]
+    # while they stay busy, one thread (test_newly_busy_cores_move_to_one_thread_before_a_regular_chunk)
+    alarms[0] = 10
+    r = ThreadPacer(2, 32, busy=busy, clock=lambda: now[0])
+    assert drive(r, cost, 4) == [(1, 4096)] * 4
+
+
 def test_looks_at_the_run_queue_are_reused_for_a_while():
     now = [0.0]
     looks = []
