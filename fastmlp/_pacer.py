@@ -139,7 +139,6 @@ class ThreadPacer:
         # threads): several are measured again as soon as a look finds them idle
         self.busy_seen = False
         self.planned = None  # (threads, regular) of the last plan
-        self.compared = False  # the first measurements of both counts have been compared
         self.confirm_now = False  # measure several threads again at once (see record)
         if threads == 1:
             return
@@ -267,14 +266,18 @@ class ThreadPacer:
         if threads != self.current:  # a probe of the other count
             self.probe_now = False
             self.since_probe = 0
-            first, self.compared = not self.compared, True
             if rate * MARGIN < self.per_sample[self.current]:
-                if first and self.current > 1 and not self._look():
-                    # Several threads lost on their first measurement, a minibatch or two that
-                    # includes waking their threads (milliseconds on a virtual machine), on cores
-                    # that look idle: measure them again at once, for MIN_PROBE_SECONDS, outside
-                    # the probe budget (priced at that first measurement, it would keep the run on
-                    # one thread for many chunks).
+                if self.current > 1 and not self._look():
+                    # Several threads lost to one on cores that look idle: measure them again at
+                    # once, for MIN_PROBE_SECONDS, outside the probe budget. Their first
+                    # measurement is a minibatch or two that includes waking their threads
+                    # (milliseconds on a virtual machine): priced at it, the budget would keep the
+                    # run on one thread for many chunks. Later, a regular chunk slowed down by a
+                    # moment of the host (a virtual machine's core lent elsewhere) sends a probe
+                    # of one thread, which may win while that moment lasts; confirmed at once,
+                    # such a moment costs a probe, not FIRST_INTERVAL chunks at one thread's speed.
+                    # (Cores that stay busy unseen, another virtual machine's load, lose this
+                    # measurement too, and only the regular probes, in the budget, follow.)
                     self.confirm_now = True
                     self.regular = rate
                 else:

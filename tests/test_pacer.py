@@ -184,6 +184,27 @@ def test_a_slow_first_measurement_of_two_threads_on_idle_cores_is_measured_again
     assert log[0][0] == 1 and (2, floor) not in log
 
 
+def test_a_moment_of_slow_host_costs_a_probe_not_a_spell_on_one_thread():
+    # two threads 1.8x faster than one, but for two chunks a moment of the host (a virtual
+    # machine's core lent elsewhere) makes them 10x slower: the slow chunk sends a probe of one
+    # thread, which wins while the moment lasts, and two threads, measured again at once, win back
+    # (they used to wait FIRST_INTERVAL regular chunks on one thread)
+    def cost(t, i):
+        if t == 2:
+            return 10.0 if 20 <= i < 22 else 1 / 1.8
+        return 1.0
+
+    p = ThreadPacer(2, 32)
+    log = drive(p, cost, 30)
+    assert log[21] == (1, 256) and log[22][0] == 2
+    assert all(t == 2 for t, s in log[22:] if s == 4096) and p.current == 2
+    # while the host stays slow for two threads, one thread keeps the run (the measurement again
+    # loses, and later probes keep to the budget)
+    q = ThreadPacer(2, 32)
+    log = drive(q, lambda t, i: (10.0 if i >= 20 else 1 / 1.8) if t == 2 else 1.0, 60)
+    assert log[21] == (1, 256) and {t for t, s in log[23:] if s == 4096} == {1}
+
+
 def test_a_new_pacer_starts_from_the_last_verdict():
     now = [0.0]
     p = ThreadPacer(2, 32, clock=lambda: now[0])
