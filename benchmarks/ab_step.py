@@ -55,7 +55,9 @@ def worker(root, sizes, batch, threads, steps, optimizer, xdtype, data):
         hp[o + k.HP_BETA1], hp[o + k.HP_BETA2], hp[o + k.HP_EPS] = 0.9, 0.999, 1e-8
     numba.set_num_threads(threads)
     ws = Workspace(sizes, dtype, batch, x_capacity=n)
-    res = Results(np.zeros(max(n, batch)), np.zeros((n // batch + 1, 3)), np.zeros((0, sizes[-1]), dtype))
+    # (stats of two columns, as Trainer.fit passes: a third asks the driver for the sum of the squared
+    # weights before every step, scikit-learn's L2 penalty, a pass over all of them)
+    res = Results(np.zeros(max(n, batch)), np.zeros((n // batch + 1, 2)), np.zeros((0, sizes[-1]), dtype))
     size = params.size if optimizer == "adam" else 0  # Adam's moments m and v; SGD keeps none
     state = OptimizerState(np.zeros_like(params), np.zeros(size, dtype), np.zeros(size, dtype),
                            k.OPTIMIZER_CODES[optimizer], hp, 1)
