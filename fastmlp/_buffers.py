@@ -1,6 +1,7 @@
 """What the compiled kernels are called with, besides the data: the flat parameter layout, the
 per-batch buffers, the input divisor and the placeholder for targets, and the bundles the compiled
 driver takes them in. No layer above is imported."""
+import mmap
 from collections import namedtuple
 
 import numpy as np
@@ -38,7 +39,6 @@ def _huge_pages(nbytes):
     here): faulting in a 10 MB workspace took 20 ms on a virtual machine, a tenth of an epoch of
     784-100-10, and 2 MiB pages also spare the kernels' TLB misses on weights larger than the TLB's
     reach (benchmarks/RESULTS.md)."""
-    import mmap
     if not hasattr(mmap, "MADV_HUGEPAGE") or not hasattr(mmap, "MAP_ANONYMOUS"):
         return None
     size = -(-nbytes // HUGE_PAGE_BYTES) * HUGE_PAGE_BYTES

@@ -152,15 +152,16 @@ class ThreadPacer:
             self.interval = MAX_INTERVAL // 4
             self.busy_seen = self.current == 1
         elif self._look():
-            self._settle_on_one()
-            self.busy_seen = True
+            self._settle_on_one(True)
 
     def _other(self):
         return 1 if self.current != 1 else self.max_threads
 
-    def _settle_on_one(self):
-        # run on one thread; several threads are measured when the budget allows
+    def _settle_on_one(self, by_look):
+        # run on one thread; several threads are measured when the budget allows, or (by_look: a
+        # look at the run queue found the cores busy) as soon as a look finds them idle
         self.current = 1
+        self.busy_seen = by_look
         self.per_sample.setdefault(self.max_threads, float("inf"))
         self.regular = None
 
@@ -210,8 +211,7 @@ class ThreadPacer:
                 samples = self._probe_samples(count, chunk, FIRST_PROBE_FRACTION)
                 if self._affordable(count, samples):
                     return count, samples
-                self._settle_on_one()
-                self.busy_seen = self._look()  # (the look that priced the probe, reused)
+                self._settle_on_one(self._look())  # (the look that priced the probe, reused)
         other = self._other()
         if self.confirm_now:
             self.confirm_now = False
@@ -234,9 +234,8 @@ class ThreadPacer:
                 # newly busy: one thread now, not after a whole chunk of stalled regions; several
                 # are measured again when the budget allows (once per busy spell, so a network
                 # that is faster on several threads all the same keeps them)
-                self.busy_seen = True
                 self.per_sample[self.max_threads] = float("inf")
-                self._settle_on_one()
+                self._settle_on_one(True)
                 self.since_probe = 0
                 self.interval = FIRST_INTERVAL
         return self.current, chunk

@@ -467,14 +467,14 @@ def test_aligned_arrays_have_the_shape_dtype_and_zeros_asked_for(shape, dtype):
 
 def _mapping_flags(address):
     # the VmFlags of the memory mapping of this process that holds address (/proc/self/smaps)
-    lo = None
+    inside = False
     with open("/proc/self/smaps") as f:
         for line in f:
             head = line.split()[0]
             if "-" in head and ":" not in head:
                 a, b = (int(x, 16) for x in head.split("-"))
-                lo = a <= address < b
-            elif head == "VmFlags:" and lo:
+                inside = a <= address < b
+            elif head == "VmFlags:" and inside:
                 return set(line.split()[1:])
     return None
 
