@@ -5,9 +5,12 @@ chunks of minibatches) and scikit-learn, one epoch each, 2 threads, every traine
 
 Every trainer starts from the same initial weights and visits the samples in the same order
 (scikit-learn takes neither from outside), with the same loss, optimizer and learning rate, and its
-final weights are scored on the test split: a fast trainer that learns nothing shows. In each round
-every trainer of a row runs once, each round starting one trainer further along, and each figure is
-the median of R rounds, so a slow moment of a shared machine falls on all of them. The rows are
+final weights are scored on the test split: a fast trainer that learns nothing shows. Each trainer of
+a row gets a process of its own (bench.MeasuringProcess) that stays for the row's rounds. In each
+round every trainer warms up and trains its epoch once, one after another (each round starting one
+trainer further along, each after the cores look idle again), and each figure is the median of R
+rounds: with no process to start between them, the trainers' epochs follow one another within
+seconds, so a slow spell of a shared machine (they last seconds) falls on all of them. The rows are
 printed at the end (each one's figures on stderr as it completes).
 
 The ceiling is NumPy's float32 2048x2048 matmul, measured as the environment leaves OpenBLAS (some
@@ -22,6 +25,7 @@ stopped by this script (each ends by itself after a bounded time).
 Peers that are not installed are skipped (pip install 'fastmlp[torch,jax,sklearn]').
 """
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
@@ -30,6 +34,7 @@ import sys
 import time
 
 from fastmlp import bench
+from fastmlp._pacer import cores_busy
 from fastmlp.errors import FastMLPError
 
 # (hidden layers, batch size, optimizer, dtype)
@@ -50,6 +55,8 @@ TITLES = {"fastmlp": "fastmlp", "torch": "PyTorch", "torch-compile": "torch.comp
           "jax": "JAX scan", "sklearn": "scikit-learn"}
 # scikit-learn runs its minibatch loop in Python: below this batch size an epoch takes minutes
 SKLEARN_MIN_BATCH = 32
+# Between two measurements, the longest wait for the cores to look idle
+SETTLE_SECONDS = 2.0
 
 
 def available(peer):
@@ -67,25 +74,37 @@ def label(case):
     return f"784-{'-'.join(map(str, hidden))}-10, {bs}{extra}"
 
 
+def settle(threads):
+    """Wait until the trainer measured last has stopped using the cores (its threads spin for a
+    moment after its epoch), at most SETTLE_SECONDS."""
+    end = time.monotonic() + SETTLE_SECONDS
+    time.sleep(0.1)
+    while cores_busy(threads) and time.monotonic() < end:
+        time.sleep(0.05)
+
+
 def measure_row(case, peers, args):
     hidden, bs, opt, dtype = case
     trainers = ["fastmlp"] + [p for p in peers if not (p == "sklearn" and bs < SKLEARN_MIN_BATCH)]
     runs = {t: [] for t in trainers}
     accuracy = {}
     done = None
-    for i in range(args.repeats):
-        for t in bench.round_order(trainers, i):
-            try:
-                r = bench.measure_isolated(t, hidden=hidden, batch_size=bs, threads=args.threads,
-                                           n_samples=args.samples, data=args.data, warmup_seconds=args.warmup,
-                                           optimizer=opt, dtype=dtype)
-            except FastMLPError as e:
-                print(f"  {label(case)}: {t} failed: {e}", file=sys.stderr, flush=True)
-                continue
-            runs[t].append(r["samples_per_second"])
-            accuracy[t] = r["test_accuracy"]
-            if t == "fastmlp":
-                done = r["done_flops_per_sample"]
+    with contextlib.ExitStack() as stack:
+        procs = {t: stack.enter_context(bench.MeasuringProcess(args.threads)) for t in trainers}
+        for i in range(args.repeats):
+            for t in bench.round_order(trainers, i):
+                settle(args.threads)
+                try:
+                    r = procs[t].measure(t, hidden=hidden, batch_size=bs, threads=args.threads,
+                                         n_samples=args.samples, data=args.data, warmup_seconds=args.warmup,
+                                         optimizer=opt, dtype=dtype)
+                except FastMLPError as e:
+                    print(f"  {label(case)}: {t} failed: {e}", file=sys.stderr, flush=True)
+                    continue
+                runs[t].append(r["samples_per_second"])
+                accuracy[t] = r["test_accuracy"]
+                if t == "fastmlp":
+                    done = r["done_flops_per_sample"]
     medians = {t: statistics.median(v) for t, v in runs.items() if v}
     return {"case": label(case), "hidden": list(hidden), "batch_size": bs, "optimizer": opt, "dtype": dtype,
             "runs": runs, "samples_per_second": medians, "test_accuracy": accuracy,

@@ -528,6 +528,8 @@ def measure(trainer, hidden=(100,), batch_size=32, threads=2, n_samples=60000, e
             lr=None):
     """Samples/s of one trainer, in this process (see measure_isolated), and the test accuracy of
     the weights it trained (None for random data)."""
+    if trainer not in TRAINERS:
+        raise FastMLPError(f"trainer: got {trainer!r}, expected one of {', '.join(TRAINERS)}")
     sizes = sizes_of(hidden)
     X, y = make_data(n_samples, seed, data=data)
     fn = globals()[TRAINERS[trainer]]
@@ -599,6 +601,90 @@ def measure_isolated(trainer, hidden=(100,), batch_size=32, threads=2, n_samples
                            "epochs": epochs, "seed": seed, "data": data, "warmup_seconds": warmup_seconds,
                            "optimizer": optimizer, "dtype": dtype, "lr": lr},
                           threads)
+
+
+class MeasuringProcess:
+    """A fresh Python process, environment as measure_isolated's, that stays and answers measure()
+    requests one after another (a context manager; close() ends it):
+
+        with MeasuringProcess(2) as p:
+            r = p.measure("jax", hidden=(100,), batch_size=32, data="fashion-mnist")
+
+    Trainers that alternate through processes of their own that stay meet the machine in the same
+    moments: their measurements follow one another seconds apart, not separated by starting
+    Python, importing PyTorch or JAX and loading the data each time (a slow spell of a shared
+    host lasts seconds and would fall on one trainer's rounds more than another's). Each request
+    still warms up for its warmup_seconds."""
+
+    def __init__(self, threads):
+        import subprocess
+        import sys
+        import tempfile
+        self._stderr = tempfile.TemporaryFile(mode="w+")
+        self._proc = subprocess.Popen([sys.executable, "-m", "fastmlp.bench", "--serve"], env=_child_env(threads),
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
+                                      text=True)
+
+    def measure(self, trainer, hidden=(100,), **kwargs):
+        """measure(trainer, hidden, ...) in the process: its dict, with the process's "pid"."""
+        import json
+        payload = {"what": "measure", "trainer": trainer, "hidden": list(hidden), **kwargs}
+        try:
+            self._proc.stdin.write(json.dumps(payload) + "\n")
+            self._proc.stdin.flush()
+            line = self._proc.stdout.readline()
+        except (BrokenPipeError, ValueError):  # (ValueError: closed)
+            line = ""
+        if not line:
+            self._stderr.seek(0)
+            lines = self._stderr.read().strip().splitlines()
+            raise FastMLPError(f"benchmark subprocess failed: {lines[-1] if lines else self._proc.poll()}")
+        out = json.loads(line)
+        if "error" in out:
+            raise FastMLPError(out["error"])
+        return out
+
+    def close(self):
+        try:
+            self._proc.stdin.close()  # (the process reads its end and exits)
+        except OSError:  # (a request it never read, when it died)
+            pass
+        try:
+            self._proc.wait(timeout=30)
+        except Exception:
+            self._proc.kill()
+            self._proc.wait()
+        self._proc.stdout.close()
+        self._stderr.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _serve():
+    # MeasuringProcess's side: one JSON request per line of stdin, one JSON answer per line of the
+    # stdout it was started with (anything else a trainer prints goes to stderr)
+    import json
+    import os
+    import sys
+    answers = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    for line in sys.stdin:
+        payload = json.loads(line)
+        payload.pop("what")
+        payload["hidden"] = tuple(payload["hidden"])
+        try:
+            out = dict(measure(**payload), pid=os.getpid())
+        except FastMLPError as e:
+            out = {"error": str(e)}
+        except Exception as e:  # (a peer's own failure: reported as the one-shot process reports it)
+            out = {"error": f"benchmark subprocess failed: {type(e).__name__}: {e}"}
+        answers.write(json.dumps(out) + "\n")
+        answers.flush()
 
 
 def matmul_gflops_isolated(threads, unpinned_blas=False):
@@ -714,6 +800,9 @@ def format_result(r):
 def _main(argv):
     import json
     import sys
+    if argv == ["--serve"]:
+        _serve()
+        return
     payload = json.loads(argv[0])
     if payload.pop("what") == "matmul":
         out = {"gflops": matmul_gflops(), "blas": blas_kernel()}

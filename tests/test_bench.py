@@ -3,6 +3,7 @@ never against timing thresholds)."""
 import builtins
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -415,3 +416,33 @@ def test_cli_bench_vs_jax_with_adam():
     assert r["reference_samples_per_second"] > 0 and 0 <= r["reference_test_accuracy"] <= 1
     bad = CliRunner().invoke(_cli(), ["bench", "--optimizer", "rmsprop"])
     assert bad.exit_code == 2 and "--optimizer" in bad.output
+
+
+def test_a_measuring_process_answers_request_after_request(bench):
+    """compare.py's processes that stay: every answer from the same process (not this one), the
+    figures measure() gives here, a clear error for a bad request, and the process still serving
+    after it; closing ends it."""
+    from fastmlp.errors import FastMLPError
+    kw = dict(hidden=(16,), batch_size=32, threads=1, n_samples=640, warmup_seconds=0)
+    here = bench.measure("fastmlp", **kw)
+    with bench.MeasuringProcess(1) as p:
+        first = p.measure("fastmlp", **kw)
+        with pytest.raises(FastMLPError, match="trainer: got 'nope'"):
+            p.measure("nope", **kw)
+        with pytest.raises(FastMLPError, match="TypeError"):
+            p.measure("fastmlp", colour="blue", **kw)
+        second = p.measure("numpy", **kw)
+        assert first["pid"] == second["pid"] != os.getpid()
+        assert first["test_accuracy"] == here["test_accuracy"]
+        assert first["done_flops_per_sample"] == here["done_flops_per_sample"]
+        assert second["test_accuracy"] > 0.1 and second["samples_per_second"] > 0
+    assert p._proc.poll() == 0
+
+
+def test_a_measuring_process_that_died_is_a_clear_error(bench):
+    from fastmlp.errors import FastMLPError
+    with bench.MeasuringProcess(1) as p:
+        p._proc.kill()
+        p._proc.wait()
+        with pytest.raises(FastMLPError, match="benchmark subprocess failed"):
+            p.measure("fastmlp", hidden=(16,), n_samples=64, warmup_seconds=0)
