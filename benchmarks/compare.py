@@ -34,7 +34,6 @@ import sys
 import time
 
 from fastmlp import bench
-from fastmlp._pacer import cores_busy
 from fastmlp.errors import FastMLPError
 
 # (hidden layers, batch size, optimizer, dtype)
@@ -55,8 +54,6 @@ TITLES = {"fastmlp": "fastmlp", "torch": "PyTorch", "torch-compile": "torch.comp
           "jax": "JAX scan", "sklearn": "scikit-learn"}
 # scikit-learn runs its minibatch loop in Python: below this batch size an epoch takes minutes
 SKLEARN_MIN_BATCH = 32
-# Between two measurements, the longest wait for the cores to look idle
-SETTLE_SECONDS = 2.0
 
 
 def available(peer):
@@ -74,15 +71,6 @@ def label(case):
     return f"784-{'-'.join(map(str, hidden))}-10, {bs}{extra}"
 
 
-def settle(threads):
-    """Wait until the trainer measured last has stopped using the cores (its threads spin for a
-    moment after its epoch), at most SETTLE_SECONDS."""
-    end = time.monotonic() + SETTLE_SECONDS
-    time.sleep(0.1)
-    while cores_busy(threads) and time.monotonic() < end:
-        time.sleep(0.05)
-
-
 def measure_row(case, peers, args):
     hidden, bs, opt, dtype = case
     trainers = ["fastmlp"] + [p for p in peers if not (p == "sklearn" and bs < SKLEARN_MIN_BATCH)]
@@ -93,7 +81,7 @@ def measure_row(case, peers, args):
         procs = {t: stack.enter_context(bench.MeasuringProcess(args.threads)) for t in trainers}
         for i in range(args.repeats):
             for t in bench.round_order(trainers, i):
-                settle(args.threads)
+                bench.settle(args.threads)
                 try:
                     r = procs[t].measure(t, hidden=hidden, batch_size=bs, threads=args.threads,
                                          n_samples=args.samples, data=args.data, warmup_seconds=args.warmup,

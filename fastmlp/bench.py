@@ -16,6 +16,7 @@ ceiling (OpenBLAS follows OPENBLAS_NUM_THREADS, set before NumPy is imported).
 
 Importing this module imports neither Numba nor PyTorch (nor click): they load when used.
 """
+import contextlib
 import time
 
 import numpy as np
@@ -693,6 +694,20 @@ def matmul_gflops_isolated(threads, unpinned_blas=False):
     return out["gflops"], out["blas"]
 
 
+# Between two measurements in processes that stay, the longest wait for the cores to look idle
+SETTLE_SECONDS = 2.0
+
+
+def settle(threads):
+    """Wait until the trainer measured last has stopped using the cores (a thread pool spins for a
+    moment after its work), at most SETTLE_SECONDS."""
+    from ._pacer import cores_busy
+    end = time.monotonic() + SETTLE_SECONDS
+    time.sleep(0.1)
+    while cores_busy(threads) and time.monotonic() < end:
+        time.sleep(0.05)
+
+
 def round_order(items, i):
     """The order of round i of measurements that alternate between items: each round starts one item
     further along (a process that follows another finds the machine in another state, and none
@@ -705,9 +720,10 @@ def run(hidden=(100,), batch_size=32, threads=2, vs="numpy", n_samples=60000, ep
         matmul=True, isolated=True, data="synthetic-digits", repeats=1, warmup_seconds=WARMUP_SECONDS,
         optimizer="sgd", dtype="float32"):
     """One side-by-side measurement; returns a dict of the figures (see the module docstring).
-    Each trainer (and the matmul) runs in its own subprocess unless isolated=False. With repeats > 1
-    the two trainers run alternately that many times each (each round starting with the other one)
-    and the medians are compared, so that a slow moment of a shared machine falls on both."""
+    Each trainer (and the matmul) runs in its own subprocess unless isolated=False; a trainer's
+    process stays for all its rounds (MeasuringProcess). With repeats > 1 the two trainers run
+    alternately that many times each (each round starting with the other one) and the medians are
+    compared, so that a slow moment of a shared machine falls on both."""
     if vs not in VS_CHOICES:
         raise FastMLPError(f"vs: got {vs!r}, expected one of {', '.join(VS_CHOICES)}")
     if optimizer not in OPTIMIZERS:
@@ -729,14 +745,20 @@ def run(hidden=(100,), batch_size=32, threads=2, vs="numpy", n_samples=60000, ep
     hidden = (hidden,) if isinstance(hidden, int) else tuple(int(h) for h in hidden)
     sizes = sizes_of(hidden)
     fps = flops_per_sample(sizes)
-    how = measure_isolated if isolated else measure
     args = dict(hidden=hidden, batch_size=batch_size, threads=threads, n_samples=n_samples, epochs=epochs,
                 seed=seed, data=data, warmup_seconds=float(warmup_seconds), optimizer=optimizer, dtype=dtype)
     runs, last = {"fastmlp": [], vs: []}, {}
-    for i in range(repeats):
-        for who in round_order(("fastmlp", vs), i):
-            last[who] = how(who, **args)
-            runs[who].append(last[who]["samples_per_second"])
+    with contextlib.ExitStack() as stack:
+        if isolated:
+            procs = {who: stack.enter_context(MeasuringProcess(threads)) for who in runs}
+        for i in range(repeats):
+            for who in round_order(("fastmlp", vs), i):
+                if isolated:
+                    settle(threads)
+                    last[who] = procs[who].measure(who, **args)
+                else:
+                    last[who] = measure(who, **args)
+                runs[who].append(last[who]["samples_per_second"])
     f, r = last["fastmlp"], last[vs]
     f_runs, r_runs = runs["fastmlp"], runs[vs]
     if matmul:
