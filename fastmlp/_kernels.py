@@ -1691,58 +1691,61 @@ def _delta_backward(W_next, delta_next, z, code, delta, nthreads):
 # AVX-512 CPU, rounded a few elements differently on one thread and on two (tests/test_driver.py and
 # tests/test_pacer.py caught it). The loop is elementwise: it vectorises without those flags.
 @_jit(error_model="numpy")
-def _update_range(params, grads, m, v, p0, p1, optimizer, hp, step):
-    # params, grads, m, v flat (P,): one optimizer step on params[p0:p1] (PyTorch's semantics):
+def _update_range(params, grads, m, v, p0, p1, optimizer, hp, step, rows, stride):
+    # params, grads, m, v flat (P,): one optimizer step on params[p0 + r stride:p1 + r stride] for
+    # r < rows (a block of columns of a row-major matrix in one call: called per row, the driver's
+    # step on a thread's columns of W^{l+1} cost a call per row), PyTorch's semantics:
     #   sgd:      p -= lr (g + wd p)
     #   momentum: v = mu v + (g + wd p);  p -= lr v
     #   nesterov: v = mu v + g';  p -= lr (g' + mu v),  g' = g + wd p
     #   adam:     m = b1 m + (1 - b1) g';  v = b2 v + (1 - b2) g'^2;
     #             p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps),  g' = g + wd p
     # (Loops over slices from 0, so that Numba drops negative-index handling and LLVM vectorises.)
+    if optimizer == GRADIENT_ONLY:
+        return
     dt = params.dtype.type
     lr = dt(hp[HP_LR])
     wd = dt(hp[HP_WEIGHT_DECAY])
-    P = params[p0:p1]
-    G = grads[p0:p1]
     count = p1 - p0
-    if optimizer == GRADIENT_ONLY:
-        return
-    if optimizer == SGD:
-        if hp[HP_WEIGHT_DECAY] == 0.0:
+    mu = dt(hp[HP_MOMENTUM])
+    beta1 = hp[HP_BETA1]
+    beta2 = hp[HP_BETA2]
+    b1 = dt(beta1)
+    b2 = dt(beta2)
+    one = dt(1)
+    eps = dt(hp[HP_EPS])
+    step_size = dt(hp[HP_LR] / (1.0 - beta1 ** step)) if optimizer == ADAM else one
+    inv_sqrt_bc2 = dt(1.0 / math.sqrt(1.0 - beta2 ** step)) if optimizer == ADAM else one
+    for r in range(rows):
+        q0 = p0 + r * stride
+        P = params[q0:q0 + count]
+        G = grads[q0:q0 + count]
+        if optimizer == SGD:
+            if hp[HP_WEIGHT_DECAY] == 0.0:
+                for p in range(count):
+                    P[p] -= lr * G[p]
+            else:
+                for p in range(count):
+                    P[p] -= lr * (G[p] + wd * P[p])
+        elif optimizer == MOMENTUM:
+            V = v[q0:q0 + count]
             for p in range(count):
-                P[p] -= lr * G[p]
+                V[p] = mu * V[p] + (G[p] + wd * P[p])
+                P[p] -= lr * V[p]
+        elif optimizer == NESTEROV:
+            V = v[q0:q0 + count]
+            for p in range(count):
+                g = G[p] + wd * P[p]
+                V[p] = mu * V[p] + g
+                P[p] -= lr * (g + mu * V[p])
         else:
+            Mm = m[q0:q0 + count]
+            V = v[q0:q0 + count]
             for p in range(count):
-                P[p] -= lr * (G[p] + wd * P[p])
-    elif optimizer == MOMENTUM:
-        mu = dt(hp[HP_MOMENTUM])
-        V = v[p0:p1]
-        for p in range(count):
-            V[p] = mu * V[p] + (G[p] + wd * P[p])
-            P[p] -= lr * V[p]
-    elif optimizer == NESTEROV:
-        mu = dt(hp[HP_MOMENTUM])
-        V = v[p0:p1]
-        for p in range(count):
-            g = G[p] + wd * P[p]
-            V[p] = mu * V[p] + g
-            P[p] -= lr * (g + mu * V[p])
-    else:
-        beta1 = hp[HP_BETA1]
-        beta2 = hp[HP_BETA2]
-        b1 = dt(beta1)
-        b2 = dt(beta2)
-        one = dt(1)
-        eps = dt(hp[HP_EPS])
-        step_size = dt(hp[HP_LR] / (1.0 - beta1 ** step))
-        inv_sqrt_bc2 = dt(1.0 / math.sqrt(1.0 - beta2 ** step))
-        Mm = m[p0:p1]
-        V = v[p0:p1]
-        for p in range(count):
-            g = G[p] + wd * P[p]
-            Mm[p] = b1 * Mm[p] + (one - b1) * g
-            V[p] = b2 * V[p] + (one - b2) * g * g
-            P[p] -= step_size * Mm[p] / (np.sqrt(V[p]) * inv_sqrt_bc2 + eps)
+                g = G[p] + wd * P[p]
+                Mm[p] = b1 * Mm[p] + (one - b1) * g
+                V[p] = b2 * V[p] + (one - b2) * g * g
+                P[p] -= step_size * Mm[p] / (np.sqrt(V[p]) * inv_sqrt_bc2 + eps)
 
 
 @_jit(parallel=True, fastmath=FAST)
@@ -1757,17 +1760,18 @@ def _update_all(params, grads, m, v, w_off, b_off, sizes, optimizer, hp, step, n
         tt = np.int64(t)
         for l in range(1, L + 1):
             p0, p1 = _chunk_aligned(sizes[l] * sizes[l - 1], tt, T)
-            _update_range(params, grads, m, v, w_off[l] + p0, w_off[l] + p1, optimizer, hp, step)
+            _update_range(params, grads, m, v, w_off[l] + p0, w_off[l] + p1, optimizer, hp, step, 1, 0)
             q0, q1 = _chunk_aligned(sizes[l], tt, T)
-            _update_range(params, grads, m, v, b_off[l] + q0, b_off[l] + q1, optimizer, hp[HP_SIZE:], step)
+            _update_range(params, grads, m, v, b_off[l] + q0, b_off[l] + q1, optimizer, hp[HP_SIZE:], step, 1,
+                          0)
 
 
 @_inline()
 def _update_layer_rows(update, params, grads, m, v, w_off, b_off, sizes, l, j0, j1, optimizer, hp, step):
     # the optimizer step on rows j0:j1 of W^l and b^l (update: _update_range or a pointer to it)
     M = sizes[l - 1]
-    update(params, grads, m, v, w_off[l] + j0 * M, w_off[l] + j1 * M, optimizer, hp, step)
-    update(params, grads, m, v, b_off[l] + j0, b_off[l] + j1, optimizer, hp[HP_SIZE:], step)
+    update(params, grads, m, v, w_off[l] + j0 * M, w_off[l] + j1 * M, optimizer, hp, step, 1, 0)
+    update(params, grads, m, v, b_off[l] + j0, b_off[l] + j1, optimizer, hp[HP_SIZE:], step, 1, 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -2012,20 +2016,16 @@ def _backward_pair(kern, t, T, k, params, grads, m, v, w_off, b_off, sizes, hidd
         # delta^k first: it reads W^{k+1}[:, c0:c1] before the step below changes them
         _delta_recursion(kern, W, delta_next, a_k, hidden, delta, c0, c1)
         # dW^{k+1} and the step on W^{k+1}: in blocks of UPDATE_SPLIT_ROWS rows when the share is
-        # larger than L2, else in one go; one loop over the rows (a loop over blocks around it, or
-        # a block size computed by division, each made the driver, whose parallel loop holds this
-        # code, compile longer)
+        # larger than L2, else in one go; the step on a block's rows of these columns in one call
         rb = _split_rows(N, (c1 - c0) * params.itemsize) if update and TILE_ROWS == 4 else N
-        r1 = c0 - c0
-        for j in range(N):
-            if j == r1:
-                r1 = min(j + rb, N)
-                _weight_gradient(kern, delta_next, a_k, dW, db, j, r1, c0, c1, accumulate, t == 0)
+        for j in range(0, N, rb):
+            r1 = min(j + rb, N)
+            _weight_gradient(kern, delta_next, a_k, dW, db, j, r1, c0, c1, accumulate, t == 0)
             if update:
                 base = w_off[k + 1] + j * M
-                kern.update(params, grads, m, v, base + c0, base + c1, optimizer, hp, step)
+                kern.update(params, grads, m, v, base + c0, base + c1, optimizer, hp, step, r1 - j, M)
         if update and t == 0:
-            kern.update(params, grads, m, v, b_off[k + 1], b_off[k + 1] + N, optimizer, hp[HP_SIZE:], step)
+            kern.update(params, grads, m, v, b_off[k + 1], b_off[k + 1] + N, optimizer, hp[HP_SIZE:], step, 1, 0)
     if k == 1:
         # (with_bias is always true here, but computed: a literal True would compile the tile
         # kernel a second time, for a Literal[bool] signature)
@@ -2406,7 +2406,7 @@ def _kernel_refs(dtype):
         "weight_grad": _KernelRef(_weight_grad_block, types.none(A2, A2, A2, A1, i64, i64, i64, i64, b1, b1)),
         "delta_cols": _KernelRef(_delta_backward_cols, delta),
         "delta_tiles": _KernelRef(_delta_backward_tiles, delta),
-        "update": _KernelRef(_update_range, types.none(A1, A1, A1, A1, i64, i64, i64, F1, i64)),
+        "update": _KernelRef(_update_range, types.none(A1, A1, A1, A1, i64, i64, i64, F1, i64, i64, i64)),
         "output_activation": _KernelRef(_output_activation, f64(A1, A1, i64))}
 
 

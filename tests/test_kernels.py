@@ -541,6 +541,46 @@ def _check_weight_grad_block(rows, m, cols, n, accumulate, dtype):
     np.testing.assert_array_equal(dW[~inside], dW0[~inside])
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+def test_update_range_steps_a_block_of_columns(optimizer, dtype):
+    """The optimizer step on columns 2:7 of rows 1:5 of a 6 x 10 row-major matrix in one call (the
+    driver's step on a thread's columns of W^{l+1}), against the textbook steps on that block;
+    every other parameter, moment and gradient is left as it was."""
+    from fastmlp import _kernels as P
+    rng = _rng("update block", optimizer, dtype)
+    params = rng.normal(0, 1, 60).astype(dtype)
+    grads = rng.normal(0, 1, 60).astype(dtype)
+    m = rng.normal(0, 0.1, 60).astype(dtype)
+    v = np.abs(rng.normal(0, 0.1, 60)).astype(dtype)
+    hp = np.zeros(2 * P.HP_SIZE)
+    hp[P.HP_LR], hp[P.HP_MOMENTUM], hp[P.HP_WEIGHT_DECAY] = 0.05, 0.9, 0.01
+    hp[P.HP_BETA1], hp[P.HP_BETA2], hp[P.HP_EPS] = 0.9, 0.999, 1e-8
+    before = [a.copy() for a in (params, grads, m, v)]
+    P._update_range(params, grads, m, v, 12, 17, P.OPTIMIZER_CODES[optimizer], hp, 3, 4, 10)
+    block = np.zeros((6, 10), bool)
+    block[1:5, 2:7] = True
+    p0, g0, m0, v0 = (a.reshape(6, 10)[1:5, 2:7] for a in before)
+    if optimizer == "sgd":
+        (want,), _ = ref.sgd_step([p0], [], [g0], [], 0.05, weight_decay=0.01)
+        moments = []
+    elif optimizer == "momentum":
+        (want,), (wv,) = ref.momentum_step([p0], [g0], [v0], 0.05, 0.9, weight_decay=0.01)
+        moments = [(v, wv)]
+    else:
+        (want,), (wm,), (wv,) = ref.adam_step([p0], [g0], [m0], [v0], 3, 0.05, weight_decay=0.01)
+        moments = [(m, wm), (v, wv)]
+    _assert_close(params.reshape(6, 10)[block].reshape(4, 5), want, dtype)
+    for got, w in moments:
+        _assert_close(got.reshape(6, 10)[block].reshape(4, 5), w, dtype)
+    for got, old in zip((params, m, v), (before[0], before[2], before[3])):
+        np.testing.assert_array_equal(got.reshape(6, 10)[~block], old.reshape(6, 10)[~block])
+    np.testing.assert_array_equal(grads, before[1])
+    if optimizer == "sgd":
+        np.testing.assert_array_equal(m, before[2])
+        np.testing.assert_array_equal(v, before[3])
+
+
 # ----------------------------------------------------------------------------- minibatch_step
 NETS = [[7, 33, 10], [33, 7, 5, 3], [100, 10, 2]]
 
