@@ -25,7 +25,6 @@ stopped by this script (each ends by itself after a bounded time).
 Peers that are not installed are skipped (pip install 'fastmlp[torch,jax,sklearn]').
 """
 import argparse
-import contextlib
 import json
 import multiprocessing
 import os
@@ -77,22 +76,17 @@ def measure_row(case, peers, args):
     runs = {t: [] for t in trainers}
     accuracy = {}
     done = None
-    with contextlib.ExitStack() as stack:
-        procs = {t: stack.enter_context(bench.MeasuringProcess(args.threads)) for t in trainers}
-        for i in range(args.repeats):
-            for t in bench.round_order(trainers, i):
-                bench.settle(args.threads)
-                try:
-                    r = procs[t].measure(t, hidden=hidden, batch_size=bs, threads=args.threads,
-                                         n_samples=args.samples, data=args.data, warmup_seconds=args.warmup,
-                                         optimizer=opt, dtype=dtype)
-                except FastMLPError as e:
-                    print(f"  {label(case)}: {t} failed: {e}", file=sys.stderr, flush=True)
-                    continue
-                runs[t].append(r["samples_per_second"])
-                accuracy[t] = r["test_accuracy"]
-                if t == "fastmlp":
-                    done = r["done_flops_per_sample"]
+    for t, how in bench.alternate(trainers, args.repeats, args.threads):
+        try:
+            r = how(hidden=hidden, batch_size=bs, threads=args.threads, n_samples=args.samples, data=args.data,
+                    warmup_seconds=args.warmup, optimizer=opt, dtype=dtype)
+        except FastMLPError as e:
+            print(f"  {label(case)}: {t} failed: {e}", file=sys.stderr, flush=True)
+            continue
+        runs[t].append(r["samples_per_second"])
+        accuracy[t] = r["test_accuracy"]
+        if t == "fastmlp":
+            done = r["done_flops_per_sample"]
     medians = {t: statistics.median(v) for t, v in runs.items() if v}
     return {"case": label(case), "hidden": list(hidden), "batch_size": bs, "optimizer": opt, "dtype": dtype,
             "runs": runs, "samples_per_second": medians, "test_accuracy": accuracy,

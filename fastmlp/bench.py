@@ -17,6 +17,7 @@ ceiling (OpenBLAS follows OPENBLAS_NUM_THREADS, set before NumPy is imported).
 Importing this module imports neither Numba nor PyTorch (nor click): they load when used.
 """
 import contextlib
+import functools
 import time
 
 import numpy as np
@@ -708,6 +709,21 @@ def settle(threads):
         time.sleep(0.05)
 
 
+def alternate(trainers, repeats, threads, isolated=True):
+    """Yield (trainer, how) for `repeats` rounds, each trainer once per round in round_order; how(**kw)
+    measures that trainer (measure's keywords but the trainer). isolated: in a process of its own
+    that stays for every round (MeasuringProcess), after the cores look idle (settle); else here."""
+    with contextlib.ExitStack() as stack:
+        procs = {t: stack.enter_context(MeasuringProcess(threads)) for t in trainers} if isolated else {}
+        for i in range(repeats):
+            for t in round_order(trainers, i):
+                if isolated:
+                    settle(threads)
+                    yield t, functools.partial(procs[t].measure, t)
+                else:
+                    yield t, functools.partial(measure, t)
+
+
 def round_order(items, i):
     """The order of round i of measurements that alternate between items: each round starts one item
     further along (a process that follows another finds the machine in another state, and none
@@ -748,17 +764,9 @@ def run(hidden=(100,), batch_size=32, threads=2, vs="numpy", n_samples=60000, ep
     args = dict(hidden=hidden, batch_size=batch_size, threads=threads, n_samples=n_samples, epochs=epochs,
                 seed=seed, data=data, warmup_seconds=float(warmup_seconds), optimizer=optimizer, dtype=dtype)
     runs, last = {"fastmlp": [], vs: []}, {}
-    with contextlib.ExitStack() as stack:
-        if isolated:
-            procs = {who: stack.enter_context(MeasuringProcess(threads)) for who in runs}
-        for i in range(repeats):
-            for who in round_order(("fastmlp", vs), i):
-                if isolated:
-                    settle(threads)
-                    last[who] = procs[who].measure(who, **args)
-                else:
-                    last[who] = measure(who, **args)
-                runs[who].append(last[who]["samples_per_second"])
+    for who, how in alternate(("fastmlp", vs), repeats, threads, isolated):
+        last[who] = how(**args)
+        runs[who].append(last[who]["samples_per_second"])
     f, r = last["fastmlp"], last[vs]
     f_runs, r_runs = runs["fastmlp"], runs[vs]
     if matmul:
