@@ -1,0 +1,157 @@
+"""The round trip of a cache line between two threads, and what it does to fastmlp's training step.
+
+    PYTHONPATH=. python benchmarks/core_latency.py [--seconds 60]
+        [--sizes 784,100,10 --batch 32 [--threads 2]]
+
+Two threads pass a counter back and forth through two cache lines: one increments its line and
+waits for the other's answer, the other waits and answers. The round trip is the time per
+exchange. On two cores that share an L3 it is a little over 100 ns. A virtual machine's two
+virtual CPUs can run on cores that do not share one (other core complexes, or sockets), and the
+host moves them while a program runs. Each exchange then crosses the chip, and so does every cache
+line that one thread writes and the other reads: a minibatch's activations and deltas, the
+gathered inputs, the counters of each barrier between phases.
+
+Alone, the script prints the round trip every half second for --seconds and their quartiles. With
+--sizes, it alternates a round trip with three timed calls of fastmlp's training driver (16
+minibatches of Fashion-MNIST's first rows if the dataset is installed, else random pixels; SGD,
+ReLU, softmax cross-entropy), and prints the step's median time for each range of round trips.
+
+compare.py records the round trip before every epoch it times, beside that epoch's samples/s.
+"""
+import argparse
+import statistics
+import sys
+import threading
+import time
+
+import numba
+import numpy as np
+
+from fastmlp._kernels import _atomic_add, _atomic_load
+
+# spins before a thread gives up on its partner (it cannot run: then the round trip is not measured)
+SPIN_LIMIT = 1 << 31
+# (first, last) bounds of the round-trip ranges the step's times are grouped by, in ns
+RANGES = ((0, 70), (70, 300), (300, float("inf")))
+
+
+@numba.njit(nogil=True, cache=True)
+def _bounce(sync, role, start, stop):
+    # exchanges start..stop-1: role 0 sets its line (sync[0]) to i + 1 and waits for role 1's
+    # (sync[8], 64 bytes on) to reach i + 1; role 1 waits for role 0's, then answers. False if a
+    # wait gave up.
+    for i in range(start, stop):
+        if role == 0:
+            _atomic_add(sync, 0, 1)
+        spins = 0
+        while _atomic_load(sync, 8 if role == 0 else 0) <= i:
+            spins += 1
+            if spins > SPIN_LIMIT:
+                return False
+        if role == 1:
+            _atomic_add(sync, 8, 1)
+    return True
+
+
+def round_trip_ns(count=5000, warm=200):
+    """The mean time in ns of one exchange of a cache line between this thread and
+    another (count exchanges after warm untimed ones); None if the other thread never ran."""
+    sync = np.zeros(16, np.int64)
+    other = threading.Thread(target=_bounce, args=(sync, 1, 0, warm + count), daemon=True)
+    other.start()
+    ok = _bounce(sync, 0, 0, warm)
+    t0 = time.perf_counter()
+    ok = ok and _bounce(sync, 0, warm, warm + count)
+    seconds = time.perf_counter() - t0
+    other.join()
+    return 1e9 * seconds / count if ok else None
+
+
+def training_step(sizes, batch, threads, steps=16):
+    """A function that runs `steps` training minibatches through fastmlp's driver and returns the
+    time per minibatch in seconds."""
+    from fastmlp import _kernels as k
+    from fastmlp import datasets
+    from fastmlp._buffers import Data, Network, OptimizerState, Results, Workspace, input_bytes, layout
+    from fastmlp._plan import phase_plan
+
+    dtype = np.float32
+    n = steps * batch
+    rng = np.random.default_rng(0)
+    w_off, b_off, n_params = layout(sizes)
+    params = (rng.standard_normal(n_params) * 0.03).astype(dtype)
+    try:
+        X, y = datasets.load("fashion-mnist", "train", download=False, progress=False)
+        X, y = np.ascontiguousarray(X[:n]), (y[:n] % sizes[-1]).astype(np.int64)
+    except Exception:  # not installed here: random pixels
+        X = rng.integers(0, 256, (n, sizes[0]), dtype=np.uint8)
+        y = rng.integers(0, sizes[-1], n).astype(np.int64)
+    if X.shape[1] != sizes[0]:
+        X = rng.integers(0, 256, (n, sizes[0]), dtype=np.uint8)
+    net = Network(params, w_off, b_off, np.array(sizes, dtype=np.int64), k.ACTIVATION_CODES["relu"], k.SOFTMAX)
+    data = Data(*input_bytes(X), 255.0, y, np.zeros((1, sizes[-1]), dtype), False, np.ones(1), False, k.CE)
+    hp = np.zeros(2 * k.HP_SIZE)
+    hp[k.HP_LR] = hp[k.HP_SIZE + k.HP_LR] = 0.001
+    numba.set_num_threads(threads)
+    ws = Workspace(sizes, dtype, batch, x_capacity=n)
+    res = Results(np.zeros(n), np.zeros((steps + 1, 2)), np.zeros((0, sizes[-1]), dtype))
+    state = OptimizerState(np.zeros_like(params), np.zeros(0, dtype), np.zeros(0, dtype), k.OPTIMIZER_CODES["sgd"],
+                           hp, 1)
+    plan = phase_plan(sizes, "train")
+    order = rng.permutation(n)
+
+    def step():
+        t0 = time.perf_counter()
+        k._drive(plan, net, ws.buffers(), state, data, order, batch, threads, res)
+        return (time.perf_counter() - t0) / steps
+
+    step()  # compile or load, start the threads
+    return step
+
+
+def quartiles(values):
+    q = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
+    return f"median {q[1]:.0f} (quartiles {q[0]:.0f}-{q[2]:.0f})"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--sizes", default=None, help="e.g. 784,100,10: alternate with this network's training step")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    round_trip_ns(200)  # compile or load
+    end = time.monotonic() + args.seconds
+    if not args.sizes:
+        trips = []
+        while time.monotonic() < end:
+            rt = round_trip_ns()
+            if rt is None:
+                sys.exit("the second thread never ran: no round trip to measure")
+            trips.append(rt)
+            time.sleep(0.5)
+        print(f"round trip (ns) every 0.5 s for {args.seconds:g} s: {quartiles(trips)}")
+        print(" ".join(f"{x:.0f}" for x in trips))
+        return
+    sizes = [int(s) for s in args.sizes.split(",")]
+    step = training_step(sizes, args.batch, args.threads)
+    pairs = []
+    while time.monotonic() < end:
+        rt = round_trip_ns()
+        if rt is None:
+            sys.exit("the second thread never ran: no round trip to measure")
+        pairs.append((rt, 1e6 * min(step() for _ in range(3))))
+    trips = [p[0] for p in pairs]
+    print(f"{len(pairs)} round trips (ns): {quartiles(trips)}")
+    print(f"training step of {args.sizes} at batch {args.batch}, {args.threads} threads (us, best of 3 calls of 16 "
+          "minibatches after each round trip):")
+    for lo, hi in RANGES:
+        times = [s for rt, s in pairs if lo <= rt < hi]
+        if times:
+            print(f"  round trip {lo:.0f}-{hi:.0f} ns ({100 * len(times) / len(pairs):.0f}% of the time): step "
+                  f"{quartiles(times)}")
+
+
+if __name__ == "__main__":
+    main()
