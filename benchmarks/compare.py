@@ -11,7 +11,10 @@ round every trainer warms up and trains its epoch once, one after another (each 
 trainer further along, each after the cores look idle again), and each figure is the median of R
 rounds: with no process to start between them, the trainers' epochs follow one another within
 seconds, so a slow spell of a shared machine (they last seconds) falls on all of them. The rows are
-printed at the end (each one's figures on stderr as it completes).
+printed at the end (each one's figures on stderr as it completes). Before and after each epoch this
+script measures the round trip of a cache line between two of its threads (core_latency.py), and
+prints it beside the epoch's samples/s: on a virtual machine whose host moves the virtual CPUs, a
+slow round shows whether they were then far apart or on one core.
 
 The ceiling is NumPy's float32 2048x2048 matmul, measured as the environment leaves OpenBLAS (some
 machines pin it to an older kernel with OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE) and with those two
@@ -32,6 +35,7 @@ import statistics
 import sys
 import time
 
+import core_latency  # (benchmarks/, beside this script)
 from fastmlp import bench
 from fastmlp.errors import FastMLPError
 
@@ -74,9 +78,11 @@ def measure_row(case, peers, args):
     hidden, bs, opt, dtype = case
     trainers = ["fastmlp"] + [p for p in peers if not (p == "sklearn" and bs < SKLEARN_MIN_BATCH)]
     runs = {t: [] for t in trainers}
+    trips = {t: [] for t in trainers}
     accuracy = {}
     done = None
     for t, how in bench.alternate(trainers, args.repeats, args.threads):
+        before = core_latency.round_trip_ns()
         try:
             r = how(hidden=hidden, batch_size=bs, threads=args.threads, n_samples=args.samples, data=args.data,
                     warmup_seconds=args.warmup, optimizer=opt, dtype=dtype)
@@ -84,17 +90,22 @@ def measure_row(case, peers, args):
             print(f"  {label(case)}: {t} failed: {e}", file=sys.stderr, flush=True)
             continue
         runs[t].append(r["samples_per_second"])
+        trips[t].append([before, core_latency.round_trip_ns()])
         accuracy[t] = r["test_accuracy"]
         if t == "fastmlp":
             done = r["done_flops_per_sample"]
     medians = {t: statistics.median(v) for t, v in runs.items() if v}
     return {"case": label(case), "hidden": list(hidden), "batch_size": bs, "optimizer": opt, "dtype": dtype,
-            "runs": runs, "samples_per_second": medians, "test_accuracy": accuracy,
+            "runs": runs, "round_trip_ns": trips, "samples_per_second": medians, "test_accuracy": accuracy,
             "flops_per_sample": bench.flops_per_sample(bench.sizes_of(hidden)), "done_flops_per_sample": done}
 
 
 def _k(x):
     return "—" if x is None else (f"{x / 1000:.0f}k" if x >= 10000 else f"{x / 1000:.1f}k")
+
+
+def _ns(x):
+    return "—" if x is None else f"{x:.0f}"
 
 
 def print_row(row, peers, ceiling):
@@ -194,10 +205,12 @@ def main():
         acc = row["test_accuracy"]
         print("| " + " | ".join([row["case"]] + [f"{100 * acc[t]:.2f}" if acc.get(t) is not None else "—"
                                                  for t in ["fastmlp"] + peers]) + " |")
-    print("\nEvery run (samples/s):")
+    print("\nEvery run: samples/s [the round trip of a cache line between two threads before / after the "
+          "epoch, ns: core_latency.py]")
     for row in rows:
         for t, v in row["runs"].items():
-            print(f"  {row['case']}: {t} " + ", ".join(f"{x:,.0f}" for x in v))
+            print(f"  {row['case']}: {t} " + ", ".join(f"{x:,.0f} [{_ns(a)}/{_ns(b)}]"
+                                                      for x, (a, b) in zip(v, row["round_trip_ns"][t])))
     out = {"ceiling": {"pinned": [pinned, pinned_kernel], "unpinned": [real, real_kernel],
                        "unpinned_runs": ceilings}, "rows": rows}
     if args.contention:
