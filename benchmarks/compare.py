@@ -14,7 +14,9 @@ seconds, so a slow spell of a shared machine (they last seconds) falls on all of
 printed at the end (each one's figures on stderr as it completes). Before and after each epoch this
 script measures the round trip of a cache line between two of its threads (core_latency.py), and
 prints it beside the epoch's samples/s: on a virtual machine whose host moves the virtual CPUs, a
-slow round shows whether they were then far apart or on one core.
+slow round shows whether they were then far apart or on one core. A second table counts only the
+epochs that ran, by those round trips, on two cores sharing an L3. `--report FILE` prints the tables
+of a run saved in FILE.
 
 The ceiling is NumPy's float32 2048x2048 matmul, measured as the environment leaves OpenBLAS (some
 machines pin it to an older kernel with OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE) and with those two
@@ -121,6 +123,57 @@ def print_row(row, peers, ceiling):
     print("| " + " | ".join(cells) + " |", flush=True)
 
 
+def near_medians(row):
+    """Each trainer's median over its epochs whose round trips before and after were both those of
+    two cores sharing an L3 (core_latency.shares_l3), and how many there were."""
+    out = {}
+    for t, v in row["runs"].items():
+        near = [x for x, (a, b) in zip(v, row.get("round_trip_ns", {}).get(t, [])) if
+                core_latency.shares_l3(a) and core_latency.shares_l3(b)]
+        if near:
+            out[t] = (statistics.median(near), len(near))
+    return out
+
+
+def report(out):
+    """Print the tables of a run (out: what main writes to its JSON file)."""
+    peers, rows, real = out["peers"], out["rows"], out["ceiling"]["unpinned"][0]
+    c = out["ceiling"]
+    print(f"float32 matmul, {out['threads']} threads: {c['pinned'][0]:.0f} GFLOP/s as the environment sets OpenBLAS "
+          f"({c['pinned'][1]}); {real:.0f} GFLOP/s unpinned ({c['unpinned'][1]}; the best of "
+          f"{len(c['unpinned_runs'])}, measured before each row: {', '.join(f'{x:.0f}' for x in c['unpinned_runs'])}"
+          "): the ceiling below\n")
+    print("| network, batch | " + " | ".join(TITLES[t] for t in ["fastmlp"] + peers)
+          + " | fastmlp / best peer | fastmlp GFLOP/s (share of ceiling) | work done: GFLOP/s (share) |")
+    print("|---" * (len(peers) + 5) + "|")
+    for row in rows:
+        print_row(row, peers, real)
+    print("\nThe same, counting only the epochs that ran on two cores sharing an L3 (a round trip of "
+          f"{core_latency.NEAR_NS[0]}-{core_latency.NEAR_NS[1]} ns before and after; core_latency.py): medians "
+          "(epochs)")
+    print("| network, batch | " + " | ".join(TITLES[t] for t in ["fastmlp"] + peers) + " | fastmlp / best peer |")
+    print("|---" * (len(peers) + 3) + "|")
+    for row in rows:
+        near = near_medians(row)
+        best = max((near[p][0] for p in peers if p in near and p != "sklearn"), default=None)
+        f = near.get("fastmlp", (None, 0))[0]
+        cells = [row["case"]] + [f"{_k(near[t][0])} ({near[t][1]})" if t in near else "—" for t in ["fastmlp"] + peers]
+        print("| " + " | ".join(cells + [f"{f / best:.2f}x" if f and best else "—"]) + " |")
+    print("\nTest accuracy after the epoch (%):")
+    print("| network, batch | " + " | ".join(TITLES[t] for t in ["fastmlp"] + peers) + " |")
+    print("|---" * (len(peers) + 2) + "|")
+    for row in rows:
+        acc = row["test_accuracy"]
+        print("| " + " | ".join([row["case"]] + [f"{100 * acc[t]:.2f}" if acc.get(t) is not None else "—"
+                                                 for t in ["fastmlp"] + peers]) + " |")
+    print("\nEvery run: samples/s [the round trip of a cache line between two threads before / after the "
+          "epoch, ns: core_latency.py]")
+    for row in rows:
+        for t, v in row["runs"].items():
+            trips = row.get("round_trip_ns", {}).get(t, [(None, None)] * len(v))
+            print(f"  {row['case']}: {t} " + ", ".join(f"{x:,.0f} [{_ns(a)}/{_ns(b)}]" for x, (a, b) in zip(v, trips)))
+
+
 def busy(seconds):
     end = time.monotonic() + seconds
     x = 0
@@ -165,8 +218,16 @@ def main():
     parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated subset of " + ",".join(PEERS))
     parser.add_argument("--contention", action="store_true", help="also measure under CPU contention")
     parser.add_argument("--contention-seconds", type=float, default=120.0)
+    parser.add_argument("--report", metavar="FILE", help="print the tables of a run's JSON file and stop")
     parser.add_argument("results", nargs="?", help="write every figure to this JSON file")
     args = parser.parse_args()
+    if args.report:
+        with open(args.report) as f:
+            saved = json.load(f)
+        saved.setdefault("threads", args.threads)
+        saved.setdefault("peers", [p for p in PEERS if any(p in row["runs"] for row in saved["rows"])])
+        report(saved)
+        return
     peers = [p for p in args.peers.split(",") if p]
     for p in peers:
         if p not in PEERS:
@@ -190,29 +251,10 @@ def main():
         print(f"  {row['case']}: " + ", ".join(f"{t} {_k(v)}" for t, v in row["samples_per_second"].items()),
               file=sys.stderr, flush=True)
     real = max(ceilings)
-    print(f"float32 matmul, {args.threads} threads: {pinned:.0f} GFLOP/s as the environment sets OpenBLAS "
-          f"({pinned_kernel}); {real:.0f} GFLOP/s unpinned ({real_kernel}; the best of {len(ceilings)}, measured "
-          f"before each row: {', '.join(f'{c:.0f}' for c in ceilings)}): the ceiling below\n")
-    print("| network, batch | " + " | ".join(TITLES[t] for t in ["fastmlp"] + peers)
-          + " | fastmlp / best peer | fastmlp GFLOP/s (share of ceiling) | work done: GFLOP/s (share) |")
-    print("|---" * (len(peers) + 5) + "|")
-    for row in rows:
-        print_row(row, peers, real)
-    print("\nTest accuracy after the epoch (%):")
-    print("| network, batch | " + " | ".join(TITLES[t] for t in ["fastmlp"] + peers) + " |")
-    print("|---" * (len(peers) + 2) + "|")
-    for row in rows:
-        acc = row["test_accuracy"]
-        print("| " + " | ".join([row["case"]] + [f"{100 * acc[t]:.2f}" if acc.get(t) is not None else "—"
-                                                 for t in ["fastmlp"] + peers]) + " |")
-    print("\nEvery run: samples/s [the round trip of a cache line between two threads before / after the "
-          "epoch, ns: core_latency.py]")
-    for row in rows:
-        for t, v in row["runs"].items():
-            print(f"  {row['case']}: {t} " + ", ".join(f"{x:,.0f} [{_ns(a)}/{_ns(b)}]"
-                                                      for x, (a, b) in zip(v, row["round_trip_ns"][t])))
-    out = {"ceiling": {"pinned": [pinned, pinned_kernel], "unpinned": [real, real_kernel],
-                       "unpinned_runs": ceilings}, "rows": rows}
+    out = {"threads": args.threads, "peers": peers,
+           "ceiling": {"pinned": [pinned, pinned_kernel], "unpinned": [real, real_kernel], "unpinned_runs": ceilings},
+           "rows": rows}
+    report(out)
     if args.contention:
         out["contention"] = contention(args)
     if args.results:

@@ -33,6 +33,13 @@ from fastmlp._kernels import _atomic_add, _atomic_load
 SPIN_LIMIT = 1 << 31
 # (first, last) bounds of the round-trip ranges the step's times are grouped by, in ns
 RANGES = ((0, 70), (70, 300), (300, float("inf")))
+# the round trips of two cores that share an L3 (below: one core's two SMT threads; above: cores that do not)
+NEAR_NS = RANGES[1]
+
+
+def shares_l3(ns):
+    """Whether a round trip of ns nanoseconds (None: not measured) is that of two cores sharing an L3."""
+    return ns is not None and NEAR_NS[0] <= ns < NEAR_NS[1]
 
 
 @numba.njit(nogil=True, cache=True)
