@@ -23,8 +23,11 @@ import tempfile
 import time
 
 
-def worker(root, sizes, batch, threads, steps, optimizer, xdtype, data):
-    sys.path.insert(0, os.path.abspath(root))
+def training_call(sizes, batch, threads, steps, optimizer="sgd", xdtype="uint8", data="random"):
+    """A function that trains `steps` minibatches of `batch` rows through fastmlp's driver (the
+    fastmlp that `import fastmlp` finds), on threads threads, ReLU and softmax cross-entropy: random
+    pixels, or with data="fashion-mnist" the first rows of Fashion-MNIST's training split (found
+    locally). Compiles or loads the driver and starts the threads first."""
     import numba
     import numpy as np
 
@@ -68,6 +71,12 @@ def worker(root, sizes, batch, threads, steps, optimizer, xdtype, data):
         k._drive(plan, net, ws.buffers(), state, data, order, batch, threads, res)
 
     run()  # compile or load, start the threads
+    return run
+
+
+def worker(root, sizes, batch, threads, steps, optimizer, xdtype, data):
+    sys.path.insert(0, os.path.abspath(root))
+    run = training_call(sizes, batch, threads, steps, optimizer, xdtype, data)
     print("ready", flush=True)
     for line in sys.stdin:
         best = float("inf")

@@ -76,43 +76,24 @@ def round_trip_ns(count=5000, warm=200):
 
 def training_step(sizes, batch, threads, steps=16):
     """A function that runs `steps` training minibatches through fastmlp's driver and returns the
-    time per minibatch in seconds."""
-    from fastmlp import _kernels as k
-    from fastmlp import datasets
-    from fastmlp._buffers import Data, Network, OptimizerState, Results, Workspace, input_bytes, layout
-    from fastmlp._plan import phase_plan
+    time per minibatch in seconds (ab_step.py's training call; Fashion-MNIST's rows when the data set
+    is installed and the network takes 784 inputs, else random pixels)."""
+    from ab_step import training_call  # (beside this script)
 
-    dtype = np.float32
-    n = steps * batch
-    rng = np.random.default_rng(0)
-    w_off, b_off, n_params = layout(sizes)
-    params = (rng.standard_normal(n_params) * 0.03).astype(dtype)
-    try:
-        X, y = datasets.load("fashion-mnist", "train", download=False, progress=False)
-        X, y = np.ascontiguousarray(X[:n]), (y[:n] % sizes[-1]).astype(np.int64)
-    except Exception:  # not installed here: random pixels
-        X = rng.integers(0, 256, (n, sizes[0]), dtype=np.uint8)
-        y = rng.integers(0, sizes[-1], n).astype(np.int64)
-    if X.shape[1] != sizes[0]:
-        X = rng.integers(0, 256, (n, sizes[0]), dtype=np.uint8)
-    net = Network(params, w_off, b_off, np.array(sizes, dtype=np.int64), k.ACTIVATION_CODES["relu"], k.SOFTMAX)
-    data = Data(*input_bytes(X), 255.0, y, np.zeros((1, sizes[-1]), dtype), False, np.ones(1), False, k.CE)
-    hp = np.zeros(2 * k.HP_SIZE)
-    hp[k.HP_LR] = hp[k.HP_SIZE + k.HP_LR] = 0.001
-    numba.set_num_threads(threads)
-    ws = Workspace(sizes, dtype, batch, x_capacity=n)
-    res = Results(np.zeros(n), np.zeros((steps + 1, 2)), np.zeros((0, sizes[-1]), dtype))
-    state = OptimizerState(np.zeros_like(params), np.zeros(0, dtype), np.zeros(0, dtype), k.OPTIMIZER_CODES["sgd"],
-                           hp, 1)
-    plan = phase_plan(sizes, "train")
-    order = rng.permutation(n)
+    run = None
+    if sizes[0] == 784:
+        try:
+            run = training_call(sizes, batch, threads, steps, data="fashion-mnist")
+        except Exception:  # not installed here
+            pass
+    if run is None:
+        run = training_call(sizes, batch, threads, steps)
 
     def step():
         t0 = time.perf_counter()
-        k._drive(plan, net, ws.buffers(), state, data, order, batch, threads, res)
+        run()
         return (time.perf_counter() - t0) / steps
 
-    step()  # compile or load, start the threads
     return step
 
 
