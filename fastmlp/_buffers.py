@@ -96,7 +96,9 @@ def touch_pages(*arrays):
 
 class Workspace:
     """Per-batch buffers for up to `capacity` samples: the gathered inputs, a^l and delta^l of
-    every layer (flat, layer l at a_off[l]) and z^L."""
+    every layer (flat, layer l at a_off[l]) and z^L; and `units`, each layer's units in the order
+    the weight-gradient kernel groups them 4 at a time (N_0 + ... + N_L entries, layer after layer,
+    in place until a trainer regroups them: fastmlp._kernels.group_units)."""
 
     def __init__(self, sizes, dtype, capacity, x_capacity=None):
         self.capacity = capacity
@@ -109,11 +111,12 @@ class Workspace:
         self.A = aligned_empty(total, dtype)
         self.D = aligned_empty(total, dtype)
         self.Z = aligned_empty((capacity, sizes[-1]), dtype)
+        self.units = np.concatenate([np.arange(N, dtype=np.int64) for N in sizes])
         touch_pages(self.X, self.A, self.D, self.Z)
 
     def buffers(self):
         """The Buffers bundle of these arrays, for the driver."""
-        return Buffers(self.X, self.A, self.D, self.Z, self.a_off)
+        return Buffers(self.X, self.A, self.D, self.Z, self.a_off, self.units)
 
 
 # The dtype of the data set's values, for the kernels, which read X as raw bytes (input_bytes).
@@ -145,7 +148,7 @@ def no_targets(n_outputs, dtype):
 #   Network: the flat parameters with the offsets of W^l, b^l, the layer sizes, the activation codes
 Network = namedtuple("Network", "params w_off b_off sizes hidden output")
 #   Buffers: per-batch workspaces (see Workspace)
-Buffers = namedtuple("Buffers", "X A D Z a_off")
+Buffers = namedtuple("Buffers", "X A D Z a_off units")
 #   OptimizerState: the gradient, the moment buffers, the optimizer code, its hyperparameters and
 #   the step number of the first minibatch
 OptimizerState = namedtuple("OptimizerState", "grads m v optimizer hp step")

@@ -1478,11 +1478,96 @@ def _scale_by_activation_grad(out, x, code, from_output):
             out[i] *= _activation_grad(x[i], code, one)
 
 
+# Units among which _group_units chooses each group of 4: aligned blocks, so that a thread's
+# share of a layer's units and the blocks of rows the update splits a large share into (multiples
+# of UPDATE_SPLIT_ROWS from a share's start) hold whole blocks where they start on a multiple of it.
+GROUP_BLOCK = 32
+
+
+@intrinsic
+def _popcount(typingctx, x):
+    # the number of set bits of a uint64 (llvm.ctpop: one instruction with POPCNT)
+    def codegen(context, builder, sig, args):
+        return builder.ctpop(args[0])
+    return types.uint64(types.uint64), codegen
+
+
+@_jit()
+def _group_units(delta, order):
+    # delta (n, N) of a layer, order (N,) int64: per aligned block of GROUP_BLOCK units, the block's
+    # units reordered so that each 4 in a row (a tile of _weight_grad_panels) are often all off
+    # (delta 0) for the same samples. Greedy: the lowest unit not yet placed starts a group, then
+    # three times the unit off for the most samples on which the group is all off (the lowest of
+    # equals) joins it. Any order gives the same gradients; this one leaves out more samples.
+    n, N = delta.shape
+    B = GROUP_BLOCK
+    words = max((n + 63) // 64, 1)
+    off = np.zeros((N, words), np.uint64)
+    zero = delta.dtype.type(0)
+    for s in range(n):
+        row = delta[s]
+        shift = np.uint64(s % 64)
+        w = s // 64
+        for u in range(N):
+            # (no branch: whether a ReLU unit is off is a coin toss the branch predictor loses)
+            off[u, w] |= np.uint64(row[u] == zero) << shift
+    mask = np.empty(words, np.uint64)
+    placed = np.zeros(N, np.bool_)
+    for b0 in range(0, N, B):
+        b1 = min(b0 + B, N)
+        p = b0
+        for first in range(b0, b1):
+            if placed[first]:
+                continue
+            placed[first] = True
+            order[p] = first
+            p += 1
+            for w in range(words):
+                mask[w] = off[first, w]
+            for _ in range(3):
+                best = -1
+                best_count = -1
+                for u in range(b0, b1):
+                    if placed[u]:
+                        continue
+                    count = 0
+                    for w in range(words):
+                        count += _popcount(mask[w] & off[u, w])
+                    if np.int64(count) > best_count:
+                        best = u
+                        best_count = np.int64(count)
+                if best < 0:
+                    break
+                placed[best] = True
+                order[p] = best
+                p += 1
+                for w in range(words):
+                    mask[w] &= off[best, w]
+
+
+def group_units(work, sizes, n):
+    """Regroup the units of each hidden layer of work.units (a Workspace's Buffers, for a network of
+    layer sizes `sizes`) from the deltas its last minibatch, of n samples, left in work.D
+    (_group_units): the next minibatches' weight gradients then leave out more samples of ReLU
+    layers. The gradients do not change."""
+    if n <= 0:
+        return
+    u0 = sizes[0]
+    for l in range(1, len(sizes) - 1):
+        N = sizes[l]
+        start = work.a_off[l]
+        _group_units(work.D[start:start + n * N].reshape(n, N), work.units[u0:u0 + N])
+        u0 += N
+
+
 @_jit(fastmath=FAST)
-def _weight_grad_block(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias):
+def _weight_grad_block(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias, order):
     # delta (n, N), a_prev (n, M), dW (N, M), db (N,): for rows j0 <= j < j1, columns c0 <= i < c1
     # dW[j, i] (+)= sum_s delta[s, j] a_prev[s, i], and with with_bias db[j] (+)= sum_s delta[s, j]
     # (the lecture's dC/dw_ij = a_j^{l-1} delta_i^l summed over the minibatch).
+    # order (N,) int64: the rows grouped 4 at a time, each aligned block of GROUP_BLOCK entries a
+    # permutation of its rows (_group_units; np.arange(N) keeps them in place). It decides only
+    # which rows share a tile, and so which samples a tile leaves out: not the results.
     # GEMM micro-kernel like _delta_backward_cols (_weight_grad_panels; AVX2 + FMA:
     # _weight_grad_micro). AVX-512: a tile acc of 4 rows x T columns (T = 64
     # float32, 32 float64) is summed over the samples in 16 zmm registers (per sample: 4 vector
@@ -1503,27 +1588,28 @@ def _weight_grad_block(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_b
     if TILE_ROWS == 6:
         _weight_grad_micro(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias)
         return
-    _weight_grad_panels(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias)
+    _weight_grad_panels(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias, order)
 
 
 @_inline(fastmath=FAST)
-def _pack_row_group(delta, db, d, rows, j, r, accumulate, with_bias):
-    # For rows j..j+r-1 (r <= 4; a partial group repeats row j+r-1): db (+)= sum_s delta[s, row]
-    # (with_bias), and the 4 deltas of each sample with any of them nonzero packed into d[cnt, :],
-    # its sample into rows[cnt]; returns cnt
+def _pack_row_group(delta, db, d, rows, sel, i, r, accumulate, with_bias):
+    # For the r <= 4 rows sel[i:i+r] (a partial group repeats row sel[i+r-1]): db (+)= sum_s
+    # delta[s, row] (with_bias), and the 4 deltas of each sample with any of them nonzero packed
+    # into d[cnt, :], its sample into rows[cnt]; returns cnt
     n = delta.shape[0]
     zero = d.dtype.type(0)
-    q1 = j + min(1, r - 1)
-    q2 = j + min(2, r - 1)
-    q3 = j + min(3, r - 1)
-    b0 = db[j] if accumulate else zero
+    q0 = sel[i]
+    q1 = sel[i + min(1, r - 1)]
+    q2 = sel[i + min(2, r - 1)]
+    q3 = sel[i + min(3, r - 1)]
+    b0 = db[q0] if accumulate else zero
     b1 = db[q1] if accumulate else zero
     b2 = db[q2] if accumulate else zero
     b3 = db[q3] if accumulate else zero
     cnt = 0
     for s in range(n):
         e = delta[s]
-        d0 = e[j]
+        d0 = e[q0]
         d1 = e[q1]
         d2 = e[q2]
         d3 = e[q3]
@@ -1541,27 +1627,45 @@ def _pack_row_group(delta, db, d, rows, j, r, accumulate, with_bias):
         rows[cnt] = s
         cnt += (d0 != zero) | (d1 != zero) | (d2 != zero) | (d3 != zero)
     if with_bias:
-        db[q3] = b3  # (a repeated row q = j1 - 1 gets the same value twice)
+        db[q3] = b3  # (a repeated row gets the same value twice)
         db[q2] = b2
         db[q1] = b1
-        db[j] = b0
+        db[q0] = b0
     return cnt
 
 
+@_inline()
+def _ordered_rows(order, j0, j1, sel):
+    # sel[:j1 - j0] = the rows j0:j1 in order's order (order: each aligned block of GROUP_BLOCK
+    # entries a permutation of its rows, so j0:j1's rows are all in the blocks that overlap it)
+    B = GROUP_BLOCK
+    k = 0
+    for p in range(j0 // B * B, min(order.shape[0], (j1 + B - 1) // B * B)):
+        u = order[p]
+        if u >= j0 and u < j1:
+            sel[k] = u
+            k += 1
+
+
 @_inline(fastmath=FAST)
-def _weight_grad_panels(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias):
+def _weight_grad_panels(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias, order):
     # _weight_grad_block with TILE_ROWS == 4 (AVX-512) or 2 (16-register ISAs). All groups of 4 rows
     # are packed first; then per column panel (all samples x T columns of a_prev: in L1 up to ~128
     # samples, else in L2) every group's tile is summed: four rows at once (_weight_grad_tile_4rows)
     # or two at a time (a 2 x T tile: 2 broadcasts, T/8 loads, T/4 FMAs per sample). The panel is
     # read from memory once instead of once per group. Same sums in the same order either way:
-    # each element over the packed samples, ascending.
+    # each element over the packed samples, ascending. The groups are the rows j0:j1 4 at a time
+    # in order's order: units of a ReLU layer chosen to be off for the same samples (_group_units)
+    # leave out about three times as many samples as 4 neighbouring rows do. A sample left out of
+    # a row adds delta * a = 0 to it, so the grouping changes no bit of the results.
     n, M = a_prev.shape
     one = dW.dtype.type(1)
     groups = (j1 - j0 + 3) // 4
     d = np.empty((max(groups, 1), n, 4), dW.dtype)
     rows = np.empty((max(groups, 1), n), np.int64)
     cnts = np.empty(max(groups, 1), np.int64)
+    sel = np.empty(max(j1 - j0, 1), np.int64)
+    _ordered_rows(order, j0, j1, sel)
     ptr, T = _register_tile(one)
     acc = carray(ptr, (4, T))
     if M < T:
@@ -1570,24 +1674,22 @@ def _weight_grad_panels(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_
         src = a_prev
     last = src.shape[1] - T
     for g in range(groups):
-        j = j0 + 4 * g
-        cnts[g] = _pack_row_group(delta, db, d[g], rows[g], j, min(4, j1 - j), accumulate, with_bias)
+        cnts[g] = _pack_row_group(delta, db, d[g], rows[g], sel, 4 * g, min(4, j1 - j0 - 4 * g), accumulate,
+                                  with_bias)
     for c in range(c0, c1, T):
         e1 = min(c + T, c1)
         t = min(c, last)
         for g in range(groups):
-            j = j0 + 4 * g
+            r = min(4, j1 - j0 - 4 * g)
             if TILE_ROWS == 4:
-                _weight_grad_tile_4rows(src, d[g], rows[g], cnts[g], dW, acc, j, min(4, j1 - j), c, e1, t,
-                                        accumulate)
+                _weight_grad_tile_4rows(src, d[g], rows[g], cnts[g], dW, acc, sel, 4 * g, r, c, e1, t, accumulate)
             else:
-                _weight_grad_tile_2rows(src, d[g], rows[g], cnts[g], dW, acc, j, min(4, j1 - j), c, e1, t,
-                                        accumulate)
+                _weight_grad_tile_2rows(src, d[g], rows[g], cnts[g], dW, acc, sel, 4 * g, r, c, e1, t, accumulate)
 
 
 @_inline(fastmath=FAST)
-def _weight_grad_tile_4rows(src, d, rows, cnt, dW, acc, j, r, c, e1, t, accumulate):
-    # _weight_grad_block's tile with TILE_ROWS == 4: the group's rows j..j+r-1 summed over the
+def _weight_grad_tile_4rows(src, d, rows, cnt, dW, acc, sel, i0, r, c, e1, t, accumulate):
+    # _weight_grad_block's tile with TILE_ROWS == 4: the group's rows sel[i0:i0+r] summed over the
     # packed samples in acc's 4 rows at once
     zero = acc.dtype.type(0)
     T = acc.shape[1]
@@ -1613,15 +1715,15 @@ def _weight_grad_tile_4rows(src, d, rows, cnt, dW, acc, j, r, c, e1, t, accumula
             a2[i] += d2 * u
             a3[i] += d3 * u
     for k in range(r):
-        g = dW[j + k, c:e1]
+        g = dW[sel[i0 + k], c:e1]
         v = acc[k, c - t:e1 - t]
         for i in range(e1 - c):
             g[i] = (g[i] if accumulate else zero) + v[i]
 
 
 @_inline(fastmath=FAST)
-def _weight_grad_tile_2rows(src, d, rows, cnt, dW, acc, j, r, c, e1, t, accumulate):
-    # _weight_grad_block's tile with TILE_ROWS == 2: the group's rows j..j+r-1 two at a time, each
+def _weight_grad_tile_2rows(src, d, rows, cnt, dW, acc, sel, i0, r, c, e1, t, accumulate):
+    # _weight_grad_block's tile with TILE_ROWS == 2: the group's rows sel[i0:i0+r] two at a time, each
     # pair summed over the packed samples in acc rows 0 and 1 (same samples, same order)
     zero = acc.dtype.type(0)
     T = acc.shape[1]
@@ -1640,7 +1742,7 @@ def _weight_grad_tile_2rows(src, d, rows, cnt, dW, acc, j, r, c, e1, t, accumula
                 a0[i] += d0 * u
                 a1[i] += d1 * u
         for k in range(min(2, r - h)):
-            g = dW[j + h + k, c:e1]
+            g = dW[sel[i0 + h + k], c:e1]
             v = acc[k, c - t:e1 - t]
             for i in range(e1 - c):
                 g[i] = (g[i] if accumulate else zero) + v[i]
@@ -1657,11 +1759,12 @@ def _accumulate_gradients(delta, a_prev, dW, db, nthreads):
     yes = M >= 0
     if T == 1:
         j0, j1 = _chunk(N, T - 1, T)
-        _weight_grad_block(delta, a_prev, dW, db, j0, j1, M - M, M, yes, yes)
+        _weight_grad_block(delta, a_prev, dW, db, j0, j1, M - M, M, yes, yes, np.arange(N))
     else:
+        order = np.arange(N)
         for t in prange(T):
             j0, j1 = _chunk(N, np.int64(t), T)
-            _weight_grad_block(delta, a_prev, dW, db, j0, j1, M - M, M, yes, yes)
+            _weight_grad_block(delta, a_prev, dW, db, j0, j1, M - M, M, yes, yes, order)
 
 
 @_jit(parallel=True, fastmath=FAST)
@@ -1810,6 +1913,15 @@ def _weights(params, w_off, sizes, l):
 @_jit()
 def _biases(params, b_off, sizes, l):
     return params[b_off[l]:b_off[l] + sizes[l]]
+
+
+@_jit()
+def _units(units, sizes, l):
+    # layer l's N_l entries of a Workspace's units (N_0 + ... + N_L, layer after layer)
+    start = 0
+    for i in range(l):
+        start += sizes[i]
+    return units[start:start + sizes[l]]
 
 
 @_jit()
@@ -1962,11 +2074,12 @@ def _last_layer_samples(kern, W, b, a_prev, Z, AL, D, labels, targets, has_targe
 
 
 @_inline(fastmath=FAST)
-def _weight_gradient(kern, delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias):
+def _weight_gradient(kern, delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias, order):
     # dC/dW^l = delta^l (a^{l-1})^T and dC/db^l = delta^l, summed over the minibatch: delta (n, N_l),
     # a_prev (n, N_{l-1}), dW (N_l, N_{l-1}), db (N_l,); rows j0:j1 and columns c0:c1 of dW (db with
-    # with_bias), overwritten or, with accumulate, added to
-    kern.weight_grad(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias)
+    # with_bias), overwritten or, with accumulate, added to; order: layer l's units grouped
+    # (_group_units), which changes the speed only
+    kern.weight_grad(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias, order)
 
 
 @_inline(fastmath=FAST)
@@ -1987,7 +2100,7 @@ def _split_rows(rows, row_bytes):
 
 
 @_inline(fastmath=FAST)
-def _backward_pair(kern, t, T, k, params, grads, m, v, w_off, b_off, sizes, hidden, X, A, D, a_off, n,
+def _backward_pair(kern, t, T, k, params, grads, m, v, w_off, b_off, sizes, hidden, X, A, D, a_off, units, n,
                    accumulate, update, optimizer, hp, step):
     # Thread t of T in the backward region of layer k (k == L only for a network without hidden
     # layers: then just the last step below). The thread owns units c0:c1 of layer k: columns of
@@ -2020,7 +2133,8 @@ def _backward_pair(kern, t, T, k, params, grads, m, v, w_off, b_off, sizes, hidd
         rb = _split_rows(N, (c1 - c0) * params.itemsize) if update and TILE_ROWS == 4 else N
         for j in range(0, N, rb):
             r1 = min(j + rb, N)
-            _weight_gradient(kern, delta_next, a_k, dW, db, j, r1, c0, c1, accumulate, t == 0)
+            _weight_gradient(kern, delta_next, a_k, dW, db, j, r1, c0, c1, accumulate, t == 0,
+                             _units(units, sizes, k + 1))
             if update:
                 base = w_off[k + 1] + j * M
                 kern.update(params, grads, m, v, base + c0, base + c1, optimizer, hp, step, r1 - j, M)
@@ -2041,14 +2155,14 @@ def _backward_pair(kern, t, T, k, params, grads, m, v, w_off, b_off, sizes, hidd
             rb = _split_rows(c1 - c0, M * params.itemsize)
             for r0 in range(c0, c1, rb):
                 r1 = min(r0 + rb, c1)
-                _weight_gradient(kern, delta, X, dW, db, r0, r1, M - M, M, accumulate, r0 < r1)
+                _weight_gradient(kern, delta, X, dW, db, r0, r1, M - M, M, accumulate, r0 < r1, _units(units, sizes, k))
                 _update_layer_rows(kern.update, params, grads, m, v, w_off, b_off, sizes, 1, r0, r1, optimizer, hp,
                                    step)
         else:
             # (the 16-register kernels pack the column panels of X once per call: called per block
             # of rows, they would pack X again for each block, which costs more than the update
             # gains from finding its rows of dW in L1; the AVX-512 tiles read X in place)
-            _weight_gradient(kern, delta, X, dW, db, c0, c1, M - M, M, accumulate, c0 <= c1)
+            _weight_gradient(kern, delta, X, dW, db, c0, c1, M - M, M, accumulate, c0 <= c1, _units(units, sizes, k))
             if update:
                 _update_layer_rows(kern.update, params, grads, m, v, w_off, b_off, sizes, 1, c0, c1, optimizer, hp,
                                    step)
@@ -2106,7 +2220,7 @@ def _phase_unit(kern, net, work, opt, data, results, kind, layer, flags, u, T, n
     # its own would split it. (At most 30 arguments: CPython passes more as a tuple, which Numba
     # cannot inline.)
     params, w_off, b_off, sizes, hidden, output = net
-    Xbuf, A, D, Z, a_off = work
+    Xbuf, A, D, Z, a_off, units = work
     grads, m, v, optimizer, _, _ = opt
     X, xcode, divisor, labels, targets, has_targets, weights, has_weights, loss = data
     outputs = results[2]
@@ -2142,7 +2256,7 @@ def _phase_unit(kern, net, work, opt, data, results, kind, layer, flags, u, T, n
         counts[0] = kern.output_samples(Zb, AL, DL, labels, targets, has_targets, idx, output, loss, scale, losses,
                                         weights, has_weights, n - n, n, n < 0)
     else:
-        _backward_pair(kern, u, T, layer, params, grads, m, v, w_off, b_off, sizes, hidden, Xb, A, D, a_off, n,
+        _backward_pair(kern, u, T, layer, params, grads, m, v, w_off, b_off, sizes, hidden, Xb, A, D, a_off, units, n,
                        (flags & BACKWARD_ACCUMULATE) != 0, (flags & BACKWARD_UPDATE) != 0, optimizer, hp, step)
 
 
@@ -2155,7 +2269,8 @@ def _drive_plan(plan, net, work, opt, data, order, batch_size, nthreads, results
     # arguments and sync (_Driver: the calling thread and _Workers' threads). The bundles
     # (fastmlp._buffers):
     #   net     Network(params, w_off, b_off, sizes, hidden, output): the parameters, flat;
-    #   work    Buffers(X, A, D, Z, a_off): gathered inputs, a^l, delta^l, z^L;
+    #   work    Buffers(X, A, D, Z, a_off, units): gathered inputs, a^l, delta^l, z^L, and each layer's
+    #           units grouped for the weight gradients (Workspace.group_units);
     #   opt     OptimizerState(grads, m, v, optimizer, hp, step): hp holds the learning rate and the
     #           optimizer's other hyperparameters; step is the optimizer step of the first minibatch;
     #           hp is one row of 2 * HP_SIZE values, or one row per minibatch of the call, back to
@@ -2180,7 +2295,7 @@ def _drive_plan(plan, net, work, opt, data, order, batch_size, nthreads, results
     # no parallel loop (Numba compiles each prange into a gufunc and two wrappers, each
     # re-optimising every function the loop body calls).
     params, w_off, b_off, sizes, hidden, output = net
-    Xbuf, A, D, Z, a_off = work
+    Xbuf, A, D, Z, a_off, units = work
     grads, m, v, optimizer, hp, step0 = opt
     X, xcode, divisor, labels, targets, has_targets, weights, has_weights, loss = data
     losses, stats, outputs = results
@@ -2403,7 +2518,7 @@ def _kernel_refs(dtype):
         "forward_loops": _KernelRef(_dense_forward_loops, forward),
         "output_samples": _KernelRef(_output_samples, i64(A2, A2, A2, ro(I1), ro(A2), b1, I1, i64, i64, f, F1,
                                                            ro(F1), b1, i64, i64, b1)),
-        "weight_grad": _KernelRef(_weight_grad_block, types.none(A2, A2, A2, A1, i64, i64, i64, i64, b1, b1)),
+        "weight_grad": _KernelRef(_weight_grad_block, types.none(A2, A2, A2, A1, i64, i64, i64, i64, b1, b1, I1)),
         "delta_cols": _KernelRef(_delta_backward_cols, delta),
         "delta_tiles": _KernelRef(_delta_backward_tiles, delta),
         "update": _KernelRef(_update_range, types.none(A1, A1, A1, A1, i64, i64, i64, F1, i64, i64, i64)),

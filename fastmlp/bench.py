@@ -79,11 +79,12 @@ def done_flops_per_sample(Ws, bs, X, skips=True, group=4, delta_groups=None, bat
     """The arithmetic a training sample actually costs the kernels, estimated from the weights Ws,
     bs of a ReLU network on the uint8 rows X: flops_per_sample less, with `skips`, the weight-gradient
     work of each hidden layer for the (sample, group of `group` rows) pairs whose z are all <= 0
-    (ReLU's delta is zero there and the kernel leaves them out), and, with delta_groups (see
-    delta_skip_groups), the delta-recursion work of each hidden layer l for the (unit, group of
-    delta_groups[l - 1] consecutive samples) pairs whose z are all <= 0; the groups start afresh in
-    each minibatch of batch_size rows (default: all of X). At the trained weights: the share
-    skipped earlier in the epoch differs somewhat."""
+    (ReLU's delta is zero there and the kernel leaves them out; the rows grouped as a trainer
+    groups them, _kernels._group_units, from the first minibatch of batch_size rows, 128 by
+    default), and, with delta_groups (see delta_skip_groups), the delta-recursion work of each
+    hidden layer l for the (unit, group of delta_groups[l - 1] consecutive samples) pairs whose z
+    are all <= 0; the groups start afresh in each minibatch of batch_size rows (default: all of X).
+    At the trained weights: the share skipped earlier in the epoch differs somewhat."""
     sizes = [Ws[0].shape[1]] + [W.shape[0] for W in Ws]
     total = float(flops_per_sample(sizes))
     a = X.astype(np.float64) / 255.0
@@ -91,8 +92,12 @@ def done_flops_per_sample(Ws, bs, X, skips=True, group=4, delta_groups=None, bat
         z = a @ np.asarray(W, dtype=np.float64).T + np.asarray(b, dtype=np.float64)
         n, N = z.shape
         if skips:
+            order = np.arange(N, dtype=np.int64)
+            if group == 4 and n:
+                from . import _kernels
+                _kernels._group_units((z[:batch_size or 128] > 0).astype(np.float64), order)
             pad = -N % group  # a last partial group repeats its last row
-            zero = np.concatenate([z <= 0, np.repeat(z[:, -1:] <= 0, pad, axis=1)], axis=1)
+            zero = (z <= 0)[:, np.concatenate([order, np.repeat(order[-1:], pad)])]
             rows = np.minimum(group, N - group * np.arange(zero.shape[1] // group))  # real rows per group
             skipped_rows = (zero.reshape(n, -1, group).all(axis=2) * rows).sum(axis=1).mean()
             total -= 2.0 * skipped_rows * sizes[l]
@@ -103,17 +108,6 @@ def done_flops_per_sample(Ws, bs, X, skips=True, group=4, delta_groups=None, bat
             active = np.add.reduceat((z > 0).astype(np.int64), starts, axis=0) > 0  # (groups, N)
             samples = np.diff(np.append(starts, n))  # real samples per group
             total -= 2.0 * sizes[l] * float(((~active).sum(axis=1) * samples).sum()) / n
-        a = np.maximum(z, 0.0)
-    return total
-    a = X.astype(np.float64) / 255.0
-    for l, (W, b) in enumerate(zip(Ws[:-1], bs[:-1])):
-        z = a @ np.asarray(W, dtype=np.float64).T + np.asarray(b, dtype=np.float64)
-        n, N = z.shape
-        pad = -N % group  # a last partial group repeats its last row
-        zero = np.concatenate([z <= 0, np.repeat(z[:, -1:] <= 0, pad, axis=1)], axis=1)
-        rows = np.minimum(group, N - group * np.arange(zero.shape[1] // group))  # real rows per group
-        skipped_rows = (zero.reshape(n, -1, group).all(axis=2) * rows).sum(axis=1).mean()
-        total -= 2.0 * skipped_rows * sizes[l]
         a = np.maximum(z, 0.0)
     return total
 

@@ -52,6 +52,20 @@ def test_done_flops_per_sample_by_hand(bench):
     assert bench.done_flops_per_sample([W1, W2], [b1, b2], X) == 130.0 - 10.0
 
 
+def test_done_flops_count_the_groups_a_trainer_makes_by_hand(bench):
+    # x = (255, 0) and x = (0, 255): units 0, 2, 4, 6 (z = a_1 - a_2 - 0.5) are on for the first
+    # and off for the second, units 1, 3, 5, 7 the other way round. In place no group of 4
+    # neighbours is ever all off; grouped as a trainer groups them (0, 2, 4, 6 | 1, 3, 5, 7), each
+    # sample leaves out one group: 4 rows * 2 inputs * 2 flops. flops_per_sample([2, 8, 3]) =
+    # 4 (16 + 24) + 2 * 24 = 208.
+    X = np.array([[255, 0], [0, 255]], dtype=np.uint8)
+    W1 = np.array([[1.0, -1.0], [-1.0, 1.0]] * 4)
+    b1 = np.full(8, -0.5)
+    W2, b2 = np.ones((3, 8)), np.zeros(3)
+    assert bench.done_flops_per_sample([W1, W2], [b1, b2], X, skips=False) == 208.0
+    assert bench.done_flops_per_sample([W1, W2], [b1, b2], X) == 208.0 - 16.0
+
+
 def test_done_flops_leave_out_the_delta_recursions_skips_by_hand(bench):
     # Two hidden layers. x = (255, 0) gives a hidden-1 layer of three units at 0.5, x = (0, 0) all
     # three off; hidden-2 unit 0 sums them (z = 1.5 - 1 or -1: on with the first kind of sample),

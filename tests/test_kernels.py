@@ -135,16 +135,17 @@ def test_tile_kernels_give_the_same_bits_whatever_the_split(dtype):
     W = rng.normal(0, 1, (N, M)).astype(dtype)
     b = rng.normal(0, 1, N).astype(dtype)
     full, fb = np.zeros((N, M), dtype), np.zeros(N, dtype)
-    P._weight_grad_block(delta, a, full, fb, 0, N, 0, M, False, True)
+    rows = np.arange(N)
+    P._weight_grad_block(delta, a, full, fb, 0, N, 0, M, False, True, rows)
     for cut in [(0, 7, 29), (0, 12, 29)]:
         got, gb = np.zeros((N, M), dtype), np.zeros(N, dtype)
         for j0, j1 in zip(cut[:-1], cut[1:]):
-            P._weight_grad_block(delta, a, got, gb, j0, j1, 0, M, False, True)
+            P._weight_grad_block(delta, a, got, gb, j0, j1, 0, M, False, True, rows)
         np.testing.assert_array_equal(got, full)
         np.testing.assert_array_equal(gb, fb)
     got = np.zeros((N, M), dtype)
     for c0, c1 in [(0, 5), (5, 40), (40, 83)]:
-        P._weight_grad_block(delta, a, got, gb, 0, N, c0, c1, False, False)
+        P._weight_grad_block(delta, a, got, gb, 0, N, c0, c1, False, False, rows)
     np.testing.assert_array_equal(got, full)
     z = rng.normal(0, 1, (n, M)).astype(dtype)
     full = np.zeros((n, M), dtype)
@@ -525,7 +526,9 @@ def _check_weight_grad_block(rows, m, cols, n, accumulate, dtype):
     db = rng.normal(0, 1, N).astype(dtype)
     dW0, db0 = dW.copy(), db.copy()
     with_bias = cols is None
-    P._weight_grad_block(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias)
+    # the rows grouped in a shuffled order (one block of P.GROUP_BLOCK: any permutation of the 11)
+    order = rng.permutation(N).astype(np.int64)
+    P._weight_grad_block(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias, order)
     want_W = dW0.astype(np.float64) if accumulate else np.zeros((N, m))
     want_b = db0.astype(np.float64) if accumulate else np.zeros(N)
     ref.accumulate_gradients(delta, a_prev, want_W, want_b)
