@@ -1561,13 +1561,19 @@ def group_units(work, sizes, n):
 
 
 @_jit(fastmath=FAST)
-def _weight_grad_block(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias, order):
+def _weight_grad_block(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias, order, W, lr, wd, fused):
     # delta (n, N), a_prev (n, M), dW (N, M), db (N,): for rows j0 <= j < j1, columns c0 <= i < c1
     # dW[j, i] (+)= sum_s delta[s, j] a_prev[s, i], and with with_bias db[j] (+)= sum_s delta[s, j]
     # (the lecture's dC/dw_ij = a_j^{l-1} delta_i^l summed over the minibatch).
     # order (N,) int64: the rows grouped 4 at a time, each aligned block of GROUP_BLOCK entries a
     # permutation of its rows (_group_units; np.arange(N) keeps them in place). It decides only
     # which rows share a tile, and so which samples a tile leaves out: not the results.
+    # fused (AVX-512 tiles only: TILE_ROWS == 4): instead of storing dW, each tile takes plain SGD's
+    # step on its elements of W (N, M), W -= lr (dW (+ wd W)) (_sgd_tile: _update_range's
+    # roundings), while the tile is in registers and the rows of W in L1, and dW is not written:
+    # at 784-2048-2048-10 the stores of dW and the update's pass over W and dW moved 70 MB a step
+    # through memory (a tenth of the step), and the caller skips that pass. lr, wd: float64, as in
+    # hp; W, lr and wd are not read unless fused.
     # GEMM micro-kernel like _delta_backward_cols (_weight_grad_panels; AVX2 + FMA:
     # _weight_grad_micro). AVX-512: a tile acc of 4 rows x T columns (T = 64
     # float32, 32 float64) is summed over the samples in 16 zmm registers (per sample: 4 vector
@@ -1588,7 +1594,7 @@ def _weight_grad_block(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_b
     if TILE_ROWS == 6:
         _weight_grad_micro(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias)
         return
-    _weight_grad_panels(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias, order)
+    _weight_grad_panels(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias, order, W, lr, wd, fused)
 
 
 @_inline(fastmath=FAST)
@@ -1648,7 +1654,7 @@ def _ordered_rows(order, j0, j1, sel):
 
 
 @_inline(fastmath=FAST)
-def _weight_grad_panels(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias, order):
+def _weight_grad_panels(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias, order, W, lr, wd, fused):
     # _weight_grad_block with TILE_ROWS == 4 (AVX-512) or 2 (16-register ISAs). All groups of 4 rows
     # are packed first; then per column panel (all samples x T columns of a_prev: in L1 up to ~128
     # samples, else in L2) every group's tile is summed: four rows at once (_weight_grad_tile_4rows)
@@ -1668,6 +1674,7 @@ def _weight_grad_panels(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_
     _ordered_rows(order, j0, j1, sel)
     ptr, T = _register_tile(one)
     acc = carray(ptr, (4, T))
+    stage = np.empty((4, T), dW.dtype)  # (fused: a tile's gradient on its way to _sgd_tile)
     if M < T:
         src = _zero_padded_columns(a_prev, 0, M, T)
     else:
@@ -1682,15 +1689,22 @@ def _weight_grad_panels(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_
         for g in range(groups):
             r = min(4, j1 - j0 - 4 * g)
             if TILE_ROWS == 4:
-                _weight_grad_tile_4rows(src, d[g], rows[g], cnts[g], dW, acc, sel, 4 * g, r, c, e1, t, accumulate)
+                if fused and g + 1 < groups:
+                    # (the next tile's rows of W, far apart, requested while this one is summed)
+                    for k in range(min(4, j1 - j0 - 4 * g - 4)):
+                        _prefetch_row(W[sel[4 * g + 4 + k], c:e1], 64 // W.itemsize)
+                _weight_grad_tile_4rows(src, d[g], rows[g], cnts[g], dW, acc, sel, 4 * g, r, c, e1, t, accumulate,
+                                        stage, fused)
+                if fused:
+                    _sgd_tile(W, stage, sel, 4 * g, r, c, e1, lr, wd)
             else:
                 _weight_grad_tile_2rows(src, d[g], rows[g], cnts[g], dW, acc, sel, 4 * g, r, c, e1, t, accumulate)
 
 
 @_inline(fastmath=FAST)
-def _weight_grad_tile_4rows(src, d, rows, cnt, dW, acc, sel, i0, r, c, e1, t, accumulate):
+def _weight_grad_tile_4rows(src, d, rows, cnt, dW, acc, sel, i0, r, c, e1, t, accumulate, stage, fused):
     # _weight_grad_block's tile with TILE_ROWS == 4: the group's rows sel[i0:i0+r] summed over the
-    # packed samples in acc's 4 rows at once
+    # packed samples in acc's 4 rows at once, stored into dW or (fused) into stage[:r, :e1 - c]
     zero = acc.dtype.type(0)
     T = acc.shape[1]
     a0 = acc[0]
@@ -1715,10 +1729,32 @@ def _weight_grad_tile_4rows(src, d, rows, cnt, dW, acc, sel, i0, r, c, e1, t, ac
             a2[i] += d2 * u
             a3[i] += d3 * u
     for k in range(r):
-        g = dW[sel[i0 + k], c:e1]
+        # (one store loop for both destinations: two loops behind a branch made LLVM keep acc on
+        # the stack)
+        g = stage[k, :e1 - c] if fused else dW[sel[i0 + k], c:e1]
         v = acc[k, c - t:e1 - t]
         for i in range(e1 - c):
             g[i] = (g[i] if accumulate else zero) + v[i]
+
+
+@_jit()
+def _sgd_tile(W, G, sel, i0, r, c, e1, lr, wd):
+    # W[sel[i0 + k], c:e1] -= lr (G[k, :e1 - c] (+ wd W[...])), k < r: _update_range's plain SGD
+    # step on a tile of W, with the same roundings (not fastmath: no fused multiply-add, so the
+    # weights are the bits the separate pass gives)
+    dt = W.dtype.type
+    lrd = dt(lr)
+    wdd = dt(wd)
+    w = e1 - c
+    for k in range(r):
+        P = W[sel[i0 + k], c:e1]
+        g = G[k, :w]
+        if wd == 0.0:
+            for p in range(w):
+                P[p] -= lrd * g[p]
+        else:
+            for p in range(w):
+                P[p] -= lrd * (g[p] + wdd * P[p])
 
 
 @_inline(fastmath=FAST)
@@ -1759,12 +1795,12 @@ def _accumulate_gradients(delta, a_prev, dW, db, nthreads):
     yes = M >= 0
     if T == 1:
         j0, j1 = _chunk(N, T - 1, T)
-        _weight_grad_block(delta, a_prev, dW, db, j0, j1, M - M, M, yes, yes, np.arange(N))
+        _weight_grad_block(delta, a_prev, dW, db, j0, j1, M - M, M, yes, yes, np.arange(N), dW, 0.0, 0.0, M < 0)
     else:
         order = np.arange(N)
         for t in prange(T):
             j0, j1 = _chunk(N, np.int64(t), T)
-            _weight_grad_block(delta, a_prev, dW, db, j0, j1, M - M, M, yes, yes, order)
+            _weight_grad_block(delta, a_prev, dW, db, j0, j1, M - M, M, yes, yes, order, dW, 0.0, 0.0, M < 0)
 
 
 @_jit(parallel=True, fastmath=FAST)
@@ -2074,12 +2110,14 @@ def _last_layer_samples(kern, W, b, a_prev, Z, AL, D, labels, targets, has_targe
 
 
 @_inline(fastmath=FAST)
-def _weight_gradient(kern, delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias, order):
+def _weight_gradient(kern, delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias, order, W, hp, fused):
     # dC/dW^l = delta^l (a^{l-1})^T and dC/db^l = delta^l, summed over the minibatch: delta (n, N_l),
     # a_prev (n, N_{l-1}), dW (N_l, N_{l-1}), db (N_l,); rows j0:j1 and columns c0:c1 of dW (db with
     # with_bias), overwritten or, with accumulate, added to; order: layer l's units grouped
-    # (_group_units), which changes the speed only
-    kern.weight_grad(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias, order)
+    # (_group_units), which changes the speed only; fused: plain SGD's step on W = W^l with the
+    # weights' hyperparameters hp instead of writing dW (_weight_grad_block)
+    kern.weight_grad(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias, order, W, hp[HP_LR],
+                     hp[HP_WEIGHT_DECAY], fused)
 
 
 @_inline(fastmath=FAST)
@@ -2109,7 +2147,8 @@ def _backward_pair(kern, t, T, k, params, grads, m, v, w_off, b_off, sizes, hidd
     #   dW^{k+1}[:, c0:c1] and (thread 0) db^{k+1}, from this thread's columns of a^k;
     #   (update) the optimizer step on W^{k+1}[:, c0:c1] (only this thread reads or writes those
     #            columns of W^{k+1} and dW^{k+1} here), by blocks of rows while they are in its
-    #            cache, and, thread 0, on b^{k+1};
+    #            cache (plain SGD on a share larger than L2: by the tiles, dW not written), and,
+    #            thread 0, on b^{k+1};
     #   (k == 1) dW^1, db^1 rows c0:c1, which need only this thread's columns of delta^1, and with
     #            update the step on them, block by block while they are in L1.
     # Every gradient is computed, updated and read by the thread that owns its units: after the
@@ -2118,6 +2157,10 @@ def _backward_pair(kern, t, T, k, params, grads, m, v, w_off, b_off, sizes, hidd
     L = sizes.shape[0] - 1
     c0, c1 = _chunk(sizes[k], t, T)
     delta = _rows(D, a_off, sizes, k, n)
+    # plain SGD taken by the weight-gradient tiles themselves (dW not written: _weight_grad_block) for
+    # a share of W larger than L2, which the separate pass would read back from memory; a smaller
+    # share is stepped in one pass after its gradient (in L2), which costs less than a call per tile
+    sgd = update and optimizer == SGD and TILE_ROWS == 4 and not accumulate
     if k < L:
         delta_next = _rows(D, a_off, sizes, k + 1, n)
         a_k = _rows(A, a_off, sizes, k, n)
@@ -2130,12 +2173,13 @@ def _backward_pair(kern, t, T, k, params, grads, m, v, w_off, b_off, sizes, hidd
         _delta_recursion(kern, W, delta_next, a_k, hidden, delta, c0, c1)
         # dW^{k+1} and the step on W^{k+1}: in blocks of UPDATE_SPLIT_ROWS rows when the share is
         # larger than L2, else in one go; the step on a block's rows of these columns in one call
-        rb = _split_rows(N, (c1 - c0) * params.itemsize) if update and TILE_ROWS == 4 else N
+        fused = sgd and N * (c1 - c0) * params.itemsize > UPDATE_SPLIT_BYTES
+        rb = _split_rows(N, (c1 - c0) * params.itemsize) if update and TILE_ROWS == 4 and not fused else N
         for j in range(0, N, rb):
             r1 = min(j + rb, N)
             _weight_gradient(kern, delta_next, a_k, dW, db, j, r1, c0, c1, accumulate, t == 0,
-                             _units(units, sizes, k + 1))
-            if update:
+                             _units(units, sizes, k + 1), W, hp, fused)
+            if update and not fused:
                 base = w_off[k + 1] + j * M
                 kern.update(params, grads, m, v, base + c0, base + c1, optimizer, hp, step, r1 - j, M)
         if update and t == 0:
@@ -2147,22 +2191,31 @@ def _backward_pair(kern, t, T, k, params, grads, m, v, w_off, b_off, sizes, hidd
         # time, for a Literal[int] signature)
         dW = _weights(grads, w_off, sizes, k)
         db = _biases(grads, b_off, sizes, k)
+        W1 = _weights(params, w_off, sizes, k)
         M = sizes[0]
-        if update and TILE_ROWS == 4:
+        fused = sgd and (c1 - c0) * M * params.itemsize > UPDATE_SPLIT_BYTES
+        if fused:
+            # the tiles step W^1 (dW^1 not written); then the step on b^1's rows
+            _weight_gradient(kern, delta, X, dW, db, c0, c1, M - M, M, accumulate, c0 <= c1, _units(units, sizes, k),
+                             W1, hp, fused)
+            kern.update(params, grads, m, v, b_off[k] + c0, b_off[k] + c1, optimizer, hp[HP_SIZE:], step, 1, 0)
+        elif update and TILE_ROWS == 4:
             # (in one go when the share of dW^1 fits in L2, else by blocks of UPDATE_SPLIT_ROWS rows,
             # as dW^{k+1} above: blocks small enough for L1 saved the step less than the extra calls
             # of the two kernels cost, most of all Adam's)
             rb = _split_rows(c1 - c0, M * params.itemsize)
             for r0 in range(c0, c1, rb):
                 r1 = min(r0 + rb, c1)
-                _weight_gradient(kern, delta, X, dW, db, r0, r1, M - M, M, accumulate, r0 < r1, _units(units, sizes, k))
+                _weight_gradient(kern, delta, X, dW, db, r0, r1, M - M, M, accumulate, r0 < r1, _units(units, sizes, k),
+                                 W1, hp, fused)
                 _update_layer_rows(kern.update, params, grads, m, v, w_off, b_off, sizes, 1, r0, r1, optimizer, hp,
                                    step)
         else:
             # (the 16-register kernels pack the column panels of X once per call: called per block
             # of rows, they would pack X again for each block, which costs more than the update
             # gains from finding its rows of dW in L1; the AVX-512 tiles read X in place)
-            _weight_gradient(kern, delta, X, dW, db, c0, c1, M - M, M, accumulate, c0 <= c1, _units(units, sizes, k))
+            _weight_gradient(kern, delta, X, dW, db, c0, c1, M - M, M, accumulate, c0 <= c1, _units(units, sizes, k),
+                             W1, hp, fused)
             if update:
                 _update_layer_rows(kern.update, params, grads, m, v, w_off, b_off, sizes, 1, c0, c1, optimizer, hp,
                                    step)
@@ -2518,7 +2571,8 @@ def _kernel_refs(dtype):
         "forward_loops": _KernelRef(_dense_forward_loops, forward),
         "output_samples": _KernelRef(_output_samples, i64(A2, A2, A2, ro(I1), ro(A2), b1, I1, i64, i64, f, F1,
                                                            ro(F1), b1, i64, i64, b1)),
-        "weight_grad": _KernelRef(_weight_grad_block, types.none(A2, A2, A2, A1, i64, i64, i64, i64, b1, b1, I1)),
+        "weight_grad": _KernelRef(_weight_grad_block, types.none(A2, A2, A2, A1, i64, i64, i64, i64, b1, b1, I1, A2,
+                                                                 f64, f64, b1)),
         "delta_cols": _KernelRef(_delta_backward_cols, delta),
         "delta_tiles": _KernelRef(_delta_backward_tiles, delta),
         "update": _KernelRef(_update_range, types.none(A1, A1, A1, A1, i64, i64, i64, F1, i64, i64, i64)),

@@ -102,7 +102,7 @@ def test_weight_gradient_has_the_same_bits_in_any_grouping(rows, dtype):
     for order in (np.arange(N), grouped, shuffled):
         dW = np.full((N, M), 7, dtype)
         db = np.full(N, 7, dtype)
-        P._weight_grad_block(delta, a_prev, dW, db, j0, j1, 0, M, False, True, order)
+        P._weight_grad_block(delta, a_prev, dW, db, j0, j1, 0, M, False, True, order, dW, 0.0, 0.0, False)
         results.append((dW, db))
     for dW, db in results[1:]:
         np.testing.assert_array_equal(dW, results[0][0])

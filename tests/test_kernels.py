@@ -136,16 +136,16 @@ def test_tile_kernels_give_the_same_bits_whatever_the_split(dtype):
     b = rng.normal(0, 1, N).astype(dtype)
     full, fb = np.zeros((N, M), dtype), np.zeros(N, dtype)
     rows = np.arange(N)
-    P._weight_grad_block(delta, a, full, fb, 0, N, 0, M, False, True, rows)
+    P._weight_grad_block(delta, a, full, fb, 0, N, 0, M, False, True, rows, full, 0.0, 0.0, False)
     for cut in [(0, 7, 29), (0, 12, 29)]:
         got, gb = np.zeros((N, M), dtype), np.zeros(N, dtype)
         for j0, j1 in zip(cut[:-1], cut[1:]):
-            P._weight_grad_block(delta, a, got, gb, j0, j1, 0, M, False, True, rows)
+            P._weight_grad_block(delta, a, got, gb, j0, j1, 0, M, False, True, rows, got, 0.0, 0.0, False)
         np.testing.assert_array_equal(got, full)
         np.testing.assert_array_equal(gb, fb)
     got = np.zeros((N, M), dtype)
     for c0, c1 in [(0, 5), (5, 40), (40, 83)]:
-        P._weight_grad_block(delta, a, got, gb, 0, N, c0, c1, False, False, rows)
+        P._weight_grad_block(delta, a, got, gb, 0, N, c0, c1, False, False, rows, got, 0.0, 0.0, False)
     np.testing.assert_array_equal(got, full)
     z = rng.normal(0, 1, (n, M)).astype(dtype)
     full = np.zeros((n, M), dtype)
@@ -528,7 +528,7 @@ def _check_weight_grad_block(rows, m, cols, n, accumulate, dtype):
     with_bias = cols is None
     # the rows grouped in a shuffled order (one block of P.GROUP_BLOCK: any permutation of the 11)
     order = rng.permutation(N).astype(np.int64)
-    P._weight_grad_block(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias, order)
+    P._weight_grad_block(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias, order, dW, 0.0, 0.0, False)
     want_W = dW0.astype(np.float64) if accumulate else np.zeros((N, m))
     want_b = db0.astype(np.float64) if accumulate else np.zeros(N)
     ref.accumulate_gradients(delta, a_prev, want_W, want_b)
