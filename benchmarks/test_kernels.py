@@ -95,7 +95,8 @@ def test_accumulate_gradients(benchmark, rng, threads, batch, width):
 
 
 def _step_setup(sizes, batch, rng):
-    from fastmlp.model import MLP, Workspace
+    from fastmlp._buffers import Workspace
+    from fastmlp.model import MLP
     net = MLP(sizes, seed=0)
     X = rng.integers(0, 256, (batch, sizes[0]), dtype=np.uint8)
     y = rng.integers(0, sizes[-1], batch).astype(np.int64)

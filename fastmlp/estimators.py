@@ -337,7 +337,7 @@ class _BaseMLP(BaseEstimator):
         from types import SimpleNamespace
 
         from ._pacer import ThreadPacer
-        from .model import Workspace
+        from ._buffers import Workspace
         from .training import Trainer
         regression = self.out_activation_ == "identity"
         sgd = self.solver == "sgd"

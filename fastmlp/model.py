@@ -5,8 +5,8 @@ import os
 import numpy as np
 
 from . import _checks
-from ._buffers import (INPUT_CODES, Data, OptimizerState, Results, Workspace, aligned_empty, aligned_zeros,
-                       input_bytes, input_divisor, layout, no_targets, read_only)
+from ._buffers import (INPUT_CODES, Data, OptimizerState, Results, aligned_empty, aligned_zeros, input_bytes,
+                       input_divisor, layout, no_targets, read_only, release_workspace, take_workspace)
 from ._plan import phase_plan
 from ._threads import resolve_threads, thread_count
 from ._files import atomic_savez
@@ -226,7 +226,7 @@ class MLP:
             # A few rows: a second thread would save less than waking it costs (and on a busy
             # machine it may not be running at all); the result is the same on any thread count.
             nthreads = 1
-        ws = Workspace(self.sizes, self.dtype, min(n, EVAL_BATCH))
+        ws = take_workspace(self.sizes, self.dtype, min(n, EVAL_BATCH))
         no_state = np.empty(0, dtype=self.dtype)
         grads = np.zeros_like(self.params) if want_grads else no_state
         losses = np.zeros(n if loss is not None else 0)
@@ -242,12 +242,15 @@ class MLP:
         hp = np.zeros(2 * k.HP_SIZE)
         hp[k.HP_GRAD_SCALE] = 1.0 / total  # the gradient of the mean cost over all rows
         stats = np.zeros((-(-n // ws.capacity), 2))
-        with thread_count(nthreads):
-            k._drive(phase_plan(self.sizes, mode), k.network(self), ws.buffers(),
-                     OptimizerState(grads, no_state, no_state, k.SGD, hp, 1),
-                     Data(*input_bytes(Xc), divisor, labels, targets, has_targets, weights, has_weights,
-                          k.LOSS_CODES[loss] if loss is not None else -1),
-                     np.arange(n), ws.capacity, nthreads, Results(losses, stats, outputs))
+        try:
+            with thread_count(nthreads):
+                k._drive(phase_plan(self.sizes, mode), k.network(self), ws.buffers(),
+                         OptimizerState(grads, no_state, no_state, k.SGD, hp, 1),
+                         Data(*input_bytes(Xc), divisor, labels, targets, has_targets, weights, has_weights,
+                              k.LOSS_CODES[loss] if loss is not None else -1),
+                         np.arange(n), ws.capacity, nthreads, Results(losses, stats, outputs))
+        finally:
+            release_workspace(ws, self.sizes, self.dtype)
         correct = int(stats[:, 1].sum())
         if has_weights:
             losses *= n / total  # so that their mean is the weighted mean sum w c / sum w

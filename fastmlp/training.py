@@ -14,7 +14,7 @@ from . import _checks
 from ._pacer import ThreadPacer
 from .errors import CheckpointError, DivergenceError
 from ._buffers import (Data, OptimizerState, Results, Workspace, aligned_zeros, input_bytes, no_targets,
-                       touch_pages)
+                       release_workspace, take_workspace, touch_pages)
 from ._compile import compile_notice, printer
 from ._plan import phase_plan
 from ._threads import resolve_threads, thread_count
@@ -282,7 +282,7 @@ class Trainer:
                                   f"the end of the {n} training samples; resume on the data it was "
                                   f"trained on")
         chunk = self.chunk_samples(n)
-        ws = Workspace(self.net.sizes, self.net.dtype, min(self.batch_size, n), x_capacity=chunk)
+        ws = take_workspace(self.net.sizes, self.net.dtype, min(self.batch_size, n), x_capacity=chunk)
         losses = np.zeros(min(self.batch_size, n))
         stats = np.zeros((chunk // min(self.batch_size, n) + 1, 2))
         self._stop = False
@@ -312,6 +312,7 @@ class Trainer:
         finally:
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
+            release_workspace(ws, self.net.sizes, self.net.dtype)
         if self._dist is not None:
             self._dist.check_same(self, "at the end of training")
         for cb in callbacks:
