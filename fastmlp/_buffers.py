@@ -103,7 +103,7 @@ class Workspace:
 
     def __init__(self, sizes, dtype, capacity, x_capacity=None):
         self.capacity = capacity
-        self.x_capacity = x_capacity
+        self.key = _pool_key(sizes, dtype, capacity, x_capacity)  # (take_workspace)
         self.a_off = np.zeros(len(sizes), dtype=np.int64)
         total = 0
         for l in range(1, len(sizes)):
@@ -147,12 +147,11 @@ def take_workspace(sizes, dtype, capacity, x_capacity=None):
     return Workspace(sizes, dtype, capacity, x_capacity)
 
 
-def release_workspace(ws, sizes, dtype):
-    """Give back a workspace from take_workspace (with the sizes and dtype it was taken for), for
-    the next caller with the same shapes; the oldest beyond POOL_SIZE are dropped."""
-    key = _pool_key(sizes, dtype, ws.capacity, ws.x_capacity)
+def release_workspace(ws):
+    """Give back a workspace from take_workspace, for the next caller with the same shapes; the
+    oldest beyond POOL_SIZE are dropped."""
     with _pool_lock:
-        _pool.append((key, ws))
+        _pool.append((ws.key, ws))
         del _pool[:-POOL_SIZE]
 
 

@@ -1549,8 +1549,9 @@ def group_units(work, sizes, n):
     """Regroup the units of each hidden layer of work.units (a Workspace's Buffers, for a network of
     layer sizes `sizes`) from the deltas its last minibatch, of n samples, left in work.D
     (_group_units): the next minibatches' weight gradients then leave out more samples of ReLU
-    layers. The gradients do not change."""
-    if n <= 0:
+    layers. The gradients do not change. Nothing to do where the weight gradient leaves out no
+    sample (the AVX2 micro-kernel, TILE_ROWS == 6) or there is no hidden layer."""
+    if n <= 0 or TILE_ROWS == 6:
         return
     u0 = sizes[0]
     for l in range(1, len(sizes) - 1):

@@ -250,7 +250,7 @@ class MLP:
                               k.LOSS_CODES[loss] if loss is not None else -1),
                          np.arange(n), ws.capacity, nthreads, Results(losses, stats, outputs))
         finally:
-            release_workspace(ws, self.sizes, self.dtype)
+            release_workspace(ws)
         correct = int(stats[:, 1].sum())
         if has_weights:
             losses *= n / total  # so that their mean is the weighted mean sum w c / sum w

@@ -142,7 +142,7 @@ class Trainer:
                         order, self.batch_size, nthreads or self.threads,
                         Results(losses, stats, np.empty((0, net.sizes[-1]), dtype=net.dtype)))
         nsteps = -(-len(order) // self.batch_size)
-        if len(order) and done == nsteps and net.activation == "relu" and len(net.sizes) > 2 and k.TILE_ROWS != 6:
+        if len(order) and done == nsteps and net.activation == "relu":
             # the weight gradients of the next chunk leave out more samples (the same results)
             k.group_units(work, net.sizes, len(order) - (nsteps - 1) * self.batch_size)
         return done
@@ -312,7 +312,7 @@ class Trainer:
         finally:
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
-            release_workspace(ws, self.net.sizes, self.net.dtype)
+            release_workspace(ws)
         if self._dist is not None:
             self._dist.check_same(self, "at the end of training")
         for cb in callbacks:

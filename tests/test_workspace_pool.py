@@ -18,9 +18,9 @@ def test_a_released_workspace_goes_to_the_next_caller_with_its_shapes(empty_pool
     a = B.take_workspace([6, 5, 3], np.float32, 8, x_capacity=16)
     b = B.take_workspace([6, 5, 3], np.float32, 8, x_capacity=16)
     assert a is not b                                  # one caller at a time
-    B.release_workspace(a, [6, 5, 3], np.float32)
+    B.release_workspace(a)
     assert B.take_workspace([6, 5, 3], np.float32, 8, x_capacity=16) is a
-    B.release_workspace(a, [6, 5, 3], np.float32)
+    B.release_workspace(a)
     for other in [([6, 5, 3], np.float64, 8, 16), ([6, 5, 3], np.float32, 4, 16), ([6, 5, 3], np.float32, 8, 32),
                   ([6, 7, 3], np.float32, 8, 16), ([6, 5, 3], np.float32, 8, None)]:
         ws = B.take_workspace(*other)
@@ -31,7 +31,7 @@ def test_a_released_workspace_goes_to_the_next_caller_with_its_shapes(empty_pool
 def test_the_pool_keeps_the_newest_few(empty_pool):
     spaces = [B.take_workspace([4, 3, 2], np.float32, c) for c in range(1, B.POOL_SIZE + 3)]
     for ws in spaces:
-        B.release_workspace(ws, [4, 3, 2], np.float32)
+        B.release_workspace(ws)
     assert [ws for _, ws in empty_pool] == spaces[-B.POOL_SIZE:]
 
 
