@@ -23,10 +23,12 @@ from .model import MLP, load_npz
 # A chunk is about this many floating-point operations (a few ms at the speeds reached here), and
 # at least MIN_CHUNK_SAMPLES samples: between chunks fit() backs up the parameters and the optimizer
 # state and checks that the parameters are finite, a few passes over them that cost about as much
-# as the arithmetic of a few samples (6 flops per weight each). A chunk of a large network sized by
-# its flops alone holds one minibatch, and that bookkeeping then took 8-10% of the time.
+# as the arithmetic of a few samples (6 flops per weight each), and calls the kernel (its second
+# thread wakes up a fraction of a millisecond late). A chunk of a large network sized by its flops
+# alone holds one minibatch, and that bookkeeping then took 8-10% of the time; at 2048 samples it
+# still cost 784-512-512-10 at batch 128 about 3% (benchmarks/RESULTS.md).
 CHUNK_FLOPS = 1.5e9
-MIN_CHUNK_SAMPLES = 2048
+MIN_CHUNK_SAMPLES = 4096
 MAX_CHUNK_SAMPLES = 16384
 HISTORY_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "samples_per_second")
 # Keys of the history that hold one value for the run, not a list per epoch.

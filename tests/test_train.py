@@ -509,11 +509,11 @@ def test_a_chunk_holds_at_least_min_chunk_samples_so_its_bookkeeping_stays_small
     from fastmlp import training
     big = fastmlp.Trainer(MLP([784, 2048, 2048, 10], seed=0), batch_size=256)
     assert int(training.CHUNK_FLOPS / training._chunk_cost_per_sample(big.net.sizes)) < 256
-    assert big.chunk_samples(60000) == training.MIN_CHUNK_SAMPLES == 2048
+    assert big.chunk_samples(60000) == training.MIN_CHUNK_SAMPLES == 4096
     assert big.chunk_samples(1000) == 1024  # never more than the data's minibatches
-    # a small network's chunk is still sized by its flops: 1.5e9 / (6 * 79,400) = 3148 samples
-    small = fastmlp.Trainer(MLP([784, 100, 10], seed=0), batch_size=32)
-    assert small.chunk_samples(60000) == 3136
+    # a small network's chunk is still sized by its flops: 1.5e9 / (6 * 39,700) = 6297 samples
+    small = fastmlp.Trainer(MLP([784, 50, 10], seed=0), batch_size=32)
+    assert small.chunk_samples(60000) == 6272
 
 
 def test_fit_of_a_large_network_calls_the_kernel_once_per_chunk_of_several_minibatches(monkeypatch):
@@ -526,9 +526,9 @@ def test_fit_of_a_large_network_calls_the_kernel_once_per_chunk_of_several_minib
         return steps(self, data, order, *args, **kwargs)
 
     monkeypatch.setattr(training.Trainer, "_steps", counted)
-    X, y = _blobs(n=4096, d=8, k=3)
+    X, y = _blobs(n=8192, d=8, k=3)
     trainer = fastmlp.Trainer(MLP([8, 512, 512, 3], seed=0), batch_size=64, threads=1)
     trainer.fit(X, y, 1, verbose=False)
-    # one warm-up call of no samples (the compile), then two chunks of 2048 samples: CHUNK_FLOPS
+    # one warm-up call of no samples (the compile), then two chunks of 4096 samples: CHUNK_FLOPS
     # alone would give 1.5e9 / (6 * 267,776) = 933 samples, 14 minibatches
-    assert calls == [0, 2048, 2048]
+    assert calls == [0, 4096, 4096]
