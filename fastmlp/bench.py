@@ -75,7 +75,7 @@ def delta_skip_groups(sizes):
     return [0] + [_kernels.MICRO_ROWS if _kernels.delta_takes_micro(N) else tiles for N in sizes[2:-1]]
 
 
-def done_flops_per_sample(Ws, bs, X, skips=True, group=4, delta_groups=None, batch_size=None):
+def done_flops_per_sample(Ws, bs, X, skips=True, group=4, delta_groups=None, batch_size=None, labels=None):
     """The arithmetic a training sample actually costs the kernels, estimated from the weights Ws,
     bs of a ReLU network on the uint8 rows X: flops_per_sample less, with `skips`, the weight-gradient
     work of each hidden layer for the (sample, group of `group` rows) pairs whose z are all <= 0
@@ -83,11 +83,18 @@ def done_flops_per_sample(Ws, bs, X, skips=True, group=4, delta_groups=None, bat
     groups them, _kernels._group_units, from the first minibatch of batch_size rows, 128 by
     default), and, with delta_groups (see delta_skip_groups), the delta-recursion work of each
     hidden layer l for the (unit, group of delta_groups[l - 1] consecutive samples) pairs whose z
-    are all <= 0; the groups start afresh in each minibatch of batch_size rows (default: all of X).
-    At the trained weights: the share skipped earlier in the epoch differs somewhat."""
+    are all <= 0; the groups start afresh in each minibatch of batch_size rows (default: all of X),
+    and with `labels` (one per row of X) take each minibatch's samples in the order of their labels,
+    as the trainer does (_kernels._sample_order). At the trained weights: the share skipped earlier
+    in the epoch differs somewhat."""
     sizes = [Ws[0].shape[1]] + [W.shape[0] for W in Ws]
     total = float(flops_per_sample(sizes))
     a = X.astype(np.float64) / 255.0
+    B = batch_size or X.shape[0]
+    grouped = np.arange(X.shape[0])  # the rows in the order the delta recursion groups them
+    if labels is not None:
+        grouped = np.concatenate([b0 + np.argsort(labels[b0:b0 + B], kind="stable")
+                                  for b0 in range(0, X.shape[0], B)] or [grouped])
     for l, (W, b) in enumerate(zip(Ws[:-1], bs[:-1])):
         z = a @ np.asarray(W, dtype=np.float64).T + np.asarray(b, dtype=np.float64)
         n, N = z.shape
@@ -103,9 +110,8 @@ def done_flops_per_sample(Ws, bs, X, skips=True, group=4, delta_groups=None, bat
             total -= 2.0 * skipped_rows * sizes[l]
         G = delta_groups[l] if delta_groups else 0
         if G and n:
-            B = batch_size or n
             starts = np.concatenate([np.arange(b0, min(b0 + B, n), G) for b0 in range(0, n, B)])  # groups' first rows
-            active = np.add.reduceat((z > 0).astype(np.int64), starts, axis=0) > 0  # (groups, N)
+            active = np.add.reduceat((z[grouped] > 0).astype(np.int64), starts, axis=0) > 0  # (groups, N)
             samples = np.diff(np.append(starts, n))  # real samples per group
             total -= 2.0 * sizes[l] * float(((~active).sum(axis=1) * samples).sum()) / n
         a = np.maximum(z, 0.0)
@@ -536,7 +542,8 @@ def measure(trainer, hidden=(100,), batch_size=32, threads=2, n_samples=60000, e
     done = None
     if trainer == "fastmlp":
         done = done_flops_per_sample(Ws, bs, test[0] if test is not None else X[:10000], skips_zero_deltas(),
-                                     delta_groups=delta_skip_groups(sizes), batch_size=batch_size)
+                                     delta_groups=delta_skip_groups(sizes), batch_size=batch_size,
+                                     labels=test[1] if test is not None else y[:10000])
     return {"seconds": seconds, "samples_per_second": n_samples * epochs / seconds,
             "test_accuracy": None if test is None else test_accuracy(Ws, bs, *test),
             "done_flops_per_sample": done,

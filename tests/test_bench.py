@@ -73,6 +73,8 @@ def test_done_flops_leave_out_the_delta_recursions_skips_by_hand(bench):
     # the 3 below: 2 * 3 flops per unit and sample. Samples s0 (on), s1 (off), s2 (on) in groups of
     # 2: {s0, s1} leaves out unit 1 (2 samples), {s2} unit 1 (1 sample): 2 * 3 * 3 / 3 = 6 per
     # sample. In minibatches of 1: unit 1 for all three and unit 0 for s1: 2 * 3 * 4 / 3 = 8.
+    # Grouped by labels 0, 1, 0 (the trainer's order: s0, s2, s1): {s0, s2} leaves out unit 1 (2
+    # samples), {s1} both units (1 sample): 2 * 3 * 4 / 3 = 8.
     X = np.array([[255, 0], [0, 0], [255, 0]], dtype=np.uint8)
     Ws = [np.array([[1.0, 0.0]] * 3), np.array([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]), np.ones((2, 2))]
     bs = [np.full(3, -0.5), np.full(2, -1.0), np.zeros(2)]
@@ -81,6 +83,11 @@ def test_done_flops_leave_out_the_delta_recursions_skips_by_hand(bench):
     assert bench.done_flops_per_sample(Ws, bs, X, skips=False, delta_groups=[0, 2]) == total - 6.0
     assert bench.done_flops_per_sample(Ws, bs, X, skips=False, delta_groups=[0, 2], batch_size=1) == total - 8.0
     assert bench.done_flops_per_sample(Ws, bs, X, skips=False, delta_groups=[0, 2], batch_size=2) == total - 6.0
+    labels = np.array([0, 1, 0])
+    assert bench.done_flops_per_sample(Ws, bs, X, skips=False, delta_groups=[0, 2], labels=labels) == total - 8.0
+    # in minibatches of 2 the order changes nothing: {s0, s1} and {s2}, as above
+    assert bench.done_flops_per_sample(Ws, bs, X, skips=False, delta_groups=[0, 2], batch_size=2,
+                                       labels=labels) == total - 6.0
 
 
 def test_delta_skip_groups_follow_the_kernels(bench):

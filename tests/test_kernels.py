@@ -149,10 +149,10 @@ def test_tile_kernels_give_the_same_bits_whatever_the_split(dtype):
     np.testing.assert_array_equal(got, full)
     z = rng.normal(0, 1, (n, M)).astype(dtype)
     full = np.zeros((n, M), dtype)
-    P._delta_backward_cols(W, delta, z, P.TANH, False, full, 0, M)
+    P._delta_backward_cols(W, delta, z, P.TANH, False, full, 0, M, np.arange(n))
     got = np.zeros((n, M), dtype)
     for c0, c1 in [(0, 5), (5, 40), (40, 83)]:
-        P._delta_backward_cols(W, delta, z, P.TANH, False, got, c0, c1)
+        P._delta_backward_cols(W, delta, z, P.TANH, False, got, c0, c1, np.arange(n))
     np.testing.assert_array_equal(got, full)
     if P.TILE_ROWS != P.MICRO_ROWS:
         return  # (the other blockings' forward pass takes samples in blocks of 4 or 2, then singly)
@@ -200,8 +200,8 @@ def test_the_kernels_without_the_micro_kernel(dtype):
         full = ref.delta_backward(W, delta, z, "tanh")
         for i0, i1 in [(0, M), (0, M // 2), (M // 2, M), (3, M - 5)]:
             want, got = np.full((n, M), 7.0, dtype), np.full((n, M), 7.0, dtype)
-            P._delta_backward_cols(W, delta, z, P.TANH, False, want, i0, i1)
-            P._delta_backward_tiles(W, delta, z, P.TANH, False, got, i0, i1)
+            P._delta_backward_cols(W, delta, z, P.TANH, False, want, i0, i1, np.arange(n))
+            P._delta_backward_tiles(W, delta, z, P.TANH, False, got, i0, i1, np.arange(n))
             _assert_close(got[:, i0:i1], full[:, i0:i1], dtype, scale=np.sqrt(N))
             np.testing.assert_array_equal(got, want)
             assert np.all(got[:, :i0] == 7.0) and np.all(got[:, i1:] == 7.0)
@@ -212,8 +212,9 @@ def test_the_delta_recursion_leaves_out_zero_deltas_exactly(dtype):
     """The delta recursion leaves out the j whose deltas are zero for a whole group of samples (ReLU
     units off): with small integers every product and sum is exact, so the result must equal the
     lecture's (W^{l+1})^T delta^{l+1} times sigma' bit for bit, whichever j a group keeps (none, all,
-    whole blocks of rows of W left out, groups cut short by n), on column shares of threads; and
-    the micro-kernel (AVX2; Zen 4 from 2,048 rows) and the tiles agree."""
+    whole blocks of rows of W left out, groups cut short by n), on column shares of threads, with
+    the samples grouped in any order; and the micro-kernel (AVX2; Zen 4 from 2,048 rows) and the
+    tiles agree."""
     from fastmlp import _kernels as P
     rng = _rng("deltaskip", dtype)
     for n, N, M in [(5, 2100, 70), (13, 2048, 150), (7, 300, 83), (9, 40, 20), (1, 2048, 16)]:
@@ -228,15 +229,59 @@ def test_the_delta_recursion_leaves_out_zero_deltas_exactly(dtype):
         z = rng.integers(-3, 4, (n, M)).astype(dtype)
         want = (delta.astype(np.float64) @ W.astype(np.float64)) * (z > 0)
         assert want.any()
+        orders = [np.arange(n), np.arange(n)[::-1].copy(), rng.permutation(n)]
         for i0, i1 in [(0, M), (0, M // 2), (M // 2, M), (3, M - 5)]:
-            got, tiles = np.full((n, M), 7.0, dtype), np.full((n, M), 7.0, dtype)
-            P._delta_backward_cols(W, delta, z, P.RELU, False, got, i0, i1)
-            np.testing.assert_array_equal(got[:, i0:i1], want[:, i0:i1])
-            assert np.all(got[:, :i0] == 7.0) and np.all(got[:, i1:] == 7.0)
-            if P.TILE_ROWS != P.MICRO_ROWS:
-                P._delta_backward_tiles(W, delta, z, P.RELU, False, tiles, i0, i1)
-                np.testing.assert_array_equal(tiles, got)
+            for samples in orders:
+                got, tiles = np.full((n, M), 7.0, dtype), np.full((n, M), 7.0, dtype)
+                P._delta_backward_cols(W, delta, z, P.RELU, False, got, i0, i1, samples)
+                np.testing.assert_array_equal(got[:, i0:i1], want[:, i0:i1])
+                assert np.all(got[:, :i0] == 7.0) and np.all(got[:, i1:] == 7.0)
+                if P.TILE_ROWS != P.MICRO_ROWS:
+                    P._delta_backward_tiles(W, delta, z, P.RELU, False, tiles, i0, i1, samples)
+                    np.testing.assert_array_equal(tiles, got)
 
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+def test_the_delta_recursion_gives_the_same_bits_whatever_the_order_of_its_samples(dtype):
+    """The driver groups the samples of the delta recursion's tiles by label (_sample_order): each
+    element is still summed over j in ascending order, leaving out only zero terms, so rounded
+    values (random floats, not small integers) come out bit for bit the same for every order, on
+    the micro-kernel's sizes (AVX2; Zen 4 from 2,048 rows) and the tiles'."""
+    from fastmlp import _kernels as P
+    rng = _rng("deltaorder", dtype)
+    for n, N, M in [(13, 2048, 150), (30, 300, 83), (7, 40, 20)]:
+        W = rng.normal(0, 1, (N, M)).astype(dtype)
+        delta = rng.normal(0, 1, (n, N)).astype(dtype)
+        labels = rng.integers(0, 3, n)
+        # units off for every sample of a class half the time: sorted by label, whole groups are off
+        off = rng.random((3, N)) < 0.5
+        delta[off[labels]] = 0
+        z = rng.normal(0, 1, (n, M)).astype(dtype)
+        want = np.full((n, M), 7.0, dtype)
+        P._delta_backward_cols(W, delta, z, P.RELU, False, want, 0, M, np.arange(n))
+        _assert_close(want, ref.delta_backward(W, delta, z, "relu"), dtype, scale=np.sqrt(N))
+        for samples in (P._sample_order(labels, np.arange(n), n, 3, False), rng.permutation(n)):
+            for i0, i1 in [(0, M), (3, M - 5)]:
+                got = np.full((n, M), 7.0, dtype)
+                P._delta_backward_cols(W, delta, z, P.RELU, False, got, i0, i1, samples)
+                np.testing.assert_array_equal(got[:, i0:i1], want[:, i0:i1])
+                if P.TILE_ROWS != P.MICRO_ROWS:
+                    tiles = np.full((n, M), 7.0, dtype)
+                    P._delta_backward_tiles(W, delta, z, P.RELU, False, tiles, i0, i1, samples)
+                    np.testing.assert_array_equal(tiles, got)
+
+
+def test_the_samples_of_the_delta_recursion_are_ordered_by_label():
+    """_sample_order, by hand: the minibatch's samples s take the labels of their data set rows
+    idx[s]; a stable counting sort by label, or the minibatch's order when the data has targets."""
+    from fastmlp import _kernels as P
+    labels = np.array([2, 0, 1, 0, 2])  # of the data set's rows
+    idx = np.array([4, 3, 2, 1, 0])  # the minibatch: its samples' labels are 2, 0, 1, 0, 2
+    assert P._sample_order(labels, idx, 5, 3, False).tolist() == [1, 3, 2, 0, 4]
+    assert P._sample_order(labels, idx, 3, 3, False).tolist() == [1, 2, 0]  # the first 3 samples
+    assert P._sample_order(labels, idx, 5, 3, True).tolist() == [0, 1, 2, 3, 4]
+    assert P._sample_order(labels, idx, 0, 3, False).tolist() == []
 
 # ------------------------------------------------------------------------ activation_forward
 @pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
@@ -441,7 +486,7 @@ def _check_delta_backward_cols(cols, m, n, dtype):
     delta_next = rng.normal(0, 1, (n, n_next)).astype(dtype)
     z = rng.normal(0, 2, (n, m)).astype(dtype)
     out = np.full((n, m), 7.0, dtype)
-    P._delta_backward_cols(W_next, delta_next, z, P.TANH, False, out, i0, i1)
+    P._delta_backward_cols(W_next, delta_next, z, P.TANH, False, out, i0, i1, np.arange(n))
     want = ref.delta_backward(W_next, delta_next, z, "tanh")
     _assert_close(out[:, i0:i1], want[:, i0:i1], dtype, scale=np.sqrt(n_next))
     assert np.all(out[:, :i0] == 7.0) and np.all(out[:, i1:] == 7.0)

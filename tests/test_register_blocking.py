@@ -128,7 +128,7 @@ for dtype in (np.float32, np.float64):
         for code in (P.RELU, P.TANH):
             for i0, i1 in ((0, M), (0, M // 2), (M // 2, M), (1, M - 1)):
                 out = np.full((n, M), 7, dtype)
-                P._delta_backward_cols(W, delta, z, code, False, out, i0, i1)
+                P._delta_backward_cols(W, delta, z, code, False, out, i0, i1, np.arange(n))
                 h.update(out.tobytes())
 print(h.hexdigest())
 """
