@@ -1092,10 +1092,10 @@ def _delta_backward_micro(W, delta, a_prev, code, from_output, delta_prev, i0, i
     # row of `samples`, a permutation of the rows of delta) are packed first (j-major, 6 per j;
     # zeros for samples past n), leaving out the j whose 6 deltas are all zero (a ReLU unit off for
     # all 6 samples: in a trained 2048-unit layer a fifth of the j in the minibatch's order, over a
-    # quarter by label, where independent units would give 1/64), each kept j's byte offset in a panel beside
-    # it (scalar indexing in that pass: a row view per j made it cost a quarter of the kernel); then
-    # per block of MICRO_DELTA_BLOCK_BYTES of rows j of W (the block's deltas, n x KC, stay in L2),
-    # per column panel (W[jb:je, c:c + 64 bytes] packed contiguous, PACK_PANELS at a time, zeros
+    # quarter by label, where independent units would give 1/64), each kept j's byte offset in a
+    # panel beside it (scalar indexing in that pass: a row view per j made it cost a quarter of the
+    # kernel); then per block of MICRO_DELTA_BLOCK_BYTES of rows j of W (the block's deltas, n x KC,
+    # stay in L2), per column panel (W[jb:je, c:c + 64 bytes] packed contiguous, PACK_PANELS at a time, zeros
     # past i1: no column outside i0:i1 is read, other threads may be updating them), every group's
     # tile over its kept j of the block, summed in place in sums (padded to whole tiles), whose
     # partial sums wait there between blocks. Then delta_prev = sums times sigma'. Each element is
@@ -1317,10 +1317,11 @@ def _delta_backward_cols(W, delta, a_prev, code, from_output, delta_prev, i0, i1
 def _delta_backward_tiles(W, delta, a_prev, code, from_output, delta_prev, i0, i1, samples):
     # _delta_backward_cols of a W that does not take the micro-kernel (any W^{l+1} of a network in
     # which none does: see micro_layers), by the register tiles. With the 4-sample tiles, the
-    # deltas of each group of 4 samples (4 in a row of `samples`) are packed first (j-major, 4 per j;
-    # a last partial group repeats its last sample), leaving out the j whose 4 deltas are all zero (ReLU units off for
-    # all 4: a quarter of them in trained layers), each kept j beside them; a left-out j would have
-    # added 0 * W[j, i] to a sum that starts at +0 and is never -0, which leaves it as it is.
+    # deltas of each group of 4 samples (4 in a row of `samples`) are packed first (j-major, 4 per
+    # j; a last partial group repeats its last sample), leaving out the j whose 4 deltas are all
+    # zero (ReLU units off for all 4: a quarter of them in trained layers), each kept j beside
+    # them; a left-out j would have added 0 * W[j, i] to a sum that starts at +0 and is never -0,
+    # which leaves it as it is.
     if TILE_ROWS == 2:
         _delta_backward_panels(W, delta, a_prev, code, from_output, delta_prev, i0, i1)
         return
@@ -2136,16 +2137,16 @@ def _sample_order(labels, idx, n, classes, has_targets):
     out = np.arange(n)
     if has_targets or n < 2:
         return out
+    label = np.empty(n, np.int64)
     counts = np.zeros(classes + 1, np.int64)
     for s in range(n):
-        c = min(max(labels[idx[s]], 0), classes - 1)
-        counts[c + 1] += 1
+        label[s] = min(max(labels[idx[s]], 0), classes - 1)
+        counts[label[s] + 1] += 1
     for c in range(classes):
         counts[c + 1] += counts[c]
     for s in range(n):
-        c = min(max(labels[idx[s]], 0), classes - 1)
-        out[counts[c]] = s
-        counts[c] += 1
+        out[counts[label[s]]] = s
+        counts[label[s]] += 1
     return out
 
 

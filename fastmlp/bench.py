@@ -90,7 +90,7 @@ def done_flops_per_sample(Ws, bs, X, skips=True, group=4, delta_groups=None, bat
     sizes = [Ws[0].shape[1]] + [W.shape[0] for W in Ws]
     total = float(flops_per_sample(sizes))
     a = X.astype(np.float64) / 255.0
-    B = batch_size or X.shape[0]
+    B = batch_size or max(X.shape[0], 1)
     grouped = np.arange(X.shape[0])  # the rows in the order the delta recursion groups them
     if labels is not None:
         grouped = np.concatenate([b0 + np.argsort(labels[b0:b0 + B], kind="stable")
