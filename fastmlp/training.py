@@ -287,6 +287,12 @@ class Trainer:
         ws = take_workspace(self.net.sizes, self.net.dtype, min(self.batch_size, n), x_capacity=chunk)
         losses = np.zeros(min(self.batch_size, n))
         stats = np.zeros((chunk // min(self.batch_size, n) + 1, 2))
+        # Each chunk starts by copying the parameters and optimizer state here, and ends by checking
+        # that they are finite (into the last buffer): allocated once per fit, since a new copy for
+        # each chunk took fresh pages from the system, each zeroed on its first write, which cost
+        # more than the copy (benchmarks/RESULTS.md).
+        backup = (np.empty_like(self.net.params), np.empty_like(self.m), np.empty_like(self.v),
+                  np.empty(self.net.params.shape, dtype=bool))
         self._stop = False
         if self._dist is not None:
             self._dist.start(self, data)
@@ -310,7 +316,7 @@ class Trainer:
         try:
             with thread_count(self.threads):
                 while self.epoch < epochs and not self._stop_training:
-                    self._run_epoch(data, n, chunk, ws, losses, stats, epochs, val, verbose, callback)
+                    self._run_epoch(data, n, chunk, ws, losses, stats, backup, epochs, val, verbose, callback)
         finally:
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
@@ -435,7 +441,7 @@ class Trainer:
         pacer.record(threads, stop - start, time.perf_counter() - t0)
         return stop, done, -(-(stop - start) // self.batch_size)
 
-    def _run_epoch(self, data, n, chunk, ws, losses, stats, epochs, val, verbose, callback):
+    def _run_epoch(self, data, n, chunk, ws, losses, stats, backup, epochs, val, verbose, callback):
         if self.position == 0:
             for cb in self.callbacks:
                 cb.on_epoch_begin(self.epoch)
@@ -447,11 +453,12 @@ class Trainer:
         while self.position < n:
             start = self.position
             t0 = time.perf_counter()
-            backup = (self.net.params.copy(), self.m.copy(), self.v.copy())
+            for saved, now in zip(backup, (self.net.params, self.m, self.v)):
+                np.copyto(saved, now)
             stop, done, nsteps = self._paced_steps(self._pacer, data, order, start, chunk, ws, losses, stats)
             # The loss is measured before each update, so an update that overflows the parameters
             # shows up only at the next step: check them too, before the next chunk backs them up.
-            if done < nsteps or not np.isfinite(self.net.params).all():
+            if done < nsteps or not np.isfinite(self.net.params, out=backup[3]).all():
                 self._diverged(data, order[start:stop], ws, losses, stats, backup, start, done)
             self.partial["seconds"] += time.perf_counter() - t0
             loss_sum = self.partial["loss_sum"]
@@ -522,11 +529,11 @@ class Trainer:
             # Update number `done` (1-based in this chunk) made the parameters non-finite.
             what = "the parameters became NaN or infinite"
             step = done
-            self.net.params[...], self.m[...], self.v[...] = backup
+            self.net.params[...], self.m[...], self.v[...] = backup[:3]
             if done > 1:
                 self._steps(data, order[:(done - 1) * self.batch_size], ws, losses, stats)
             if not np.isfinite(self.net.params).all():
-                self.net.params[...], self.m[...], self.v[...] = backup
+                self.net.params[...], self.m[...], self.v[...] = backup[:3]
         step += start // self.batch_size
         raise DivergenceError(
             f"training diverged: {what} at epoch {self.epoch + 1}, step {step}; the model keeps its last "

@@ -532,3 +532,19 @@ def test_fit_of_a_large_network_calls_the_kernel_once_per_chunk_of_several_minib
     # one warm-up call of no samples (the compile), then two chunks of 4096 samples: CHUNK_FLOPS
     # alone would give 1.5e9 / (6 * 267,776) = 933 samples, 14 minibatches
     assert calls == [0, 4096, 4096]
+
+
+def test_divergence_in_a_later_epoch_puts_back_that_epochs_starting_parameters():
+    # One full-batch step per epoch, so each epoch is a chunk of its own: the step of epoch 3
+    # overflows the parameters, and the fit puts back those that epoch 2 left (not the fit's first).
+    X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float32) * 1000
+    y = np.array([0, 1, 1, 0])
+    schedule = fastmlp.callbacks.LearningRateScheduler(lambda epoch, lr: 1e-9 if epoch < 2 else 1e38)
+    net = fastmlp.MLP([2, 8, 2], activation="identity", output="identity", seed=0)
+    with pytest.raises(DivergenceError, match=r"parameters became NaN or infinite at epoch 3, step 1"):
+        fastmlp.Trainer(net, batch_size=4, lr=1e-9, loss="mse", threads=1).fit(X, y, 5, verbose=False,
+                                                                              callbacks=[schedule])
+    reference = fastmlp.MLP([2, 8, 2], activation="identity", output="identity", seed=0)
+    fastmlp.Trainer(reference, batch_size=4, lr=1e-9, loss="mse", threads=1).fit(X, y, 2, verbose=False)
+    assert not np.array_equal(reference.params, fastmlp.MLP([2, 8, 2], activation="identity", seed=0).params)
+    np.testing.assert_array_equal(net.params, reference.params)
