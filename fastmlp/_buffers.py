@@ -144,6 +144,11 @@ def take_workspace(sizes, dtype, capacity, x_capacity=None):
         for i in range(len(_pool) - 1, -1, -1):
             if _pool[i][0] == key:
                 return _pool.pop(i)[1]
+        # else one with room for more gathered inputs (a fit of more rows before one of fewer: the
+        # rows past x_capacity go unused)
+        for i in range(len(_pool) - 1, -1, -1):
+            if _pool[i][0][:3] == key[:3] and _pool[i][0][3] >= key[3]:
+                return _pool.pop(i)[1]
     return Workspace(sizes, dtype, capacity, x_capacity)
 
 

@@ -220,8 +220,10 @@ def train_fastmlp(X, y, sizes, batch_size, threads, epochs=1, seed=0, lr=LR, war
     from .training import Trainer
     if warmup:  # compile (or load from the cache), start the thread pool, then keep it busy
         wnet, _, _ = _init_weights(sizes, seed, dtype)
-        m = _warmup_size(X, batch_size)
         wt = Trainer(wnet, optimizer=optimizer, lr=lr, batch_size=batch_size, seed=seed, threads=threads)
+        # at least one whole chunk of the timed fit, whose buffers (fastmlp._buffers.take_workspace)
+        # are then allocated and faulted in here, as every peer's are in its warm-up
+        m = min(X.shape[0], max(_warmup_size(X, batch_size), wt.chunk_samples(X.shape[0])))
         _warm_up(lambda: wt.fit(X[:m], y[:m], wt.epoch + 1, verbose=False), warmup_seconds)
     net, _, _ = _init_weights(sizes, seed, dtype)
     trainer = Trainer(net, optimizer=optimizer, lr=lr, loss="ce", batch_size=batch_size, seed=seed,
