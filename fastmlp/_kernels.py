@@ -966,6 +966,8 @@ def _pack_panel(X, rows, c, e, out):
 # larger than the caches kept the packing waiting for memory; eight panels read 512 contiguous
 # bytes of each row.
 PACK_PANELS = 8
+# Rows of W ahead of the one it copies that _pack_panels asks the CPU to load
+PACK_AHEAD = 4
 # A panel's bytes per block of rows of W in the delta micro-kernel: 128 rows of 64 bytes, so that
 # the block's packed panels and its deltas (n x 128) leave room in L2 for the partial sums that
 # its tiles load and store. (The blocking does not change the order of the sums.)
@@ -984,6 +986,12 @@ def _pack_panels(X, r0, r1, c, e, pn, out):
     rows = r1 - r0
     for r in range(rows):
         src = X[r0 + r]
+        if r + PACK_AHEAD < rows:
+            # (rows of W are far apart, and the hardware prefetchers do not follow from one to the
+            # next: each row's first load would wait for memory)
+            ahead = X[r0 + r + PACK_AHEAD]
+            for q in range(pn):
+                _prefetch(ahead, min(c + q * T, X.shape[1] - 1))
         for q in range(pn):
             cq = c + q * T
             w = min(T, e - cq)
@@ -1114,26 +1122,32 @@ def _delta_backward_micro(W, delta, a_prev, code, from_output, delta_prev, i0, i
         return
     KC = max(MICRO_DELTA_BLOCK_BYTES // (T * size), 1)
     blocks = max((N + KC - 1) // KC, 1)
-    d = np.zeros((groups, max(N, 1), R), W.dtype)
+    d = np.empty((groups, max(N, 1), R), W.dtype)
     offsets = np.empty((groups, max(N, 1)), np.int64)
     starts = np.empty((groups, blocks + 1), np.int64)  # starts[g, b]: group g's first kept j of block b
+    none = np.zeros(max(N, 1), W.dtype)  # the deltas of a sample past n
     for g in range(groups):
+        s = g * R
+        # (the 6 rows read side by side in one pass: copying each into d first and then packing
+        # took half as long again)
+        e0 = delta[samples[s]]
+        e1 = delta[samples[s + 1]] if s + 1 < n else none
+        e2 = delta[samples[s + 2]] if s + 2 < n else none
+        e3 = delta[samples[s + 3]] if s + 3 < n else none
+        e4 = delta[samples[s + 4]] if s + 4 < n else none
+        e5 = delta[samples[s + 5]] if s + 5 < n else none
         dg = d[g]
-        for r in range(min(R, n - g * R)):
-            e = delta[samples[g * R + r]]
-            for j in range(N):
-                dg[j, r] = e[j]
         kept = 0
         og = offsets[g]
         for b in range(blocks):
             starts[g, b] = kept
             for j in range(b * KC, min(b * KC + KC, N)):
-                v0 = dg[j, 0]
-                v1 = dg[j, 1]
-                v2 = dg[j, 2]
-                v3 = dg[j, 3]
-                v4 = dg[j, 4]
-                v5 = dg[j, 5]
+                v0 = e0[j]
+                v1 = e1[j]
+                v2 = e2[j]
+                v3 = e3[j]
+                v4 = e4[j]
+                v5 = e5[j]
                 # (stored whatever the deltas, kept by advancing kept: no unpredictable branch)
                 dg[kept, 0] = v0
                 dg[kept, 1] = v1
