@@ -70,6 +70,8 @@ PARALLEL_MIN_WORK = 65536
 OUTPUT_STEP_WORK = 2048
 # Rows the gather requests from memory ahead of the one it converts.
 GATHER_AHEAD = 4
+# Rows the threads take at a time when they gather a call's rows at its first minibatch
+GATHER_BLOCK = 64
 
 FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
@@ -2311,7 +2313,7 @@ def _squared_weights(params, w_off, sizes):
 
 @_inline(fastmath=FAST)
 def _phase_unit(kern, net, work, opt, data, results, kind, layer, flags, u, T, n, rows, chunked, order, idx, Xb, Zb,
-                AL, DL, losses, scale, counts, s0, hp, step):
+                AL, DL, losses, scale, counts, s0, hp, step, gathered):
     # Work unit u of T of one phase (kind, layer, flags: a row of the plan) of a minibatch of n
     # samples, rows s0: of the call (idx: their data set rows; losses their slice of the losses), in
     # _drive_plan (which describes the bundles): thread u of T's share of the phase as a region of
@@ -2330,10 +2332,20 @@ def _phase_unit(kern, net, work, opt, data, results, kind, layer, flags, u, T, n
     out = Zb if wl == L else _rows(A, a_off, sizes, wl, n)
     code = IDENTITY if wl == L else hidden
     if kind == GATHER:
-        # every row of the call at its first minibatch (chunked: rows is then the call's count), else the
-        # minibatch's
-        r0, r1 = _chunk(rows, u, T)
-        kern.gather(X, xcode, order if chunked else idx, divisor, Xbuf[:rows] if chunked else Xb, r0, r1)
+        if chunked:
+            # every row of the call at its first minibatch (rows is then the call's count), in blocks
+            # of GATHER_BLOCK rows that the units take in turn from the count gathered[0] (which
+            # starts at 0), so that a thread that runs slower gathers fewer: on an idle virtual CPU
+            # the second thread's share took up to twice as long as the first's, and the first
+            # waited for it
+            r0 = _atomic_add(gathered, 0, GATHER_BLOCK)
+            while r0 < rows:
+                kern.gather(X, xcode, order, divisor, Xbuf[:rows], r0, min(r0 + GATHER_BLOCK, rows))
+                r0 = _atomic_add(gathered, 0, GATHER_BLOCK)
+        else:
+            # the minibatch's rows
+            r0, r1 = _chunk(rows, u, T)
+            kern.gather(X, xcode, idx, divisor, Xb, r0, r1)
     elif kind == FORWARD:
         _layer_forward(kern, u, T, W, b, a_prev, out, code)
     elif kind == OUTPUT_STEP:
@@ -2424,11 +2436,12 @@ def _drive_plan(plan, net, work, opt, data, order, batch_size, nthreads, results
     # the thread count (the trainers change it between chunks). The waits spin: the work units
     # last microseconds, less than a thread takes to sleep and wake.
     # sync (_sync_size(plan, nthreads) int64, zeros): [claims (one per unit: the minibatch that last
-    # took it, + 1), units done, stop, counts (one per thread of an output step)]
+    # took it, + 1), units done, stop, counts (one per thread of an output step), rows gathered]
     nslots = 2 * plan.shape[0] + 1
     DONE = nslots * nthreads
     STOP = DONE + 1
     counts = sync[STOP + 1:STOP + 1 + nthreads]
+    gathered = sync[STOP + 1 + nthreads:STOP + 2 + nthreads]
     before = 0  # the units of the slots before the current one
     stopped = False
     for k in range(nsteps):
@@ -2500,7 +2513,7 @@ def _drive_plan(plan, net, work, opt, data, order, batch_size, nthreads, results
                         _atomic_add(sync, STOP, k + 1)  # (stops before its backward phases)
                 else:
                     _phase_unit(kern, net, work, opt, data, results, kind, layer, flags, u, T, n, rows, chunked,
-                                order, idx, Xb, Zb, AL, DL, lb, scale, counts, s0, hpk, step0 + k)
+                                order, idx, Xb, Zb, AL, DL, lb, scale, counts, s0, hpk, step0 + k, gathered)
                 _atomic_add(sync, DONE, 1)
             before += units
             if stopped:
@@ -2663,8 +2676,9 @@ def _stop_index(plan, nthreads):
 
 
 def _sync_size(plan, nthreads):
-    # the int64 elements of the sync array: the stop is followed by a count per thread
-    return _stop_index(plan, nthreads) + 1 + nthreads
+    # the int64 elements of the sync array: the stop is followed by a count per thread and the rows
+    # gathered
+    return _stop_index(plan, nthreads) + 2 + nthreads
 
 
 class _Workers:
