@@ -141,14 +141,11 @@ def take_workspace(sizes, dtype, capacity, x_capacity=None):
     result.) Each workspace goes to one caller at a time."""
     key = _pool_key(sizes, dtype, capacity, x_capacity)
     with _pool_lock:
-        for i in range(len(_pool) - 1, -1, -1):
-            if _pool[i][0] == key:
-                return _pool.pop(i)[1]
-        # else one with room for more gathered inputs (a fit of more rows before one of fewer: the
-        # rows past x_capacity go unused)
-        for i in range(len(_pool) - 1, -1, -1):
-            if _pool[i][0][:3] == key[:3] and _pool[i][0][3] >= key[3]:
-                return _pool.pop(i)[1]
+        # the same shapes with the least room for gathered inputs that is enough (a fit of more rows
+        # before one of fewer: the rows past x_capacity go unused), the newest of equals
+        fits = [i for i in range(len(_pool) - 1, -1, -1) if _pool[i][0][:3] == key[:3] and _pool[i][0][3] >= key[3]]
+        if fits:
+            return _pool.pop(min(fits, key=lambda i: _pool[i][0][3]))[1]
     return Workspace(sizes, dtype, capacity, x_capacity)
 
 

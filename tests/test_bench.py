@@ -280,7 +280,6 @@ def test_trainers_warm_up_for_the_given_time(bench, monkeypatch, trainer):
     assert seen == [0.05]
 
 
-
 def test_the_timed_fit_takes_the_buffers_the_warm_up_made(bench, monkeypatch):
     """The warm-up fits at least one chunk of the timed fit, so that the timed fit takes the warm-up's
     workspace from the pool instead of allocating and faulting in one of its own (as every peer's
@@ -301,6 +300,7 @@ def test_the_timed_fit_takes_the_buffers_the_warm_up_made(bench, monkeypatch):
     made.clear()
     bench.train_fastmlp(X, y, [784, 8, 10], 32, 1, warmup=False)
     assert made == []                              # the pool's, without a warm-up too
+
 
 def test_warmup_seconds_reach_every_measurement(bench, monkeypatch):
     seen = []

@@ -386,7 +386,6 @@ def test_a_thread_that_never_starts_holds_nobody_up():
     assert alone[1].params.tobytes() == two[1].params.tobytes()
 
 
-
 def test_the_calls_rows_are_gathered_in_blocks_by_whichever_thread_comes():
     """At a call's first minibatch its rows are gathered GATHER_BLOCK at a time, each block by the
     thread that takes it next from a shared count: thread 1 of 2 alone (thread 0 late) takes both
@@ -403,6 +402,7 @@ def test_the_calls_rows_are_gathered_in_blocks_by_whichever_thread_comes():
     np.testing.assert_array_equal(late[2].X[:n], two[2].X[:n])
     # every block once (1000 rows: 16 blocks), and each of the two units one look past the end
     assert sync[k._stop_index(plan, 2) + 1 + 2] == (16 + 2) * k.GATHER_BLOCK
+
 
 def test_a_network_that_takes_no_micro_kernel_gets_the_kernels_without_it(monkeypatch):
     """micro_layers tells, from a network's sizes, whether any layer's forward pass and any W^l
