@@ -95,6 +95,21 @@ def touch_pages(*arrays):
         flat[::max(1, PAGE_BYTES // a.itemsize)] = 0
 
 
+# The fixed number of parts into which the backward phases split each hidden-to-hidden W^l by rows
+# (fastmlp._kernels._backward_pair)
+ROW_PARTS = 2
+
+
+def backward_extra(sizes, parts=ROW_PARTS):
+    """Elements per sample that the backward phases keep past delta^l in D (fastmlp._kernels
+    _backward_pair): the `parts` partial products of each hidden layer below the last one
+    (N_1 .. N_{L-2}), and one block of deltas per part (the widest of N_2 .. N_{L-1})."""
+    L = len(sizes) - 1
+    if L < 3:
+        return 0
+    return parts * sum(sizes[1:L - 1]) + parts * max(sizes[2:L])
+
+
 class Workspace:
     """Per-batch buffers for up to `capacity` samples: the gathered inputs, a^l and delta^l of
     every layer (flat, layer l at a_off[l]) and z^L; and `units`, each layer's units in the order
@@ -111,7 +126,7 @@ class Workspace:
             total += capacity * sizes[l]
         self.X = aligned_empty((max(capacity, x_capacity or 0), sizes[0]), dtype)
         self.A = aligned_empty(total, dtype)
-        self.D = aligned_empty(total, dtype)
+        self.D = aligned_empty(total + capacity * backward_extra(sizes), dtype)
         self.Z = aligned_empty((capacity, sizes[-1]), dtype)
         self.units = np.concatenate([np.arange(N, dtype=np.int64) for N in sizes])
         touch_pages(self.X, self.A, self.D, self.Z)

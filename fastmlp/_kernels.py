@@ -37,7 +37,7 @@ from numba.core import cgutils
 from llvmlite import binding as llvm, ir
 from numba.extending import intrinsic, typeof_impl
 
-from ._buffers import INPUT_FLOAT32, INPUT_FLOAT64, Network
+from ._buffers import INPUT_FLOAT32, INPUT_FLOAT64, ROW_PARTS, Network
 from ._plan import (BACKWARD, BACKWARD_ACCUMULATE, BACKWARD_UPDATE, FORWARD, GATHER, GATHER_CHUNK, LOSS, OUTPUT,
                     OUTPUT_COPY, OUTPUT_STEP)
 
@@ -2184,96 +2184,182 @@ def _split_rows(rows, row_bytes):
     return UPDATE_SPLIT_ROWS if rows * row_bytes > UPDATE_SPLIT_BYTES else max(rows, 1)
 
 
+# ROW_PARTS (fastmlp._buffers): the fixed number of parts into which _backward_pair splits a
+# hidden-to-hidden W^l by rows; delta^{l-1} is the sum of one partial product per part, added in
+# part order, so that its bits do not depend on how many threads compute the parts.
+
+@_inline()
+def _row_part(N, p):
+    # [start, stop) of part p of ROW_PARTS of N rows: the split of the forward pass's rows on
+    # ROW_PARTS threads (_chunk, inlined: a literal thread count would compile _chunk again), so
+    # that each thread steps the rows of W it reads there
+    return _share(N, p, ROW_PARTS, 4, 0)
+
+
+@_inline()
+def _partial_offset(sizes, n, k, p):
+    # where, past the extra base, part p's partial product of layer k (n, N_k) lies (the parts of
+    # layer 1 first, then layer 2's, ...; Workspace sizes the region by its capacity)
+    off = 0
+    for l in range(1, k):
+        off += ROW_PARTS * n * sizes[l]
+    return off + p * n * sizes[k]
+
+
+@_inline()
+def _partials_size(sizes, n):
+    # the elements of the partial products of every hidden layer that takes them (1 .. L - 2)
+    L = sizes.shape[0] - 1
+    return _partial_offset(sizes, n, max(L - 1, 1), 0)
+
+
+@_jit(fastmath=FAST)
+def _sum_partials(D, o, stride, parts, a, code, delta, c0, c1):
+    # delta (n, N), a (n, N), D flat: delta[:, c0:c1] = sigma'(z) * (P_0 + P_1 + ...)[:, c0:c1], the
+    # `parts` partial products of (W^{l+1})^T delta^{l+1} (n, N) at D[o + p * stride:], added in
+    # part order (sigma' from a = a^l): the lecture's delta^l = sigma'(z^l) * (W^{l+1})^T delta^{l+1}
+    # with its sum over the rows of W^{l+1} taken part by part (_backward_pair)
+    n, N = delta.shape
+    for s in range(n):
+        row = delta[s, c0:c1]
+        src = D[o + s * N + c0:o + s * N + c1]
+        for i in range(c1 - c0):
+            row[i] = src[i]
+        for p in range(1, parts):
+            src = D[o + p * stride + s * N + c0:o + p * stride + s * N + c1]
+            for i in range(c1 - c0):
+                row[i] += src[i]
+        _scale_by_activation_grad(row, a[s, c0:c1], code, c1 >= c0)
+
+
+@_inline(fastmath=FAST)
+def _rows_gradient(kern, k, params, grads, m, v, w_off, b_off, sizes, delta, a_prev, units, c0, c1, accumulate,
+                   update, optimizer, hp, step, sgd):
+    # dW^k, db^k rows c0:c1 from delta^k[:, c0:c1] and a_prev = a^{k-1} (X for k = 1), and with
+    # update the step on them, block by block while they are in cache
+    # (with_bias is always true here, but computed: a literal True would compile the tile
+    # kernel a second time, for a Literal[bool] signature)
+    dW = _weights(grads, w_off, sizes, k)
+    db = _biases(grads, b_off, sizes, k)
+    Wk = _weights(params, w_off, sizes, k)
+    M = sizes[k - 1]
+    fused = sgd and (c1 - c0) * M * params.itemsize > UPDATE_SPLIT_BYTES
+    if fused:
+        # the tiles step W^k (dW^k not written); then the step on b^k's rows
+        _weight_gradient(kern, delta, a_prev, dW, db, c0, c1, M - M, M, accumulate, c0 <= c1,
+                         _units(units, sizes, k), Wk, hp, fused)
+        kern.update(params, grads, m, v, b_off[k] + c0, b_off[k] + c1, optimizer, hp[HP_SIZE:], step, 1, 0)
+    elif update and TILE_ROWS == 4:
+        # (in one go when the share of dW^k fits in L2, else by blocks of UPDATE_SPLIT_ROWS rows,
+        # as dW^{k+1} in _backward_pair: blocks small enough for L1 saved the step less than the
+        # extra calls of the two kernels cost, most of all Adam's)
+        rb = _split_rows(c1 - c0, M * params.itemsize)
+        for r0 in range(c0, c1, rb):
+            r1 = min(r0 + rb, c1)
+            _weight_gradient(kern, delta, a_prev, dW, db, r0, r1, M - M, M, accumulate, r0 < r1,
+                             _units(units, sizes, k), Wk, hp, fused)
+            _update_layer_rows(kern.update, params, grads, m, v, w_off, b_off, sizes, k, r0, r1, optimizer, hp,
+                               step)
+    else:
+        # (the 16-register kernels pack the column panels of a_prev once per call: called per
+        # block of rows, they would pack it again for each block, which costs more than the
+        # update gains from finding its rows of dW in L1; the AVX-512 tiles read it in place)
+        _weight_gradient(kern, delta, a_prev, dW, db, c0, c1, M - M, M, accumulate, c0 <= c1,
+                         _units(units, sizes, k), Wk, hp, fused)
+        if update:
+            _update_layer_rows(kern.update, params, grads, m, v, w_off, b_off, sizes, k, c0, c1, optimizer, hp,
+                               step)
+
+
 @_inline(fastmath=FAST)
 def _backward_pair(kern, t, T, k, params, grads, m, v, w_off, b_off, sizes, hidden, X, A, D, a_off, units, n,
-                   accumulate, update, optimizer, hp, step, samples):
+                   accumulate, update, optimizer, hp, step, samples, extra):
     # Thread t of T in the backward region of layer k (k == L only for a network without hidden
-    # layers: then just the last step below). The thread owns units c0:c1 of layer k: columns of
-    # W^{k+1}, dW^{k+1} and delta^k, and (k == 1) rows of W^1, dW^1. With delta^{k+1} complete:
-    #   delta^k[:, c0:c1] from W^{k+1}[:, c0:c1] (before the step changes them);
-    #   dW^{k+1}[:, c0:c1] and (thread 0) db^{k+1}, from this thread's columns of a^k;
-    #   (update) the optimizer step on W^{k+1}[:, c0:c1] (only this thread reads or writes those
-    #            columns of W^{k+1} and dW^{k+1} here), by blocks of rows while they are in its
-    #            cache (plain SGD on a share larger than L2: by the tiles, dW not written), and,
-    #            thread 0, on b^{k+1};
-    #   (k == 1) dW^1, db^1 rows c0:c1, which need only this thread's columns of delta^1, and with
-    #            update the step on them, block by block while they are in L1.
-    # Every gradient is computed, updated and read by the thread that owns its units: after the
-    # forward pass, a thread reads data another thread wrote only in a^{k} rows and delta^{k+1},
-    # which keeps the traffic between cores (slow on this machine) low.
+    # layers: then just dW^1 below). The thread owns units c0:c1 of layer k: rows of W^k, dW^k,
+    # and columns of delta^k, which it computes first, with delta^{k+1} complete:
+    #   k == L - 1: from W^{k+1}[:, c0:c1] (before the step changes them, W^L being small and read
+    #            by every thread in the output step); then dW^{k+1}[:, c0:c1] and (the first part)
+    #            db^{k+1}, from these columns of a^k, and (update) the optimizer step on W^{k+1}[:, c0:c1]
+    #            (only this thread reads or writes those columns here), by blocks of rows while
+    #            they are in its cache (plain SGD on a share larger than L2: by the tiles, dW not
+    #            written), and, the first part, on b^{k+1};
+    #   k < L - 1: as the sum of the partial products that the parts of W^{k+1} left (in the
+    #            region of D at `extra`), in part order.
+    # Then dW^k, db^k rows c0:c1 from delta^k[:, c0:c1] and a^{k-1} (X for k == 1), with update the
+    # step on them; and for k > 1 first, from the rows c0:c1 of W^k before that step, this part's
+    # partial product delta^k[:, c0:c1] W^k[c0:c1, :] for delta^{k-1}.
+    # For k > 1 the units are the ROW_PARTS fixed parts of _row_part (a thread takes all parts
+    # when T == 1), whatever the thread count, so that the sum of partial products has the same
+    # bits on any number of threads; for k == 1 the share of thread t of T.
+    # So every W^l but W^L is read and written by rows, by the thread whose share of the forward
+    # pass reads those rows: no thread writes lines of W that the other has just read. (Split by
+    # columns, as the transposed product would have it, each step moved half of every W^l between
+    # the cores: on cores that share no L3, that doubled the backward phase of 784-512-512-10.)
     L = sizes.shape[0] - 1
-    c0, c1 = _chunk(sizes[k], t, T)
+    if k > 1:
+        p0, p1 = (t, t + 1) if T > 1 else (0, ROW_PARTS)
+    else:
+        p0, p1 = 0, 1
     delta = _rows(D, a_off, sizes, k, n)
     # plain SGD taken by the weight-gradient tiles themselves (dW not written: _weight_grad_block) for
     # a share of W larger than L2, which the separate pass would read back from memory; a smaller
     # share is stepped in one pass after its gradient (in L2), which costs less than a call per tile
     sgd = update and optimizer == SGD and TILE_ROWS == 4 and not accumulate
-    if k < L:
-        delta_next = _rows(D, a_off, sizes, k + 1, n)
-        a_k = _rows(A, a_off, sizes, k, n)
-        dW = _weights(grads, w_off, sizes, k + 1)
-        db = _biases(grads, b_off, sizes, k + 1)
-        W = _weights(params, w_off, sizes, k + 1)
-        N = sizes[k + 1]
-        M = sizes[k]
-        # delta^k first: it reads W^{k+1}[:, c0:c1] before the step below changes them
-        _delta_recursion(kern, W, delta_next, a_k, hidden, delta, c0, c1, samples)
-        # dW^{k+1} and the step on W^{k+1}: in blocks of UPDATE_SPLIT_ROWS rows when the share is
-        # larger than L2, else in one go; the step on a block's rows of these columns in one call
-        fused = sgd and N * (c1 - c0) * params.itemsize > UPDATE_SPLIT_BYTES
-        rb = _split_rows(N, (c1 - c0) * params.itemsize) if update and TILE_ROWS == 4 and not fused else N
-        for j in range(0, N, rb):
-            r1 = min(j + rb, N)
-            _weight_gradient(kern, delta_next, a_k, dW, db, j, r1, c0, c1, accumulate, t == 0,
-                             _units(units, sizes, k + 1), W, hp, fused)
-            if update and not fused:
-                base = w_off[k + 1] + j * M
-                kern.update(params, grads, m, v, base + c0, base + c1, optimizer, hp, step, r1 - j, M)
-        if update and t == 0:
-            kern.update(params, grads, m, v, b_off[k + 1], b_off[k + 1] + N, optimizer, hp[HP_SIZE:], step, 1, 0)
-    if k == 1:
-        # (with_bias is always true here, but computed: a literal True would compile the tile
-        # kernel a second time, for a Literal[bool] signature)
-        # (layer k == 1, passed as k: a literal 1 would compile _weights and _biases a second
-        # time, for a Literal[int] signature)
-        dW = _weights(grads, w_off, sizes, k)
-        db = _biases(grads, b_off, sizes, k)
-        W1 = _weights(params, w_off, sizes, k)
-        M = sizes[0]
-        fused = sgd and (c1 - c0) * M * params.itemsize > UPDATE_SPLIT_BYTES
-        if fused:
-            # the tiles step W^1 (dW^1 not written); then the step on b^1's rows
-            _weight_gradient(kern, delta, X, dW, db, c0, c1, M - M, M, accumulate, c0 <= c1, _units(units, sizes, k),
-                             W1, hp, fused)
-            kern.update(params, grads, m, v, b_off[k] + c0, b_off[k] + c1, optimizer, hp[HP_SIZE:], step, 1, 0)
-        elif update and TILE_ROWS == 4:
-            # (in one go when the share of dW^1 fits in L2, else by blocks of UPDATE_SPLIT_ROWS rows,
-            # as dW^{k+1} above: blocks small enough for L1 saved the step less than the extra calls
-            # of the two kernels cost, most of all Adam's)
-            rb = _split_rows(c1 - c0, M * params.itemsize)
-            for r0 in range(c0, c1, rb):
-                r1 = min(r0 + rb, c1)
-                _weight_gradient(kern, delta, X, dW, db, r0, r1, M - M, M, accumulate, r0 < r1, _units(units, sizes, k),
-                                 W1, hp, fused)
-                _update_layer_rows(kern.update, params, grads, m, v, w_off, b_off, sizes, 1, r0, r1, optimizer, hp,
-                                   step)
-        else:
-            # (the 16-register kernels pack the column panels of X once per call: called per block
-            # of rows, they would pack X again for each block, which costs more than the update
-            # gains from finding its rows of dW in L1; the AVX-512 tiles read X in place)
-            _weight_gradient(kern, delta, X, dW, db, c0, c1, M - M, M, accumulate, c0 <= c1, _units(units, sizes, k),
-                             W1, hp, fused)
-            if update:
-                _update_layer_rows(kern.update, params, grads, m, v, w_off, b_off, sizes, 1, c0, c1, optimizer, hp,
-                                   step)
+    for p in range(p0, p1):
+        c0, c1 = _row_part(sizes[k], p) if k > 1 else _chunk(sizes[k], t, T)
+        first = p == 0 if k > 1 else t == 0  # (db^{k+1} and its step: one unit's)
+        if k == L - 1:
+            delta_next = _rows(D, a_off, sizes, k + 1, n)
+            a_k = _rows(A, a_off, sizes, k, n)
+            dW = _weights(grads, w_off, sizes, k + 1)
+            db = _biases(grads, b_off, sizes, k + 1)
+            W = _weights(params, w_off, sizes, k + 1)
+            N = sizes[k + 1]
+            M = sizes[k]
+            # delta^k first: it reads W^{k+1}[:, c0:c1] before the step below changes them
+            _delta_recursion(kern, W, delta_next, a_k, hidden, delta, c0, c1, samples)
+            # dW^{k+1} and the step on W^{k+1}: in blocks of UPDATE_SPLIT_ROWS rows when the share is
+            # larger than L2, else in one go; the step on a block's rows of these columns in one call
+            fused = sgd and N * (c1 - c0) * params.itemsize > UPDATE_SPLIT_BYTES
+            rb = _split_rows(N, (c1 - c0) * params.itemsize) if update and TILE_ROWS == 4 and not fused else N
+            for j in range(0, N, rb):
+                r1 = min(j + rb, N)
+                _weight_gradient(kern, delta_next, a_k, dW, db, j, r1, c0, c1, accumulate, first,
+                                 _units(units, sizes, k + 1), W, hp, fused)
+                if update and not fused:
+                    base = w_off[k + 1] + j * M
+                    kern.update(params, grads, m, v, base + c0, base + c1, optimizer, hp, step, r1 - j, M)
+            if update and first:
+                kern.update(params, grads, m, v, b_off[k + 1], b_off[k + 1] + N, optimizer, hp[HP_SIZE:], step, 1, 0)
+        elif k < L - 1:
+            kern.sum_partials(D, extra + _partial_offset(sizes, n, k, 0), n * sizes[k], ROW_PARTS,
+                              _rows(A, a_off, sizes, k, n), hidden, delta, c0, c1)
+        if k > 1:
+            # this part's partial product for delta^{k-1}, from its rows of W^k before their step:
+            # its columns of delta^k packed side by side (the kernel takes a whole delta), then
+            # (delta^k)[:, c0:c1] W^k[c0:c1, :] over every column of layer k - 1
+            w = c1 - c0
+            E = D[extra + _partials_size(sizes, n) + p * n * sizes[k]:][:n * w].reshape((n, w))
+            for s in range(n):
+                for i in range(w):
+                    E[s, i] = delta[s, c0 + i]
+            M = sizes[k - 1]
+            P = D[extra + _partial_offset(sizes, n, k - 1, p):][:n * M].reshape((n, M))
+            Wk = _weights(params, w_off, sizes, k)
+            # (IDENTITY: sigma' is applied to the sum of the parts, by _sum_partials)
+            kern.delta_cols(Wk[c0:c1], E, P, IDENTITY, c1 >= c0, P, M - M, M, samples)
+        _rows_gradient(kern, k, params, grads, m, v, w_off, b_off, sizes, delta,
+                       X if k == 1 else _rows(A, a_off, sizes, k - 1, n), units, c0, c1, accumulate, update,
+                       optimizer, hp, step, sgd)
 
 
 @_jit()
 def _backward_pair_work(sizes, k, n):
-    # multiply-adds of _backward_pair for layer k: dW^{k+1} and delta^k, and dW^1
+    # multiply-adds of _backward_pair for layer k: (k == L - 1) delta^k and dW^{k+1}; dW^k, and for
+    # k > 1 the partial products for delta^{k-1}
     L = sizes.shape[0] - 1
-    above = 2 * sizes[k + 1] if k < L else 0
-    return n * sizes[k] * (above + (sizes[0] if k == 1 else 0))
+    above = 2 * sizes[k + 1] if k == L - 1 else 0
+    return n * sizes[k] * (above + (2 * sizes[k - 1] if k > 1 else sizes[0]))
 
 
 @_jit()
@@ -2290,7 +2376,9 @@ def _phase_threads(kind, layer, sizes, n, nthreads):
         # (few samples: on this thread, without a parallel region, ~1.2 us)
         return T if n >= 8 * T else 1
     if kind == BACKWARD:
-        return _region_threads(_backward_pair_work(sizes, layer, n), nthreads)
+        T = _region_threads(_backward_pair_work(sizes, layer, n), nthreads)
+        # (layers above the first: one unit per part of W^layer's rows, _backward_pair)
+        return min(T, ROW_PARTS) if layer > 1 else T
     return 1
 
 
@@ -2370,7 +2458,7 @@ def _phase_unit(kern, net, work, opt, data, results, kind, layer, flags, u, T, n
         samples = _sample_order(labels, idx, n, sizes[L], has_targets)
         _backward_pair(kern, u, T, layer, params, grads, m, v, w_off, b_off, sizes, hidden, Xb, A, D, a_off, units, n,
                        (flags & BACKWARD_ACCUMULATE) != 0, (flags & BACKWARD_UPDATE) != 0, optimizer, hp, step,
-                       samples)
+                       samples, a_off[L] + Z.shape[0] * sizes[L])
 
 
 @_jit(fastmath=FAST)
@@ -2596,7 +2684,7 @@ _before_kernels = []
 
 # (named as its module attribute: Numba's cache pickles the type by that name)
 _Kernels = namedtuple("_Kernels", "gather forward_block output_samples weight_grad delta_cols update "
-                                  "output_activation")
+                                  "output_activation sum_partials")
 
 
 @functools.cache
@@ -2608,7 +2696,8 @@ def kernels(dtype, forward_micro=True, delta_micro=True):
     refs = _kernel_refs(np.dtype(dtype).name)
     return _Kernels(refs["gather"], refs["forward_block" if forward_micro else "forward_loops"],
                     refs["output_samples"], refs["weight_grad"],
-                    refs["delta_cols" if delta_micro else "delta_tiles"], refs["update"], refs["output_activation"])
+                    refs["delta_cols" if delta_micro else "delta_tiles"], refs["update"], refs["output_activation"],
+                    refs["sum_partials"])
 
 
 @functools.cache
@@ -2637,7 +2726,8 @@ def _kernel_refs(dtype):
         "delta_cols": _KernelRef(_delta_backward_cols, delta),
         "delta_tiles": _KernelRef(_delta_backward_tiles, delta),
         "update": _KernelRef(_update_range, types.none(A1, A1, A1, A1, i64, i64, i64, F1, i64, i64, i64)),
-        "output_activation": _KernelRef(_output_activation, f64(A1, A1, i64))}
+        "output_activation": _KernelRef(_output_activation, f64(A1, A1, i64)),
+        "sum_partials": _KernelRef(_sum_partials, types.none(A1, i64, i64, i64, A2, i64, A2, i64, i64))}
 
 
 def micro_layers(sizes):

@@ -302,14 +302,15 @@ def test_kernel_groups_share_no_cached_function_with_each_other_or_the_driver():
         flat = [r for g in groups for r in g.refs]
         assert len(flat) == len(refs) and sorted(flat, key=refs.index) == refs          # each kernel once
         names = [[r.dispatcher.py_func.__name__ for r in g.refs] for g in groups]
-        # _dense_forward_block, _output_samples and _output_activation all call the cached _activate
+        # _dense_forward_block, _output_samples and _output_activation all call the cached _activate;
+        # _delta_backward_cols and _sum_partials the cached sigma' of each activation
         assert names == [["_gather_range"], ["_dense_forward_block", "_output_samples", "_output_activation"],
-                         ["_weight_grad_block"], ["_delta_backward_cols"], ["_update_range"]]
+                         ["_weight_grad_block"], ["_delta_backward_cols", "_sum_partials"], ["_update_range"]]
         # the kernels of a network that takes no micro-kernel (_kernels.micro_layers)
         without = _compile.kernel_groups(dtype, (False, False))
         assert [[r.dispatcher.py_func.__name__ for r in g.refs] for g in without] == [
             ["_gather_range"], ["_dense_forward_loops", "_output_samples", "_output_activation"],
-            ["_weight_grad_block"], ["_delta_backward_tiles"], ["_update_range"]]
+            ["_weight_grad_block"], ["_delta_backward_tiles", "_sum_partials"], ["_update_range"]]
         # (the full kernels call the ones without the micro-kernel, in their own groups)
         assert {"fastmlp._kernels._dense_forward_loops"} <= groups[1].functions
         assert {"fastmlp._kernels._delta_backward_tiles"} <= groups[3].functions

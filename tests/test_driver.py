@@ -249,7 +249,7 @@ def test_train_mode_takes_one_hyperparameter_row_per_step_and_reports_weight_nor
 @pytest.mark.parametrize("sizes,batch", [((300, 20, 12, 4), 200), ((300, 17, 10), 200), ((300, 36, 10), 200),
                                          ((300, 100, 10), 200), ((64, 40, 2048, 10), 200), ((1100, 20, 10), 200),
                                          ((1400, 20, 10), 200), ((784, 36, 10), 344), ((16, 520, 520, 3), 40),
-                                         ((2100, 260, 10), 40)])
+                                         ((2100, 260, 10), 40), ((64, 30, 22, 18, 5), 40)])
 def test_train_and_forward_are_bit_identical_on_one_and_two_threads(sizes, batch, dtype):
     """Layers whose units do not split evenly into the kernels' row groups (20 units: 12 and 8 per
     thread; 17 units: 12 and 5, a share smaller than the AVX2 micro-kernel's 6-row tile; 100
@@ -262,7 +262,9 @@ def test_train_and_forward_are_bit_identical_on_one_and_two_threads(sizes, batch
     the micro-kernel (Zen 4) and without. 520 x 520: with the AVX-512 tiles, one thread's dW^2 in
     float32, and either thread's in float64, is larger than UPDATE_SPLIT_BYTES, so the gradient
     and the step go by blocks of rows there, and in one go for each thread's half in float32. 2100 x
-    260: the same for dW^1, whose blocks end in a partial one, 130 = 4 x 32 + 2 rows.)"""
+    260: the same for dW^1, whose blocks end in a partial one, 130 = 4 x 32 + 2 rows. 64-30-22-18-5:
+    three hidden layers, so delta^2 and delta^1 are sums of the partial products of W^3's and W^2's
+    row parts, 12 + 10 and 16 + 14 rows.)"""
     if sizes == (16, 520, 520, 3):
         assert 520 * 520 * 4 > k.UPDATE_SPLIT_BYTES >= 520 * 260 * 4
     if sizes == (2100, 260, 10):
@@ -364,6 +366,17 @@ def _trained_params(nthreads):
     args = _train_args(nthreads)
     assert k._drive(*args) == 4
     return args[1].params.tobytes()
+
+
+def test_backward_phases_above_the_first_layer_split_rows_into_fixed_parts():
+    """Above layer 1, a backward phase has one unit per part of W^k's rows (ROW_PARTS, the split of
+    the forward pass's rows on two threads), whatever the thread count: on three threads, on two
+    and on one (one unit taking every part) training gives the same bits."""
+    sizes = np.array(SPLIT_SIZES)
+    assert k.ROW_PARTS == 2
+    assert k._phase_threads(BACKWARD, 2, sizes, 64, 3) == 2 and k._phase_threads(BACKWARD, 1, sizes, 64, 3) == 3
+    assert [k._row_part(128, p) for p in range(2)] == [k._chunk(128, t, 2) for t in range(2)] == [(0, 64), (64, 128)]
+    assert _trained_params(3) == _trained_params(2) == _trained_params(1)
 
 
 def test_a_thread_that_never_starts_holds_nobody_up():
