@@ -10,9 +10,10 @@ activations and deltas live in flat workspaces A and D, layer l at a_off[l] (n *
 
 Parallel work is split so that each thread owns whole output rows or columns: in the forward pass
 rows j of W^l (columns j of z^l); in the backward pass the units i of a layer l: columns i of
-delta^l, of dW^{l+1} and of W^{l+1} (its optimizer step), and for l = 1 rows i of dW^1 and W^1.
-No two threads write the same element, so there are no races and no reductions, and an element's
-value does not depend on the thread count (up to rounding where blocking differs).
+delta^l and rows i of dW^l and W^l (its optimizer step), and for the last hidden layer columns i of
+dW^L and W^L. delta^{l-1} below a hidden-to-hidden W^l is the sum, in a fixed order, of the partial
+products of ROW_PARTS fixed parts of W^l's rows (_backward_pair). No two threads write the same
+element, so there are no races, and an element's value does not depend on the thread count.
 
 One driver, _drive (the compiled _drive_plan), runs the network for training, evaluation, forward,
 predict, the loss and the gradients: it walks a plan of named phases (fastmlp._plan) for each

@@ -11,9 +11,10 @@ gradients are plans of the same compiled code, so none of them compiles a kernel
     OUTPUT_STEP  layer L   z^L, a^L, the losses and delta^L in one pass, split by samples (training)
     OUTPUT       layer L   a^L from z^L (flag OUTPUT_COPY: into the caller's outputs)
     LOSS         layer L   the losses and delta^L from z^L and a^L
-    BACKWARD     layer k   delta^k and dC/dW^{k+1}, and for k = 1 dC/dW^1 (flags BACKWARD_ACCUMULATE:
-                           add to the gradient instead of overwriting it; BACKWARD_UPDATE: the
-                           optimizer step on the parameters whose gradient is done)
+    BACKWARD     layer k   delta^k (k = L - 1: and dC/dW^L), dC/dW^k, and for k > 1 the partial
+                           products for delta^{k-1} (flags BACKWARD_ACCUMULATE: add to the gradient
+                           instead of overwriting it; BACKWARD_UPDATE: the optimizer step on the
+                           parameters whose gradient is done)
 
 No layer above is imported, and importing this compiles nothing.
 """
