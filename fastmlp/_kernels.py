@@ -1583,6 +1583,13 @@ def group_units(work, sizes, n):
         u0 += N
 
 
+def compile_group_units(dtype):
+    """Compile (or load from the cache) what group_units runs for a network of `dtype`, on 4 units of
+    one sample: Trainer.compile, so that a fit compiles nothing more."""
+    if TILE_ROWS != 6:
+        _group_units(np.zeros((1, 4), dtype), np.arange(4))
+
+
 @_jit(fastmath=FAST)
 def _weight_grad_block(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias, order, W, lr, wd, fused):
     # delta (n, N), a_prev (n, M), dW (N, M), db (N,): for rows j0 <= j < j1, columns c0 <= i < c1

@@ -419,11 +419,9 @@ class Trainer:
         t0 = time.perf_counter()
         with thread_count(self.threads):
             self._steps(data, np.zeros(0, dtype=np.int64), ws, losses, stats)
-        from . import _kernels as k
-        if self.net.activation == "relu" and k.TILE_ROWS != 6:
-            # (what _steps calls after each chunk of a ReLU network's minibatches, group_units, on
-            # 4 units of one sample)
-            k._group_units(np.zeros((1, 4), self.net.dtype), np.arange(4))
+        if self.net.activation == "relu":  # (_steps regroups its units after each chunk)
+            from . import _kernels as k
+            k.compile_group_units(self.net.dtype)
         return time.perf_counter() - t0
 
     def _paced_steps(self, pacer, data, order, start, chunk, ws, losses, stats, hp=None):
