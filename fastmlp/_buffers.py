@@ -110,11 +110,36 @@ def backward_extra(sizes, parts=ROW_PARTS):
     return parts * sum(sizes[1:L - 1]) + parts * max(sizes[2:L])
 
 
+# From this many bytes of a minibatch's inputs (n x N_0) the forward pass of layer 1 splits the
+# threads' work by samples (fastmlp._kernels._dense_forward_block), and so, in SAMPLE_PARTS fixed
+# parts, does the backward phase of layer 1 when the minibatch has at least as many samples as
+# layer 1 has units (first_layer_by_samples).
+SAMPLE_SPLIT_BYTES = 1 << 20
+SAMPLE_PARTS = 2
+
+
+def first_layer_by_samples(sizes, n, itemsize):
+    """Whether training on a minibatch of n samples (of itemsize-byte floats) splits the backward
+    phase of layer 1 by samples (fastmlp._kernels._by_samples, which the compiled driver asks):
+    a network with a hidden layer, inputs larger than SAMPLE_SPLIT_BYTES, and no fewer samples than
+    layer 1 has units (each part's gradient of W^1 is then no larger than its share of X)."""
+    return len(sizes) > 2 and n * sizes[0] * itemsize > SAMPLE_SPLIT_BYTES and n >= sizes[1]
+
+
+def sample_partials_size(sizes):
+    """Elements of one sample part's gradient (fastmlp._kernels._backward_samples): dW^1 and db^1,
+    and with one hidden layer dW^2 and db^2 too, in the flat layout's order."""
+    size = sizes[1] * (sizes[0] + 1)
+    return size + (sizes[2] * (sizes[1] + 1) if len(sizes) == 3 else 0)
+
+
 class Workspace:
     """Per-batch buffers for up to `capacity` samples: the gathered inputs, a^l and delta^l of
     every layer (flat, layer l at a_off[l]) and z^L; and `units`, each layer's units in the order
     the weight-gradient kernel groups them 4 at a time (N_0 + ... + N_L entries, layer after layer,
-    in place until a trainer regroups them: fastmlp._kernels.group_units)."""
+    in place until a trainer regroups them: fastmlp._kernels.group_units). Past everything else, D
+    holds the SAMPLE_PARTS parts' gradients of the first layer when a minibatch of `capacity`
+    samples is split by samples there (first_layer_by_samples)."""
 
     def __init__(self, sizes, dtype, capacity, x_capacity=None):
         self.capacity = capacity
@@ -126,7 +151,9 @@ class Workspace:
             total += capacity * sizes[l]
         self.X = aligned_empty((max(capacity, x_capacity or 0), sizes[0]), dtype)
         self.A = aligned_empty(total, dtype)
-        self.D = aligned_empty(total + capacity * backward_extra(sizes), dtype)
+        parts = first_layer_by_samples(sizes, capacity, np.dtype(dtype).itemsize)
+        self.D = aligned_empty(total + capacity * backward_extra(sizes)
+                               + (SAMPLE_PARTS * sample_partials_size(sizes) if parts else 0), dtype)
         self.Z = aligned_empty((capacity, sizes[-1]), dtype)
         self.units = np.concatenate([np.arange(N, dtype=np.int64) for N in sizes])
         touch_pages(self.X, self.A, self.D, self.Z)

@@ -38,9 +38,9 @@ from numba.core import cgutils
 from llvmlite import binding as llvm, ir
 from numba.extending import intrinsic, typeof_impl
 
-from ._buffers import INPUT_FLOAT32, INPUT_FLOAT64, ROW_PARTS, Network
+from ._buffers import INPUT_FLOAT32, INPUT_FLOAT64, ROW_PARTS, SAMPLE_PARTS, SAMPLE_SPLIT_BYTES, Network
 from ._plan import (BACKWARD, BACKWARD_ACCUMULATE, BACKWARD_UPDATE, FORWARD, GATHER, GATHER_CHUNK, LOSS, OUTPUT,
-                    OUTPUT_COPY, OUTPUT_STEP)
+                    OUTPUT_COPY, OUTPUT_STEP, SAMPLE_SUM)
 
 IDENTITY, SIGMOID, RELU, TANH, SOFTMAX = 0, 1, 2, 3, 4
 ACTIVATION_CODES = {"identity": IDENTITY, "sigmoid": SIGMOID, "relu": RELU, "tanh": TANH,
@@ -392,8 +392,9 @@ def _dense_forward_rows(W, b, a_prev, out, code, j0, j1):
 # Rows of W (of a thread's share) and samples of a minibatch from which the forward pass uses the
 # AVX2 micro-kernel: its tiles are 16 samples or rows wide (float32), and it packs one operand.
 MICRO_FORWARD_MIN = 16
-# From this size of a_prev the forward pass splits the threads' work by samples (_layer_forward).
-FORWARD_SPLIT_BYTES = 1024 * 1024
+# From this size of a_prev the forward pass splits the threads' work by samples (_layer_forward;
+# for layer 1 the backward phase too: _by_samples).
+FORWARD_SPLIT_BYTES = SAMPLE_SPLIT_BYTES
 
 
 @_inline()
@@ -2361,6 +2362,104 @@ def _backward_pair(kern, t, T, k, params, grads, m, v, w_off, b_off, sizes, hidd
                        optimizer, hp, step, sgd)
 
 
+# SAMPLE_PARTS (fastmlp._buffers): the fixed number of parts into which _backward_samples splits
+# a minibatch's samples in the backward phase of layer 1 when its inputs are large (_by_samples);
+# the gradients are the sum of one per part, added in part order, whatever the thread count.
+
+@_inline()
+def _by_samples(sizes, n, itemsize):
+    # whether the backward phase of layer 1 splits a minibatch of n samples by samples
+    # (_backward_samples): _buffers.first_layer_by_samples, which sizes D for it
+    return sizes.shape[0] > 2 and n * sizes[0] * itemsize > FORWARD_SPLIT_BYTES and n >= sizes[1]
+
+
+@_inline()
+def _sample_part(n, p):
+    # [start, stop) of part p of SAMPLE_PARTS of a minibatch's n samples: the forward pass's split of
+    # them on SAMPLE_PARTS threads (_dense_forward_block), so that each part's rows of X and a^1 are
+    # the ones its thread gathered and computed
+    return _share(n, p, SAMPLE_PARTS, MICRO_FORWARD_MIN, 0)
+
+
+@_inline()
+def _sample_partials(sizes, D, p):
+    # part p's gradients (_buffers.sample_partials_size), flat in the parameters' layout, at the end
+    # of D
+    size = sizes[1] * (sizes[0] + 1)
+    if sizes.shape[0] == 3:
+        size += sizes[2] * (sizes[1] + 1)
+    return D[D.shape[0] - (SAMPLE_PARTS - p) * size:][:size]
+
+
+@_inline(fastmath=FAST)
+def _backward_samples(kern, t, T, params, w_off, b_off, sizes, hidden, X, A, D, a_off, units, n, labels, idx,
+                      has_targets, hp, extra):
+    # Thread t of T in the backward phase of layer 1 of a minibatch split by samples (_by_samples):
+    # for each of its parts (one per thread; all of them when T == 1), the samples s0:s1 alone:
+    #   delta^1 rows s0:s1: with one hidden layer from W^2 and delta^2's rows, else as the sum of the
+    #            partial products that W^2's row parts left (_backward_pair);
+    #   the part's gradients, summed over its samples, into its own buffer (_sample_partials): dW^1
+    #            and db^1 from delta^1 and X, and with one hidden layer dW^2 and db^2 from delta^2
+    #            and a^1 (rows s0:s1).
+    # The SAMPLE_SUM phase then adds the parts in part order and takes the step. The rows of X and
+    # a^1 that a part reads are the ones its thread gathered and computed: split by units, as in
+    # _backward_pair, each thread read all of X, half of it written by the other core, and where
+    # the two cores share no L3 every such line crossed the chip (benchmarks/RESULTS.md).
+    L = sizes.shape[0] - 1
+    zero = n - n  # (computed, not a literal: no Literal[int] re-specialisation of the callees)
+    one, two = zero + 1, zero + 2  # (the layers)
+    p0, p1 = (t, t + 1) if T > 1 else (zero, zero + SAMPLE_PARTS)
+    for p in range(p0, p1):
+        s0, s1 = _sample_part(n, p)
+        G = _sample_partials(sizes, D, p)
+        delta = _rows(D, a_off, sizes, one, n)[s0:s1]
+        a1 = _rows(A, a_off, sizes, one, n)[s0:s1]
+        if L == 2:
+            delta_next = _rows(D, a_off, sizes, two, n)[s0:s1]
+            W2 = _weights(params, w_off, sizes, two)
+            samples = _sample_order(labels, idx[s0:s1], s1 - s0, sizes[L], has_targets)
+            _delta_recursion(kern, W2, delta_next, a1, hidden, delta, zero, sizes[1], samples)
+            _weight_gradient(kern, delta_next, a1, _weights(G, w_off, sizes, two), _biases(G, b_off, sizes, two), zero,
+                             sizes[2], zero, sizes[1], s1 < s0, s0 <= s1, _units(units, sizes, two), W2, hp, s1 < s0)
+        else:
+            kern.sum_partials(D, extra + _partial_offset(sizes, n, one, zero) + s0 * sizes[1], n * sizes[1], ROW_PARTS,
+                              a1, hidden, delta, zero, sizes[1])
+        _weight_gradient(kern, delta, X[s0:s1], _weights(G, w_off, sizes, one), _biases(G, b_off, sizes, one), zero,
+                         sizes[1], zero, sizes[0], s1 < s0, s0 <= s1, _units(units, sizes, one),
+                         _weights(params, w_off, sizes, one), hp, s1 < s0)
+
+
+@_jit(fastmath=FAST)
+def _add_parts(G0, G1, out, accumulate):
+    # out (+)= G0 + G1, all (m,): the two sample parts' gradients, in part order
+    zero = out.dtype.type(0)
+    for i in range(out.shape[0]):
+        g = G0[i] + G1[i]
+        out[i] = (out[i] if accumulate else zero) + g
+
+
+@_inline(fastmath=FAST)
+def _sample_sum(kern, u, T, params, grads, m, v, w_off, b_off, sizes, D, accumulate, update, optimizer, hp, step):
+    # Unit u of T of the SAMPLE_SUM phase (_backward_samples): rows r0:r1, its share of layer 1 (and,
+    # with one hidden layer, of layer 2): dW, db (+)= the sample parts' gradients in part order, and
+    # with update the step on those rows, UPDATE_SPLIT_ROWS rows at a time while they are in cache
+    zero = u - u  # (computed, not a literal: no Literal[int] re-specialisation of the callees)
+    G0 = _sample_partials(sizes, D, zero)
+    G1 = _sample_partials(sizes, D, zero + 1)
+    for l in range(1, 3 if sizes.shape[0] == 3 else 2):
+        M = sizes[l - 1]
+        r0, r1 = _chunk(sizes[l], u, T)
+        for j0 in range(r0, r1, UPDATE_SPLIT_ROWS):
+            j1 = min(j0 + UPDATE_SPLIT_ROWS, r1)
+            q0, q1 = w_off[l] + j0 * M, w_off[l] + j1 * M
+            _add_parts(G0[q0:q1], G1[q0:q1], grads[q0:q1], accumulate)
+            q0, q1 = b_off[l] + j0, b_off[l] + j1
+            _add_parts(G0[q0:q1], G1[q0:q1], grads[q0:q1], accumulate)
+            if update:
+                _update_layer_rows(kern.update, params, grads, m, v, w_off, b_off, sizes, l, j0, j1, optimizer, hp,
+                                   step)
+
+
 @_jit()
 def _backward_pair_work(sizes, k, n):
     # multiply-adds of _backward_pair for layer k: (k == L - 1) delta^k and dW^{k+1}; dW^k, and for
@@ -2371,9 +2470,10 @@ def _backward_pair_work(sizes, k, n):
 
 
 @_jit()
-def _phase_threads(kind, layer, sizes, n, nthreads):
-    # the threads of one phase of a plan for a minibatch of n samples (n rows to gather): 1 when its
-    # work would not pay for a parallel region
+def _phase_threads(kind, layer, sizes, n, nthreads, itemsize):
+    # the threads of one phase of a plan for a minibatch of n samples (n rows to gather) of
+    # itemsize-byte floats: 1 when its work would not pay for a parallel region; SAMPLE_SUM: 0 (no
+    # work) unless the minibatch is split by samples
     L = sizes.shape[0] - 1
     if kind == GATHER:
         return _region_threads(n * sizes[0], nthreads)
@@ -2385,8 +2485,13 @@ def _phase_threads(kind, layer, sizes, n, nthreads):
         return T if n >= 8 * T else 1
     if kind == BACKWARD:
         T = _region_threads(_backward_pair_work(sizes, layer, n), nthreads)
-        # (layers above the first: one unit per part of W^layer's rows, _backward_pair)
-        return min(T, ROW_PARTS) if layer > 1 else T
+        # (layers above the first: one unit per part of W^layer's rows, _backward_pair; layer 1 split
+        # by samples: one per part of the samples, _backward_samples)
+        if layer > 1:
+            return min(T, ROW_PARTS)
+        return min(T, SAMPLE_PARTS) if _by_samples(sizes, n, itemsize) else T
+    if kind == SAMPLE_SUM:
+        return _region_threads(16 * sizes[1] * sizes[0], nthreads) if _by_samples(sizes, n, itemsize) else 0
     return 1
 
 
@@ -2439,8 +2544,8 @@ def _phase_unit(kern, net, work, opt, data, results, kind, layer, flags, u, T, n
                 kern.gather(X, xcode, order, divisor, Xbuf[:rows], r0, min(r0 + GATHER_BLOCK, rows))
                 r0 = _atomic_add(gathered, 0, GATHER_BLOCK)
         else:
-            # the minibatch's rows
-            r0, r1 = _chunk(rows, u, T)
+            # the minibatch's rows: the forward pass's split of its samples (_sample_part)
+            r0, r1 = _share(rows, u, T, MICRO_FORWARD_MIN, 0)
             kern.gather(X, xcode, idx, divisor, Xb, r0, r1)
     elif kind == FORWARD:
         _layer_forward(kern, u, T, W, b, a_prev, out, code)
@@ -2461,6 +2566,12 @@ def _phase_unit(kern, net, work, opt, data, results, kind, layer, flags, u, T, n
     elif kind == LOSS:
         counts[0] = kern.output_samples(Zb, AL, DL, labels, targets, has_targets, idx, output, loss, scale, losses,
                                         weights, has_weights, n - n, n, n < 0)
+    elif kind == SAMPLE_SUM:
+        _sample_sum(kern, u, T, params, grads, m, v, w_off, b_off, sizes, D, (flags & BACKWARD_ACCUMULATE) != 0,
+                    (flags & BACKWARD_UPDATE) != 0, optimizer, hp, step)
+    elif layer == 1 and _by_samples(sizes, n, params.itemsize):
+        _backward_samples(kern, u, T, params, w_off, b_off, sizes, hidden, Xb, A, D, a_off, units, n, labels, idx,
+                          has_targets, hp, a_off[L] + Z.shape[0] * sizes[L])
     else:
         # (the order is computed by each unit: a counting sort of n labels, cheaper than a barrier)
         samples = _sample_order(labels, idx, n, sizes[L], has_targets)
@@ -2515,6 +2626,10 @@ def _drive_plan(plan, net, work, opt, data, order, batch_size, nthreads, results
     for p in range(plan.shape[0]):
         if plan[p, 0] == GATHER and (plan[p, 2] & GATHER_CHUNK) != 0:
             chunked = True
+    if _by_samples(sizes, min(batch_size, count), params.itemsize):
+        # each thread gathers, per minibatch, the rows its part of the samples reads
+        # (_backward_samples): gathered ahead by blocks, half of them by the other thread
+        chunked = False
     per_row_losses = losses.shape[0] >= count
     hp_width = 2 * HP_SIZE
     hp_rows = hp.shape[0] // hp_width
@@ -2567,7 +2682,7 @@ def _drive_plan(plan, net, work, opt, data, order, batch_size, nthreads, results
             flags = plan[p, 2] if slot > 0 else 0
             rows = count if kind == GATHER and chunked else n
             wl = max(layer, 1)  # the layer whose parameters the phase reads (GATHER: any)
-            T = _phase_threads(kind, wl, sizes, rows, nthreads)
+            T = _phase_threads(kind, wl, sizes, rows, nthreads, params.itemsize)
             if slot == 0:
                 units = 1 if with_norm else 0
             elif slot % 2 == 0:

@@ -14,7 +14,11 @@ gradients are plans of the same compiled code, so none of them compiles a kernel
     BACKWARD     layer k   delta^k (k = L - 1: and dC/dW^L), dC/dW^k, and for k > 1 the partial
                            products for delta^{k-1} (flags BACKWARD_ACCUMULATE: add to the gradient
                            instead of overwriting it; BACKWARD_UPDATE: the optimizer step on the
-                           parameters whose gradient is done)
+                           parameters whose gradient is done); for k = 1 on a minibatch with large
+                           inputs (_buffers.first_layer_by_samples), each fixed part of the samples'
+                           gradients of the first layer (and, with one hidden layer, of W^2)
+    SAMPLE_SUM   layer 1   those parts' gradients summed, and the step on their parameters (flags
+                           as BACKWARD's); no work unless the minibatch was split by samples
 
 No layer above is imported, and importing this compiles nothing.
 """
@@ -22,8 +26,8 @@ import functools
 
 import numpy as np
 
-GATHER, FORWARD, OUTPUT_STEP, OUTPUT, LOSS, BACKWARD = 0, 1, 2, 3, 4, 5
-PHASE_NAMES = ("gather", "forward", "output step", "output", "loss", "backward")
+GATHER, FORWARD, OUTPUT_STEP, OUTPUT, LOSS, BACKWARD, SAMPLE_SUM = 0, 1, 2, 3, 4, 5, 6
+PHASE_NAMES = ("gather", "forward", "output step", "output", "loss", "backward", "sum")
 GATHER_CHUNK = 1
 OUTPUT_COPY = 1
 BACKWARD_ACCUMULATE, BACKWARD_UPDATE = 1, 2
@@ -51,6 +55,8 @@ def _plan(L, mode):
         flags = {"train": BACKWARD_UPDATE, "gradient": 0, "gradients": BACKWARD_ACCUMULATE}[mode]
         # one region per hidden layer from L - 1 down; a network without hidden layers has one (k = 1)
         rows += [(BACKWARD, k, flags) for k in range(max(L - 1, 1), 0, -1)]
+        if L > 1:
+            rows.append((SAMPLE_SUM, 1, flags))
     plan = np.array(rows, dtype=np.int64)
     return plan
 
@@ -76,7 +82,7 @@ def describe(plan):
             words.append("(chunk)")
         if kind == OUTPUT and flags & OUTPUT_COPY:
             words.append("(copy)")
-        if kind == BACKWARD:
+        if kind == BACKWARD or kind == SAMPLE_SUM:
             words += [w for f, w in ((BACKWARD_ACCUMULATE, "(accumulate)"), (BACKWARD_UPDATE, "(update)"))
                       if flags & f]
         out.append(" ".join(words))

@@ -7,8 +7,10 @@ import reference as ref
 from tolerances import tol
 
 from fastmlp import _kernels as k
-from fastmlp._buffers import Data, Network, OptimizerState, Results, Workspace, input_bytes, layout
+from fastmlp._buffers import (Data, Network, OptimizerState, Results, Workspace, first_layer_by_samples, input_bytes,
+                              layout)
 from fastmlp._plan import (BACKWARD, BACKWARD_ACCUMULATE, BACKWARD_UPDATE, FORWARD, GATHER, GATHER_CHUNK, LOSS,
+                           SAMPLE_SUM,
                            OUTPUT, OUTPUT_COPY, OUTPUT_STEP, describe, phase_plan)
 
 ACC, UPD = BACKWARD_ACCUMULATE, BACKWARD_UPDATE
@@ -18,11 +20,14 @@ ACC, UPD = BACKWARD_ACCUMULATE, BACKWARD_UPDATE
 @pytest.mark.parametrize("sizes, mode, rows", [
     # no hidden layer: the output step, then one backward region for dW^1 (k = 1 = L)
     ([4, 3], "train", [(GATHER, 0, GATHER_CHUNK), (OUTPUT_STEP, 1, 0), (BACKWARD, 1, UPD)]),
-    ([4, 5, 3], "train", [(GATHER, 0, GATHER_CHUNK), (FORWARD, 1, 0), (OUTPUT_STEP, 2, 0), (BACKWARD, 1, UPD)]),
+    # with hidden layers, the sum of the sample parts' gradients of layer 1 last (work only when
+    # a minibatch's inputs are large: _buffers.first_layer_by_samples)
+    ([4, 5, 3], "train", [(GATHER, 0, GATHER_CHUNK), (FORWARD, 1, 0), (OUTPUT_STEP, 2, 0), (BACKWARD, 1, UPD),
+                          (SAMPLE_SUM, 1, UPD)]),
     ([4, 5, 6, 3], "train", [(GATHER, 0, GATHER_CHUNK), (FORWARD, 1, 0), (FORWARD, 2, 0), (OUTPUT_STEP, 3, 0),
-                             (BACKWARD, 2, UPD), (BACKWARD, 1, UPD)]),
+                             (BACKWARD, 2, UPD), (BACKWARD, 1, UPD), (SAMPLE_SUM, 1, UPD)]),
     ([4, 5, 6, 3], "gradient", [(GATHER, 0, GATHER_CHUNK), (FORWARD, 1, 0), (FORWARD, 2, 0),
-                                (OUTPUT_STEP, 3, 0), (BACKWARD, 2, 0), (BACKWARD, 1, 0)]),
+                                (OUTPUT_STEP, 3, 0), (BACKWARD, 2, 0), (BACKWARD, 1, 0), (SAMPLE_SUM, 1, 0)]),
     ([4, 3], "forward", [(GATHER, 0, 0), (FORWARD, 1, 0), (OUTPUT, 1, OUTPUT_COPY)]),
     ([4, 5, 6, 3], "forward", [(GATHER, 0, 0), (FORWARD, 1, 0), (FORWARD, 2, 0), (FORWARD, 3, 0),
                                (OUTPUT, 3, OUTPUT_COPY)]),
@@ -30,7 +35,8 @@ ACC, UPD = BACKWARD_ACCUMULATE, BACKWARD_UPDATE
     ([4, 5, 3], "evaluate+forward", [(GATHER, 0, 0), (FORWARD, 1, 0), (FORWARD, 2, 0), (OUTPUT, 2, OUTPUT_COPY),
                                      (LOSS, 2, 0)]),
     ([4, 5, 6, 3], "gradients", [(GATHER, 0, 0), (FORWARD, 1, 0), (FORWARD, 2, 0), (FORWARD, 3, 0),
-                                 (OUTPUT, 3, 0), (LOSS, 3, 0), (BACKWARD, 2, ACC), (BACKWARD, 1, ACC)]),
+                                 (OUTPUT, 3, 0), (LOSS, 3, 0), (BACKWARD, 2, ACC), (BACKWARD, 1, ACC),
+                                 (SAMPLE_SUM, 1, ACC)]),
 ])
 def test_phase_plan(sizes, mode, rows):
     plan = phase_plan(sizes, mode)
@@ -40,7 +46,7 @@ def test_phase_plan(sizes, mode, rows):
 
 def test_phase_plan_described_and_checked():
     assert describe(phase_plan([4, 5, 3], "train")).splitlines() == [
-        "gather 0 (chunk)", "forward 1", "output step 2", "backward 1 (update)"]
+        "gather 0 (chunk)", "forward 1", "output step 2", "backward 1 (update)", "sum 1 (update)"]
     with pytest.raises(ValueError, match="mode: got 'predict'"):
         phase_plan([4, 3], "predict")
 
@@ -374,9 +380,52 @@ def test_backward_phases_above_the_first_layer_split_rows_into_fixed_parts():
     and on one (one unit taking every part) training gives the same bits."""
     sizes = np.array(SPLIT_SIZES)
     assert k.ROW_PARTS == 2
-    assert k._phase_threads(BACKWARD, 2, sizes, 64, 3) == 2 and k._phase_threads(BACKWARD, 1, sizes, 64, 3) == 3
+    assert k._phase_threads(BACKWARD, 2, sizes, 64, 3, 4) == 2 and k._phase_threads(BACKWARD, 1, sizes, 64, 3, 4) == 3
     assert [k._row_part(128, p) for p in range(2)] == [k._chunk(128, t, 2) for t in range(2)] == [(0, 64), (64, 128)]
     assert _trained_params(3) == _trained_params(2) == _trained_params(1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("sizes", [(2100, 9, 4), (2100, 9, 6, 4)])
+def test_layer_one_split_by_samples_gives_the_lecture_gradients_with_the_same_bits_on_any_thread_count(sizes,
+                                                                                                    dtype):
+    """Inputs over SAMPLE_SPLIT_BYTES in a minibatch of at least N_1 samples: the backward phase of
+    layer 1 takes the samples in SAMPLE_PARTS (2) fixed parts (260 = 144 + 116, 130 = 80 + 50), each
+    summing its own gradient of W^1 (with one hidden layer, of W^2 too), and the SAMPLE_SUM phase
+    adds them and takes the step. One minibatch's gradient, the gradients accumulated over two
+    minibatches and an SGD step are the lecture's, with the same bits on 1, 2 and 3 threads."""
+    n = 260
+    s = np.array(sizes, dtype=np.int64)
+    itemsize = np.dtype(dtype).itemsize
+    for rows in (n, n // 2):
+        assert first_layer_by_samples(list(sizes), rows, itemsize) and k._by_samples(s, rows, itemsize)
+    assert not first_layer_by_samples(list(sizes), 8, itemsize) and not k._by_samples(s, 8, itemsize)
+    assert [k._sample_part(n, p) for p in range(2)] == [(0, 144), (144, 260)]
+    assert k._phase_threads(BACKWARD, 1, s, n, 3, itemsize) == 2
+    assert k._phase_threads(SAMPLE_SUM, 1, s, n, 3, itemsize) > 0 == k._phase_threads(SAMPLE_SUM, 1, s, 8, 3,
+                                                                                        itemsize)
+    close = {"rtol": 20 * tol(dtype)["rtol"], "atol": 20 * tol(dtype)["atol"]}
+    bits = []
+    for nthreads in (1, 2, 3):
+        net, W, b, X, y, data = _setup(dtype, sizes=sizes, n=n, seed=6)
+        dW, db = ref.gradients(W, b, X, y, "tanh", "softmax", "ce")
+        _, grad, _ = _run("gradient", net, data, n, n, nthreads=nthreads)
+        hp = np.zeros(2 * k.HP_SIZE)
+        hp[k.HP_GRAD_SCALE] = 1.0 / n
+        _, grads, _ = _run("gradients", net, data, n, n // 2, hp=hp, nthreads=nthreads)
+        for g in (grad, grads):
+            for l in range(len(sizes) - 1):
+                np.testing.assert_allclose(g[net.w_off[l + 1]:net.b_off[l + 1]].reshape(W[l].shape), dW[l], **close)
+                np.testing.assert_allclose(g[net.b_off[l + 1]:net.b_off[l + 1] + b[l].size], db[l], **close)
+        hp = np.zeros(2 * k.HP_SIZE)
+        hp[k.HP_LR] = hp[k.HP_SIZE + k.HP_LR] = 0.5
+        new_W, new_b = ref.sgd_step(W, b, dW, db, 0.5)
+        _run("train", net, data, n, n, hp=hp, nthreads=nthreads)
+        for l in range(len(sizes) - 1):
+            np.testing.assert_allclose(W[l], new_W[l], **close)
+            np.testing.assert_allclose(b[l], new_b[l], **close)
+        bits.append((grad.tobytes(), grads.tobytes(), net.params.tobytes()))
+    assert bits[0] == bits[1] == bits[2]
 
 
 def test_a_thread_that_never_starts_holds_nobody_up():
@@ -384,7 +433,7 @@ def test_a_thread_that_never_starts_holds_nobody_up():
     for the whole call) does every unit, with the bits of two threads running; thread 1, started
     afterwards, finds nothing left to do."""
     sizes = np.array(SPLIT_SIZES)
-    assert k._phase_threads(FORWARD, 1, sizes, 64, 2) == 2 and k._phase_threads(BACKWARD, 1, sizes, 64, 2) == 2
+    assert k._phase_threads(FORWARD, 1, sizes, 64, 2, 4) == 2 and k._phase_threads(BACKWARD, 1, sizes, 64, 2, 4) == 2
     two = _train_args(2)
     assert k._drive(*two) == 4
     alone = _train_args(2)
@@ -404,7 +453,7 @@ def test_the_calls_rows_are_gathered_in_blocks_by_whichever_thread_comes():
     thread that takes it next from a shared count: thread 1 of 2 alone (thread 0 late) takes both
     units of the gather and gathers every block once, and trains to the bits of two threads."""
     n = 1000
-    assert k._phase_threads(GATHER, 1, np.array(SPLIT_SIZES), n, 2) == 2
+    assert k._phase_threads(GATHER, 1, np.array(SPLIT_SIZES), n, 2, 4) == 2
     two = _train_args(2, n=n)
     assert k._drive(*two) == -(-n // 64)
     late = _train_args(2, n=n)
