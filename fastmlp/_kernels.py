@@ -12,8 +12,11 @@ Parallel work is split so that each thread owns whole output rows or columns: in
 rows j of W^l (columns j of z^l); in the backward pass the units i of a layer l: columns i of
 delta^l and rows i of dW^l and W^l (its optimizer step), and for the last hidden layer columns i of
 dW^L and W^L. delta^{l-1} below a hidden-to-hidden W^l is the sum, in a fixed order, of the partial
-products of ROW_PARTS fixed parts of W^l's rows (_backward_pair). No two threads write the same
-element, so there are no races, and an element's value does not depend on the thread count.
+products of ROW_PARTS fixed parts of W^l's rows (_backward_pair). When a minibatch's inputs are
+large, the backward phase of layer 1 splits its samples into SAMPLE_PARTS fixed parts instead, each
+summing its own gradient of layer 1, and a last phase adds them in part order (_backward_samples).
+No two threads write the same element, so there are no races, and an element's value does not
+depend on the thread count.
 
 One driver, _drive (the compiled _drive_plan), runs the network for training, evaluation, forward,
 predict, the loss and the gradients: it walks a plan of named phases (fastmlp._plan) for each
