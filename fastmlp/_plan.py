@@ -6,7 +6,8 @@ calling thread when its work is small). Training, evaluation, forward, predict, 
 gradients are plans of the same compiled code, so none of them compiles a kernel of its own.
 
     GATHER       layer 0   the minibatch's rows of X, scaled into the network's dtype (flag
-                           GATHER_CHUNK: every row of the call at its first step, for training)
+                           GATHER_CHUNK: every row of the call at its first step, for training,
+                           unless layer 1's backward phase splits its minibatches by samples)
     FORWARD      layer l   z^l = W^l a^{l-1} + b^l, a^l = sigma(z^l) (for l = L: z^L only)
     OUTPUT_STEP  layer L   z^L, a^L, the losses and delta^L in one pass, split by samples (training)
     OUTPUT       layer L   a^L from z^L (flag OUTPUT_COPY: into the caller's outputs)
