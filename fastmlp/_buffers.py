@@ -120,7 +120,8 @@ SAMPLE_PARTS = 2
 
 def first_layer_by_samples(sizes, n, itemsize):
     """Whether training on a minibatch of n samples (of itemsize-byte floats) splits the backward
-    phase of layer 1 by samples (fastmlp._kernels._by_samples, which the compiled driver asks):
+    phase of layer 1 by samples (compiled into the driver as fastmlp._kernels._by_samples; sizes an
+    int64 array there):
     a network with a hidden layer, inputs larger than SAMPLE_SPLIT_BYTES, and no fewer samples than
     layer 1 has units (each part's gradient of W^1 is then no larger than its share of X)."""
     return len(sizes) > 2 and n * sizes[0] * itemsize > SAMPLE_SPLIT_BYTES and n >= sizes[1]
@@ -128,7 +129,8 @@ def first_layer_by_samples(sizes, n, itemsize):
 
 def sample_partials_size(sizes):
     """Elements of one sample part's gradient (fastmlp._kernels._backward_samples): dW^1 and db^1,
-    and with one hidden layer dW^2 and db^2 too, in the flat layout's order."""
+    and with one hidden layer dW^2 and db^2 too, in the flat layout's order (compiled into the
+    driver too)."""
     size = sizes[1] * (sizes[0] + 1)
     return size + (sizes[2] * (sizes[1] + 1) if len(sizes) == 3 else 0)
 

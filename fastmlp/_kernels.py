@@ -41,7 +41,8 @@ from numba.core import cgutils
 from llvmlite import binding as llvm, ir
 from numba.extending import intrinsic, typeof_impl
 
-from ._buffers import INPUT_FLOAT32, INPUT_FLOAT64, ROW_PARTS, SAMPLE_PARTS, SAMPLE_SPLIT_BYTES, Network
+from ._buffers import (INPUT_FLOAT32, INPUT_FLOAT64, ROW_PARTS, SAMPLE_PARTS, SAMPLE_SPLIT_BYTES, Network,
+                       first_layer_by_samples, sample_partials_size)
 from ._plan import (BACKWARD, BACKWARD_ACCUMULATE, BACKWARD_UPDATE, FORWARD, GATHER, GATHER_CHUNK, LOSS, OUTPUT,
                     OUTPUT_COPY, OUTPUT_STEP, SAMPLE_SUM)
 
@@ -2369,11 +2370,11 @@ def _backward_pair(kern, t, T, k, params, grads, m, v, w_off, b_off, sizes, hidd
 # a minibatch's samples in the backward phase of layer 1 when its inputs are large (_by_samples);
 # the gradients are the sum of one per part, added in part order, whatever the thread count.
 
-@_inline()
-def _by_samples(sizes, n, itemsize):
-    # whether the backward phase of layer 1 splits a minibatch of n samples by samples
-    # (_backward_samples): _buffers.first_layer_by_samples, which sizes D for it
-    return sizes.shape[0] > 2 and n * sizes[0] * itemsize > FORWARD_SPLIT_BYTES and n >= sizes[1]
+# whether the backward phase of layer 1 splits a minibatch of n samples by samples
+# (_by_samples(sizes, n, itemsize): _backward_samples), and the elements of one part's gradients:
+# the rules by which Workspace sizes D, compiled into the driver, so that the two cannot disagree
+_by_samples = _inline()(first_layer_by_samples)
+_sample_partials_size = _inline()(sample_partials_size)
 
 
 @_inline()
@@ -2386,11 +2387,9 @@ def _sample_part(n, p):
 
 @_inline()
 def _sample_partials(sizes, D, p):
-    # part p's gradients (_buffers.sample_partials_size), flat in the parameters' layout, at the end
-    # of D
-    size = sizes[1] * (sizes[0] + 1)
-    if sizes.shape[0] == 3:
-        size += sizes[2] * (sizes[1] + 1)
+    # part p's gradients, flat in the parameters' layout (layer 1, and with one hidden layer layer 2),
+    # at the end of D
+    size = _sample_partials_size(sizes)
     return D[D.shape[0] - (SAMPLE_PARTS - p) * size:][:size]
 
 
@@ -2535,6 +2534,7 @@ def _phase_unit(kern, net, work, opt, data, results, kind, layer, flags, u, T, n
     a_prev = Xb if wl == 1 else _rows(A, a_off, sizes, wl - 1, n)
     out = Zb if wl == L else _rows(A, a_off, sizes, wl, n)
     code = IDENTITY if wl == L else hidden
+    extra = a_off[L] + Z.shape[0] * sizes[L]  # (backward: where D's region past the deltas starts)
     if kind == GATHER:
         if chunked:
             # every row of the call at its first minibatch (rows is then the call's count), in blocks
@@ -2574,13 +2574,13 @@ def _phase_unit(kern, net, work, opt, data, results, kind, layer, flags, u, T, n
                     (flags & BACKWARD_UPDATE) != 0, optimizer, hp, step)
     elif layer == 1 and _by_samples(sizes, n, params.itemsize):
         _backward_samples(kern, u, T, params, w_off, b_off, sizes, hidden, Xb, A, D, a_off, units, n, labels, idx,
-                          has_targets, hp, a_off[L] + Z.shape[0] * sizes[L])
+                          has_targets, hp, extra)
     else:
         # (the order is computed by each unit: a counting sort of n labels, cheaper than a barrier)
         samples = _sample_order(labels, idx, n, sizes[L], has_targets)
         _backward_pair(kern, u, T, layer, params, grads, m, v, w_off, b_off, sizes, hidden, Xb, A, D, a_off, units, n,
                        (flags & BACKWARD_ACCUMULATE) != 0, (flags & BACKWARD_UPDATE) != 0, optimizer, hp, step,
-                       samples, a_off[L] + Z.shape[0] * sizes[L])
+                       samples, extra)
 
 
 @_jit(fastmath=FAST)
