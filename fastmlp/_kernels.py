@@ -1618,10 +1618,11 @@ def _weight_grad_block(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_b
     # for that sample); rows[g, p] is packed entry p's sample. Then per column panel of a_prev (all
     # samples x T columns: in L1 or L2) every group's tile, so that a_prev is read from memory once
     # per call, not once per group of rows (512 samples of 784 float32 inputs are 1.6 MB, more
-    # than L2). A tile that would end past M is moved left to end at M (it may start left of c0:
-    # a_prev is only read, and only columns c0:c1 of the tile are stored); when M < T, a_prev is
-    # copied into a zero-padded T-column buffer. A last partial group repeats row j1 - 1 and drops
-    # its results.
+    # than L2). A panel of at most 3/4 of T columns (the last) takes a tile of as many vectors per
+    # row as it needs (_weight_grad_tile_narrow). A tile that would end past M is moved left to end
+    # at M (it may start left of c0: a_prev is only read, and only columns c0:c1 of the tile are
+    # stored); when M < T, a_prev is copied into a zero-padded T-column buffer. A last partial
+    # group repeats row j1 - 1 and drops its results.
     # Every element is summed over s in ascending order, whatever the split of rows or columns.
     # LLVM keeps acc in registers only with this exact shape: heap buffers allocated before the
     # tile, no branch in the sample loop, and the store as one loop with a select (an
@@ -1728,8 +1729,14 @@ def _weight_grad_panels(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_
                     # (the next tile's rows of W, far apart, requested while this one is summed)
                     for k in range(min(4, j1 - j0 - 4 * g - 4)):
                         _prefetch_row(W[sel[4 * g + 4 + k], c:e1], 64 // W.itemsize)
-                _weight_grad_tile_4rows(src, d[g], rows[g], cnts[g], dW, acc, sel, 4 * g, r, c, e1, t, accumulate,
-                                        stage, fused)
+                if e1 - c <= 3 * T // 4:
+                    # a last panel of at most 3 of the tile's 4 vectors per row (784 columns: 12
+                    # panels of 64, then 16, which a whole tile summed four times over)
+                    _weight_grad_tile_narrow(src, d[g], rows[g], cnts[g], dW, sel, 4 * g, r, c, e1, accumulate,
+                                             stage, fused)
+                else:
+                    _weight_grad_tile_4rows(src, d[g], rows[g], cnts[g], dW, acc, sel, 4 * g, r, c, e1, t,
+                                            accumulate, stage, fused, T)
                 if fused:
                     _sgd_tile(W, stage, sel, 4 * g, r, c, e1, lr, wd)
             else:
@@ -1737,11 +1744,11 @@ def _weight_grad_panels(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_
 
 
 @_inline(fastmath=FAST)
-def _weight_grad_tile_4rows(src, d, rows, cnt, dW, acc, sel, i0, r, c, e1, t, accumulate, stage, fused):
+def _weight_grad_tile_4rows(src, d, rows, cnt, dW, acc, sel, i0, r, c, e1, t, accumulate, stage, fused, T):
     # _weight_grad_block's tile with TILE_ROWS == 4: the group's rows sel[i0:i0+r] summed over the
-    # packed samples in acc's 4 rows at once, stored into dW or (fused) into stage[:r, :e1 - c]
+    # packed samples in the first T columns of acc's 4 rows at once (T a constant: columns t:t + T
+    # of src), stored into dW or (fused) into stage[:r, :e1 - c]
     zero = acc.dtype.type(0)
-    T = acc.shape[1]
     a0 = acc[0]
     a1 = acc[1]
     a2 = acc[2]
@@ -1770,6 +1777,30 @@ def _weight_grad_tile_4rows(src, d, rows, cnt, dW, acc, sel, i0, r, c, e1, t, ac
         v = acc[k, c - t:e1 - t]
         for i in range(e1 - c):
             g[i] = (g[i] if accumulate else zero) + v[i]
+
+
+@_jit(fastmath=FAST)
+def _weight_grad_tile_narrow(src, d, rows, cnt, dW, sel, i0, r, c, e1, accumulate, stage, fused):
+    # _weight_grad_tile_4rows for columns c:e1 of at most 3/4 of a tile: as many vectors per row as
+    # they need, the tile moved left to end at e1 when src ends there. Same sums in the same order.
+    # (A function of its own, and a buffer per width: inlined into the panel loop, or sharing one
+    # buffer, the tiles' accumulators no longer stayed in registers.)
+    one = dW.dtype.type(1)
+    ptr, T = _register_tile(one)
+    Q = T // 4
+    q = (e1 - c + Q - 1) // Q
+    t = min(c, src.shape[1] - q * Q)
+    if q == 1:
+        acc = carray(ptr, (4, T))
+        _weight_grad_tile_4rows(src, d, rows, cnt, dW, acc, sel, i0, r, c, e1, t, accumulate, stage, fused, Q)
+    elif q == 2:
+        ptr2, _ = _register_tile(one)
+        acc = carray(ptr2, (4, T))
+        _weight_grad_tile_4rows(src, d, rows, cnt, dW, acc, sel, i0, r, c, e1, t, accumulate, stage, fused, 2 * Q)
+    else:
+        ptr3, _ = _register_tile(one)
+        acc = carray(ptr3, (4, T))
+        _weight_grad_tile_4rows(src, d, rows, cnt, dW, acc, sel, i0, r, c, e1, t, accumulate, stage, fused, 3 * Q)
 
 
 @_jit()

@@ -590,6 +590,45 @@ def _check_weight_grad_block(rows, m, cols, n, accumulate, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+@pytest.mark.parametrize("fused", [False, True])
+def test_weight_grad_narrow_last_panel_gives_a_whole_tiles_bits(fused, dtype):
+    """A last column panel of one to three vectors (784 float32 inputs: 12 panels of 64, then 16)
+    is summed by a tile that narrow, moved left to end at the last column when the panel is not a
+    whole number of vectors: every element, and plain SGD's step fused into the tiles, has the bits
+    that whole tiles over the same columns padded with zeros give it (the same sum in the same
+    order), and no element past the last column is written."""
+    from fastmlp import _kernels as P
+    w = _tile(dtype)
+    q = max(w // 4, 1)
+    n, N = 19, 9
+    for extra in sorted({1, q - 1, q, q + 1, 2 * q, 2 * q + 3, 3 * q - 1, 3 * q, 3 * q + 1} - {0}):
+        M = w + extra
+        rng = _rng("narrow", fused, extra, dtype)
+        delta = rng.normal(0, 1, (n, N)).astype(dtype)
+        delta[rng.random((n, N)) < 0.4] = 0
+        a = rng.normal(0, 1, (n, M)).astype(dtype)
+        wide = np.zeros((n, 2 * w + 3), dtype)  # (past whole tiles: the padding is read by none)
+        wide[:, :M] = a
+        order = rng.permutation(N).astype(np.int64)
+        W0 = rng.normal(0, 1, (N, 2 * w + 3)).astype(dtype)
+        got_W, want_W = np.ascontiguousarray(W0[:, :M]), W0.copy()
+        got, want = np.full((N, M), 7, dtype), np.full((N, 2 * w + 3), 7, dtype)
+        gb, wb = np.zeros(N, dtype), np.zeros(N, dtype)
+        P._weight_grad_block(delta, a, got, gb, 0, N, 0, M, False, True, order, got_W, 0.5, 0.0, fused)
+        P._weight_grad_block(delta, wide, want, wb, 0, N, 0, 2 * w, False, True, order, want_W, 0.5, 0.0, fused)
+        if fused:
+            np.testing.assert_array_equal(got_W, want_W[:, :M], err_msg=f"{M} columns")
+            np.testing.assert_array_equal(got, 7)
+        else:
+            np.testing.assert_array_equal(got, want[:, :M], err_msg=f"{M} columns")
+            np.testing.assert_array_equal(got_W, W0[:, :M])
+        want_ref = np.zeros((N, M))
+        ref.accumulate_gradients(delta, a, want_ref, np.zeros(N))
+        if not fused:
+            _assert_close(got, want_ref, dtype, scale=np.sqrt(n))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
 def test_update_range_steps_a_block_of_columns(optimizer, dtype):
     """The optimizer step on columns 2:7 of rows 1:5 of a 6 x 10 row-major matrix in one call (the
