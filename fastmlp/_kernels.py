@@ -201,7 +201,7 @@ def _register_blocking(features):
     # -> (vector ISA, TILE_ROWS, TILE_BYTES, FORWARD_SAMPLES) for a CPU with these features: the
     # register tiles must fit the vector register file (AVX-512: 32 zmm; AVX/AVX2, SSE: 16).
     #   avx512: tile kernels 4 rows x 256 bytes = 16 zmm accumulators (+ 4 broadcasts, 1 load);
-    #           forward 4 weight rows x 4 samples = 16 accumulators + 8 loads.
+    #           forward 4 weight rows x 4 samples = 16 accumulators + 8 loads (_dot_4x4).
     #   avx2 (any AVX, 16 ymm) and sse: tile kernels 2 rows x 6 vectors = 12 accumulators + 2
     #           broadcasts + 1 load (4 rows x 64 float32 spilled accumulators to the stack in every
     #           inner iteration; LLVM holds every broadcast of a step in a register, so more rows
@@ -259,9 +259,83 @@ UPDATE_SPLIT_BYTES = 1 << 20
 # Dense layer: forward pass
 # ---------------------------------------------------------------------------------------------
 
+def _transposed_sums(builder, vectors, lanes):
+    # 16 vectors of `lanes` (16 or 8) floats -> 16 // lanes vectors whose lane p of vector o is the
+    # sum of the lanes of vectors[o * lanes + p]: the halves of each pair of vectors side by side,
+    # added, level by level (4 levels of 2 shuffles and an add for a pair; summing each vector
+    # alone took 4 of them, each with 2 shuffles: three times the instructions)
+    i32 = ir.IntType(32)
+    h = lanes
+    while h > 1:
+        half = h // 2
+        first = [m * h + q for m in range(lanes // h) for q in range(half)]
+        lo = ir.Constant(ir.VectorType(i32, lanes), first + [lanes + i for i in first])
+        hi = ir.Constant(ir.VectorType(i32, lanes), [i + half for i in first] + [lanes + i + half for i in first])
+        vectors = [builder.fadd(builder.shuffle_vector(x, y, lo), builder.shuffle_vector(x, y, hi))
+                   for x, y in zip(vectors[0::2], vectors[1::2])]
+        h = half
+    return vectors
+
+
+@intrinsic
+def _dot_4x4(typingctx, W, A, j, s, res):
+    # W (N, M), A (n, M) C-contiguous float32|float64, j, s int64, res (16,) of W's dtype:
+    # res[4 si + r] = sum_{k < M - M % L} W[j + r, k] A[s + si, k] for r, si < 4, L = the lanes
+    # of a 512-bit vector: 16 vector accumulators, each lane summing every L-th k in ascending
+    # order with one FMA each, then the lanes summed by _transposed_sums (the same order for every
+    # element, whatever j and s)
+    if W.layout != "C" or A.layout != "C" or res.dtype != W.dtype or A.dtype != W.dtype:
+        return None  # (rows are read as contiguous vectors)
+    dtype = W.dtype
+    lanes = 512 // dtype.bitwidth
+
+    def codegen(context, builder, sig, args):
+        i64 = ir.IntType(64)
+        ft = context.get_value_type(dtype)
+        vt = ir.VectorType(ft, lanes)
+        w = context.make_array(sig.args[0])(context, builder, args[0])
+        a = context.make_array(sig.args[1])(context, builder, args[1])
+        out = context.make_array(sig.args[4])(context, builder, args[4])
+        M = builder.extract_value(w.shape, 1)
+        i8p = ir.IntType(8).as_pointer()
+
+        def row(arr, first, k):
+            stride = builder.extract_value(arr.strides, 0)
+            at = builder.mul(builder.add(first, ir.Constant(i64, k)), stride)
+            return builder.bitcast(builder.gep(builder.bitcast(arr.data, i8p), [at]), ft.as_pointer())
+
+        wrows = [row(w, args[2], k) for k in range(4)]
+        arows = [row(a, args[3], k) for k in range(4)]
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]),
+                                             f"llvm.fma.v{lanes}f{dtype.bitwidth}")
+        zero = ir.Constant(vt, [ir.Constant(ft, 0.0)] * lanes)
+        accs = [cgutils.alloca_once_value(builder, zero) for _ in range(16)]
+        size = dtype.bitwidth // 8
+
+        def load(p, k):
+            return builder.load(builder.bitcast(builder.gep(p, [k]), vt.as_pointer()), align=size)
+
+        with cgutils.for_range(builder, builder.sdiv(M, ir.Constant(i64, lanes))) as loop:
+            k = builder.mul(loop.index, ir.Constant(i64, lanes))
+            wv = [load(p, k) for p in wrows]
+            av = [load(p, k) for p in arows]
+            for si in range(4):
+                for r in range(4):
+                    acc = accs[4 * si + r]
+                    builder.store(builder.call(fma, [wv[r], av[si], builder.load(acc)]), acc)
+        sums = _transposed_sums(builder, [builder.load(acc) for acc in accs], lanes)
+        dst = builder.bitcast(out.data, ft.as_pointer())
+        for o, v in enumerate(sums):
+            builder.store(v, builder.bitcast(builder.gep(dst, [ir.Constant(i64, o * lanes)]), vt.as_pointer()),
+                          align=size)
+        return context.get_dummy_value()
+    return types.none(W, A, j, s, res), codegen
+
+
 @_inline(fastmath=FAST)
 def _forward_4rows(W, b, a_prev, out, code, j):
-    # rows j..j+3 of _dense_forward_rows: samples FORWARD_SAMPLES (4 or 2) at a time, then one
+    # rows j..j+3 of _dense_forward_rows: samples FORWARD_SAMPLES (4: _dot_4x4, or 2) at a time,
+    # then one
     n, M = a_prev.shape
     one = W.dtype.type(1)
     zero = one - one
@@ -270,68 +344,21 @@ def _forward_4rows(W, b, a_prev, out, code, j):
     w2 = W[j + 2]
     w3 = W[j + 3]
     s = 0
+    ptr, T = _register_tile(one)
+    res = carray(ptr, (4 * T,))
+    Mv = M - M % (64 // W.itemsize)
     while FORWARD_SAMPLES == 4 and s + 4 <= n:
-        x0 = a_prev[s]
-        x1 = a_prev[s + 1]
-        x2 = a_prev[s + 2]
-        x3 = a_prev[s + 3]
-        a00 = zero
-        a01 = zero
-        a02 = zero
-        a03 = zero
-        a10 = zero
-        a11 = zero
-        a12 = zero
-        a13 = zero
-        a20 = zero
-        a21 = zero
-        a22 = zero
-        a23 = zero
-        a30 = zero
-        a31 = zero
-        a32 = zero
-        a33 = zero
-        for k in range(M):
-            p = w0[k]
-            q = w1[k]
-            r = w2[k]
-            u = w3[k]
-            x = x0[k]
-            a00 += p * x
-            a10 += q * x
-            a20 += r * x
-            a30 += u * x
-            x = x1[k]
-            a01 += p * x
-            a11 += q * x
-            a21 += r * x
-            a31 += u * x
-            x = x2[k]
-            a02 += p * x
-            a12 += q * x
-            a22 += r * x
-            a32 += u * x
-            x = x3[k]
-            a03 += p * x
-            a13 += q * x
-            a23 += r * x
-            a33 += u * x
-        out[s, j] = a00 + b[j]
-        out[s + 1, j] = a01 + b[j]
-        out[s + 2, j] = a02 + b[j]
-        out[s + 3, j] = a03 + b[j]
-        out[s, j + 1] = a10 + b[j + 1]
-        out[s + 1, j + 1] = a11 + b[j + 1]
-        out[s + 2, j + 1] = a12 + b[j + 1]
-        out[s + 3, j + 1] = a13 + b[j + 1]
-        out[s, j + 2] = a20 + b[j + 2]
-        out[s + 1, j + 2] = a21 + b[j + 2]
-        out[s + 2, j + 2] = a22 + b[j + 2]
-        out[s + 3, j + 2] = a23 + b[j + 2]
-        out[s, j + 3] = a30 + b[j + 3]
-        out[s + 1, j + 3] = a31 + b[j + 3]
-        out[s + 2, j + 3] = a32 + b[j + 3]
-        out[s + 3, j + 3] = a33 + b[j + 3]
+        # the 4 x 4 sums in vector registers, their lanes summed together (_dot_4x4), then the
+        # columns past the last whole vector
+        _dot_4x4(W, a_prev, j, s, res)
+        for i in range(4):
+            x = a_prev[s + i]
+            for r in range(4):
+                wr = W[j + r]
+                acc = res[4 * i + r]
+                for k in range(Mv, M):
+                    acc += wr[k] * x[k]
+                out[s + i, j + r] = acc + b[j + r]
         s += 4
     while FORWARD_SAMPLES == 2 and s + 2 <= n:
         x0 = a_prev[s]

@@ -590,6 +590,40 @@ def _check_weight_grad_block(rows, m, cols, n, accumulate, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+@pytest.mark.parametrize("M", [1, 7, 8, 15, 16, 17, 40, 100, 784])
+def test_dot_4x4_sums_whole_vectors_of_4_rows_by_4_samples(M, dtype):
+    """The forward pass's 4 x 4 block (_dot_4x4): res[4 si + r] = sum_k W[j + r, k] A[s + si, k] over
+    the columns k in whole 512-bit vectors (the caller adds the rest), at rows j and samples s
+    anywhere in the arrays, against the textbook sums; the arrays are not modified, and no row
+    outside the block is read (NaN there would show)."""
+    import numba
+    from fastmlp import _kernels as P
+
+    @numba.njit
+    def block(W, A, j, s, res):
+        P._dot_4x4(W, A, j, s, res)
+
+    lanes = 64 // np.dtype(dtype).itemsize
+    whole = M - M % lanes
+    rng = _rng("dot4x4", M, dtype)
+    W = rng.normal(0, 1, (9, M)).astype(dtype)
+    A = rng.normal(0, 1, (11, M)).astype(dtype)
+    for j, s in [(0, 0), (5, 7), (2, 3)]:
+        Wn, An = np.full_like(W, np.nan), np.full_like(A, np.nan)
+        Wn[j:j + 4], An[s:s + 4] = W[j:j + 4], A[s:s + 4]
+        copies = Wn.copy(), An.copy()
+        res = np.full(16, 7, dtype)
+        block(Wn, An, j, s, res)
+        want = np.einsum("rk,ik->ir", W[j:j + 4, :whole].astype(np.float64),
+                         A[s:s + 4, :whole].astype(np.float64)).ravel()
+        _assert_close(res, want, dtype, scale=np.sqrt(max(whole, 1)))
+        if whole == 0:
+            np.testing.assert_array_equal(res, 0)
+        np.testing.assert_array_equal(Wn, copies[0])
+        np.testing.assert_array_equal(An, copies[1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
 @pytest.mark.parametrize("fused", [False, True])
 def test_weight_grad_narrow_last_panel_gives_a_whole_tiles_bits(fused, dtype):
     """A last column panel of one to three vectors (784 float32 inputs: 12 panels of 64, then 16)
