@@ -41,8 +41,8 @@ from numba.core import cgutils
 from llvmlite import binding as llvm, ir
 from numba.extending import intrinsic, typeof_impl
 
-from ._buffers import (INPUT_FLOAT32, INPUT_FLOAT64, ROW_PARTS, SAMPLE_PARTS, SAMPLE_SPLIT_BYTES, Network,
-                       first_layer_by_samples, sample_partials_size)
+from ._buffers import (INPUT_FLOAT32, INPUT_FLOAT64, ROW_PARTS, SAMPLE_PARTS, SAMPLE_SPLIT_BYTES, Buffers, Network,
+                       OptimizerState, Results, _Data, first_layer_by_samples, sample_partials_size)
 from ._plan import (BACKWARD, BACKWARD_ACCUMULATE, BACKWARD_UPDATE, FORWARD, GATHER, GATHER_CHUNK, LOSS, OUTPUT,
                     OUTPUT_COPY, OUTPUT_STEP, SAMPLE_SUM)
 
@@ -2152,6 +2152,24 @@ def _atomic_cas(typingctx, arr, i, expected, value):
 
 
 @intrinsic
+def _unowned(typingctx, arr):
+    # arr as an array without its memory's owner (meminfo NULL): Numba's increfs and decrefs of it
+    # and of every view of it are then no-ops. Every call of a compiled function increfs its array
+    # arguments on entry and decrefs them on return, atomically, on the owner's counter, which all
+    # views of one buffer share: two threads calling kernels on views of the same buffers passed
+    # that cache line between their cores dozens of times a step. The caller keeps arr alive.
+    def codegen(context, builder, sig, args):
+        src = context.make_array(sig.args[0])(context, builder, args[0])
+        out = context.make_array(sig.return_type)(context, builder)
+        for name in ("nitems", "itemsize", "data", "shape", "strides"):
+            setattr(out, name, getattr(src, name))
+        out.meminfo = cgutils.get_null_value(out.meminfo.type)
+        out.parent = cgutils.get_null_value(out.parent.type)
+        return out._getvalue()
+    return arr(arr), codegen
+
+
+@intrinsic
 def _spin_pause(typingctx):
     # the x86 spin-wait hint (PAUSE) in a busy-wait loop; nothing on other targets
     def codegen(context, builder, sig, args):
@@ -2680,6 +2698,19 @@ def _drive_plan(plan, net, work, opt, data, order, batch_size, nthreads, results
     grads, m, v, optimizer, hp, step0 = opt
     X, xcode, divisor, labels, targets, has_targets, weights, has_weights, loss = data
     losses, stats, outputs = results
+    # (every array without its owner: no atomic reference counts shared between the threads)
+    params, w_off, b_off, sizes = _unowned(params), _unowned(w_off), _unowned(b_off), _unowned(sizes)
+    Xbuf, A, D, Z = _unowned(Xbuf), _unowned(A), _unowned(D), _unowned(Z)
+    a_off, units = _unowned(a_off), _unowned(units)
+    grads, m, v, hp = _unowned(grads), _unowned(m), _unowned(v), _unowned(hp)
+    X, labels, targets, weights = _unowned(X), _unowned(labels), _unowned(targets), _unowned(weights)
+    losses, stats, outputs, order = _unowned(losses), _unowned(stats), _unowned(outputs), _unowned(order)
+    plan = _unowned(plan)
+    net = Network(params, w_off, b_off, sizes, hidden, output)
+    work = Buffers(Xbuf, A, D, Z, a_off, units)
+    opt = OptimizerState(grads, m, v, optimizer, hp, step0)
+    data = _Data(X, xcode, divisor, labels, targets, has_targets, weights, has_weights, loss)
+    results = Results(losses, stats, outputs)
     L = sizes.shape[0] - 1
     count = order.shape[0]
     nsteps = (count + batch_size - 1) // batch_size

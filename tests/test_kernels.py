@@ -589,6 +589,34 @@ def _check_weight_grad_block(rows, m, cols, n, accumulate, dtype):
     np.testing.assert_array_equal(dW[~inside], dW0[~inside])
 
 
+def test_unowned_views_share_the_memory_and_leave_its_owner_alone():
+    """_unowned (the driver's arrays without their owner, so that no thread touches a shared
+    reference count): the same memory, not a copy, read and written through it and through views
+    of it, and the caller's array keeps its references and its values after a thousand views."""
+    import sys
+
+    import numba
+    from fastmlp import _kernels as P
+
+    @numba.njit
+    def through(a, reps):
+        u = P._unowned(a)
+        total = 0.0
+        for r in range(reps):
+            v = P._unowned(u)[r % a.shape[0]:]
+            total += v[0]
+            v[0] = v[0] + 1.0
+        return total, u.ctypes.data == a.ctypes.data
+
+    a = np.arange(5.0)
+    count = sys.getrefcount(a)
+    total, same = through(a, 1000)
+    assert same
+    assert total == sum(float(i) + r // 5 for r, i in zip(range(1000), [0, 1, 2, 3, 4] * 200))
+    np.testing.assert_array_equal(a, np.arange(5.0) + 200)
+    assert sys.getrefcount(a) == count
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
 @pytest.mark.parametrize("M", [1, 7, 8, 15, 16, 17, 40, 100, 784])
 def test_dot_4x4_sums_whole_vectors_of_4_rows_by_4_samples(M, dtype):
