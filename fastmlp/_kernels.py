@@ -77,6 +77,10 @@ OUTPUT_STEP_WORK = 2048
 GATHER_AHEAD = 4
 # Rows the threads take at a time when they gather a call's rows at its first minibatch
 GATHER_BLOCK = 64
+# Training gathers each minibatch's rows into rows of every thread's own (_drive_plan) from this many
+# samples a minibatch, on up to PRIVATE_INPUT_THREADS threads
+PRIVATE_INPUT_MIN = 64
+PRIVATE_INPUT_THREADS = 2
 
 FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
@@ -2722,6 +2726,17 @@ def _drive_plan(plan, net, work, opt, data, order, batch_size, nthreads, results
         # each thread gathers, per minibatch, the rows its part of the samples reads
         # (_backward_samples): gathered ahead by blocks, half of them by the other thread
         chunked = False
+    # From PRIVATE_INPUT_MIN samples a minibatch, on up to PRIVATE_INPUT_THREADS threads, training
+    # gathers instead each minibatch's rows into rows of each thread's own (Xbuf[me * batch_size:]),
+    # before the first unit of layer 1 the thread runs: the phases of layer 1 then read X from
+    # their own cache, not half of it from the other core's (and a call's gather, from the cache's
+    # far side); gathering every row twice costs less. (At 32 samples it did not pay.)
+    private = (chunked and nthreads <= PRIVATE_INPUT_THREADS and min(batch_size, count) >= PRIVATE_INPUT_MIN
+               and Xbuf.shape[0] >= nthreads * batch_size)
+    if private:
+        chunked = False
+    Xmine = Xbuf[me * batch_size:][:batch_size] if private else Xbuf[:0]
+    mine = -1  # the minibatch whose rows Xmine holds
     per_row_losses = losses.shape[0] >= count
     hp_width = 2 * HP_SIZE
     hp_rows = hp.shape[0] // hp_width
@@ -2779,7 +2794,7 @@ def _drive_plan(plan, net, work, opt, data, order, batch_size, nthreads, results
                 units = 1 if with_norm else 0
             elif slot % 2 == 0:
                 units = 1 if kind == OUTPUT_STEP or kind == LOSS else 0
-            elif kind == GATHER and chunked and k > 0:
+            elif kind == GATHER and (private or (chunked and k > 0)):
                 units = 0
             elif kind == OUTPUT or kind == LOSS:
                 units = 1
@@ -2815,8 +2830,14 @@ def _drive_plan(plan, net, work, opt, data, order, batch_size, nthreads, results
                     if kind == OUTPUT_STEP and not np.isfinite(total):
                         _atomic_add(sync, STOP, k + 1)  # (stops before its backward phases)
                 else:
+                    xb = Xb
+                    if private and wl == 1:  # (a phase of layer 1: the thread's own rows)
+                        if mine != k:
+                            kern.gather(X, xcode, idx, divisor, Xmine[:n], 0, n)
+                            mine = k
+                        xb = Xmine[:n]
                     _phase_unit(kern, net, work, opt, data, results, kind, layer, flags, u, T, n, rows, chunked,
-                                order, idx, Xb, Zb, AL, DL, lb, scale, counts, s0, hpk, step0 + k, gathered)
+                                order, idx, xb, Zb, AL, DL, lb, scale, counts, s0, hpk, step0 + k, gathered)
                 _atomic_add(sync, DONE, 1)
             before += units
             if stopped:

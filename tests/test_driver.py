@@ -450,13 +450,15 @@ def test_a_thread_that_never_starts_holds_nobody_up():
 
 def test_the_calls_rows_are_gathered_in_blocks_by_whichever_thread_comes():
     """At a call's first minibatch its rows are gathered GATHER_BLOCK at a time, each block by the
-    thread that takes it next from a shared count: thread 1 of 2 alone (thread 0 late) takes both
-    units of the gather and gathers every block once, and trains to the bits of two threads."""
-    n = 1000
+    thread that takes it next from a shared count (minibatches smaller than PRIVATE_INPUT_MIN):
+    thread 1 of 2 alone (thread 0 late) takes both units of the gather and gathers every block
+    once, and trains to the bits of two threads."""
+    n, batch = 1000, 32
+    assert batch < k.PRIVATE_INPUT_MIN
     assert k._phase_threads(GATHER, 1, np.array(SPLIT_SIZES), n, 2, 4) == 2
-    two = _train_args(2, n=n)
-    assert k._drive(*two) == -(-n // 64)
-    late = _train_args(2, n=n)
+    two = _train_args(2, n=n, batch=batch)
+    assert k._drive(*two) == -(-n // batch)
+    late = _train_args(2, n=n, batch=batch)
     plan = late[0]
     sync = np.zeros(k._sync_size(plan, 2), np.int64)
     k._drive_plan(*late, k.kernels(np.float32), 1, sync)
@@ -464,6 +466,31 @@ def test_the_calls_rows_are_gathered_in_blocks_by_whichever_thread_comes():
     np.testing.assert_array_equal(late[2].X[:n], two[2].X[:n])
     # every block once (1000 rows: 16 blocks), and each of the two units one look past the end
     assert sync[k._stop_index(plan, 2) + 1 + 2] == (16 + 2) * k.GATHER_BLOCK
+
+
+def test_minibatches_of_64_rows_are_gathered_by_each_thread_into_rows_of_its_own():
+    """From PRIVATE_INPUT_MIN samples a minibatch, on up to PRIVATE_INPUT_THREADS threads, training
+    gathers each minibatch's rows into rows of each thread's own (X[t * batch:]) before the thread's
+    first unit of layer 1: thread 0 of 2 alone leaves the last minibatch's rows in its rows and
+    none in thread 1's, gathers no row in blocks, and trains to the bits of 3 threads, which gather
+    the call's rows in blocks at its first minibatch."""
+    n, batch = 200, 64
+    assert batch >= k.PRIVATE_INPUT_MIN and k.PRIVATE_INPUT_THREADS == 2
+    three = _train_args(3, n=n, batch=batch)
+    assert k._drive(*three) == 4
+    alone = _train_args(2, n=n, batch=batch)
+    alone[2].X[:] = np.nan
+    plan = alone[0]
+    sync = np.zeros(k._sync_size(plan, 2), np.int64)
+    k._drive_plan(*alone, k.kernels(np.float32), 0, sync)
+    assert alone[1].params.tobytes() == three[1].params.tobytes()
+    np.testing.assert_array_equal(alone[8].stats, three[8].stats)
+    last = n - 3 * batch  # (the last minibatch's rows, over the 64 of the one before)
+    np.testing.assert_array_equal(alone[2].X[:last], three[2].X[3 * batch:n])
+    np.testing.assert_array_equal(alone[2].X[last:batch], three[2].X[2 * batch + last:3 * batch])
+    assert np.isnan(alone[2].X[batch:]).all()
+    assert sync[k._stop_index(plan, 2) + 1 + 2] == 0  # (no block counted)
+    assert _trained_params(2) == alone[1].params.tobytes()
 
 
 def test_a_network_that_takes_no_micro_kernel_gets_the_kernels_without_it(monkeypatch):
