@@ -2729,8 +2729,9 @@ def _drive_plan(plan, net, work, opt, data, order, batch_size, nthreads, results
     # From PRIVATE_INPUT_MIN samples a minibatch, on up to PRIVATE_INPUT_THREADS threads, training
     # gathers instead each minibatch's rows into rows of each thread's own (Xbuf[me * batch_size:]),
     # before the first unit of layer 1 the thread runs: the phases of layer 1 then read X from
-    # their own cache, not half of it from the other core's (and a call's gather, from the cache's
-    # far side); gathering every row twice costs less. (At 32 samples it did not pay.)
+    # their own cache, not half of it from the other core's and the rest from L3 or memory (a
+    # call's rows, gathered at its first minibatch); gathering every row twice costs less. (At 32
+    # samples it did not pay.)
     private = (chunked and nthreads <= PRIVATE_INPUT_THREADS and min(batch_size, count) >= PRIVATE_INPUT_MIN
                and Xbuf.shape[0] >= nthreads * batch_size)
     if private:
