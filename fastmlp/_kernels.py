@@ -101,6 +101,23 @@ def _inline(**kw):
     return njit(inline="always", nogil=True, **kw)
 
 
+@intrinsic
+def _wide_vectors(typingctx):
+    # Called first in each kernel that loops over vectors: LLVM's tuning for Intel's server cores
+    # with AVX-512 (Skylake-SP to Emerald Rapids) prefers 256-bit vectors, so its vectoriser split
+    # the AVX-512 register tiles (VECTOR_ISA, below) into twice as many ymm accumulators, which
+    # spilled to the stack in every inner iteration: the weight gradient and the delta recursion
+    # ran at a third of their speed there. The function attribute "prefer-vector-width" overrides
+    # that tuning for this function only (AMD's Zen 4 and 5 prefer 512 bits already).
+    def codegen(context, builder, sig, args):
+        if VECTOR_ISA == "avx512":
+            # (llvmlite checks function attributes against a list of keywords, and this one is a
+            # string attribute with a value: set.add skips the check, the text is emitted as it is)
+            set.add(builder.function.attributes, '"prefer-vector-width"="512"')
+        return context.get_dummy_value()
+    return types.none(), codegen
+
+
 # ---------------------------------------------------------------------------------------------
 # Scalars
 # ---------------------------------------------------------------------------------------------
@@ -454,6 +471,7 @@ def _dense_forward_block(W, b, a_prev, out, code, j0, j1, batch, t, T):
     # none of whose layers takes the micro-kernel is handed _dense_forward_loops itself
     # (kernels(dtype, ...)): the same bits, and the micro-kernel, half of this kernel's compile
     # time, is not compiled for it.
+    _wide_vectors()
     n, M = a_prev.shape
     if not _forward_takes_micro(W.shape[0], M, batch):
         _dense_forward_loops(W, b, a_prev, out, code, j0, j1, batch, t, T)
@@ -520,6 +538,7 @@ def _dense_forward_loops(W, b, a_prev, out, code, j0, j1, batch, t, T):
     # per 16 FMAs, twice the reuse of 2 x 4, which runs out of loads first); 16-register ISAs: 2
     # samples (8 accumulators + 6 loads; 4 x 4 spilled). Leftover samples singly; the last N % 4
     # rows one at a time (few loop variants: each costs compile time).
+    _wide_vectors()
     n, M = a_prev.shape
     one = W.dtype.type(1)
     zero = one - one
@@ -580,6 +599,7 @@ def _dense_forward_loops(W, b, a_prev, out, code, j0, j1, batch, t, T):
 @_jit(parallel=True, fastmath=FAST)
 def _dense_forward(W, b, a_prev, out, code, nthreads):
     # W (N, M), b (N,), a_prev (n, M), out (n, N): out = sigma(a_prev W^T + b), rows of W split over threads
+    _wide_vectors()
     n, M = a_prev.shape
     N = W.shape[0]
     T = _region_threads(n * N * M, nthreads)
@@ -595,6 +615,7 @@ def _dense_forward(W, b, a_prev, out, code, nthreads):
 @_jit(fastmath=FAST)
 def _activation_rows(z, out, code, s0, s1):
     # z, out (n, N): out = sigma(z) for samples s0 <= s < s1; softmax per row
+    _wide_vectors()
     one = z.dtype.type(1)
     N = z.shape[1]
     for s in range(s0, s1):
@@ -608,6 +629,7 @@ def _activation_rows(z, out, code, s0, s1):
 @_jit(fastmath=FAST)
 def _activation_grad_rows(z, out, code):
     # z, out (n, N): out = sigma'(z) elementwise
+    _wide_vectors()
     one = z.dtype.type(1)
     n, N = z.shape
     for s in range(n):
@@ -618,6 +640,7 @@ def _activation_grad_rows(z, out, code):
 @_jit()
 def _softmax_row(z, out):
     # z, out (K,): out = exp(z - max z) / sum exp(z - max z); returns log sum_j exp(z_j) (float64)
+    _wide_vectors()
     K = z.shape[0]
     zmax = z[0]
     for i in range(1, K):
@@ -637,6 +660,7 @@ def _softmax_row(z, out):
 @_jit()
 def _output_activation(z, out, output):
     # z, out (K,) for one sample -> a^L; returns log-sum-exp(z) for softmax (else 0)
+    _wide_vectors()
     one = z.dtype.type(1)
     if output == SOFTMAX:
         return _softmax_row(z, out)
@@ -734,6 +758,7 @@ def _output_step(Z, AL, D, labels, targets, has_targets, idx, output, loss, scal
     # Z, AL, D (n, K): the output layer of a minibatch whose samples are rows idx[s] of the data set.
     # Writes per-sample losses (float64, (n,); times the sample's weight with has_weights) and
     # D = scale * dc/dz^L (times the weight); returns the number of correct predictions.
+    _wide_vectors()
     n = Z.shape[0]
     return _output_samples(Z, AL, D, labels, targets, has_targets, idx, output, loss, scale, losses, weights,
                            has_weights, n - n, n, n < 0)
@@ -744,6 +769,7 @@ def _output_samples(Z, AL, D, labels, targets, has_targets, idx, output, loss, s
                     has_weights, s0, s1, activate):
     # _output_step for samples s0 <= s < s1; with activate, AL = a^L is computed here first (the
     # softmax's exponentials then serve the loss too), else AL is given
+    _wide_vectors()
     correct = 0
     for s in range(s0, s1):
         row = idx[s]
@@ -1048,6 +1074,7 @@ def _bias_sums(d, db, j, rn, n, accumulate):
     # in ascending order. Not fastmath: reassociated, LLVM vectorised this sum differently in the
     # process that compiled it and in the processes that load it from the cache, so their biases
     # differed in the last bits.
+    _wide_vectors()
     for r in range(rn):
         acc = db[j + r] if accumulate else d.dtype.type(0)
         for s in range(n):
@@ -1237,6 +1264,7 @@ def _pack_transposed(X, r0, w, q):
     # float64 transposed in registers (_transpose_tile), a store of 32 bytes per row of the block
     # where the loop below makes scattered single-element stores. (Compiled once for both operands,
     # not inlined twice.)
+    _wide_vectors()
     M = X.shape[1]
     T = q.shape[1]
     zero = q.dtype.type(0)
@@ -1360,6 +1388,7 @@ def _delta_backward_cols(W, delta, a_prev, code, from_output, delta_prev, i0, i1
     # cost a sixth more compile time). A network none of whose W^{l+1} takes the micro-kernel is
     # handed _delta_backward_tiles itself (kernels(dtype, ...)): the same bits, without the
     # micro-kernel's compile time.
+    _wide_vectors()
     if MICRO_DELTA_MIN_ROWS == 0 or 0 <= MICRO_DELTA_MIN_ROWS <= delta.shape[1]:
         _delta_backward_micro(W, delta, a_prev, code, from_output, delta_prev, i0, i1, samples)
         return
@@ -1375,6 +1404,7 @@ def _delta_backward_tiles(W, delta, a_prev, code, from_output, delta_prev, i0, i
     # zero (ReLU units off for all 4: a quarter of them in trained layers), each kept j beside
     # them; a left-out j would have added 0 * W[j, i] to a sum that starts at +0 and is never -0,
     # which leaves it as it is.
+    _wide_vectors()
     if TILE_ROWS == 2:
         _delta_backward_panels(W, delta, a_prev, code, from_output, delta_prev, i0, i1)
         return
@@ -1557,6 +1587,7 @@ def _group_units(delta, order):
     # (delta 0) for the same samples. Greedy: the lowest unit not yet placed starts a group, then
     # three times the unit off for the most samples on which the group is all off (the lowest of
     # equals) joins it. Any order gives the same gradients; this one leaves out more samples.
+    _wide_vectors()
     n, N = delta.shape
     B = GROUP_BLOCK
     words = max((n + 63) // 64, 1)
@@ -1658,6 +1689,7 @@ def _weight_grad_block(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_b
     # LLVM keeps acc in registers only with this exact shape: heap buffers allocated before the
     # tile, no branch in the sample loop, and the store as one loop with a select (an
     # `if accumulate:` around two store loops made it store acc to the stack on every sample).
+    _wide_vectors()
     if TILE_ROWS == 6:
         _weight_grad_micro(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias)
         return
@@ -1816,6 +1848,7 @@ def _weight_grad_tile_narrow(src, d, rows, cnt, dW, sel, i0, r, c, e1, accumulat
     # they need, the tile moved left to end at e1 when src ends there. Same sums in the same order.
     # (A function of its own, and a buffer per width: inlined into the panel loop, or sharing one
     # buffer, the tiles' accumulators no longer stayed in registers.)
+    _wide_vectors()
     one = dW.dtype.type(1)
     ptr, T = _register_tile(one)
     Q = T // 4
@@ -1839,6 +1872,7 @@ def _sgd_tile(W, G, sel, i0, r, c, e1, lr, wd):
     # W[sel[i0 + k], c:e1] -= lr (G[k, :e1 - c] (+ wd W[...])), k < r: _update_range's plain SGD
     # step on a tile of W, with the same roundings (not fastmath: no fused multiply-add, so the
     # weights are the bits the separate pass gives)
+    _wide_vectors()
     dt = W.dtype.type
     lrd = dt(lr)
     wdd = dt(wd)
@@ -1884,6 +1918,7 @@ def _weight_grad_tile_2rows(src, d, rows, cnt, dW, acc, sel, i0, r, c, e1, t, ac
 @_jit(parallel=True, fastmath=FAST)
 def _accumulate_gradients(delta, a_prev, dW, db, nthreads):
     # delta (n, N), a_prev (n, M), dW (N, M), db (N,): dW += delta^T a_prev, db += sum_s delta
+    _wide_vectors()
     n, M = a_prev.shape
     N = dW.shape[0]
     T = _region_threads(n * N * M, nthreads)
@@ -1903,6 +1938,7 @@ def _accumulate_gradients(delta, a_prev, dW, db, nthreads):
 @_jit(parallel=True, fastmath=FAST)
 def _delta_backward(W_next, delta_next, z, code, delta, nthreads):
     # W_next (N, M), delta_next (n, N), z (n, M) -> delta (n, M) = sigma'(z) * delta_next W_next
+    _wide_vectors()
     n, N = delta_next.shape
     M = W_next.shape[1]
     T = _region_threads(n * N * M, nthreads)
@@ -1938,6 +1974,7 @@ def _update_range(params, grads, m, v, p0, p1, optimizer, hp, step, rows, stride
     #   adam:     m = b1 m + (1 - b1) g';  v = b2 v + (1 - b2) g'^2;
     #             p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps),  g' = g + wd p
     # (Loops over slices from 0, so that Numba drops negative-index handling and LLVM vectorises.)
+    _wide_vectors()
     if optimizer == GRADIENT_ONLY:
         return
     dt = params.dtype.type
@@ -1991,6 +2028,7 @@ def _update_all(params, grads, m, v, w_off, b_off, sizes, optimizer, hp, step, n
     # weights of each layer with hp[:HP_SIZE] and its biases with hp[HP_SIZE:], each range split into
     # blocks of whole cache lines over threads. Elementwise, so the result does not depend on the
     # split: equal to the step fused into _drive's backward phases.
+    _wide_vectors()
     L = sizes.shape[0] - 1
     T = _region_threads(16 * params.shape[0], nthreads)
     for t in prange(T):
@@ -2073,6 +2111,7 @@ def _gather_range(X, xcode, idx, divisor, out, s0, s1):
     # equals NumPy's float64 quotient rounded to float32 for all 256 values, checked
     # exhaustively), and vector division of 16 float32 lanes is faster here than a float64
     # multiply by 1/255 (8.2 against 5.3 G elements/s on one core).
+    _wide_vectors()
     M = out.shape[1]
     dt = out.dtype.type
     div = dt(divisor)
@@ -2243,6 +2282,7 @@ def _sample_order(labels, idx, n, classes, has_targets):
     # trained ReLU layer samples of one class have many units off together, which the tiles leave
     # out (784-2048-2048-10: a unit off for all 6 samples of a tile for 21% of the pairs in the
     # minibatch's order, 28% in this one). Any order gives the same bits.
+    _wide_vectors()
     out = np.arange(n)
     if has_targets or n < 2:
         return out
@@ -2312,6 +2352,7 @@ def _sum_partials(D, o, stride, parts, a, code, delta, c0, c1):
     # `parts` partial products of (W^{l+1})^T delta^{l+1} (n, N) at D[o + p * stride:], added in
     # part order (sigma' from a = a^l): the lecture's delta^l = sigma'(z^l) * (W^{l+1})^T delta^{l+1}
     # with its sum over the rows of W^{l+1} taken part by part (_backward_pair)
+    _wide_vectors()
     n, N = delta.shape
     for s in range(n):
         row = delta[s, c0:c1]
@@ -2514,6 +2555,7 @@ def _backward_samples(kern, t, T, params, w_off, b_off, sizes, hidden, X, A, D, 
 @_jit(fastmath=FAST)
 def _add_parts(G0, G1, out, accumulate):
     # out (+)= G0 + G1, all (m,): the two sample parts' gradients, in part order
+    _wide_vectors()
     zero = out.dtype.type(0)
     for i in range(out.shape[0]):
         g = G0[i] + G1[i]
@@ -2546,6 +2588,7 @@ def _sample_sum(kern, u, T, params, grads, m, v, w_off, b_off, sizes, D, accumul
 def _backward_pair_work(sizes, k, n):
     # multiply-adds of _backward_pair for layer k: (k == L - 1) delta^k and dW^{k+1}; dW^k, and for
     # k > 1 the partial products for delta^{k-1}
+    _wide_vectors()
     L = sizes.shape[0] - 1
     above = 2 * sizes[k + 1] if k == L - 1 else 0
     return n * sizes[k] * (above + (2 * sizes[k - 1] if k > 1 else sizes[0]))
@@ -2697,6 +2740,7 @@ def _drive_plan(plan, net, work, opt, data, order, batch_size, nthreads, results
     # Every phase kind is one branch of the inlined _phase_unit, compiled once, in this function:
     # no parallel loop (Numba compiles each prange into a gufunc and two wrappers, each
     # re-optimising every function the loop body calls).
+    _wide_vectors()
     params, w_off, b_off, sizes, hidden, output = net
     Xbuf, A, D, Z, a_off, units = work
     grads, m, v, optimizer, hp, step0 = opt
@@ -3147,6 +3191,7 @@ def _forward_rows(params, w_off, b_off, sizes, hidden, output, X, xcode, divisor
     # samples in blocks of 4 from the batch's start). No fastmath here: the division by the divisor
     # rounds as NumPy's. Returns 0; 1 when X holds a NaN or an infinity, 2 when a value of X is
     # finite but infinite in params' dtype (the caller then reports it; the outputs are not valid).
+    _wide_vectors()
     L = sizes.shape[0] - 1
     n = X.shape[0]
     M0 = sizes[0]
@@ -3245,6 +3290,7 @@ def _forward_parallel(params, w_off, b_off, sizes, hidden, output, X, xcode, div
     # work (nthreads, FORWARD_CHUNK * (N_0 + ... + N_L)), the rest as _forward_rows (forward_rows:
     # that kernel, forward_rows_kernel(dtype), called through its address): thread t runs
     # _forward_rows on its chunks of rows, into its row of work. Returns the worst status.
+    _wide_vectors()
     status = np.empty(nthreads, np.int64)
     for t in prange(nthreads):
         status[t] = forward_rows(params, w_off, b_off, sizes, hidden, output, X, xcode, divisor, work[t], outputs,

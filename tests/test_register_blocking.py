@@ -149,3 +149,37 @@ def test_the_delta_micro_kernel_and_the_tiles_give_the_same_bits(tmp_path):
         assert out.returncode == 0, out.stderr[-3000:]
         digests.append(out.stdout.strip())
     assert digests[0] == digests[1]
+
+
+
+WIDE_VECTORS = """
+import re
+import numba
+import numpy as np
+from fastmlp import _kernels as P
+i64 = np.int64(0)
+a = np.zeros((4, 4), np.float32)
+wgrad = (a, a, a, a[0], i64, i64, i64, i64, True, True, np.arange(4), a, 0.0, 0.0, True)
+delta = (a, a, a, i64, True, a, i64, i64, np.arange(4))
+print(P.VECTOR_ISA)
+for kernel, args in ((P._weight_grad_block, wgrad), (P._delta_backward_cols, delta)):
+    sig = tuple(numba.typeof(x) for x in args)
+    kernel.compile(sig)
+    fmas = re.findall(r"\\bvfn?m(?:add|sub)\\w*ps\\s[^\\n]*%([xyz]mm)", kernel.inspect_asm(sig))
+    print(kernel.__name__, " ".join(sorted(set(fmas))))
+"""
+
+
+def test_avx512_tiles_stay_in_zmm_registers_where_llvm_prefers_256_bit_vectors(tmp_path):
+    """LLVM tunes Intel's AVX-512 server cores (here Skylake-SP) to prefer 256-bit vectors; its
+    vectoriser then split the tile kernels' zmm accumulators into twice as many ymm ones, spilled
+    to the stack, and the weight gradient and the delta recursion ran at a third of their speed
+    (on an Emerald Rapids Xeon). Their packed FMAs must be zmm ones whatever the tuning (compiled
+    only, not run, so any x86-64 host checks it)."""
+    features = "+sse2,+sse4.2,+avx,+avx2,+fma,+f16c,+bmi,+bmi2,+avx512f,+avx512vl,+avx512bw,+avx512dq,+avx512cd," \
+               "+prefer-256-bit"
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"), PYTHONPATH=ROOT, NUMBA_CPU_NAME="skylake-avx512",
+               NUMBA_CPU_FEATURES=features)
+    out = subprocess.run([sys.executable, "-c", WIDE_VECTORS], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split("\n")[:3] == ["avx512", "_weight_grad_block zmm", "_delta_backward_cols zmm"], out.stdout
