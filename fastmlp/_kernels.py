@@ -108,7 +108,10 @@ def _wide_vectors(typingctx):
     # the AVX-512 register tiles (VECTOR_ISA, below) into twice as many ymm accumulators, which
     # spilled to the stack in every inner iteration: the weight gradient and the delta recursion
     # ran at a third of their speed there. The function attribute "prefer-vector-width" overrides
-    # that tuning for this function only (AMD's Zen 4 and 5 prefer 512 bits already).
+    # that tuning for this function only (AMD's Zen 4 and 5 prefer 512 bits already). Numba compiles
+    # the body of a prange loop as a function of its own, which this does not reach; the parallel
+    # kernels' bodies call kernels that open with it, but for _dense_forward's (_dense_forward_rows
+    # inlined: its blocks are zmm IR, _dot_4x4, and only its leftover rows are vectorised by LLVM).
     def codegen(context, builder, sig, args):
         if VECTOR_ISA == "avx512":
             # (llvmlite checks function attributes against a list of keywords, and this one is a
@@ -1918,7 +1921,6 @@ def _weight_grad_tile_2rows(src, d, rows, cnt, dW, acc, sel, i0, r, c, e1, t, ac
 @_jit(parallel=True, fastmath=FAST)
 def _accumulate_gradients(delta, a_prev, dW, db, nthreads):
     # delta (n, N), a_prev (n, M), dW (N, M), db (N,): dW += delta^T a_prev, db += sum_s delta
-    _wide_vectors()
     n, M = a_prev.shape
     N = dW.shape[0]
     T = _region_threads(n * N * M, nthreads)
@@ -1938,7 +1940,6 @@ def _accumulate_gradients(delta, a_prev, dW, db, nthreads):
 @_jit(parallel=True, fastmath=FAST)
 def _delta_backward(W_next, delta_next, z, code, delta, nthreads):
     # W_next (N, M), delta_next (n, N), z (n, M) -> delta (n, M) = sigma'(z) * delta_next W_next
-    _wide_vectors()
     n, N = delta_next.shape
     M = W_next.shape[1]
     T = _region_threads(n * N * M, nthreads)
@@ -2028,7 +2029,6 @@ def _update_all(params, grads, m, v, w_off, b_off, sizes, optimizer, hp, step, n
     # weights of each layer with hp[:HP_SIZE] and its biases with hp[HP_SIZE:], each range split into
     # blocks of whole cache lines over threads. Elementwise, so the result does not depend on the
     # split: equal to the step fused into _drive's backward phases.
-    _wide_vectors()
     L = sizes.shape[0] - 1
     T = _region_threads(16 * params.shape[0], nthreads)
     for t in prange(T):
@@ -3290,7 +3290,6 @@ def _forward_parallel(params, w_off, b_off, sizes, hidden, output, X, xcode, div
     # work (nthreads, FORWARD_CHUNK * (N_0 + ... + N_L)), the rest as _forward_rows (forward_rows:
     # that kernel, forward_rows_kernel(dtype), called through its address): thread t runs
     # _forward_rows on its chunks of rows, into its row of work. Returns the worst status.
-    _wide_vectors()
     status = np.empty(nthreads, np.int64)
     for t in prange(nthreads):
         status[t] = forward_rows(params, w_off, b_off, sizes, hidden, output, X, xcode, divisor, work[t], outputs,
