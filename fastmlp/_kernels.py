@@ -1376,8 +1376,8 @@ def _delta_backward_cols(W, delta, a_prev, code, from_output, delta_prev, i0, i1
     # GEMM micro-kernel (AVX-512; 16-register ISAs: _delta_backward_panels): a tile acc of 4
     # samples x T columns (T = 64 float32, 32 float64) is summed over all j in 16 zmm registers:
     # per j, 4 vector loads of the row segment W[j, tile] and 4 broadcast deltas feed 16 vector
-    # FMAs, and nothing is stored until the tile is done. W is read
-    # in place (packing tiles into a buffer cost more than it saved). Loops over the tile have the
+    # FMAs, and nothing is stored until the tile is done. Each tile's columns of W are copied into
+    # a contiguous panel first (see _delta_backward_tiles). Loops over the tile have the
     # constant trip count T, so that LLVM keeps acc in registers: a last narrower tile is moved left
     # to end at i1 (its overlap is recomputed identically), and when i1 - i0 < T the columns i0:i1
     # of W are copied into a zero-padded T-column buffer (so no column outside i0:i1 is read). A
@@ -1406,7 +1406,12 @@ def _delta_backward_tiles(W, delta, a_prev, code, from_output, delta_prev, i0, i
     # j; a last partial group repeats its last sample), leaving out the j whose 4 deltas are all
     # zero (ReLU units off for all 4: a quarter of them in trained layers), each kept j beside
     # them; a left-out j would have added 0 * W[j, i] to a sum that starts at +0 and is never -0,
-    # which leaves it as it is.
+    # which leaves it as it is. Then per column tile its panel of W (N rows x T columns) is copied
+    # into a contiguous buffer, which every group reads: read in place, rows of W a power of two
+    # of bytes apart (2048 float32: 8 KiB) fall into a sixteenth of L2's sets, and the panel
+    # (512 KiB), which fits in L2, was read from L3 again for every group.
+    # A branch between the panel and W in place made LLVM spill the tile's accumulators, so the
+    # copy is made whatever the stride: it reads N x T elements once for all the groups' tiles.
     _wide_vectors()
     if TILE_ROWS == 2:
         _delta_backward_panels(W, delta, a_prev, code, from_output, delta_prev, i0, i1)
@@ -1453,9 +1458,15 @@ def _delta_backward_tiles(W, delta, a_prev, code, from_output, delta_prev, i0, i
     a1 = acc[1]
     a2 = acc[2]
     a3 = acc[3]
+    panel = np.empty((N, T), W.dtype)
     for c in range(i0, i1, T):
         c1 = min(c + T, i1)
         t = max(min(c, i1 - T), off)
+        for j in range(N):
+            w = src[j, t - off:t - off + T]
+            q = panel[j]
+            for i in range(T):
+                q[i] = w[i]
         for g in range(groups):
             s = 4 * g
             dg = d[g]
@@ -1466,7 +1477,7 @@ def _delta_backward_tiles(W, delta, a_prev, code, from_output, delta_prev, i0, i
                 a2[i] = zero
                 a3[i] = zero
             for p in range(kept[g]):
-                w = src[rg[p], t - off:t - off + T]
+                w = panel[rg[p]]
                 q = dg[p]
                 d0 = q[0]
                 d1 = q[1]
