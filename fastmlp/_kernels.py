@@ -1692,9 +1692,12 @@ def _weight_grad_block(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_b
     # once. First, per group of 4 rows, one pass over delta sums db and packs the 4 deltas of each
     # sample into d[g] (contiguous), leaving out samples whose 4 deltas are all zero (ReLU units off
     # for that sample); rows[g, p] is packed entry p's sample. Then per column panel of a_prev (all
-    # samples x T columns: in L1 or L2) every group's tile, so that a_prev is read from memory once
-    # per call, not once per group of rows (512 samples of 784 float32 inputs are 1.6 MB, more
-    # than L2). A panel of at most 3/4 of T columns (the last) takes a tile of as many vectors per
+    # samples x T columns, copied into a contiguous buffer: in L1 or L2) every group's tile, so
+    # that a_prev is read from memory once per call, not once per group of rows (512 samples of 784
+    # float32 inputs are 1.6 MB, more than L2). (Read in place, rows of a_prev a power of two of
+    # bytes apart, 2048 float32, share a sixteenth of L2's sets, and the panel was read from L3
+    # again for every group.) A panel of at most 3/4 of T columns (the last) takes a tile of as
+    # many vectors per
     # row as it needs (_weight_grad_tile_narrow). A tile that would end past M is moved left to end
     # at M (it may start left of c0: a_prev is only read, and only columns c0:c1 of the tile are
     # stored); when M < T, a_prev is copied into a zero-padded T-column buffer. A last partial
@@ -1793,12 +1796,18 @@ def _weight_grad_panels(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_
     else:
         src = a_prev
     last = src.shape[1] - T
+    panel = np.empty((n, T), dW.dtype)
     for g in range(groups):
         cnts[g] = _pack_row_group(delta, db, d[g], rows[g], sel, 4 * g, min(4, j1 - j0 - 4 * g), accumulate,
                                   with_bias)
     for c in range(c0, c1, T):
         e1 = min(c + T, c1)
         t = min(c, last)
+        for s in range(n):
+            x = src[s, t:t + T]
+            q = panel[s]
+            for i in range(T):
+                q[i] = x[i]
         for g in range(groups):
             r = min(4, j1 - j0 - 4 * g)
             if TILE_ROWS == 4:
@@ -1809,10 +1818,10 @@ def _weight_grad_panels(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_
                 if e1 - c <= 3 * T // 4:
                     # a last panel of at most 3 of the tile's 4 vectors per row (784 columns: 12
                     # panels of 64, then 16, which a whole tile summed four times over)
-                    _weight_grad_tile_narrow(src, d[g], rows[g], cnts[g], dW, sel, 4 * g, r, c, e1, accumulate,
+                    _weight_grad_tile_narrow(panel, t, d[g], rows[g], cnts[g], dW, sel, 4 * g, r, c, e1, accumulate,
                                              stage, fused)
                 else:
-                    _weight_grad_tile_4rows(src, d[g], rows[g], cnts[g], dW, acc, sel, 4 * g, r, c, e1, t,
+                    _weight_grad_tile_4rows(panel, t, d[g], rows[g], cnts[g], dW, acc, sel, 4 * g, r, c, e1, t,
                                             accumulate, stage, fused, T)
                 if fused:
                     _sgd_tile(W, stage, sel, 4 * g, r, c, e1, lr, wd)
@@ -1821,7 +1830,7 @@ def _weight_grad_panels(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_
 
 
 @_inline(fastmath=FAST)
-def _weight_grad_tile_4rows(src, d, rows, cnt, dW, acc, sel, i0, r, c, e1, t, accumulate, stage, fused, T):
+def _weight_grad_tile_4rows(src, o, d, rows, cnt, dW, acc, sel, i0, r, c, e1, t, accumulate, stage, fused, T):
     # _weight_grad_block's tile with TILE_ROWS == 4: the group's rows sel[i0:i0+r] summed over the
     # packed samples in the first T columns of acc's 4 rows at once (T a constant: columns t:t + T
     # of src), stored into dW or (fused) into stage[:r, :e1 - c]
@@ -1836,7 +1845,7 @@ def _weight_grad_tile_4rows(src, d, rows, cnt, dW, acc, sel, i0, r, c, e1, t, ac
         a2[i] = zero
         a3[i] = zero
     for p in range(cnt):
-        x = src[rows[p], t:t + T]
+        x = src[rows[p], t - o:t - o + T]
         d0 = d[p, 0]
         d1 = d[p, 1]
         d2 = d[p, 2]
@@ -1857,7 +1866,7 @@ def _weight_grad_tile_4rows(src, d, rows, cnt, dW, acc, sel, i0, r, c, e1, t, ac
 
 
 @_jit(fastmath=FAST)
-def _weight_grad_tile_narrow(src, d, rows, cnt, dW, sel, i0, r, c, e1, accumulate, stage, fused):
+def _weight_grad_tile_narrow(src, o, d, rows, cnt, dW, sel, i0, r, c, e1, accumulate, stage, fused):
     # _weight_grad_tile_4rows for columns c:e1 of at most 3/4 of a tile: as many vectors per row as
     # they need, the tile moved left to end at e1 when src ends there. Same sums in the same order.
     # (A function of its own, and a buffer per width: inlined into the panel loop, or sharing one
@@ -1867,18 +1876,18 @@ def _weight_grad_tile_narrow(src, d, rows, cnt, dW, sel, i0, r, c, e1, accumulat
     ptr, T = _register_tile(one)
     Q = T // 4
     q = (e1 - c + Q - 1) // Q
-    t = min(c, src.shape[1] - q * Q)
+    t = min(c, o + src.shape[1] - q * Q)
     if q == 1:
         acc = carray(ptr, (4, T))
-        _weight_grad_tile_4rows(src, d, rows, cnt, dW, acc, sel, i0, r, c, e1, t, accumulate, stage, fused, Q)
+        _weight_grad_tile_4rows(src, o, d, rows, cnt, dW, acc, sel, i0, r, c, e1, t, accumulate, stage, fused, Q)
     elif q == 2:
         ptr2, _ = _register_tile(one)
         acc = carray(ptr2, (4, T))
-        _weight_grad_tile_4rows(src, d, rows, cnt, dW, acc, sel, i0, r, c, e1, t, accumulate, stage, fused, 2 * Q)
+        _weight_grad_tile_4rows(src, o, d, rows, cnt, dW, acc, sel, i0, r, c, e1, t, accumulate, stage, fused, 2 * Q)
     else:
         ptr3, _ = _register_tile(one)
         acc = carray(ptr3, (4, T))
-        _weight_grad_tile_4rows(src, d, rows, cnt, dW, acc, sel, i0, r, c, e1, t, accumulate, stage, fused, 3 * Q)
+        _weight_grad_tile_4rows(src, o, d, rows, cnt, dW, acc, sel, i0, r, c, e1, t, accumulate, stage, fused, 3 * Q)
 
 
 @_jit()
