@@ -302,13 +302,16 @@ def _transposed_sums(builder, vectors, lanes):
 
 
 @intrinsic
-def _dot_4x4(typingctx, W, A, j, s, res):
-    # W (N, M), A (n, M) C-contiguous float32|float64, j, s int64, res (16,) of W's dtype:
-    # res[4 si + r] = sum_{k < M - M % L} W[j + r, k] A[s + si, k] for r, si < 4, L = the lanes
-    # of a 512-bit vector: 16 vector accumulators, each lane summing every L-th k in ascending
-    # order with one FMA each, then the lanes summed by _transposed_sums (the same order for every
-    # element, whatever j and s)
-    if W.layout != "C" or A.layout != "C" or res.dtype != W.dtype or A.dtype != W.dtype:
+def _dot_4x4(typingctx, W, A, j, s, k0, k1, part, res):
+    # W (N, M), A (n, M) C-contiguous float32|float64, j, s, k0, k1 int64, part (16 L,) and res
+    # (16,) of W's dtype, L = the lanes of a 512-bit vector, k0 and k1 multiples of L:
+    # res[4 si + r] = sum_{k < M - M % L} W[j + r, k] A[s + si, k] for r, si < 4, summed over the
+    # columns k0 <= k < k1 by this call: 16 vector accumulators, each lane summing every L-th k in
+    # ascending order with one FMA each; they start from zero when k0 = 0, else from part, where
+    # the call before them left them; when k1 reaches M - M % L their lanes are summed by
+    # _transposed_sums into res (the same order for every element, whatever j, s and the split
+    # of k), else they are left in part.
+    if W.layout != "C" or A.layout != "C" or res.dtype != W.dtype or A.dtype != W.dtype or part.dtype != W.dtype:
         return None  # (rows are read as contiguous vectors)
     dtype = W.dtype
     lanes = 512 // dtype.bitwidth
@@ -319,8 +322,11 @@ def _dot_4x4(typingctx, W, A, j, s, res):
         vt = ir.VectorType(ft, lanes)
         w = context.make_array(sig.args[0])(context, builder, args[0])
         a = context.make_array(sig.args[1])(context, builder, args[1])
-        out = context.make_array(sig.args[4])(context, builder, args[4])
+        buf = context.make_array(sig.args[6])(context, builder, args[6])
+        out = context.make_array(sig.args[7])(context, builder, args[7])
         M = builder.extract_value(w.shape, 1)
+        L = ir.Constant(i64, lanes)
+        whole = builder.sub(M, builder.srem(M, L))
         i8p = ir.IntType(8).as_pointer()
 
         def row(arr, first, k):
@@ -335,31 +341,53 @@ def _dot_4x4(typingctx, W, A, j, s, res):
         zero = ir.Constant(vt, [ir.Constant(ft, 0.0)] * lanes)
         accs = [cgutils.alloca_once_value(builder, zero) for _ in range(16)]
         size = dtype.bitwidth // 8
+        saved = builder.bitcast(buf.data, ft.as_pointer())
+
+        def vector(p, k):
+            return builder.bitcast(builder.gep(p, [k]), vt.as_pointer())
 
         def load(p, k):
-            return builder.load(builder.bitcast(builder.gep(p, [k]), vt.as_pointer()), align=size)
+            return builder.load(vector(p, k), align=size)
 
-        with cgutils.for_range(builder, builder.sdiv(M, ir.Constant(i64, lanes))) as loop:
-            k = builder.mul(loop.index, ir.Constant(i64, lanes))
+        with builder.if_then(builder.icmp_signed("!=", args[4], ir.Constant(i64, 0))):
+            for o, acc in enumerate(accs):
+                builder.store(load(saved, ir.Constant(i64, o * lanes)), acc)
+        start = builder.sdiv(args[4], L)
+        with cgutils.for_range(builder, builder.sub(builder.sdiv(args[5], L), start)) as loop:
+            k = builder.mul(builder.add(loop.index, start), L)
             wv = [load(p, k) for p in wrows]
             av = [load(p, k) for p in arows]
             for si in range(4):
                 for r in range(4):
                     acc = accs[4 * si + r]
                     builder.store(builder.call(fma, [wv[r], av[si], builder.load(acc)]), acc)
-        sums = _transposed_sums(builder, [builder.load(acc) for acc in accs], lanes)
-        dst = builder.bitcast(out.data, ft.as_pointer())
-        for o, v in enumerate(sums):
-            builder.store(v, builder.bitcast(builder.gep(dst, [ir.Constant(i64, o * lanes)]), vt.as_pointer()),
-                          align=size)
+        with builder.if_else(builder.icmp_signed(">=", args[5], whole)) as (done, partial):
+            with done:
+                sums = _transposed_sums(builder, [builder.load(acc) for acc in accs], lanes)
+                dst = builder.bitcast(out.data, ft.as_pointer())
+                for o, v in enumerate(sums):
+                    builder.store(v, vector(dst, ir.Constant(i64, o * lanes)), align=size)
+            with partial:
+                for o, acc in enumerate(accs):
+                    builder.store(builder.load(acc), vector(saved, ir.Constant(i64, o * lanes)), align=size)
         return context.get_dummy_value()
-    return types.none(W, A, j, s, res), codegen
+    return types.none(W, A, j, s, k0, k1, part, res), codegen
+
+
+# The forward pass's 4 x 4 blocks (_dot_4x4) sum rows of more than twice this many bytes in parts
+# of this many bytes, each part for every group of 4 samples in turn: the block's 4 rows of W then
+# stay in L1 while the samples' rows stream past them from L2. (4 rows of 2048 float32 are 32 KiB,
+# two thirds of the L1 of the cores this was measured on, and their rows a power of two of bytes
+# apart share the cache sets with the samples' rows: read whole, they were evicted by the samples
+# and read again from L2 for every group, and the block waited on L2.)
+FORWARD_PART_BYTES = 2048
 
 
 @_inline(fastmath=FAST)
-def _forward_4rows(W, b, a_prev, out, code, j):
+def _forward_4rows(W, b, a_prev, out, code, j, parts):
     # rows j..j+3 of _dense_forward_rows: samples FORWARD_SAMPLES (4: _dot_4x4, or 2) at a time,
-    # then one
+    # then one. parts: (n // 4, 16 L) scratch of W's dtype (L = the lanes of a 512-bit vector)
+    # when FORWARD_SAMPLES == 4 and a row of W is more than twice FORWARD_PART_BYTES.
     n, M = a_prev.shape
     one = W.dtype.type(1)
     zero = one - one
@@ -371,19 +399,27 @@ def _forward_4rows(W, b, a_prev, out, code, j):
     ptr, T = _register_tile(one)
     res = carray(ptr, (4 * T,))
     Mv = M - M % (64 // W.itemsize)
-    while FORWARD_SAMPLES == 4 and s + 4 <= n:
+    if FORWARD_SAMPLES == 4:
         # the 4 x 4 sums in vector registers, their lanes summed together (_dot_4x4), then the
-        # columns past the last whole vector
-        _dot_4x4(W, a_prev, j, s, res)
-        for i in range(4):
-            x = a_prev[s + i]
-            for r in range(4):
-                wr = W[j + r]
-                acc = res[4 * i + r]
-                for k in range(Mv, M):
-                    acc += wr[k] * x[k]
-                out[s + i, j + r] = acc + b[j + r]
-        s += 4
+        # columns past the last whole vector; the columns in parts of FORWARD_PART_BYTES, each
+        # for all groups of 4 samples (the same sums in the same order)
+        groups = n // 4
+        kb = FORWARD_PART_BYTES // W.itemsize if Mv * W.itemsize > 2 * FORWARD_PART_BYTES else max(Mv, 1)
+        for k0 in range(0, max(Mv, 1), kb):
+            k1 = min(k0 + kb, Mv)
+            for g in range(groups):
+                s = 4 * g
+                _dot_4x4(W, a_prev, j, s, k0, k1, parts[min(g, parts.shape[0] - 1)], res)
+                if k1 == Mv:
+                    for i in range(4):
+                        x = a_prev[s + i]
+                        for r in range(4):
+                            wr = W[j + r]
+                            acc = res[4 * i + r]
+                            for k in range(Mv, M):
+                                acc += wr[k] * x[k]
+                            out[s + i, j + r] = acc + b[j + r]
+        s = 4 * groups
     while FORWARD_SAMPLES == 2 and s + 2 <= n:
         x0 = a_prev[s]
         x1 = a_prev[s + 1]
@@ -557,9 +593,12 @@ def _dense_forward_loops(W, b, a_prev, out, code, j0, j1, batch, t, T):
     elif T > 1:
         r0, r1 = _share(j1 - j0, t, T, 4, 0)  # (_chunk, inlined: the driver compiles _chunk)
         j0, j1 = j0 + r0, j0 + r1
+    lanes = 64 // W.itemsize
+    parted = FORWARD_SAMPLES == 4 and (M - M % lanes) * W.itemsize > 2 * FORWARD_PART_BYTES
+    parts = np.empty((max(n // 4, 1) if parted else 1, 16 * lanes), W.dtype)
     j = j0
     while j + 4 <= j1:
-        _forward_4rows(W, b, a_prev, out, code, j)
+        _forward_4rows(W, b, a_prev, out, code, j, parts)
         j += 4
     for j in range(j, j1):
         w0 = W[j]

@@ -627,11 +627,17 @@ def test_dot_4x4_sums_whole_vectors_of_4_rows_by_4_samples(M, dtype):
     import numba
     from fastmlp import _kernels as P
 
+    lanes = 64 // np.dtype(dtype).itemsize
+
     @numba.njit
     def block(W, A, j, s, res):
-        P._dot_4x4(W, A, j, s, res)
+        P._dot_4x4(W, A, j, s, 0, W.shape[1] - W.shape[1] % lanes, np.empty(16 * lanes, W.dtype), res)
 
-    lanes = 64 // np.dtype(dtype).itemsize
+    @numba.njit
+    def in_parts(W, A, j, s, bounds, part, res):
+        for q in range(bounds.shape[0] - 1):
+            P._dot_4x4(W, A, j, s, bounds[q], bounds[q + 1], part, res)
+
     whole = M - M % lanes
     rng = _rng("dot4x4", M, dtype)
     W = rng.normal(0, 1, (9, M)).astype(dtype)
@@ -647,6 +653,17 @@ def test_dot_4x4_sums_whole_vectors_of_4_rows_by_4_samples(M, dtype):
         _assert_close(res, want, dtype, scale=np.sqrt(max(whole, 1)))
         if whole == 0:
             np.testing.assert_array_equal(res, 0)
+        # the columns summed in parts (any multiples of the lanes), the accumulators left in
+        # `part` between calls: the same bits, and res untouched until the last part
+        for bounds in ([0, whole], [0, lanes, whole], [0, lanes, 2 * lanes, whole], [0, 3 * lanes, whole]):
+            if not all(a < b <= whole for a, b in zip(bounds, bounds[1:])):
+                continue
+            parted = np.full(16, 7, dtype)
+            in_parts(Wn, An, j, s, np.array(bounds[:-1]), np.zeros(16 * lanes, dtype), parted)
+            if len(bounds) > 2 and bounds[-2] < whole:
+                np.testing.assert_array_equal(parted, 7)
+            in_parts(Wn, An, j, s, np.array(bounds), np.zeros(16 * lanes, dtype), parted)
+            np.testing.assert_array_equal(parted, res)
         np.testing.assert_array_equal(Wn, copies[0])
         np.testing.assert_array_equal(An, copies[1])
 
