@@ -1437,6 +1437,58 @@ def _delta_backward_cols(W, delta, a_prev, code, from_output, delta_prev, i0, i1
     _delta_backward_tiles(W, delta, a_prev, code, from_output, delta_prev, i0, i1, samples)
 
 
+# From this many groups of 4 samples (a call's share) _delta_backward_tiles copies each column
+# tile's panel of W into a contiguous buffer (which costs about 2 / groups of the loads and stores
+# of summing over it; with fewer groups W is read in place).
+DELTA_PACK_MIN_GROUPS = 16
+
+
+@_jit(fastmath=FAST)
+def _delta_tiles_of_panel(src, u, d, rows, kept, delta_prev, samples, c, c1, t):
+    # _delta_backward_tiles' tiles of one column tile, columns u:u + T of src (rows j of W: the
+    # panel, or W in place), for every group g of 4 samples: acc = sum over its kept j of
+    # d[g, p, :] x src[rows[g, p], u:u + T], in registers, stored into delta_prev[samples[4 g + r],
+    # c:c1] from column c - t of acc. (A function of its own, called with the panel or with W:
+    # a branch between the two around the loop made LLVM spill the accumulators.)
+    _wide_vectors()
+    n = samples.shape[0]
+    one = src.dtype.type(1)
+    zero = one - one
+    ptr, T = _register_tile(one)
+    acc = carray(ptr, (4, T))
+    a0 = acc[0]
+    a1 = acc[1]
+    a2 = acc[2]
+    a3 = acc[3]
+    for g in range(kept.shape[0]):
+        s = 4 * g
+        dg = d[g]
+        rg = rows[g]
+        for i in range(T):
+            a0[i] = zero
+            a1[i] = zero
+            a2[i] = zero
+            a3[i] = zero
+        for p in range(kept[g]):
+            w = src[rg[p], u:u + T]
+            q = dg[p]
+            d0 = q[0]
+            d1 = q[1]
+            d2 = q[2]
+            d3 = q[3]
+            for i in range(T):
+                x = w[i]
+                a0[i] += d0 * x
+                a1[i] += d1 * x
+                a2[i] += d2 * x
+                a3[i] += d3 * x
+        for r in range(min(4, n - s)):
+            o = delta_prev[samples[s + r], c:c1]
+            v = acc[r, c - t:c1 - t]
+            for i in range(c1 - c):
+                o[i] = v[i]
+
+
 @_jit(fastmath=FAST)
 def _delta_backward_tiles(W, delta, a_prev, code, from_output, delta_prev, i0, i1, samples):
     # _delta_backward_cols of a W that does not take the micro-kernel (any W^{l+1} of a network in
@@ -1445,12 +1497,11 @@ def _delta_backward_tiles(W, delta, a_prev, code, from_output, delta_prev, i0, i
     # j; a last partial group repeats its last sample), leaving out the j whose 4 deltas are all
     # zero (ReLU units off for all 4: a quarter of them in trained layers), each kept j beside
     # them; a left-out j would have added 0 * W[j, i] to a sum that starts at +0 and is never -0,
-    # which leaves it as it is. Then per column tile its panel of W (N rows x T columns) is copied
-    # into a contiguous buffer, which every group reads: read in place, rows of W a power of two
-    # of bytes apart (2048 float32: 8 KiB) fall into a sixteenth of L2's sets, and the panel
-    # (512 KiB), which fits in L2, was read from L3 again for every group.
-    # A branch between the panel and W in place made LLVM spill the tile's accumulators, so the
-    # copy is made whatever the stride: it reads N x T elements once for all the groups' tiles.
+    # which leaves it as it is. Then per column tile, with DELTA_PACK_MIN_GROUPS groups or more,
+    # its panel of W (N rows x T columns) is copied into a contiguous buffer, which every group
+    # reads (_delta_tiles_of_panel): read in place, rows of W a power of two of bytes apart (2048
+    # float32: 8 KiB) fall into a sixteenth of L2's sets, and the panel (512 KiB), which fits in
+    # L2, was read from L3 again for every group.
     _wide_vectors()
     if TILE_ROWS == 2:
         _delta_backward_panels(W, delta, a_prev, code, from_output, delta_prev, i0, i1)
@@ -1484,8 +1535,7 @@ def _delta_backward_tiles(W, delta, a_prev, code, from_output, delta_prev, i0, i
             rg[k] = j
             k += (v0 != zero) | (v1 != zero) | (v2 != zero) | (v3 != zero)
         kept[g] = k
-    ptr, T = _register_tile(one)
-    acc = carray(ptr, (4, T))
+    T = TILE_BYTES // W.itemsize
     m = i1 - i0
     if m < T:
         src = _zero_padded_columns(W, i0, m, T)
@@ -1493,46 +1543,20 @@ def _delta_backward_tiles(W, delta, a_prev, code, from_output, delta_prev, i0, i
     else:
         src = W
         off = 0
-    a0 = acc[0]
-    a1 = acc[1]
-    a2 = acc[2]
-    a3 = acc[3]
-    panel = np.empty((N, T), W.dtype)
+    pack = groups >= DELTA_PACK_MIN_GROUPS
+    panel = np.empty((N if pack else 0, T), W.dtype)
     for c in range(i0, i1, T):
         c1 = min(c + T, i1)
         t = max(min(c, i1 - T), off)
-        for j in range(N):
-            w = src[j, t - off:t - off + T]
-            q = panel[j]
-            for i in range(T):
-                q[i] = w[i]
-        for g in range(groups):
-            s = 4 * g
-            dg = d[g]
-            rg = rows[g]
-            for i in range(T):
-                a0[i] = zero
-                a1[i] = zero
-                a2[i] = zero
-                a3[i] = zero
-            for p in range(kept[g]):
-                w = panel[rg[p]]
-                q = dg[p]
-                d0 = q[0]
-                d1 = q[1]
-                d2 = q[2]
-                d3 = q[3]
+        if pack:
+            for j in range(N):
+                w = src[j, t - off:t - off + T]
+                q = panel[j]
                 for i in range(T):
-                    x = w[i]
-                    a0[i] += d0 * x
-                    a1[i] += d1 * x
-                    a2[i] += d2 * x
-                    a3[i] += d3 * x
-            for r in range(min(4, n - s)):
-                o = delta_prev[samples[s + r], c:c1]
-                v = acc[r, c - t:c1 - t]
-                for i in range(c1 - c):
-                    o[i] = v[i]
+                    q[i] = w[i]
+            _delta_tiles_of_panel(panel, 0, d, rows, kept, delta_prev, samples, c, c1, t)
+        else:
+            _delta_tiles_of_panel(src, t - off, d, rows, kept, delta_prev, samples, c, c1, t)
     for s in range(n):
         _scale_by_activation_grad(delta_prev[s, i0:i1], a_prev[s, i0:i1], code, from_output)
 

@@ -217,7 +217,9 @@ def test_the_delta_recursion_leaves_out_zero_deltas_exactly(dtype):
     tiles agree."""
     from fastmlp import _kernels as P
     rng = _rng("deltaskip", dtype)
-    for n, N, M in [(5, 2100, 70), (13, 2048, 150), (7, 300, 83), (9, 40, 20), (1, 2048, 16)]:
+    # (from DELTA_PACK_MIN_GROUPS groups of 4 samples, 64, the tiles read a copy of W's panel)
+    for n, N, M in [(5, 2100, 70), (13, 2048, 150), (7, 300, 83), (9, 40, 20), (1, 2048, 16), (70, 2048, 150),
+                    (67, 300, 83)]:
         W = rng.integers(-4, 5, (N, M)).astype(dtype)
         delta = rng.integers(-4, 5, (n, N)).astype(dtype)
         delta[rng.random((n, N)) < 0.5] = 0
@@ -250,7 +252,7 @@ def test_the_delta_recursion_gives_the_same_bits_whatever_the_order_of_its_sampl
     the micro-kernel's sizes (AVX2; Zen 4 from 2,048 rows) and the tiles'."""
     from fastmlp import _kernels as P
     rng = _rng("deltaorder", dtype)
-    for n, N, M in [(13, 2048, 150), (30, 300, 83), (7, 40, 20)]:
+    for n, N, M in [(13, 2048, 150), (30, 300, 83), (7, 40, 20), (66, 300, 83)]:
         W = rng.normal(0, 1, (N, M)).astype(dtype)
         delta = rng.normal(0, 1, (n, N)).astype(dtype)
         labels = rng.integers(0, 3, n)
