@@ -40,6 +40,7 @@ if __name__ == "__main__" and any(a.startswith(("--asm", "--tile-", "--forward-s
 import numba  # noqa: E402
 
 from fastmlp import _kernels as P  # noqa: E402
+from fastmlp._buffers import aligned_empty  # noqa: E402
 
 PAUSE = 0.3  # seconds before a two-thread measurement
 
@@ -73,16 +74,25 @@ def best_time(fn, rounds, clock, min_seconds=0.004):
 
 
 def cases(M, N, n, threads, f=np.float32):
+    # Every array starts a cache line, as the trainer's buffers do (fastmlp._buffers.aligned_empty):
+    # NumPy's large arrays start 16 bytes into a page, and each 64-byte vector load of their rows
+    # then spans two cache lines (the forward pass ran at half its speed in the trainer's buffers).
     rng = np.random.default_rng(0)
-    W = rng.normal(0, 0.05, (N, M)).astype(f)
-    b = rng.normal(0, 0.05, N).astype(f)
-    a = rng.random((n, M)).astype(f)
-    out = np.empty((n, N), f)
-    delta = rng.normal(0, 1, (n, N)).astype(f)
-    dW = np.zeros((N, M), f)
-    db = np.zeros(N, f)
-    z = rng.normal(0, 1, (n, M)).astype(f)
-    dprev = np.empty((n, M), f)
+
+    def aligned(x):
+        y = aligned_empty(x.shape, x.dtype)
+        y[...] = x
+        return y
+
+    W = aligned(rng.normal(0, 0.05, (N, M)).astype(f))
+    b = aligned(rng.normal(0, 0.05, N).astype(f))
+    a = aligned(rng.random((n, M)).astype(f))
+    out = aligned_empty((n, N), f)
+    delta = aligned(rng.normal(0, 1, (n, N)).astype(f))
+    dW = aligned(np.zeros((N, M), f))
+    db = aligned(np.zeros(N, f))
+    z = aligned(rng.normal(0, 1, (n, M)).astype(f))
+    dprev = aligned_empty((n, M), f)
     return {
         "forward": (lambda: P._dense_forward(W, b, a, out, P.RELU, threads), lambda: a @ W.T),
         "wgrad": (lambda: P._accumulate_gradients(delta, a, dW, db, threads), lambda: delta.T @ a),
