@@ -595,7 +595,7 @@ def _dense_forward_loops(W, b, a_prev, out, code, j0, j1, batch, t, T):
         j0, j1 = j0 + r0, j0 + r1
     lanes = 64 // W.itemsize
     parted = FORWARD_SAMPLES == 4 and (M - M % lanes) * W.itemsize > 2 * FORWARD_PART_BYTES
-    parts = np.empty((max(n // 4, 1) if parted else 1, 16 * lanes), W.dtype)
+    parts = _line_aligned_empty(max(n // 4, 1) if parted else 1, 16 * lanes, W.dtype)
     j = j0
     while j + 4 <= j1:
         _forward_4rows(W, b, a_prev, out, code, j, parts)
@@ -841,6 +841,16 @@ def _output_samples(Z, AL, D, labels, targets, has_targets, idx, output, loss, s
 # ---------------------------------------------------------------------------------------------
 # Backward: the delta recursion and the gradient accumulation
 # ---------------------------------------------------------------------------------------------
+
+@_inline()
+def _line_aligned_empty(rows, cols, dtype):
+    # np.empty((rows, cols), dtype) whose first element starts a 64-byte cache line: Numba aligns
+    # its arrays to 32 bytes, and a zmm load of a row of a buffer that starts mid-line spans two
+    # lines (cols * itemsize a multiple of 64 keeps every row aligned)
+    buf = np.empty(rows * cols + 16, dtype)  # (16 elements: at least 64 bytes)
+    skip = (64 - buf.ctypes.data % 64) % 64 // buf.itemsize
+    return buf[skip:skip + rows * cols].reshape((rows, cols))
+
 
 @_inline()
 def _zero_padded_columns(X, c0, m, width):
@@ -1544,7 +1554,7 @@ def _delta_backward_tiles(W, delta, a_prev, code, from_output, delta_prev, i0, i
         src = W
         off = 0
     pack = groups >= DELTA_PACK_MIN_GROUPS
-    panel = np.empty((N if pack else 0, T), W.dtype)
+    panel = _line_aligned_empty(N if pack else 0, T, W.dtype)
     for c in range(i0, i1, T):
         c1 = min(c + T, i1)
         t = max(min(c, i1 - T), off)
@@ -1853,13 +1863,13 @@ def _weight_grad_panels(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_
     _ordered_rows(order, j0, j1, sel)
     ptr, T = _register_tile(one)
     acc = carray(ptr, (4, T))
-    stage = np.empty((4, T), dW.dtype)  # (fused: a tile's gradient on its way to _sgd_tile)
+    stage = _line_aligned_empty(4, T, dW.dtype)  # (fused: a tile's gradient on its way to _sgd_tile)
     if M < T:
         src = _zero_padded_columns(a_prev, 0, M, T)
     else:
         src = a_prev
     last = src.shape[1] - T
-    panel = np.empty((n, T), dW.dtype)
+    panel = _line_aligned_empty(n, T, dW.dtype)
     for g in range(groups):
         cnts[g] = _pack_row_group(delta, db, d[g], rows[g], sel, 4 * g, min(4, j1 - j0 - 4 * g), accumulate,
                                   with_bias)
