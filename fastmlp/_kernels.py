@@ -1447,6 +1447,35 @@ def _delta_backward_cols(W, delta, a_prev, code, from_output, delta_prev, i0, i1
     _delta_backward_tiles(W, delta, a_prev, code, from_output, delta_prev, i0, i1, samples)
 
 
+@_inline(fastmath=FAST)
+def _tile_sums(acc, src, u, d, rows, cnt, T):
+    # The AVX-512 register tile of the delta recursion and the weight gradient: acc[r, :T] =
+    # sum_{p < cnt} d[p, r] src[rows[p], u:u + T] for r < 4, each element summed over p in
+    # ascending order from zero, one FMA each (T a constant, so that acc stays in registers)
+    zero = acc.dtype.type(0)
+    a0 = acc[0]
+    a1 = acc[1]
+    a2 = acc[2]
+    a3 = acc[3]
+    for i in range(T):
+        a0[i] = zero
+        a1[i] = zero
+        a2[i] = zero
+        a3[i] = zero
+    for p in range(cnt):
+        x = src[rows[p], u:u + T]
+        d0 = d[p, 0]
+        d1 = d[p, 1]
+        d2 = d[p, 2]
+        d3 = d[p, 3]
+        for i in range(T):
+            v = x[i]
+            a0[i] += d0 * v
+            a1[i] += d1 * v
+            a2[i] += d2 * v
+            a3[i] += d3 * v
+
+
 # From this many groups of 4 samples (a call's share) _delta_backward_tiles copies each column
 # tile's panel of W into a contiguous buffer (which costs about 2 / groups of the loads and stores
 # of summing over it; with fewer groups W is read in place).
@@ -1463,35 +1492,11 @@ def _delta_tiles_of_panel(src, u, d, rows, kept, delta_prev, samples, c, c1, t):
     _wide_vectors()
     n = samples.shape[0]
     one = src.dtype.type(1)
-    zero = one - one
     ptr, T = _register_tile(one)
     acc = carray(ptr, (4, T))
-    a0 = acc[0]
-    a1 = acc[1]
-    a2 = acc[2]
-    a3 = acc[3]
     for g in range(kept.shape[0]):
         s = 4 * g
-        dg = d[g]
-        rg = rows[g]
-        for i in range(T):
-            a0[i] = zero
-            a1[i] = zero
-            a2[i] = zero
-            a3[i] = zero
-        for p in range(kept[g]):
-            w = src[rg[p], u:u + T]
-            q = dg[p]
-            d0 = q[0]
-            d1 = q[1]
-            d2 = q[2]
-            d3 = q[3]
-            for i in range(T):
-                x = w[i]
-                a0[i] += d0 * x
-                a1[i] += d1 * x
-                a2[i] += d2 * x
-                a3[i] += d3 * x
+        _tile_sums(acc, src, u, d[g], rows[g], kept[g], T)
         for r in range(min(4, n - s)):
             o = delta_prev[samples[s + r], c:c1]
             v = acc[r, c - t:c1 - t]
@@ -1908,27 +1913,7 @@ def _weight_grad_tile_4rows(src, o, d, rows, cnt, dW, acc, sel, i0, r, c, e1, t,
     # packed samples in the first T columns of acc's 4 rows at once (T a constant: columns t:t + T
     # of src), stored into dW or (fused) into stage[:r, :e1 - c]
     zero = acc.dtype.type(0)
-    a0 = acc[0]
-    a1 = acc[1]
-    a2 = acc[2]
-    a3 = acc[3]
-    for i in range(T):
-        a0[i] = zero
-        a1[i] = zero
-        a2[i] = zero
-        a3[i] = zero
-    for p in range(cnt):
-        x = src[rows[p], t - o:t - o + T]
-        d0 = d[p, 0]
-        d1 = d[p, 1]
-        d2 = d[p, 2]
-        d3 = d[p, 3]
-        for i in range(T):
-            u = x[i]
-            a0[i] += d0 * u
-            a1[i] += d1 * u
-            a2[i] += d2 * u
-            a3[i] += d3 * u
+    _tile_sums(acc, src, t - o, d, rows, cnt, T)
     for k in range(r):
         # (one store loop for both destinations: two loops behind a branch made LLVM keep acc on
         # the stack)
