@@ -2,7 +2,7 @@
 on a machine whose speed drifts by more than that within a minute.
 
     python benchmarks/ab_step.py OLD_TREE NEW_TREE [--sizes 784,100,10] [--batch 512] [--threads 2]
-        [--optimizer sgd|adam] [--x uint8|float32|float64] [--data random|fashion-mnist]
+        [--optimizer sgd|adam] [--x uint8|float32|float64] [--data random|fashion-mnist] [--phases 2]
     git worktree add /tmp/old HEAD~1 && python benchmarks/ab_step.py /tmp/old .
 
 Each tree gets a worker process (its own Numba cache directory under the system's temporary
@@ -23,11 +23,13 @@ import tempfile
 import time
 
 
-def training_call(sizes, batch, threads, steps, optimizer="sgd", xdtype="uint8", data="random"):
+def training_call(sizes, batch, threads, steps, optimizer="sgd", xdtype="uint8", data="random", phases=None):
     """A function that trains `steps` minibatches of `batch` rows through fastmlp's driver (the
     fastmlp that `import fastmlp` finds), on threads threads, ReLU and softmax cross-entropy: random
     pixels, or with data="fashion-mnist" the first rows of Fashion-MNIST's training split (found
-    locally). Compiles or loads the driver and starts the threads first."""
+    locally). phases: the indices of the plan's rows to run (default all; fastmlp._plan.describe
+    names them), e.g. only the forward pass of layer 2, on the buffers the whole plan filled first.
+    Compiles or loads the driver and starts the threads first."""
     import numba
     import numpy as np
 
@@ -70,13 +72,16 @@ def training_call(sizes, batch, threads, steps, optimizer="sgd", xdtype="uint8",
     def run():
         k._drive(plan, net, ws.buffers(), state, data, order, batch, threads, res)
 
-    run()  # compile or load, start the threads
+    run()  # compile or load, start the threads; every buffer filled
+    if phases is not None:
+        plan = plan[list(phases)]
+        run()
     return run
 
 
-def worker(root, sizes, batch, threads, steps, optimizer, xdtype, data):
+def worker(root, sizes, batch, threads, steps, optimizer, xdtype, data, phases):
     sys.path.insert(0, os.path.abspath(root))
-    run = training_call(sizes, batch, threads, steps, optimizer, xdtype, data)
+    run = training_call(sizes, batch, threads, steps, optimizer, xdtype, data, phases)
     print("ready", flush=True)
     for line in sys.stdin:
         best = float("inf")
@@ -101,11 +106,14 @@ def main():
     ap.add_argument("--steps", type=int, default=12, help="minibatches per timed call")
     ap.add_argument("--reps", type=int, default=3, help="timed calls per request (the best counts)")
     ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--phases", default=None,
+                    help="only these rows of the training plan, e.g. 2 (0 gathers, then forward 1, ...)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     if args.worker:
-        worker(args.old, sizes, args.batch, args.threads, args.steps, args.optimizer, args.x, args.data)
+        phases = None if args.phases is None else [int(p) for p in args.phases.split(",")]
+        worker(args.old, sizes, args.batch, args.threads, args.steps, args.optimizer, args.x, args.data, phases)
         return
     procs = []
     with tempfile.TemporaryDirectory(prefix="fastmlp-ab-") as tmp:
@@ -114,6 +122,7 @@ def main():
             cmd = [sys.executable, os.path.abspath(__file__), root, root, "--worker", "--sizes", args.sizes,
                    "--batch", str(args.batch), "--threads", str(args.threads), "--steps", str(args.steps),
                    "--optimizer", args.optimizer, "--x", args.x, "--data", args.data]
+            cmd += [] if args.phases is None else ["--phases", args.phases]
             p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
             if p.stdout.readline().strip() != "ready":
                 sys.exit(f"the worker of {root} did not start")
