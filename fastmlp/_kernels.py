@@ -263,14 +263,33 @@ def _micro_thresholds(isa, cpu):
     #     faster.
     if isa == "avx2":
         return 0, 0
+    #   AVX-512 CPUs with full-width FMAs, forward from 2048 inputs, with the zmm tile
+    #     (_forward_micro_tile): the loops' 4 x 4 dot products read every sample's row from L2 for
+    #     every 4 rows of W and sum their lanes at the end; the tile packs the samples and
+    #     broadcasts W. With 1024 inputs or fewer the loops were as fast or faster.
     if isa == "avx512" and cpu in DOUBLE_PUMPED_AVX512:
         return 2048, 1024
+    if isa == "avx512":
+        return -1, 2048
     return -1, -1
 
 
 # (frozen into the cache like the blocking, which is sound: the cache is keyed on the CPU's name and
 # features)
 MICRO_DELTA_MIN_ROWS, MICRO_FORWARD_MIN_INPUTS = _micro_thresholds(VECTOR_ISA, _target_cpu())
+
+
+def _forward_micro_tile(isa, cpu):
+    # -> (FORWARD_MICRO_ZMM, FORWARD_MICRO_ROWS, FORWARD_MICRO_BYTES): the forward micro-kernel's
+    # tile. AVX-512 CPUs with full-width FMAs: 8 rows x 3 zmm (_micro_zmm_tile: 24 accumulators, 3
+    # loads and 8 broadcasts per 24 FMAs); elsewhere the AVX2 tile of 6 rows x 2 ymm (_micro_tile).
+    # Both sum each element over k in ascending order from zero, one FMA each: the same bits.
+    if isa == "avx512" and cpu not in DOUBLE_PUMPED_AVX512:
+        return True, 8, 192
+    return False, 6, 64
+
+
+FORWARD_MICRO_ZMM, FORWARD_MICRO_ROWS, FORWARD_MICRO_BYTES = _forward_micro_tile(VECTOR_ISA, _target_cpu())
 # With the AVX-512 tiles, a thread's share of dW^l (any layer) larger than L2 (UPDATE_SPLIT_BYTES)
 # is computed and applied UPDATE_SPLIT_ROWS rows at a time (32 rows of 1,024 float32 columns:
 # 128 KB, in L2), so that the optimizer step does not read it back from memory; a smaller share in
@@ -530,7 +549,7 @@ def _dense_forward_block(W, b, a_prev, out, code, j0, j1, batch, t, T):
         j0, j1 = j0 + r0, j0 + r1
         T = t - t + 1
         t = t - t
-    # With T > 1 the threads share the tiles (panel of Pw rows of W, group of MICRO_ROWS
+    # With T > 1 the threads share the tiles (panel of Pw rows of W, group of FORWARD_MICRO_ROWS
     # samples), panel-major, so that a panel that would not divide evenly between them is
     # split by samples instead of left whole to one thread (100 units on 2 threads: 3.5 panels
     # each instead of 4 and 3). Thread t's run of them is computed in at most three parts: the
@@ -539,8 +558,8 @@ def _dense_forward_block(W, b, a_prev, out, code, j0, j1, batch, t, T):
     # buffer of its own, so that no thread writes rows another owns. Each part gets the bits
     # one thread would (the micro-kernel's elements do not depend on the split or on its
     # orientation: a part with fewer samples than rows takes the other one).
-    Pw = MICRO_BYTES // W.itemsize
-    G = (n + MICRO_ROWS - 1) // MICRO_ROWS
+    Pw = FORWARD_MICRO_BYTES // W.itemsize
+    G = (n + FORWARD_MICRO_ROWS - 1) // FORWARD_MICRO_ROWS
     tiles = (j1 - j0 + Pw - 1) // Pw * G
     u0 = t * tiles // T
     u1 = (t + 1) * tiles // T
@@ -556,13 +575,13 @@ def _dense_forward_block(W, b, a_prev, out, code, j0, j1, batch, t, T):
             u0 = u1 // G * G
         else:
             r1 = min(r0 + Pw, j1)
-            s0, s1 = g0 * MICRO_ROWS, min(g1 * MICRO_ROWS, n)
+            s0, s1 = g0 * FORWARD_MICRO_ROWS, min(g1 * FORWARD_MICRO_ROWS, n)
             u0 += g1 - g0
-        small = r1 - r0 < MICRO_ROWS
-        lo = min(r0, W.shape[0] - MICRO_ROWS) if small else r0
+        small = r1 - r0 < FORWARD_MICRO_ROWS
+        lo = min(r0, W.shape[0] - FORWARD_MICRO_ROWS) if small else r0
         part = out[s0:s1]
         dst = np.empty(part.shape, out.dtype) if small else part
-        _forward_micro(W, b, a_prev[s0:s1], dst, code, lo, max(r1, lo + MICRO_ROWS))
+        _forward_micro(W, b, a_prev[s0:s1], dst, code, lo, max(r1, lo + FORWARD_MICRO_ROWS))
         if small:
             for s in range(s1 - s0):
                 for i in range(r0, r1):
@@ -989,9 +1008,69 @@ def _micro_tile_gather(typingctx, like, k, x, offsets, d, d_step, c, c_ld, init)
     return types.none(like, *([types.int64] * 8)), codegen
 
 
+def _micro_zmm(vectors):
+    # -> an intrinsic with _micro_tile's contract for a tile of FORWARD_MICRO_ROWS (8) rows x
+    # `vectors` zmm: c[r, :] = (0 if init else c[r, :]) + sum_{kk < k} d[kk, r] x[kk, :] for r < 8,
+    # x[kk, :] the 64 * vectors bytes at x + kk * x_step, d[kk, r] the element at d + kk * d_step +
+    # r * d_ld, c[r, :] the 64 * vectors bytes at c + r * c_ld; each element gets one FMA per kk, in
+    # ascending order (the AVX2 tile's bits). LLVM IR, not assembly: with 32 zmm registers LLVM
+    # keeps the accumulators (24 for 3 vectors), the loads of a step and one broadcast at a time in
+    # registers (kernels_gflops.py --asm).
+    rows = 8
+
+    @intrinsic
+    def tile(typingctx, like, k, x, x_step, d, d_ld, d_step, c, c_ld, init):
+        lanes = 512 // like.bitwidth
+        size = like.bitwidth // 8
+
+        def codegen(context, builder, sig, args):
+            i64 = ir.IntType(64)
+            i8p = ir.IntType(8).as_pointer()
+            ft = context.get_value_type(like)
+            vt = ir.VectorType(ft, lanes)
+            k, x, x_step, d, d_ld, d_step, c, c_ld, init = args[1:]
+            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]),
+                                                 f"llvm.fma.v{lanes}f{like.bitwidth}")
+
+            def at(base, offset, ty):
+                return builder.bitcast(builder.gep(builder.inttoptr(base, i8p), [offset]), ty.as_pointer())
+
+            zero = ir.Constant(vt, [ir.Constant(ft, 0.0)] * lanes)
+            accs = [cgutils.alloca_once_value(builder, zero) for _ in range(rows * vectors)]
+            cells = [builder.add(builder.mul(ir.Constant(i64, r), c_ld), ir.Constant(i64, 64 * v))
+                     for r in range(rows) for v in range(vectors)]
+            with builder.if_then(builder.icmp_signed("==", init, ir.Constant(i64, 0))):
+                for acc, cell in zip(accs, cells):
+                    builder.store(builder.load(at(c, cell, vt), align=size), acc)
+            d_rows = [builder.mul(ir.Constant(i64, r), d_ld) for r in range(rows)]
+            undef = ir.Constant(vt, ir.Undefined)
+            splat = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+            with cgutils.for_range(builder, k) as loop:
+                xo = builder.mul(loop.index, x_step)
+                do = builder.mul(loop.index, d_step)
+                xv = [builder.load(at(x, builder.add(xo, ir.Constant(i64, 64 * v)), vt), align=size)
+                      for v in range(vectors)]
+                for r in range(rows):
+                    e = builder.load(at(d, builder.add(do, d_rows[r]), ft), align=size)
+                    b = builder.shuffle_vector(builder.insert_element(undef, e, ir.Constant(ir.IntType(32), 0)),
+                                               undef, splat)
+                    for v in range(vectors):
+                        acc = accs[r * vectors + v]
+                        builder.store(builder.call(fma, [xv[v], b, builder.load(acc)]), acc)
+            for acc, cell in zip(accs, cells):
+                builder.store(builder.load(acc), at(c, cell, vt), align=size)
+            return context.get_dummy_value()
+        return types.none(like, *([types.int64] * 9)), codegen
+    return tile
+
+
+# the zmm forward tiles: 3 vectors for whole panels, 2 or 1 for a last panel that needs no more
+_micro_zmm3, _micro_zmm2, _micro_zmm1 = _micro_zmm(3), _micro_zmm(2), _micro_zmm(1)
+
+
 def _transpose8_asm():
     # AT&T assembly: the 8 x 8 float32 block at $0 (rows $1 bytes apart) transposed into 8 rows of
-    # 32 bytes at $2, 64 bytes apart (a W^T panel's rows): 8 row loads, the usual unpack / shuffle /
+    # 32 bytes at $2, $3 bytes apart (a panel's rows): 8 row loads, the usual unpack / shuffle /
     # 128-bit permute network, 8 stores.
     lines = ["lea ($0,$1,2), %rax", "lea (%rax,$1,2), %rcx", "vmovups ($0), %ymm0", "vmovups ($0,$1,1), %ymm1",
              "vmovups (%rax), %ymm2", "vmovups (%rax,$1,1), %ymm3", "vmovups (%rcx), %ymm4",
@@ -1006,47 +1085,71 @@ def _transpose8_asm():
                       f"vshufps $$0xEE, %ymm{10 + 4 * q + h}, %ymm{8 + 4 * q + h}, %ymm{4 * q + 2 * h + 1}"]
     for col in range(8):  # column col of the block: the 128-bit halves of rows 0-3 and 4-7
         lines += [f"vperm2f128 $${'0x20' if col < 4 else '0x31'}, %ymm{4 + col % 4}, %ymm{col % 4}, %ymm{8 + col}"]
-    lines += [f"vmovups %ymm{8 + col}, {64 * col}($2)" for col in range(8)]
+    lines += ["mov $2, %rax"]
+    for col in range(8):
+        lines += [f"vmovups %ymm{8 + col}, (%rax)"] + (["add $3, %rax"] if col < 7 else [])
     lines += ["vzeroupper"]
     return "\n\t".join(lines)
 
 
 def _transpose4d_asm():
     # AT&T assembly: the 4 x 4 float64 block at $0 (rows $1 bytes apart) transposed into 4 rows of
-    # 32 bytes at $2, 64 bytes apart (a panel's rows): 4 row loads, unpack, 128-bit permutes, 4 stores.
+    # 32 bytes at $2, $3 bytes apart (a panel's rows): 4 row loads, unpack, 128-bit permutes, 4 stores.
     lines = ["lea ($0,$1,2), %rax", "vmovupd ($0), %ymm0", "vmovupd ($0,$1,1), %ymm1", "vmovupd (%rax), %ymm2",
              "vmovupd (%rax,$1,1), %ymm3",
              "vunpcklpd %ymm1, %ymm0, %ymm4", "vunpckhpd %ymm1, %ymm0, %ymm5",  # a0 b0 a2 b2, a1 b1 a3 b3
              "vunpcklpd %ymm3, %ymm2, %ymm6", "vunpckhpd %ymm3, %ymm2, %ymm7",  # c0 d0 c2 d2, c1 d1 c3 d3
              "vperm2f128 $$0x20, %ymm6, %ymm4, %ymm0", "vperm2f128 $$0x20, %ymm7, %ymm5, %ymm1",
              "vperm2f128 $$0x31, %ymm6, %ymm4, %ymm2", "vperm2f128 $$0x31, %ymm7, %ymm5, %ymm3"]
-    lines += [f"vmovupd %ymm{col}, {64 * col}($2)" for col in range(4)]
+    lines += ["mov $2, %rax"]
+    for col in range(4):
+        lines += [f"vmovupd %ymm{col}, (%rax)"] + (["add $3, %rax"] if col < 3 else [])
     lines += ["vzeroupper"]
     return "\n\t".join(lines)
 
 
 @intrinsic
-def _transpose_tile(typingctx, like, src, src_ld, dst):
-    # like: float32|float64 (picks the block); the rest int64 addresses and byte stride. float32:
-    # dst[k * 64 bytes + 4 i] = src[i * src_ld + 4 k], i, k < 8; float64: dst[k * 64 bytes + 8 i] =
+def _transpose_tile(typingctx, like, src, src_ld, dst, dst_ld):
+    # like: float32|float64 (picks the block); the rest int64 addresses and byte strides. float32:
+    # dst[k * dst_ld + 4 i] = src[i * src_ld + 4 k], i, k < 8; float64: dst[k * dst_ld + 8 i] =
     # src[i * src_ld + 8 k], i, k < 4
     if like.bitwidth == 32:
         asm, scratch = _transpose8_asm(), ["~{rax}", "~{rcx}"] + [f"~{{xmm{i}}}" for i in range(16)]
     else:
         asm, scratch = _transpose4d_asm(), ["~{rax}"] + [f"~{{xmm{i}}}" for i in range(8)]
-    constraint = "r,r,r," + ",".join(scratch + ["~{memory}", "~{dirflag}", "~{fpsr}", "~{flags}"])
+    constraint = "r,r,r,r," + ",".join(scratch + ["~{memory}", "~{dirflag}", "~{fpsr}", "~{flags}"])
 
     def codegen(context, builder, sig, args):
-        fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(64)] * 3)
+        fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(64)] * 4)
         builder.asm(fnty, asm, constraint, list(args[1:]), True)
         return context.get_dummy_value()
-    return types.none(like, types.int64, types.int64, types.int64), codegen
+    return types.none(like, types.int64, types.int64, types.int64, types.int64), codegen
 
 
 @_inline(fastmath=FAST)
 def _micro(like, k, x, x_step, d, d_ld, d_step, c, c_ld, init):
     _micro_tile(like, np.int64(k), np.int64(x), np.int64(x_step), np.int64(d), np.int64(d_ld), np.int64(d_step),
                 np.int64(c), np.int64(c_ld), np.int64(init))
+
+
+@_inline(fastmath=FAST)
+def _micro_forward(like, k, x, x_step, d, d_ld, d_step, c, c_ld, init, used):
+    # the forward micro-kernel's tile (FORWARD_MICRO_ROWS x FORWARD_MICRO_BYTES: _forward_micro_tile)
+    # of which the first `used` bytes of each row are needed: the zmm tile sums only the vectors that
+    # holds (the rest of c is left as it was), so that a last panel of 32 of 48 float32 columns, as
+    # 128 samples leave, costs 2/3 of a whole one
+    if FORWARD_MICRO_ZMM:
+        if used > 128:
+            _micro_zmm3(like, np.int64(k), np.int64(x), np.int64(x_step), np.int64(d), np.int64(d_ld),
+                        np.int64(d_step), np.int64(c), np.int64(c_ld), np.int64(init))
+        elif used > 64:
+            _micro_zmm2(like, np.int64(k), np.int64(x), np.int64(x_step), np.int64(d), np.int64(d_ld),
+                        np.int64(d_step), np.int64(c), np.int64(c_ld), np.int64(init))
+        else:
+            _micro_zmm1(like, np.int64(k), np.int64(x), np.int64(x_step), np.int64(d), np.int64(d_ld),
+                        np.int64(d_step), np.int64(c), np.int64(c_ld), np.int64(init))
+    else:
+        _micro(like, k, x, x_step, d, d_ld, d_step, c, c_ld, init)
 
 
 @_inline(fastmath=FAST)
@@ -1325,7 +1428,8 @@ def _pack_transposed(X, r0, w, q):
     i0 = w // B * B if KB > 0 else 0
     for i in range(0, i0, B):
         for k in range(0, KB, B):
-            _transpose_tile(zero, np.int64(_addr(X, r0 + i, k)), np.int64(X.strides[0]), np.int64(_addr(q, k, i)))
+            _transpose_tile(zero, np.int64(_addr(X, r0 + i, k)), np.int64(X.strides[0]), np.int64(_addr(q, k, i)),
+                            np.int64(q.strides[0]))
         for k in range(KB, M):
             for r in range(i, i + B):
                 q[k, r] = X[r0 + r, k]
@@ -1340,11 +1444,12 @@ def _pack_transposed(X, r0, w, q):
 
 @_inline(fastmath=FAST)
 def _forward_micro(W, b, a_prev, out, code, j0, j1):
-    # out[s, j] = sigma(sum_k W[j, k] a_prev[s, k] + b[j]) for rows j0 <= j < j1 (j1 - j0 >= 6) of
-    # W, all samples, by the AVX2 micro-kernel (see _forward_takes_micro): tiles of 6 rows of W x 64
-    # bytes of samples summed over k by _micro_tile, with W read in place (6 rows: in L1) and a_prev
-    # packed transposed into panels of 64 bytes of samples (zeros past n), or, with at least as many
-    # samples as rows, tiles of 6 samples (read in place) x 64 bytes of rows of W packed transposed.
+    # out[s, j] = sigma(sum_k W[j, k] a_prev[s, k] + b[j]) for rows j0 <= j < j1 (j1 - j0 >= R) of
+    # W, all samples, by the micro-kernel (see _forward_takes_micro): tiles of R rows of W x T
+    # columns of samples summed over k by _micro_forward (AVX2: R = 6, 64 bytes, _micro_tile; zmm: R
+    # = 8, 192 bytes, _micro_zmm), with W read in place (R rows: in L1) and a_prev packed transposed
+    # into panels of T samples (zeros past n), or, with at least as many samples as rows, tiles of
+    # R samples (read in place) x T rows of W packed transposed.
     # A last group of rows or samples is moved to end at j1 or n (its overlap is recomputed
     # identically). Each element is summed over k in ascending order from zero, then b[j] added and
     # sigma applied as the tile is stored (while it is in L1), whatever the split of rows or samples
@@ -1352,8 +1457,8 @@ def _forward_micro(W, b, a_prev, out, code, j0, j1):
     n, M = a_prev.shape
     one = W.dtype.type(1)
     zero = one - one
-    R = MICRO_ROWS
-    T = MICRO_BYTES // W.itemsize
+    R = FORWARD_MICRO_ROWS
+    T = FORWARD_MICRO_BYTES // W.itemsize
     size = W.itemsize
     panels = (n + T - 1) // T
     if panels == 0:
@@ -1364,17 +1469,18 @@ def _forward_micro(W, b, a_prev, out, code, j0, j1):
         # W^T is packed first and each group of samples (in L1) meets every panel (in L2), so that
         # a_prev, which may not fit in L2, is read once.
         wp = (j1 - j0 + T - 1) // T
-        wt = np.empty((wp, M, T), W.dtype)
+        wt = _line_aligned_empty(wp * M, T, W.dtype)
         for c in range(j0, j1, T):
-            _pack_transposed(W, c, min(c + T, j1) - c, wt[(c - j0) // T])
-        tile = np.empty((R, T), W.dtype)
+            q = (c - j0) // T * M
+            _pack_transposed(W, c, min(c + T, j1) - c, wt[q:q + M])
+        tile = _line_aligned_empty(R, T, W.dtype)
         done = 0
         for g in range(0, n, R):
             sg = min(g, n - R)
             for c in range(j0, j1, T):
                 e = min(c + T, j1)
-                _micro(one, M, _addr(wt[(c - j0) // T], 0, 0), T * size, _addr(a_prev, sg, 0), a_prev.strides[0],
-                       size, _addr(tile, 0, 0), T * size, 1)
+                _micro_forward(one, M, _addr(wt, (c - j0) // T * M, 0), T * size, _addr(a_prev, sg, 0),
+                               a_prev.strides[0], size, _addr(tile, 0, 0), T * size, 1, (e - c) * size)
                 bb = b[c:e]
                 for r in range(done - sg, R):
                     o = out[sg + r, c:e]
@@ -1389,16 +1495,16 @@ def _forward_micro(W, b, a_prev, out, code, j0, j1):
                             o[i] = _activate(v[i] + bb[i], code, one)
             done = sg + R
         return
-    p = np.empty((panels, M, T), W.dtype)
+    p = _line_aligned_empty(panels * M, T, W.dtype)
     for pi in range(panels):
-        _pack_transposed(a_prev, pi * T, min(T, n - pi * T), p[pi])
-    tile = np.empty((R, T), W.dtype)
+        _pack_transposed(a_prev, pi * T, min(T, n - pi * T), p[pi * M:pi * M + M])
+    tile = _line_aligned_empty(R, T, W.dtype)
     done = j0
     for g in range(j0, j1, R):
         jg = min(g, j1 - R)
         for pi in range(panels):
-            _micro(one, M, _addr(p[pi], 0, 0), T * size, _addr(W, jg, 0), W.strides[0], size, _addr(tile, 0, 0),
-                   T * size, 1)
+            _micro_forward(one, M, _addr(p, pi * M, 0), T * size, _addr(W, jg, 0), W.strides[0], size,
+                           _addr(tile, 0, 0), T * size, 1, min(T, n - pi * T) * size)
             s0 = pi * T
             for r in range(done - jg, R):
                 j = jg + r

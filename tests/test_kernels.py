@@ -123,6 +123,88 @@ def test_dense_forward_rows_of_16_or_more(rows, n, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+@pytest.mark.parametrize("N, n", [(100, 37), (20, 200), (256, 16), (48, 48), (56, 130)], ids=_ids)
+def test_forward_zmm_micro_kernel(N, n, dtype):
+    """AVX-512 with full-width FMAs: a layer of MICRO_FORWARD_MIN_INPUTS inputs or more takes the
+    zmm micro-kernel (8 rows x 3 zmm; last panels of 1 or 2 vectors; W^T packed when a share has
+    more samples than rows). Against the reference; every thread split by rows or tiles, and
+    slices of the minibatch, give the bits of one call; rows outside the range untouched."""
+    from fastmlp import _kernels as P
+    if not P.FORWARD_MICRO_ZMM or P.MICRO_FORWARD_MIN_INPUTS < 0:
+        pytest.skip("this CPU's forward pass takes no zmm micro-kernel")
+    M = P.MICRO_FORWARD_MIN_INPUTS + 3
+    rng = _rng("fwdzmm", N, n, dtype)
+    W = rng.normal(0, 1, (N, M)).astype(dtype)
+    b = rng.normal(0, 1, N).astype(dtype)
+    a = rng.normal(0, 1, (n, M)).astype(dtype)
+    assert P._forward_takes_micro(N, M, n)
+    full = np.full((n, N), 7.0, dtype)
+    P._dense_forward_block(W, b, a, full, P.TANH, 0, N, n, 0, 1)
+    want = ref.activation_forward(ref.dense_forward(W, b, a), "tanh")
+    _assert_close(full, want, dtype, scale=np.sqrt(M))
+    for T in (2, 3):
+        got = np.full((n, N), 7.0, dtype)
+        for t in range(T):
+            P._dense_forward_block(W, b, a, got, P.TANH, 0, N, n, t, T)
+        np.testing.assert_array_equal(got, full)
+    got = np.full((n, N), 7.0, dtype)
+    for s0, s1 in [(0, n // 3), (n // 3, n)]:
+        P._dense_forward_block(W, b, a[s0:s1], got[s0:s1], P.TANH, 0, N, n, 0, 1)
+    np.testing.assert_array_equal(got, full)
+    got = np.full((n, N), 7.0, dtype)
+    P._dense_forward_block(W, b, a, got, P.TANH, 3, N - 5, n, 0, 1)
+    np.testing.assert_array_equal(got[:, 3:N - 5], full[:, 3:N - 5])
+    assert np.all(got[:, :3] == 7.0) and np.all(got[:, N - 5:] == 7.0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+def test_zmm_forward_tiles_give_the_avx2_tiles_bits(dtype):
+    """The zmm tiles (3, 2 and 1 vectors) and the AVX2 assembly tile both sum each element over k
+    in ascending order from zero (or from c: init 0), one FMA each: the same bits where they
+    overlap, so that a model's numbers do not depend on which of the two its CPU takes."""
+    from numba import njit
+    from fastmlp import _kernels as P
+    if not {"avx2", "fma", "avx512f"} <= P._target_features():
+        pytest.skip("needs AVX-512 and AVX2 + FMA")
+    one = np.dtype(dtype).type(1)
+    size = np.dtype(dtype).itemsize
+    wide = 192 // size
+
+    @njit
+    def tiles(x, d, c6, c8, init):
+        k = x.shape[0]
+        P._micro(one, k, P._addr(x, 0, 0), x.strides[0], P._addr(d, 0, 0), d.strides[0], size,
+                 P._addr(c6, 0, 0), c6.strides[0], init)
+        for v in range(3):
+            c = c8[v]
+            args = (one, k, P._addr(x, 0, 0), x.strides[0], P._addr(d, 0, 0), d.strides[0], size, P._addr(c, 0, 0),
+                    c.strides[0], init)
+            if v == 0:
+                P._micro_zmm3(*args)
+            elif v == 1:
+                P._micro_zmm2(*args)
+            else:
+                P._micro_zmm1(*args)
+
+    rng = _rng("zmmtiles", dtype)
+    k = 301
+    x = rng.normal(0, 1, (k, wide)).astype(dtype)
+    d = rng.normal(0, 1, (8, k)).astype(dtype)
+    for init in (1, 0):
+        c6 = rng.normal(0, 1, (6, 64 // size)).astype(dtype)
+        c8 = np.full((3, 8, wide), 5.0, dtype)
+        c8[:, :6, :64 // size] = c6
+        before = c8.copy()
+        tiles(x, d, c6, c8, init)
+        for v in range(3):
+            np.testing.assert_array_equal(c8[v, :6, :64 // size], c6)
+            used = (3 - v) * 64 // size
+            if init:
+                _assert_close(c8[v, :, :used], d @ x[:, :used], dtype, scale=np.sqrt(k))
+            np.testing.assert_array_equal(c8[v, :, used:], before[v, :, used:])  # past its vectors untouched
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
 def test_tile_kernels_give_the_same_bits_whatever_the_split(dtype):
     """An element's sum does not depend on which rows, columns or samples a call covers (the
     threads' shares): the weight gradient split by rows and by columns, the delta recursion by

@@ -31,13 +31,25 @@ def test_avx2_with_fma_gets_the_6_row_micro_kernel():
 def test_the_micro_kernel_takes_tall_deltas_and_wide_forwards_where_avx512_is_double_pumped():
     """Zen 4 runs a 512-bit FMA as two 256-bit halves: its delta recursion takes the AVX2
     micro-kernel for a W of 2048 rows or more, its forward pass for layers of 1024 inputs or more;
-    other AVX-512 CPUs never, AVX2 + FMA always, the ISAs without FMA never."""
+    other AVX-512 CPUs: the delta never, the forward pass from 2048 inputs with the zmm tile; AVX2 +
+    FMA always, the ISAs without FMA never."""
     assert P._micro_thresholds("avx512", "znver4") == (2048, 1024)
-    assert P._micro_thresholds("avx512", "znver5") == (-1, -1)
-    assert P._micro_thresholds("avx512", "skylake-avx512") == (-1, -1)
+    assert P._micro_thresholds("avx512", "znver5") == (-1, 2048)
+    assert P._micro_thresholds("avx512", "emeraldrapids") == (-1, 2048)
     assert P._micro_thresholds("avx2", "znver3") == (0, 0)
     assert P._micro_thresholds("avx", "sandybridge") == (-1, -1)
     assert (P.MICRO_DELTA_MIN_ROWS, P.MICRO_FORWARD_MIN_INPUTS) == P._micro_thresholds(P.VECTOR_ISA, P._target_cpu())
+
+
+def test_the_forward_micro_kernel_takes_zmm_tiles_where_avx512_is_full_width():
+    """8 rows x 3 zmm (LLVM IR, _micro_zmm) on AVX-512 cores with full-width FMAs; elsewhere,
+    Zen 4 included, the AVX2 tile of 6 rows x 64 bytes (assembly, _micro_tile)."""
+    assert P._forward_micro_tile("avx512", "znver5") == (True, 8, 192)
+    assert P._forward_micro_tile("avx512", "skylake-avx512") == (True, 8, 192)
+    assert P._forward_micro_tile("avx512", "znver4") == (False, 6, 64)
+    assert P._forward_micro_tile("avx2", "znver3") == (False, 6, 64)
+    assert (P.FORWARD_MICRO_ZMM, P.FORWARD_MICRO_ROWS, P.FORWARD_MICRO_BYTES) == P._forward_micro_tile(
+        P.VECTOR_ISA, P._target_cpu())
 
 
 @pytest.mark.parametrize("features", [AVX2, {"avx"}, SSE], ids=["avx2", "avx", "sse"])
@@ -77,29 +89,34 @@ def test_numba_cpu_features_decide_the_blocking(features, want):
 
 def _blocking(features, cpu):
     isa, rows, tile_bytes, samples = P._register_blocking(features)
-    return (rows, tile_bytes, samples) + P._micro_thresholds(isa, cpu)
+    return (rows, tile_bytes, samples) + P._micro_thresholds(isa, cpu) + P._forward_micro_tile(isa, cpu)[:1]
 
 
-# (TILE_ROWS, TILE_BYTES, FORWARD_SAMPLES, MICRO_DELTA_MIN_ROWS, MICRO_FORWARD_MIN_INPUTS) of every kind of CPU,
-# Zen 4 among them
+# (TILE_ROWS, TILE_BYTES, FORWARD_SAMPLES, MICRO_DELTA_MIN_ROWS, MICRO_FORWARD_MIN_INPUTS, FORWARD_MICRO_ZMM) of
+# every kind of CPU, Zen 4 among them
 BLOCKINGS = sorted({_blocking(f, cpu) for f, cpu in ((AVX512, "znver5"), (AVX512, "znver4"), (AVX2, "znver3"),
                                                      ({"avx"}, "generic"), (SSE, "generic"))})
 
 
-@pytest.mark.parametrize("blocking", BLOCKINGS, ids=lambda b: "rows{}-bytes{}-samples{}-micro{}-{}".format(*b))
+@pytest.mark.parametrize("blocking", BLOCKINGS, ids=lambda b: "rows{}-bytes{}-samples{}-micro{}-{}-zmm{}".format(*b))
 def test_kernel_edge_cases_under_every_blocking(blocking, tmp_path):
     """The tile-width, column-range and row-range tests of test_kernels.py with the kernels compiled
     for this blocking (the code LLVM emits is for this machine; the loop structure is the blocking's)."""
-    rows, tile_bytes, samples, micro, micro_forward = blocking
-    if blocking == (P.TILE_ROWS, P.TILE_BYTES, P.FORWARD_SAMPLES, P.MICRO_DELTA_MIN_ROWS, P.MICRO_FORWARD_MIN_INPUTS):
+    rows, tile_bytes, samples, micro, micro_forward, zmm = blocking
+    if blocking == (P.TILE_ROWS, P.TILE_BYTES, P.FORWARD_SAMPLES, P.MICRO_DELTA_MIN_ROWS, P.MICRO_FORWARD_MIN_INPUTS,
+                    P.FORWARD_MICRO_ZMM):
         pytest.skip("this machine's blocking: test_kernels.py tests it in this process")
     if (rows == P.MICRO_ROWS or micro >= 0 or micro_forward >= 0) and not {"avx2", "fma"} <= P._target_features():
         pytest.skip("the AVX2 + FMA micro-kernel does not run on this CPU")
+    if zmm and "avx512f" not in P._target_features():
+        pytest.skip("the zmm forward tile does not run on this CPU")
+    tile = (zmm, 8, 192) if zmm else (False, 6, 64)
     code = (
         "import sys\n"
         "from fastmlp import _kernels as P\n"
         f"P.TILE_ROWS, P.TILE_BYTES, P.FORWARD_SAMPLES = {rows}, {tile_bytes}, {samples}\n"
         f"P.MICRO_DELTA_MIN_ROWS, P.MICRO_FORWARD_MIN_INPUTS = {micro}, {micro_forward}\n"
+        f"P.FORWARD_MICRO_ZMM, P.FORWARD_MICRO_ROWS, P.FORWARD_MICRO_BYTES = {tile}\n"
         "import pytest\n"
         "sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', '-x', sys.argv[1], '-k',\n"
         "                      'around_the_tile or forward_rows or test_dense_forward or split'\n"
