@@ -281,7 +281,7 @@ MICRO_DELTA_MIN_ROWS, MICRO_FORWARD_MIN_INPUTS = _micro_thresholds(VECTOR_ISA, _
 
 def _forward_micro_tile(isa, cpu):
     # -> (FORWARD_MICRO_ZMM, FORWARD_MICRO_ROWS, FORWARD_MICRO_BYTES): the forward micro-kernel's
-    # tile. AVX-512 CPUs with full-width FMAs: 8 rows x 3 zmm (_micro_zmm_tile: 24 accumulators, 3
+    # tile. AVX-512 CPUs with full-width FMAs: 8 rows x 3 zmm (_micro_zmm: 24 accumulators, 3
     # loads and 8 broadcasts per 24 FMAs); elsewhere the AVX2 tile of 6 rows x 2 ymm (_micro_tile).
     # Both sum each element over k in ascending order from zero, one FMA each: the same bits.
     if isa == "avx512" and cpu not in DOUBLE_PUMPED_AVX512:
