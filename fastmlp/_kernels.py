@@ -279,13 +279,17 @@ def _micro_thresholds(isa, cpu):
 MICRO_DELTA_MIN_ROWS, MICRO_FORWARD_MIN_INPUTS = _micro_thresholds(VECTOR_ISA, _target_cpu())
 
 
+# The zmm forward tile (_micro_zmm): rows of W x zmm vectors of samples
+ZMM_TILE_ROWS, ZMM_TILE_VECTORS = 8, 3
+
+
 def _forward_micro_tile(isa, cpu):
     # -> (FORWARD_MICRO_ZMM, FORWARD_MICRO_ROWS, FORWARD_MICRO_BYTES): the forward micro-kernel's
     # tile. AVX-512 CPUs with full-width FMAs: 8 rows x 3 zmm (_micro_zmm: 24 accumulators, 3
     # loads and 8 broadcasts per 24 FMAs); elsewhere the AVX2 tile of 6 rows x 2 ymm (_micro_tile).
     # Both sum each element over k in ascending order from zero, one FMA each: the same bits.
     if isa == "avx512" and cpu not in DOUBLE_PUMPED_AVX512:
-        return True, 8, 192
+        return True, ZMM_TILE_ROWS, 64 * ZMM_TILE_VECTORS
     return False, 6, 64
 
 
@@ -1016,7 +1020,7 @@ def _micro_zmm(vectors):
     # ascending order (the AVX2 tile's bits). LLVM IR, not assembly: with 32 zmm registers LLVM
     # keeps the accumulators (24 for 3 vectors), the loads of a step and one broadcast at a time in
     # registers (kernels_gflops.py --asm).
-    rows = 8
+    rows = ZMM_TILE_ROWS
 
     @intrinsic
     def tile(typingctx, like, k, x, x_step, d, d_ld, d_step, c, c_ld, init):

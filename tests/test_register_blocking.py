@@ -89,28 +89,28 @@ def test_numba_cpu_features_decide_the_blocking(features, want):
 
 def _blocking(features, cpu):
     isa, rows, tile_bytes, samples = P._register_blocking(features)
-    return (rows, tile_bytes, samples) + P._micro_thresholds(isa, cpu) + P._forward_micro_tile(isa, cpu)[:1]
+    return (rows, tile_bytes, samples) + P._micro_thresholds(isa, cpu) + (P._forward_micro_tile(isa, cpu),)
 
 
-# (TILE_ROWS, TILE_BYTES, FORWARD_SAMPLES, MICRO_DELTA_MIN_ROWS, MICRO_FORWARD_MIN_INPUTS, FORWARD_MICRO_ZMM) of
-# every kind of CPU, Zen 4 among them
+# (TILE_ROWS, TILE_BYTES, FORWARD_SAMPLES, MICRO_DELTA_MIN_ROWS, MICRO_FORWARD_MIN_INPUTS, (FORWARD_MICRO_ZMM,
+# FORWARD_MICRO_ROWS, FORWARD_MICRO_BYTES)) of every kind of CPU, Zen 4 among them
 BLOCKINGS = sorted({_blocking(f, cpu) for f, cpu in ((AVX512, "znver5"), (AVX512, "znver4"), (AVX2, "znver3"),
                                                      ({"avx"}, "generic"), (SSE, "generic"))})
 
 
-@pytest.mark.parametrize("blocking", BLOCKINGS, ids=lambda b: "rows{}-bytes{}-samples{}-micro{}-{}-zmm{}".format(*b))
+@pytest.mark.parametrize("blocking", BLOCKINGS,
+                         ids=lambda b: "rows{}-bytes{}-samples{}-micro{}-{}-zmm{}".format(*b[:5], b[5][0]))
 def test_kernel_edge_cases_under_every_blocking(blocking, tmp_path):
     """The tile-width, column-range and row-range tests of test_kernels.py with the kernels compiled
     for this blocking (the code LLVM emits is for this machine; the loop structure is the blocking's)."""
-    rows, tile_bytes, samples, micro, micro_forward, zmm = blocking
+    rows, tile_bytes, samples, micro, micro_forward, tile = blocking
     if blocking == (P.TILE_ROWS, P.TILE_BYTES, P.FORWARD_SAMPLES, P.MICRO_DELTA_MIN_ROWS, P.MICRO_FORWARD_MIN_INPUTS,
-                    P.FORWARD_MICRO_ZMM):
+                    (P.FORWARD_MICRO_ZMM, P.FORWARD_MICRO_ROWS, P.FORWARD_MICRO_BYTES)):
         pytest.skip("this machine's blocking: test_kernels.py tests it in this process")
     if (rows == P.MICRO_ROWS or micro >= 0 or micro_forward >= 0) and not {"avx2", "fma"} <= P._target_features():
         pytest.skip("the AVX2 + FMA micro-kernel does not run on this CPU")
-    if zmm and "avx512f" not in P._target_features():
+    if tile[0] and "avx512f" not in P._target_features():
         pytest.skip("the zmm forward tile does not run on this CPU")
-    tile = (zmm, 8, 192) if zmm else (False, 6, 64)
     code = (
         "import sys\n"
         "from fastmlp import _kernels as P\n"
