@@ -831,6 +831,47 @@ def test_update_range_steps_a_block_of_columns(optimizer, dtype):
         np.testing.assert_array_equal(v, before[3])
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "nesterov", "adam"])
+def test_optimizer_state_never_goes_subnormal(optimizer, dtype):
+    """A moment whose gradient is zero decays; where the textbook step makes it subnormal (here
+    0.5 x 1.5 x the smallest normal float), the stateful optimizers store zero (the subnormals
+    each cost a vector instruction a microcode assist), and the weights move exactly as the
+    textbook's do. Plain SGD keeps IEEE arithmetic (a subnormal step stays), the fused tiles' bits.
+    The calling thread's floating-point mode is as it was after the call."""
+    from fastmlp import _kernels as P
+    tiny = np.finfo(dtype).tiny
+    n = 37  # (vectors and a remainder)
+    params = np.linspace(-1, 1, n).astype(dtype)
+    params[5] = 0
+    grads = np.zeros(n, dtype)
+    grads[5] = tiny  # SGD: 0 - 0.5 tiny, a subnormal
+    m = np.full(n, 1.5 * tiny, dtype)
+    v = np.full(n, 1.5 * tiny, dtype)
+    hp = np.zeros(2 * P.HP_SIZE)
+    hp[P.HP_LR], hp[P.HP_MOMENTUM] = 0.5, 0.5
+    hp[P.HP_BETA1], hp[P.HP_BETA2], hp[P.HP_EPS] = 0.5, 0.5, 1e-8
+    before = params.copy()
+    P._update_range(params, grads, m, v, 0, n, P.OPTIMIZER_CODES[optimizer], hp, 1, 1, 0)
+    if optimizer == "sgd":
+        want = before.copy()
+        want[5] = -0.5 * tiny
+        assert want[5] != 0
+        np.testing.assert_array_equal(params, want)
+        np.testing.assert_array_equal(m, np.full(n, 1.5 * tiny, dtype))
+    else:
+        textbook = 0.5 * 1.5 * tiny  # b1 m or mu v with g = 0: subnormal
+        assert 0 < textbook < tiny
+        keep = np.arange(n) != 5
+        for state in (m, v) if optimizer == "adam" else (v,):
+            np.testing.assert_array_equal(state[keep], 0)
+        # the textbook's step on these weights is under a subnormal, which none of them registers
+        np.testing.assert_array_equal(params[keep], before[keep])
+        for x in (params, m, v):
+            assert np.all((x == 0) | (np.abs(x) >= tiny))
+    # the calling thread still computes subnormals
+    assert np.array([tiny], dtype)[0] * dtype(0.5) != 0
+
 # ----------------------------------------------------------------------------- minibatch_step
 NETS = [[7, 33, 10], [33, 7, 5, 3], [100, 10, 2]]
 
