@@ -294,6 +294,12 @@ def _forward_micro_tile(isa, cpu):
 
 
 FORWARD_MICRO_ZMM, FORWARD_MICRO_ROWS, FORWARD_MICRO_BYTES = _forward_micro_tile(VECTOR_ISA, _target_cpu())
+# The weight gradient's micro-kernel tile on the same CPUs (_weight_grad_zmm): 4 rows of dW (a group
+# of _group_units, so that it leaves out as many samples as the 4 x 4 zmm tile) x 6 zmm, 24
+# accumulators, 6 loads and 4 broadcasts per 24 FMAs, in LLVM IR (_micro_zmm), where the tile of
+# _tile_sums, vectorised by LLVM, spilled at that width. Same sums in the same order: same bits.
+WGRAD_ZMM = FORWARD_MICRO_ZMM
+WGRAD_ZMM_VECTORS = 6
 # With the AVX-512 tiles, a thread's share of dW^l (any layer) larger than L2 (UPDATE_SPLIT_BYTES)
 # is computed and applied UPDATE_SPLIT_ROWS rows at a time (32 rows of 1,024 float32 columns:
 # 128 KB, in L2), so that the optimizer step does not read it back from memory; a smaller share in
@@ -1012,15 +1018,15 @@ def _micro_tile_gather(typingctx, like, k, x, offsets, d, d_step, c, c_ld, init)
     return types.none(like, *([types.int64] * 8)), codegen
 
 
-def _micro_zmm(vectors):
-    # -> an intrinsic with _micro_tile's contract for a tile of FORWARD_MICRO_ROWS (8) rows x
-    # `vectors` zmm: c[r, :] = (0 if init else c[r, :]) + sum_{kk < k} d[kk, r] x[kk, :] for r < 8,
-    # x[kk, :] the 64 * vectors bytes at x + kk * x_step, d[kk, r] the element at d + kk * d_step +
-    # r * d_ld, c[r, :] the 64 * vectors bytes at c + r * c_ld; each element gets one FMA per kk, in
-    # ascending order (the AVX2 tile's bits). LLVM IR, not assembly: with 32 zmm registers LLVM
-    # keeps the accumulators (24 for 3 vectors), the loads of a step and one broadcast at a time in
-    # registers (kernels_gflops.py --asm).
-    rows = ZMM_TILE_ROWS
+def _micro_zmm(vectors, rows=ZMM_TILE_ROWS, gather=False):
+    # -> an intrinsic with _micro_tile's contract for a tile of `rows` (8) rows x `vectors` zmm:
+    # c[r, :] = (0 if init else c[r, :]) + sum_{kk < k} d[kk, r] x[kk, :] for r < rows, x[kk, :]
+    # the 64 * vectors bytes at x + kk * x_step (gather: at x + offsets[kk], x_step then the
+    # address of k int64 byte offsets, as _micro_tile_gather), d[kk, r] the element at
+    # d + kk * d_step + r * d_ld, c[r, :] the 64 * vectors bytes at c + r * c_ld; each element gets
+    # one FMA per kk, in ascending order (the AVX2 tile's bits). LLVM IR, not assembly: with 32 zmm
+    # registers LLVM keeps the accumulators (24 for 8 x 3), the loads of a step and one broadcast at
+    # a time in registers (kernels_gflops.py --asm).
 
     @intrinsic
     def tile(typingctx, like, k, x, x_step, d, d_ld, d_step, c, c_ld, init):
@@ -1050,7 +1056,10 @@ def _micro_zmm(vectors):
             undef = ir.Constant(vt, ir.Undefined)
             splat = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
             with cgutils.for_range(builder, k) as loop:
-                xo = builder.mul(loop.index, x_step)
+                if gather:
+                    xo = builder.load(at(x_step, builder.mul(loop.index, ir.Constant(i64, 8)), i64), align=8)
+                else:
+                    xo = builder.mul(loop.index, x_step)
                 do = builder.mul(loop.index, d_step)
                 xv = [builder.load(at(x, builder.add(xo, ir.Constant(i64, 64 * v)), vt), align=size)
                       for v in range(vectors)]
@@ -1070,6 +1079,10 @@ def _micro_zmm(vectors):
 
 # the zmm forward tiles: 3 vectors for whole panels, 2 or 1 for a last panel that needs no more
 _micro_zmm3, _micro_zmm2, _micro_zmm1 = _micro_zmm(3), _micro_zmm(2), _micro_zmm(1)
+# the weight gradient's (_weight_grad_zmm): 4 rows x 6 vectors, gathered rows of the panel; 1 to 5
+# vectors for a last panel
+_wgrad_zmm1, _wgrad_zmm2, _wgrad_zmm3, _wgrad_zmm4, _wgrad_zmm5, _wgrad_zmm6 = (
+    _micro_zmm(v, 4, True) for v in range(1, WGRAD_ZMM_VECTORS + 1))
 
 
 def _transpose8_asm():
@@ -1898,6 +1911,9 @@ def _weight_grad_block(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_b
     if TILE_ROWS == 6:
         _weight_grad_micro(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias)
         return
+    if WGRAD_ZMM:
+        _weight_grad_zmm(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias, order, W, lr, wd, fused)
+        return
     _weight_grad_panels(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias, order, W, lr, wd, fused)
 
 
@@ -1944,6 +1960,24 @@ def _pack_row_group(delta, db, d, rows, sel, i, r, accumulate, with_bias):
     return cnt
 
 
+@_inline(fastmath=FAST)
+def _packed_row_groups(delta, db, j0, j1, order, accumulate, with_bias):
+    # -> (groups, d, rows, cnts, sel): the rows j0:j1 in order's order (sel), 4 at a time, each
+    # group's deltas packed by _pack_row_group into d[g, :cnts[g]] and their samples into rows[g]
+    # (db summed on the way)
+    n = delta.shape[0]
+    groups = (j1 - j0 + 3) // 4
+    d = np.empty((max(groups, 1), n, 4), delta.dtype)
+    rows = np.empty((max(groups, 1), n), np.int64)
+    cnts = np.empty(max(groups, 1), np.int64)
+    sel = np.empty(max(j1 - j0, 1), np.int64)
+    _ordered_rows(order, j0, j1, sel)
+    for g in range(groups):
+        cnts[g] = _pack_row_group(delta, db, d[g], rows[g], sel, 4 * g, min(4, j1 - j0 - 4 * g), accumulate,
+                                  with_bias)
+    return groups, d, rows, cnts, sel
+
+
 @_inline()
 def _ordered_rows(order, j0, j1, sel):
     # sel[:j1 - j0] = the rows j0:j1 in order's order (order: each aligned block of GROUP_BLOCK
@@ -1970,12 +2004,7 @@ def _weight_grad_panels(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_
     # a row adds delta * a = 0 to it, so the grouping changes no bit of the results.
     n, M = a_prev.shape
     one = dW.dtype.type(1)
-    groups = (j1 - j0 + 3) // 4
-    d = np.empty((max(groups, 1), n, 4), dW.dtype)
-    rows = np.empty((max(groups, 1), n), np.int64)
-    cnts = np.empty(max(groups, 1), np.int64)
-    sel = np.empty(max(j1 - j0, 1), np.int64)
-    _ordered_rows(order, j0, j1, sel)
+    groups, d, rows, cnts, sel = _packed_row_groups(delta, db, j0, j1, order, accumulate, with_bias)
     ptr, T = _register_tile(one)
     acc = carray(ptr, (4, T))
     stage = _line_aligned_empty(4, T, dW.dtype)  # (fused: a tile's gradient on its way to _sgd_tile)
@@ -1985,9 +2014,6 @@ def _weight_grad_panels(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_
         src = a_prev
     last = src.shape[1] - T
     panel = _line_aligned_empty(n, T, dW.dtype)
-    for g in range(groups):
-        cnts[g] = _pack_row_group(delta, db, d[g], rows[g], sel, 4 * g, min(4, j1 - j0 - 4 * g), accumulate,
-                                  with_bias)
     for c in range(c0, c1, T):
         e1 = min(c + T, c1)
         t = min(c, last)
@@ -2015,6 +2041,77 @@ def _weight_grad_panels(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_
                     _sgd_tile(W, stage, sel, 4 * g, r, c, e1, lr, wd)
             else:
                 _weight_grad_tile_2rows(src, d[g], rows[g], cnts[g], dW, acc, sel, 4 * g, r, c, e1, t, accumulate)
+
+
+@_inline(fastmath=FAST)
+def _weight_grad_zmm(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias, order, W, lr, wd, fused):
+    # _weight_grad_panels with the zmm micro-kernel (WGRAD_ZMM): the same groups of 4 rows in
+    # order's order, the same packed deltas and samples left out (_pack_row_group), each group's
+    # kept samples as byte offsets of their rows in the panel. Per column panel (all samples x
+    # 384 bytes of a_prev, copied contiguous with zeros past c1: L1 holds it up to 128 samples)
+    # every group's tile of 4 rows x as many zmm as the panel's columns need, summed from zero into
+    # stage (_micro_zmm: each element over the kept samples in ascending order, one FMA each, as
+    # _tile_sums), then stored into dW, or added to it, or (fused) plain SGD's step on W from it.
+    n, M = a_prev.shape
+    one = dW.dtype.type(1)
+    size = dW.itemsize
+    T = 64 * WGRAD_ZMM_VECTORS // size
+    lanes = 64 // size
+    groups, d, rows, cnts, sel = _packed_row_groups(delta, db, j0, j1, order, accumulate, with_bias)
+    stage = _line_aligned_empty(4, T, dW.dtype)
+    panel = _line_aligned_empty(max(n, 1), T, dW.dtype)
+    zero = one - one
+    for g in range(groups):
+        offsets = rows[g]
+        for p in range(cnts[g]):
+            offsets[p] *= T * size
+    pa = _addr(panel, 0, 0)
+    sa = _addr(stage, 0, 0)
+    for c in range(c0, c1, T):
+        e1 = min(c + T, c1)
+        w = e1 - c
+        q = (w + lanes - 1) // lanes
+        for s in range(n):
+            x = a_prev[s, c:e1]
+            y = panel[s]
+            for i in range(w):
+                y[i] = x[i]
+            for i in range(w, q * lanes):
+                y[i] = zero
+        for g in range(groups):
+            r = min(4, j1 - j0 - 4 * g)
+            if fused and g + 1 < groups:
+                # (the next tile's rows of W, far apart, requested while this one is summed)
+                for k in range(min(4, j1 - j0 - 4 * g - 4)):
+                    _prefetch_row(W[sel[4 * g + 4 + k], c:e1], 64 // W.itemsize)
+            _wgrad_zmm_tile(one, cnts[g], pa, _addr(rows, g, 0), _addr(d[g], 0, 0), size, 4 * size, sa, T * size, q)
+            if fused:
+                _sgd_tile(W, stage, sel, 4 * g, r, c, e1, lr, wd)
+            else:
+                for k in range(r):
+                    gk = dW[sel[4 * g + k], c:e1]
+                    v = stage[k]
+                    for i in range(w):
+                        gk[i] = (gk[i] if accumulate else zero) + v[i]
+
+
+@_inline()
+def _wgrad_zmm_tile(like, k, x, offsets, d, d_ld, d_step, c, c_ld, q):
+    # _weight_grad_zmm's tile of q <= WGRAD_ZMM_VECTORS vectors a row, summed from zero
+    a = (like, np.int64(k), np.int64(x), np.int64(offsets), np.int64(d), np.int64(d_ld), np.int64(d_step),
+         np.int64(c), np.int64(c_ld), np.int64(1))
+    if q == 6:
+        _wgrad_zmm6(*a)
+    elif q == 5:
+        _wgrad_zmm5(*a)
+    elif q == 4:
+        _wgrad_zmm4(*a)
+    elif q == 3:
+        _wgrad_zmm3(*a)
+    elif q == 2:
+        _wgrad_zmm2(*a)
+    else:
+        _wgrad_zmm1(*a)
 
 
 @_inline(fastmath=FAST)

@@ -6,6 +6,7 @@ inputs must not be modified (except the accumulators of accumulate_gradients and
 of minibatch_step), and bad input must raise ValueError.
 """
 
+import functools
 import zlib
 
 import numpy as np
@@ -203,6 +204,65 @@ def test_zmm_forward_tiles_give_the_avx2_tiles_bits(dtype):
                 _assert_close(c8[v, :, :used], d @ x[:, :used], dtype, scale=np.sqrt(k))
             np.testing.assert_array_equal(c8[v, :, used:], before[v, :, used:])  # past its vectors untouched
 
+
+@functools.cache
+def _both_weight_gradients():
+    """(compiled once for the tests that use it) the zmm weight gradient and the 4 x 4 tiles' on
+    the same arguments, into two sets of outputs"""
+    from numba import njit
+    from fastmlp import _kernels as P
+
+    @njit(fastmath=P.FAST)  # (as _weight_grad_block: the 4 x 4 tile's sums are FMAs by contraction)
+    def both(delta, a, dW1, db1, dW2, db2, j0, j1, c0, c1, acc, order, W1, W2, fused):
+        P._weight_grad_zmm(delta, a, dW1, db1, j0, j1, c0, c1, acc, True, order, W1, 0.05, 0.01, fused)
+        P._weight_grad_panels(delta, a, dW2, db2, j0, j1, c0, c1, acc, True, order, W2, 0.05, 0.01, fused)
+    return both
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+@pytest.mark.parametrize("accumulate, fused", [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize("n, N, M", [(37, 29, 83), (128, 16, 100), (5, 9, 384), (64, 12, 7), (0, 8, 40)])
+def test_zmm_weight_gradient_gives_the_tiles_bits(n, N, M, accumulate, fused, dtype):
+    """The weight gradient's zmm micro-kernel (_weight_grad_zmm: 4 rows x up to 6 zmm, gathered
+    samples) and the 4 x 4 zmm tile (_weight_grad_panels) leave out the same samples and sum each
+    element over the rest in ascending order from zero: the same bits in dW, db and (fused: plain
+    SGD's step in the tile) W, on ReLU-like deltas with whole groups of 4 rows off for some
+    samples, rows grouped in a permuted order, panels of every width (1 to 6 vectors), a last
+    partial group of rows, and a share of rows and columns in the middle (the rest untouched);
+    and both match the textbook's delta^T a."""
+    from fastmlp import _kernels as P
+    if P.VECTOR_ISA != "avx512":
+        pytest.skip("needs AVX-512")
+    both = _both_weight_gradients()
+    rng = _rng("zmm wgrad", n, N, M, dtype)
+    delta = rng.normal(0, 1, (n, N)).astype(dtype)
+    delta[rng.random((n, N)) < 0.4] = 0
+    off = rng.random((n, N // 4)) < 0.3  # whole groups of 4 rows off
+    delta[:, :N // 4 * 4][np.repeat(off, 4, axis=1)] = 0
+    a = rng.normal(0, 1, (n, M)).astype(dtype)
+    order = np.arange(N)
+    order[:8] = order[:8][::-1].copy() if N >= 8 else order[:8]
+    dW0 = rng.normal(0, 1, (N, M)).astype(dtype)
+    db0 = rng.normal(0, 1, N).astype(dtype)
+    W0 = rng.normal(0, 1, (N, M)).astype(dtype)
+    for j0, j1, c0, c1 in [(0, N, 0, M), (1, N - 2, 3, M - 1)]:
+        dW1, dW2, db1, db2, W1, W2 = dW0.copy(), dW0.copy(), db0.copy(), db0.copy(), W0.copy(), W0.copy()
+        both(delta, a, dW1, db1, dW2, db2, j0, j1, c0, c1, accumulate, order, W1, W2, fused)
+        np.testing.assert_array_equal(dW1, dW2)
+        np.testing.assert_array_equal(db1, db2)
+        np.testing.assert_array_equal(W1, W2)
+        rows, cols = slice(j0, j1), slice(c0, c1)
+        want = delta.astype(np.float64).T @ a.astype(np.float64) + (dW0 if accumulate else 0)
+        if fused:
+            np.testing.assert_array_equal(dW1, dW0)  # not written
+            got = (W0 - W1)[rows, cols] / 0.05 - 0.01 * W0[rows, cols]
+            _assert_close(got, want[rows, cols], dtype, scale=30 * np.sqrt(max(n, 1)))
+        else:
+            _assert_close(dW1[rows, cols], want[rows, cols], dtype, scale=np.sqrt(max(n, 1)))
+        outside = np.ones((N, M), bool)
+        outside[rows, cols] = False
+        np.testing.assert_array_equal(dW1[outside], dW0[outside])
+        np.testing.assert_array_equal(W1[outside], W0[outside])
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
 def test_tile_kernels_give_the_same_bits_whatever_the_split(dtype):

@@ -43,11 +43,13 @@ def test_the_micro_kernel_takes_tall_deltas_and_wide_forwards_where_avx512_is_do
 
 def test_the_forward_micro_kernel_takes_zmm_tiles_where_avx512_is_full_width():
     """8 rows x 3 zmm (LLVM IR, _micro_zmm) on AVX-512 cores with full-width FMAs; elsewhere,
-    Zen 4 included, the AVX2 tile of 6 rows x 64 bytes (assembly, _micro_tile)."""
+    Zen 4 included, the AVX2 tile of 6 rows x 64 bytes (assembly, _micro_tile). The weight
+    gradient's zmm micro-kernel (WGRAD_ZMM) runs on the same cores."""
     assert P._forward_micro_tile("avx512", "znver5") == (True, 8, 192)
     assert P._forward_micro_tile("avx512", "skylake-avx512") == (True, 8, 192)
     assert P._forward_micro_tile("avx512", "znver4") == (False, 6, 64)
     assert P._forward_micro_tile("avx2", "znver3") == (False, 6, 64)
+    assert P.WGRAD_ZMM == P.FORWARD_MICRO_ZMM
     assert (P.FORWARD_MICRO_ZMM, P.FORWARD_MICRO_ROWS, P.FORWARD_MICRO_BYTES) == P._forward_micro_tile(
         P.VECTOR_ISA, P._target_cpu())
 
@@ -117,6 +119,7 @@ def test_kernel_edge_cases_under_every_blocking(blocking, tmp_path):
         f"P.TILE_ROWS, P.TILE_BYTES, P.FORWARD_SAMPLES = {rows}, {tile_bytes}, {samples}\n"
         f"P.MICRO_DELTA_MIN_ROWS, P.MICRO_FORWARD_MIN_INPUTS = {micro}, {micro_forward}\n"
         f"P.FORWARD_MICRO_ZMM, P.FORWARD_MICRO_ROWS, P.FORWARD_MICRO_BYTES = {tile}\n"
+        f"P.WGRAD_ZMM = {tile[0]}\n"  # (the weight gradient's zmm tile goes with the forward's)
         "import pytest\n"
         "sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', '-x', sys.argv[1], '-k',\n"
         "                      'around_the_tile or forward_rows or test_dense_forward or split'\n"
