@@ -294,12 +294,14 @@ def _forward_micro_tile(isa, cpu):
 
 
 FORWARD_MICRO_ZMM, FORWARD_MICRO_ROWS, FORWARD_MICRO_BYTES = _forward_micro_tile(VECTOR_ISA, _target_cpu())
-# The weight gradient's micro-kernel tile on the same CPUs (_weight_grad_zmm): 4 rows of dW (a group
-# of _group_units, so that it leaves out as many samples as the 4 x 4 zmm tile) x 6 zmm, 24
-# accumulators, 6 loads and 4 broadcasts per 24 FMAs, in LLVM IR (_micro_zmm), where the tile of
-# _tile_sums, vectorised by LLVM, spilled at that width. Same sums in the same order: same bits.
-WGRAD_ZMM = FORWARD_MICRO_ZMM
-WGRAD_ZMM_VECTORS = 6
+# On the same CPUs the weight gradient (_weight_grad_zmm) and the delta recursion (_delta_zmm_panels)
+# take a micro-kernel tile in place of _tile_sums' 4 x 4 zmm: 4 rows (of dW: a group of
+# _group_units; of delta^{l-1}: a group of 4 samples, so that it leaves out as much as the 4 x 4
+# tile) x 6 zmm, 24 accumulators, 6 loads and 4 broadcasts per 24 FMAs, the kept rows of its panel
+# gathered, in LLVM IR (_micro_zmm), where _tile_sums at that width, vectorised by LLVM, spilled.
+# Same sums in the same order: the same bits.
+GATHER_ZMM = FORWARD_MICRO_ZMM
+GATHER_ZMM_VECTORS = 6
 # With the AVX-512 tiles, a thread's share of dW^l (any layer) larger than L2 (UPDATE_SPLIT_BYTES)
 # is computed and applied UPDATE_SPLIT_ROWS rows at a time (32 rows of 1,024 float32 columns:
 # 128 KB, in L2), so that the optimizer step does not read it back from memory; a smaller share in
@@ -1079,10 +1081,10 @@ def _micro_zmm(vectors, rows=ZMM_TILE_ROWS, gather=False):
 
 # the zmm forward tiles: 3 vectors for whole panels, 2 or 1 for a last panel that needs no more
 _micro_zmm3, _micro_zmm2, _micro_zmm1 = _micro_zmm(3), _micro_zmm(2), _micro_zmm(1)
-# the weight gradient's (_weight_grad_zmm): 4 rows x 6 vectors, gathered rows of the panel; 1 to 5
-# vectors for a last panel
-_wgrad_zmm1, _wgrad_zmm2, _wgrad_zmm3, _wgrad_zmm4, _wgrad_zmm5, _wgrad_zmm6 = (
-    _micro_zmm(v, 4, True) for v in range(1, WGRAD_ZMM_VECTORS + 1))
+# the weight gradient's and the delta recursion's (GATHER_ZMM): 4 rows x 6 vectors, gathered rows of
+# the panel; 1 to 5 vectors for a last panel
+_gather_zmm1, _gather_zmm2, _gather_zmm3, _gather_zmm4, _gather_zmm5, _gather_zmm6 = (
+    _micro_zmm(v, 4, True) for v in range(1, GATHER_ZMM_VECTORS + 1))
 
 
 def _transpose8_asm():
@@ -1627,6 +1629,38 @@ def _delta_tiles_of_panel(src, u, d, rows, kept, delta_prev, samples, c, c1, t):
                 o[i] = v[i]
 
 
+@_inline(fastmath=FAST)
+def _delta_zmm_panels(W, d, rows, kept, delta_prev, samples, i0, i1):
+    # _delta_backward_tiles' sums with the zmm micro-kernel: per column panel of W (N rows x 384
+    # bytes, copied contiguous with zeros past i1), every group g of 4 samples' tile, 4 samples x
+    # as many zmm as the panel needs, summed from zero over its kept j (rows of the panel gathered
+    # by byte offsets: rows[g, :kept[g]] becomes them) into stage, then stored into
+    # delta_prev[samples[4 g + r], c:c1]
+    n = samples.shape[0]
+    N = W.shape[0]
+    one = W.dtype.type(1)
+    size = W.itemsize
+    T = 64 * GATHER_ZMM_VECTORS // size
+    groups = kept.shape[0]
+    _offsets_in_panel(rows, kept, groups, T * size)
+    panel = _line_aligned_empty(max(N, 1), T, W.dtype)
+    stage = _line_aligned_empty(4, T, W.dtype)
+    pa = _addr(panel, 0, 0)
+    sa = _addr(stage, 0, 0)
+    for c in range(i0, i1, T):
+        c1 = min(c + T, i1)
+        w = c1 - c
+        q = _copy_gather_panel(W, c, c1, panel)
+        for g in range(groups):
+            s = 4 * g
+            _gather_zmm_tile(one, kept[g], pa, _addr(rows, g, 0), _addr(d[g], 0, 0), size, 4 * size, sa, T * size, q)
+            for r in range(min(4, n - s)):
+                o = delta_prev[samples[s + r], c:c1]
+                v = stage[r]
+                for i in range(w):
+                    o[i] = v[i]
+
+
 @_jit(fastmath=FAST)
 def _delta_backward_tiles(W, delta, a_prev, code, from_output, delta_prev, i0, i1, samples):
     # _delta_backward_cols of a W that does not take the micro-kernel (any W^{l+1} of a network in
@@ -1635,7 +1669,8 @@ def _delta_backward_tiles(W, delta, a_prev, code, from_output, delta_prev, i0, i
     # j; a last partial group repeats its last sample), leaving out the j whose 4 deltas are all
     # zero (ReLU units off for all 4: a quarter of them in trained layers), each kept j beside
     # them; a left-out j would have added 0 * W[j, i] to a sum that starts at +0 and is never -0,
-    # which leaves it as it is. Then per column tile, with DELTA_PACK_MIN_GROUPS groups or more,
+    # which leaves it as it is. With DELTA_PACK_MIN_GROUPS groups or more on the GATHER_ZMM CPUs,
+    # the zmm micro-kernel sums them (_delta_zmm_panels). Else per column tile, with enough groups,
     # its panel of W (N rows x T columns) is copied into a contiguous buffer, which every group
     # reads (_delta_tiles_of_panel): read in place, rows of W a power of two of bytes apart (2048
     # float32: 8 KiB) fall into a sixteenth of L2's sets, and the panel (512 KiB), which fits in
@@ -1673,6 +1708,11 @@ def _delta_backward_tiles(W, delta, a_prev, code, from_output, delta_prev, i0, i
             rg[k] = j
             k += (v0 != zero) | (v1 != zero) | (v2 != zero) | (v3 != zero)
         kept[g] = k
+    if GATHER_ZMM and groups >= DELTA_PACK_MIN_GROUPS:
+        _delta_zmm_panels(W, d, rows, kept, delta_prev, samples, i0, i1)
+        for s in range(n):
+            _scale_by_activation_grad(delta_prev[s, i0:i1], a_prev[s, i0:i1], code, from_output)
+        return
     T = TILE_BYTES // W.itemsize
     m = i1 - i0
     if m < T:
@@ -1911,7 +1951,7 @@ def _weight_grad_block(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_b
     if TILE_ROWS == 6:
         _weight_grad_micro(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias)
         return
-    if WGRAD_ZMM:
+    if GATHER_ZMM:
         _weight_grad_zmm(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias, order, W, lr, wd, fused)
         return
     _weight_grad_panels(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias, order, W, lr, wd, fused)
@@ -2045,7 +2085,7 @@ def _weight_grad_panels(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_
 
 @_inline(fastmath=FAST)
 def _weight_grad_zmm(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bias, order, W, lr, wd, fused):
-    # _weight_grad_panels with the zmm micro-kernel (WGRAD_ZMM): the same groups of 4 rows in
+    # _weight_grad_panels with the zmm micro-kernel (GATHER_ZMM): the same groups of 4 rows in
     # order's order, the same packed deltas and samples left out (_pack_row_group), each group's
     # kept samples as byte offsets of their rows in the panel. Per column panel (all samples x
     # 384 bytes of a_prev, copied contiguous with zeros past c1: L1 holds it up to 128 samples)
@@ -2055,36 +2095,25 @@ def _weight_grad_zmm(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bia
     n, M = a_prev.shape
     one = dW.dtype.type(1)
     size = dW.itemsize
-    T = 64 * WGRAD_ZMM_VECTORS // size
-    lanes = 64 // size
+    T = 64 * GATHER_ZMM_VECTORS // size
     groups, d, rows, cnts, sel = _packed_row_groups(delta, db, j0, j1, order, accumulate, with_bias)
     stage = _line_aligned_empty(4, T, dW.dtype)
     panel = _line_aligned_empty(max(n, 1), T, dW.dtype)
     zero = one - one
-    for g in range(groups):
-        offsets = rows[g]
-        for p in range(cnts[g]):
-            offsets[p] *= T * size
+    _offsets_in_panel(rows, cnts, groups, T * size)
     pa = _addr(panel, 0, 0)
     sa = _addr(stage, 0, 0)
     for c in range(c0, c1, T):
         e1 = min(c + T, c1)
         w = e1 - c
-        q = (w + lanes - 1) // lanes
-        for s in range(n):
-            x = a_prev[s, c:e1]
-            y = panel[s]
-            for i in range(w):
-                y[i] = x[i]
-            for i in range(w, q * lanes):
-                y[i] = zero
+        q = _copy_gather_panel(a_prev, c, e1, panel)
         for g in range(groups):
             r = min(4, j1 - j0 - 4 * g)
             if fused and g + 1 < groups:
                 # (the next tile's rows of W, far apart, requested while this one is summed)
                 for k in range(min(4, j1 - j0 - 4 * g - 4)):
                     _prefetch_row(W[sel[4 * g + 4 + k], c:e1], 64 // W.itemsize)
-            _wgrad_zmm_tile(one, cnts[g], pa, _addr(rows, g, 0), _addr(d[g], 0, 0), size, 4 * size, sa, T * size, q)
+            _gather_zmm_tile(one, cnts[g], pa, _addr(rows, g, 0), _addr(d[g], 0, 0), size, 4 * size, sa, T * size, q)
             if fused:
                 _sgd_tile(W, stage, sel, 4 * g, r, c, e1, lr, wd)
             else:
@@ -2096,22 +2125,49 @@ def _weight_grad_zmm(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bia
 
 
 @_inline()
-def _wgrad_zmm_tile(like, k, x, offsets, d, d_ld, d_step, c, c_ld, q):
-    # _weight_grad_zmm's tile of q <= WGRAD_ZMM_VECTORS vectors a row, summed from zero
+def _offsets_in_panel(rows, counts, groups, row_bytes):
+    # rows[g, :counts[g]] (rows of a GATHER_ZMM panel) -> their byte offsets in it, g < groups
+    for g in range(groups):
+        r = rows[g]
+        for p in range(counts[g]):
+            r[p] *= row_bytes
+
+
+@_inline(fastmath=FAST)
+def _copy_gather_panel(X, c, e, panel):
+    # panel[r, :] = X[r, c:e] followed by zeros up to a whole zmm vector, r < X.shape[0]; -> the
+    # vectors a row (the GATHER_ZMM tile's q)
+    lanes = 64 // X.itemsize
+    w = e - c
+    q = (w + lanes - 1) // lanes
+    zero = panel.dtype.type(0)
+    for r in range(X.shape[0]):
+        x = X[r, c:e]
+        y = panel[r]
+        for i in range(w):
+            y[i] = x[i]
+        for i in range(w, q * lanes):
+            y[i] = zero
+    return q
+
+
+@_inline()
+def _gather_zmm_tile(like, k, x, offsets, d, d_ld, d_step, c, c_ld, q):
+    # the GATHER_ZMM tile of q <= GATHER_ZMM_VECTORS vectors a row, summed from zero
     a = (like, np.int64(k), np.int64(x), np.int64(offsets), np.int64(d), np.int64(d_ld), np.int64(d_step),
          np.int64(c), np.int64(c_ld), np.int64(1))
     if q == 6:
-        _wgrad_zmm6(*a)
+        _gather_zmm6(*a)
     elif q == 5:
-        _wgrad_zmm5(*a)
+        _gather_zmm5(*a)
     elif q == 4:
-        _wgrad_zmm4(*a)
+        _gather_zmm4(*a)
     elif q == 3:
-        _wgrad_zmm3(*a)
+        _gather_zmm3(*a)
     elif q == 2:
-        _wgrad_zmm2(*a)
+        _gather_zmm2(*a)
     else:
-        _wgrad_zmm1(*a)
+        _gather_zmm1(*a)
 
 
 @_inline(fastmath=FAST)

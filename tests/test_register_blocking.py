@@ -44,12 +44,12 @@ def test_the_micro_kernel_takes_tall_deltas_and_wide_forwards_where_avx512_is_do
 def test_the_forward_micro_kernel_takes_zmm_tiles_where_avx512_is_full_width():
     """8 rows x 3 zmm (LLVM IR, _micro_zmm) on AVX-512 cores with full-width FMAs; elsewhere,
     Zen 4 included, the AVX2 tile of 6 rows x 64 bytes (assembly, _micro_tile). The weight
-    gradient's zmm micro-kernel (WGRAD_ZMM) runs on the same cores."""
+    gradient's zmm micro-kernel (GATHER_ZMM) runs on the same cores."""
     assert P._forward_micro_tile("avx512", "znver5") == (True, 8, 192)
     assert P._forward_micro_tile("avx512", "skylake-avx512") == (True, 8, 192)
     assert P._forward_micro_tile("avx512", "znver4") == (False, 6, 64)
     assert P._forward_micro_tile("avx2", "znver3") == (False, 6, 64)
-    assert P.WGRAD_ZMM == P.FORWARD_MICRO_ZMM
+    assert P.GATHER_ZMM == P.FORWARD_MICRO_ZMM
     assert (P.FORWARD_MICRO_ZMM, P.FORWARD_MICRO_ROWS, P.FORWARD_MICRO_BYTES) == P._forward_micro_tile(
         P.VECTOR_ISA, P._target_cpu())
 
@@ -119,7 +119,7 @@ def test_kernel_edge_cases_under_every_blocking(blocking, tmp_path):
         f"P.TILE_ROWS, P.TILE_BYTES, P.FORWARD_SAMPLES = {rows}, {tile_bytes}, {samples}\n"
         f"P.MICRO_DELTA_MIN_ROWS, P.MICRO_FORWARD_MIN_INPUTS = {micro}, {micro_forward}\n"
         f"P.FORWARD_MICRO_ZMM, P.FORWARD_MICRO_ROWS, P.FORWARD_MICRO_BYTES = {tile}\n"
-        f"P.WGRAD_ZMM = {tile[0]}\n"  # (the weight gradient's zmm tile goes with the forward's)
+        f"P.GATHER_ZMM = {tile[0]}\n"  # (the weight gradient's zmm tile goes with the forward's)
         "import pytest\n"
         "sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', '-x', sys.argv[1], '-k',\n"
         "                      'around_the_tile or forward_rows or test_dense_forward or split'\n"
@@ -138,10 +138,11 @@ import numpy as np
 from fastmlp import _kernels as P
 P.TILE_ROWS, P.TILE_BYTES, P.FORWARD_SAMPLES = 4, 256, 4
 P.MICRO_DELTA_MIN_ROWS, P.MICRO_FORWARD_MIN_INPUTS = int(sys.argv[1]), -1
+P.GATHER_ZMM = sys.argv[2] == "zmm"
 h = hashlib.sha256()
 rng = np.random.default_rng(0)
 for dtype in (np.float32, np.float64):
-    for n, N, M in ((1, 3, 5), (7, 40, 83), (13, 300, 70), (33, 17, 130)):
+    for n, N, M in ((1, 3, 5), (7, 40, 83), (13, 300, 70), (33, 17, 130), (70, 45, 200), (64, 300, 97)):
         W = rng.normal(0, 1, (N, M)).astype(dtype)
         delta = rng.normal(0, 1, (n, N)).astype(dtype)
         z = rng.normal(0, 1, (n, M)).astype(dtype)
@@ -155,20 +156,23 @@ print(h.hexdigest())
 
 
 def test_the_delta_micro_kernel_and_the_tiles_give_the_same_bits(tmp_path):
-    """On Zen 4 the delta recursion takes the micro-kernel or the zmm tiles by the rows of W: both
+    """On Zen 4 the delta recursion takes the micro-kernel or the zmm tiles by the rows of W, and
+    on the other AVX-512 CPUs the zmm micro-kernel (GATHER_ZMM) from 16 groups of 4 samples: all
     must give the same bits (every element summed over j in ascending order from zero, one FMA each),
     for partial tiles and column ranges too, so that results do not depend on the layer's shape
     beyond its arithmetic, nor on which machine of the same ISA trained them."""
     if not {"avx2", "fma"} <= P._target_features():
         pytest.skip("the AVX2 + FMA micro-kernel does not run on this CPU")
+    # every W through the AVX2 micro-kernel, then none (the 4 x 4 tiles), then the zmm micro-kernel
+    runs = [(0, "tiles"), (-1, "tiles")] + ([(-1, "zmm")] if "avx512f" in P._target_features() else [])
     digests = []
-    for micro in (0, -1):  # every W through the micro-kernel, then none
-        env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / f"numba{micro}"), PYTHONPATH=ROOT)
-        out = subprocess.run([sys.executable, "-c", DELTA_BITS, str(micro)], env=env, cwd=ROOT, capture_output=True,
-                             text=True)
+    for micro, zmm in runs:
+        env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / f"numba{micro}{zmm}"), PYTHONPATH=ROOT)
+        out = subprocess.run([sys.executable, "-c", DELTA_BITS, str(micro), zmm], env=env, cwd=ROOT,
+                             capture_output=True, text=True)
         assert out.returncode == 0, out.stderr[-3000:]
         digests.append(out.stdout.strip())
-    assert digests[0] == digests[1]
+    assert len(set(digests)) == 1, runs
 
 
 
