@@ -294,6 +294,9 @@ def _forward_micro_tile(isa, cpu):
 
 
 FORWARD_MICRO_ZMM, FORWARD_MICRO_ROWS, FORWARD_MICRO_BYTES = _forward_micro_tile(VECTOR_ISA, _target_cpu())
+# Inputs summed at a time by the forward micro-kernel when W has more rows than the samples
+# (_forward_micro): a block of the packed panels of samples (KC x 192 bytes each) stays in L2
+FORWARD_MICRO_KC = 256
 # On the same CPUs the weight gradient (_weight_grad_zmm) and the delta recursion (_delta_zmm_panels)
 # take a micro-kernel tile in place of _tile_sums' 4 x 4 zmm: 4 rows (of dW: a group of
 # _group_units; of delta^{l-1}: a group of 4 samples, so that it leaves out as much as the 4 x 4
@@ -1517,13 +1520,34 @@ def _forward_micro(W, b, a_prev, out, code, j0, j1):
     p = _line_aligned_empty(panels * M, T, W.dtype)
     for pi in range(panels):
         _pack_transposed(a_prev, pi * T, min(T, n - pi * T), p[pi * M:pi * M + M])
-    tile = _line_aligned_empty(R, T, W.dtype)
+    groups = (j1 - j0 + R - 1) // R
+    KC = FORWARD_MICRO_KC
+    if M > KC:
+        # the sums over k in blocks of KC inputs: each block's rows of every panel stay in L2 while
+        # all the groups of rows of W meet them (summed over all of k at once, the panels, larger
+        # than L2 with 2048 inputs, came from L3 again for every group), each tile's partial sums
+        # waiting in `sums` between blocks (init 0 continues them: the same FMAs in the same order)
+        sums = _line_aligned_empty(groups * panels * R, T, W.dtype)
+        for k0 in range(0, M, KC):
+            kc = min(KC, M - k0)
+            for gi in range(groups):
+                jg = min(j0 + gi * R, j1 - R)
+                for pi in range(panels):
+                    _micro_forward(one, kc, _addr(p, pi * M + k0, 0), T * size, _addr(W, jg, k0), W.strides[0],
+                                   size, _addr(sums, (gi * panels + pi) * R, 0), T * size, 1 if k0 == 0 else 0,
+                                   min(T, n - pi * T) * size)
+    else:
+        sums = _line_aligned_empty(R, T, W.dtype)
     done = j0
-    for g in range(j0, j1, R):
-        jg = min(g, j1 - R)
+    for gi in range(groups):
+        jg = min(j0 + gi * R, j1 - R)
         for pi in range(panels):
-            _micro_forward(one, M, _addr(p, pi * M, 0), T * size, _addr(W, jg, 0), W.strides[0], size,
-                           _addr(tile, 0, 0), T * size, 1, min(T, n - pi * T) * size)
+            if M > KC:
+                tile = sums[(gi * panels + pi) * R:(gi * panels + pi + 1) * R]
+            else:
+                tile = sums
+                _micro_forward(one, M, _addr(p, pi * M, 0), T * size, _addr(W, jg, 0), W.strides[0], size,
+                               _addr(tile, 0, 0), T * size, 1, min(T, n - pi * T) * size)
             s0 = pi * T
             for r in range(done - jg, R):
                 j = jg + r

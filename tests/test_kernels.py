@@ -128,12 +128,15 @@ def test_dense_forward_rows_of_16_or_more(rows, n, dtype):
 def test_forward_zmm_micro_kernel(N, n, dtype):
     """AVX-512 with full-width FMAs: a layer of MICRO_FORWARD_MIN_INPUTS inputs or more takes the
     zmm micro-kernel (8 rows x 3 zmm; last panels of 1 or 2 vectors; W^T packed when a share has
-    more samples than rows). Against the reference; every thread split by rows or tiles, and
-    slices of the minibatch, give the bits of one call; rows outside the range untouched."""
+    more samples than rows; with more rows, the sums over k in blocks of FORWARD_MICRO_KC, their
+    partial sums stored between blocks). Against the reference; every thread split by rows or
+    tiles, and slices of the minibatch, give the bits of one call (whichever of the two ways each
+    share takes); rows outside the range untouched."""
     from fastmlp import _kernels as P
     if not P.FORWARD_MICRO_ZMM or P.MICRO_FORWARD_MIN_INPUTS < 0:
         pytest.skip("this CPU's forward pass takes no zmm micro-kernel")
     M = P.MICRO_FORWARD_MIN_INPUTS + 3
+    assert M % P.FORWARD_MICRO_KC and M > P.FORWARD_MICRO_KC  # (blocks of k, a last partial one)
     rng = _rng("fwdzmm", N, n, dtype)
     W = rng.normal(0, 1, (N, M)).astype(dtype)
     b = rng.normal(0, 1, N).astype(dtype)
