@@ -1661,23 +1661,17 @@ def _delta_zmm_panels(W, d, rows, kept, delta_prev, samples, i0, i1):
     # by byte offsets: rows[g, :kept[g]] becomes them) into stage, then stored into
     # delta_prev[samples[4 g + r], c:c1]
     n = samples.shape[0]
-    N = W.shape[0]
-    one = W.dtype.type(1)
-    size = W.itemsize
-    T = 64 * GATHER_ZMM_VECTORS // size
     groups = kept.shape[0]
-    _offsets_in_panel(rows, kept, groups, T * size)
-    panel = _line_aligned_empty(max(N, 1), T, W.dtype)
-    stage = _line_aligned_empty(4, T, W.dtype)
-    pa = _addr(panel, 0, 0)
-    sa = _addr(stage, 0, 0)
+    panel, stage = _gather_buffers(W.shape[0], W)
+    T = panel.shape[1]
+    _offsets_in_panel(rows, kept, groups, panel.strides[0])
     for c in range(i0, i1, T):
         c1 = min(c + T, i1)
         w = c1 - c
         q = _copy_gather_panel(W, c, c1, panel)
         for g in range(groups):
             s = 4 * g
-            _gather_zmm_tile(one, kept[g], pa, _addr(rows, g, 0), _addr(d[g], 0, 0), size, 4 * size, sa, T * size, q)
+            _gather_zmm_tile(panel, rows[g], d[g], kept[g], stage, q)
             for r in range(min(4, n - s)):
                 o = delta_prev[samples[s + r], c:c1]
                 v = stage[r]
@@ -1734,9 +1728,19 @@ def _delta_backward_tiles(W, delta, a_prev, code, from_output, delta_prev, i0, i
         kept[g] = k
     if GATHER_ZMM and groups >= DELTA_PACK_MIN_GROUPS:
         _delta_zmm_panels(W, d, rows, kept, delta_prev, samples, i0, i1)
-        for s in range(n):
-            _scale_by_activation_grad(delta_prev[s, i0:i1], a_prev[s, i0:i1], code, from_output)
-        return
+    else:
+        _delta_tile_panels(W, d, rows, kept, delta_prev, samples, i0, i1)
+    for s in range(n):
+        _scale_by_activation_grad(delta_prev[s, i0:i1], a_prev[s, i0:i1], code, from_output)
+
+
+@_inline(fastmath=FAST)
+def _delta_tile_panels(W, d, rows, kept, delta_prev, samples, i0, i1):
+    # _delta_backward_tiles' sums with the 4 x 4 zmm tiles (16-register ISAs: never called), per
+    # column tile of W, from a copy of its panel with DELTA_PACK_MIN_GROUPS groups or more, else
+    # from W in place (_delta_tiles_of_panel)
+    N = W.shape[0]
+    groups = kept.shape[0]
     T = TILE_BYTES // W.itemsize
     m = i1 - i0
     if m < T:
@@ -1759,8 +1763,6 @@ def _delta_backward_tiles(W, delta, a_prev, code, from_output, delta_prev, i0, i
             _delta_tiles_of_panel(panel, 0, d, rows, kept, delta_prev, samples, c, c1, t)
         else:
             _delta_tiles_of_panel(src, t - off, d, rows, kept, delta_prev, samples, c, c1, t)
-    for s in range(n):
-        _scale_by_activation_grad(delta_prev[s, i0:i1], a_prev[s, i0:i1], code, from_output)
 
 
 # Bytes of the rows of W that _delta_backward_panels keeps in L1 while it sums over them for
@@ -2116,17 +2118,11 @@ def _weight_grad_zmm(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bia
     # every group's tile of 4 rows x as many zmm as the panel's columns need, summed from zero into
     # stage (_micro_zmm: each element over the kept samples in ascending order, one FMA each, as
     # _tile_sums), then stored into dW, or added to it, or (fused) plain SGD's step on W from it.
-    n, M = a_prev.shape
-    one = dW.dtype.type(1)
-    size = dW.itemsize
-    T = 64 * GATHER_ZMM_VECTORS // size
+    zero = dW.dtype.type(0)
     groups, d, rows, cnts, sel = _packed_row_groups(delta, db, j0, j1, order, accumulate, with_bias)
-    stage = _line_aligned_empty(4, T, dW.dtype)
-    panel = _line_aligned_empty(max(n, 1), T, dW.dtype)
-    zero = one - one
-    _offsets_in_panel(rows, cnts, groups, T * size)
-    pa = _addr(panel, 0, 0)
-    sa = _addr(stage, 0, 0)
+    panel, stage = _gather_buffers(a_prev.shape[0], dW)
+    T = panel.shape[1]
+    _offsets_in_panel(rows, cnts, groups, panel.strides[0])
     for c in range(c0, c1, T):
         e1 = min(c + T, c1)
         w = e1 - c
@@ -2137,7 +2133,7 @@ def _weight_grad_zmm(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bia
                 # (the next tile's rows of W, far apart, requested while this one is summed)
                 for k in range(min(4, j1 - j0 - 4 * g - 4)):
                     _prefetch_row(W[sel[4 * g + 4 + k], c:e1], 64 // W.itemsize)
-            _gather_zmm_tile(one, cnts[g], pa, _addr(rows, g, 0), _addr(d[g], 0, 0), size, 4 * size, sa, T * size, q)
+            _gather_zmm_tile(panel, rows[g], d[g], cnts[g], stage, q)
             if fused:
                 _sgd_tile(W, stage, sel, 4 * g, r, c, e1, lr, wd)
             else:
@@ -2146,6 +2142,14 @@ def _weight_grad_zmm(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bia
                     v = stage[k]
                     for i in range(w):
                         gk[i] = (gk[i] if accumulate else zero) + v[i]
+
+
+@_inline()
+def _gather_buffers(rows, like):
+    # -> (panel, stage): a GATHER_ZMM panel of `rows` rows x 384 bytes and the tile's 4-row staging
+    # buffer, both line-aligned, of like's dtype (an array)
+    T = 64 * GATHER_ZMM_VECTORS // like.itemsize
+    return _line_aligned_empty(max(rows, 1), T, like.dtype), _line_aligned_empty(4, T, like.dtype)
 
 
 @_inline()
@@ -2176,10 +2180,13 @@ def _copy_gather_panel(X, c, e, panel):
 
 
 @_inline()
-def _gather_zmm_tile(like, k, x, offsets, d, d_ld, d_step, c, c_ld, q):
-    # the GATHER_ZMM tile of q <= GATHER_ZMM_VECTORS vectors a row, summed from zero
-    a = (like, np.int64(k), np.int64(x), np.int64(offsets), np.int64(d), np.int64(d_ld), np.int64(d_step),
-         np.int64(c), np.int64(c_ld), np.int64(1))
+def _gather_zmm_tile(panel, offsets, d, k, stage, q):
+    # stage[r, :q vectors] = sum_{p < k} d[p, r] panel's row at byte offset offsets[p], r < 4,
+    # summed from zero: the GATHER_ZMM tile of q <= GATHER_ZMM_VECTORS vectors a row
+    size = panel.itemsize
+    a = (panel.dtype.type(1), np.int64(k), np.int64(_addr(panel, 0, 0)), np.int64(offsets.ctypes.data),
+         np.int64(d.ctypes.data), np.int64(size), np.int64(d.strides[0]), np.int64(_addr(stage, 0, 0)),
+         np.int64(stage.strides[0]), np.int64(1))
     if q == 6:
         _gather_zmm6(*a)
     elif q == 5:
