@@ -34,14 +34,15 @@ def training_call(sizes, batch, threads, steps, optimizer="sgd", xdtype="uint8",
     import numpy as np
 
     from fastmlp import _kernels as k
-    from fastmlp._buffers import Data, Network, OptimizerState, Results, Workspace, input_bytes, layout
+    from fastmlp._buffers import Data, Network, OptimizerState, Results, Workspace, aligned_zeros, input_bytes, layout
     from fastmlp._plan import phase_plan
 
     dtype = np.float32
     n = steps * batch
     rng = np.random.default_rng(0)
     w_off, b_off, n_params = layout(sizes)
-    params = (rng.standard_normal(n_params) * 0.03).astype(dtype)
+    params = aligned_zeros(n_params, dtype)  # as the trainer keeps them: every row of W starts a cache line
+    params[...] = rng.standard_normal(n_params) * 0.03
     X = rng.integers(0, 256, (n, sizes[0]), dtype=np.uint8)
     y = rng.integers(0, sizes[-1], n).astype(np.int64)
     if data == "fashion-mnist":  # real pixels: ReLU units off together as in training, which kernels may skip
