@@ -770,47 +770,73 @@ def test_dot_4x4_sums_whole_vectors_of_4_rows_by_4_samples(M, dtype):
     """The forward pass's 4 x 4 block (_dot_4x4): res[4 si + r] = sum_k W[j + r, k] A[s + si, k] over
     the columns k in whole 512-bit vectors (the caller adds the rest), at rows j and samples s
     anywhere in the arrays, against the textbook sums; the arrays are not modified, and no row
-    outside the block is read (NaN there would show)."""
+    outside the block is read (NaN there would show). When every column is in whole vectors and
+    out is C-contiguous it finishes the block itself: out[s + si, j + r] = that sum + b[j + r], the
+    same bits as the caller's addition, no other element of out written, res untouched."""
     import numba
     from fastmlp import _kernels as P
 
     lanes = 64 // np.dtype(dtype).itemsize
 
     @numba.njit
-    def block(W, A, j, s, res):
-        P._dot_4x4(W, A, j, s, 0, W.shape[1] - W.shape[1] % lanes, np.empty(16 * lanes, W.dtype), res)
+    def block(W, A, j, s, res, b, out):
+        return P._dot_4x4(W, A, j, s, 0, W.shape[1] - W.shape[1] % lanes, np.empty(16 * lanes, W.dtype), res, b,
+                          out)
 
     @numba.njit
-    def in_parts(W, A, j, s, bounds, part, res):
+    def in_parts(W, A, j, s, bounds, part, res, b, out):
+        done = False
         for q in range(bounds.shape[0] - 1):
-            P._dot_4x4(W, A, j, s, bounds[q], bounds[q + 1], part, res)
+            done = P._dot_4x4(W, A, j, s, bounds[q], bounds[q + 1], part, res, b, out)
+        return done
 
     whole = M - M % lanes
     rng = _rng("dot4x4", M, dtype)
     W = rng.normal(0, 1, (9, M)).astype(dtype)
     A = rng.normal(0, 1, (11, M)).astype(dtype)
+    b = rng.normal(0, 1, 9).astype(dtype)
     for j, s in [(0, 0), (5, 7), (2, 3)]:
         Wn, An = np.full_like(W, np.nan), np.full_like(A, np.nan)
         Wn[j:j + 4], An[s:s + 4] = W[j:j + 4], A[s:s + 4]
         copies = Wn.copy(), An.copy()
+        # out with strided rows: the block always leaves its sums in res
         res = np.full(16, 7, dtype)
-        block(Wn, An, j, s, res)
+        strided = np.full((22, 9), np.nan, dtype)[::2]
+        assert not block(Wn, An, j, s, res, b, strided)
+        assert np.isnan(strided).all()
         want = np.einsum("rk,ik->ir", W[j:j + 4, :whole].astype(np.float64),
                          A[s:s + 4, :whole].astype(np.float64)).ravel()
         _assert_close(res, want, dtype, scale=np.sqrt(max(whole, 1)))
         if whole == 0:
             np.testing.assert_array_equal(res, 0)
+        # a C-contiguous out: finished here when M is whole vectors
+        out = np.full((11, 9), np.nan, dtype)
+        kept = np.full(16, 7, dtype)
+        finished = block(Wn, An, j, s, kept, b, out)
+        assert finished == (whole == M)
+        expect = np.full((11, 9), np.nan, dtype)
+        if finished:
+            expect[s:s + 4, j:j + 4] = res.reshape(4, 4) + b[j:j + 4]
+            np.testing.assert_array_equal(kept, 7)
+        else:
+            np.testing.assert_array_equal(kept, res)
+        np.testing.assert_array_equal(out, expect)
         # the columns summed in parts (any multiples of the lanes), the accumulators left in
-        # `part` between calls: the same bits, and res untouched until the last part
+        # `part` between calls: the same bits, and res and out untouched until the last part
         for bounds in ([0, whole], [0, lanes, whole], [0, lanes, 2 * lanes, whole], [0, 3 * lanes, whole]):
-            if not all(a < b <= whole for a, b in zip(bounds, bounds[1:])):
+            if not all(a < c <= whole for a, c in zip(bounds, bounds[1:])):
                 continue
             parted = np.full(16, 7, dtype)
-            in_parts(Wn, An, j, s, np.array(bounds[:-1]), np.zeros(16 * lanes, dtype), parted)
+            out_parted = np.full((11, 9), np.nan, dtype)
+            assert not in_parts(Wn, An, j, s, np.array(bounds[:-1]), np.zeros(16 * lanes, dtype), parted, b,
+                                out_parted)
             if len(bounds) > 2 and bounds[-2] < whole:
                 np.testing.assert_array_equal(parted, 7)
-            in_parts(Wn, An, j, s, np.array(bounds), np.zeros(16 * lanes, dtype), parted)
-            np.testing.assert_array_equal(parted, res)
+                assert np.isnan(out_parted).all()
+            assert in_parts(Wn, An, j, s, np.array(bounds), np.zeros(16 * lanes, dtype), parted, b,
+                            out_parted) == finished
+            np.testing.assert_array_equal(out_parted, expect)
+            np.testing.assert_array_equal(parted, kept)
         np.testing.assert_array_equal(Wn, copies[0])
         np.testing.assert_array_equal(An, copies[1])
 
