@@ -567,6 +567,9 @@ def _dense_forward_rows(W, b, a_prev, out, code, j0, j1):
 # Rows of W (of a thread's share) and samples of a minibatch from which the forward pass uses the
 # AVX2 micro-kernel: its tiles are 16 samples or rows wide (float32), and it packs one operand.
 MICRO_FORWARD_MIN = 16
+# Samples of a share from which a layer that takes the micro-kernel takes the gather tile instead
+# (_forward_gather) on GATHER_ZMM CPUs
+FORWARD_GATHER_MIN_SAMPLES = 16
 # From this size of a_prev the forward pass splits the threads' work by samples (_layer_forward;
 # for layer 1 the backward phase too: _by_samples).
 FORWARD_SPLIT_BYTES = SAMPLE_SPLIT_BYTES
@@ -614,6 +617,11 @@ def _dense_forward_block(W, b, a_prev, out, code, j0, j1, batch, t, T):
         j0, j1 = j0 + r0, j0 + r1
         T = t - t + 1
         t = t - t
+    if GATHER_ZMM and T == 1 and n >= FORWARD_GATHER_MIN_SAMPLES:
+        # a share of whole rows and samples: the gather tile, which leaves out the inputs that are
+        # zero for all of a group's 4 samples (the micro-kernel's bits)
+        _forward_gather(W, b, a_prev, out, code, j0, j1)
+        return
     # With T > 1 the threads share the tiles (panel of Pw rows of W, group of FORWARD_MICRO_ROWS
     # samples), panel-major, so that a panel that would not divide evenly between them is
     # split by samples instead of left whole to one thread (100 units on 2 threads: 3.5 panels
@@ -651,6 +659,49 @@ def _dense_forward_block(W, b, a_prev, out, code, j0, j1, batch, t, T):
             for s in range(s1 - s0):
                 for i in range(r0, r1):
                     part[s, i] = dst[s, i]
+
+
+@_inline(fastmath=FAST)
+def _store_activated(o, v, bb, code):
+    # o[i] = sigma(v[i] + bb[i]): a forward tile's row of sums stored with its biases
+    one = o.dtype.type(1)
+    zero = one - one
+    if code == RELU:
+        # (ReLU written out: a call of _activate per element keeps the loop scalar)
+        for i in range(o.shape[0]):
+            x = v[i] + bb[i]
+            o[i] = x if x > 0 else zero
+    else:
+        for i in range(o.shape[0]):
+            o[i] = _activate(v[i] + bb[i], code, one)
+
+
+@_inline(fastmath=FAST)
+def _forward_gather(W, b, a_prev, out, code, j0, j1):
+    # _forward_micro's out[s, j] = sigma(sum_k W[j, k] a_prev[s, k] + b[j]) for rows j0 <= j < j1,
+    # all samples, with the GATHER_ZMM tile: groups of 4 samples, each with the inputs k that are
+    # nonzero for any of them packed (_pack_sample_groups: ReLU inputs are off for all 4 samples
+    # for a quarter of k and more), times a panel of W^T (all k x 384 bytes of rows of W, packed
+    # transposed), summed from zero over the kept k in ascending order, one FMA each, then b[j]
+    # added and sigma applied: the micro-kernel's bits (a k left out would have added 0 * W[j, k]
+    # to a sum that starts at +0 and is never -0, which leaves it as it is, W being finite).
+    n, M = a_prev.shape
+    lanes = 64 // W.itemsize
+    groups = (n + 3) // 4
+    d, rows, kept = _pack_sample_groups(a_prev, np.arange(n))
+    panel, stage = _gather_buffers(M, W)
+    T = panel.shape[1]
+    _offsets_in_panel(rows, kept, groups, panel.strides[0])
+    for c in range(j0, j1, T):
+        e = min(c + T, j1)
+        _pack_transposed(W, c, e - c, panel)
+        q = (e - c + lanes - 1) // lanes
+        bb = b[c:e]
+        for g in range(groups):
+            s = 4 * g
+            _gather_zmm_tile(panel, rows[g], d[g], kept[g], stage, q)
+            for r in range(min(4, n - s)):
+                _store_activated(out[s + r, c:e], stage[r], bb, code)
 
 
 @_jit(fastmath=FAST)
@@ -1555,16 +1606,7 @@ def _forward_micro(W, b, a_prev, out, code, j0, j1):
                                a_prev.strides[0], size, _addr(tile, 0, 0), T * size, 1, (e - c) * size)
                 bb = b[c:e]
                 for r in range(done - sg, R):
-                    o = out[sg + r, c:e]
-                    v = tile[r]
-                    if code == RELU:
-                        # (ReLU written out: a call of _activate per element keeps the loop scalar)
-                        for i in range(e - c):
-                            x = v[i] + bb[i]
-                            o[i] = x if x > 0 else zero
-                    else:
-                        for i in range(e - c):
-                            o[i] = _activate(v[i] + bb[i], code, one)
+                    _store_activated(out[sg + r, c:e], tile[r], bb, code)
             done = sg + R
         return
     p = _line_aligned_empty(panels * M, T, W.dtype)
@@ -1729,6 +1771,42 @@ def _delta_zmm_panels(W, d, rows, kept, delta_prev, samples, i0, i1):
                     o[i] = v[i]
 
 
+@_inline()
+def _pack_sample_groups(X, samples):
+    # X (n, N) -> (d, rows, kept): the rows of X in groups of 4 in the order `samples` (a last
+    # partial group repeats its last sample), each group's columns j with any of its 4 entries
+    # nonzero packed: d[g, :kept[g]] their 4 entries (j-major), rows[g, :kept[g]] their j
+    n, N = X.shape
+    zero = X.dtype.type(0)
+    groups = (n + 3) // 4
+    d = np.empty((max(groups, 1), max(N, 1), 4), X.dtype)
+    rows = np.empty((max(groups, 1), max(N, 1)), np.int64)
+    kept = np.zeros(max(groups, 1), np.int64)
+    for g in range(groups):
+        s = 4 * g
+        e0 = X[samples[s]]
+        e1 = X[samples[min(s + 1, n - 1)]]
+        e2 = X[samples[min(s + 2, n - 1)]]
+        e3 = X[samples[min(s + 3, n - 1)]]
+        dg = d[g]
+        rg = rows[g]
+        k = 0
+        for j in range(N):
+            v0 = e0[j]
+            v1 = e1[j]
+            v2 = e2[j]
+            v3 = e3[j]
+            # (stored whatever the entries, kept by advancing k: no unpredictable branch)
+            dg[k, 0] = v0
+            dg[k, 1] = v1
+            dg[k, 2] = v2
+            dg[k, 3] = v3
+            rg[k] = j
+            k += (v0 != zero) | (v1 != zero) | (v2 != zero) | (v3 != zero)
+        kept[g] = k
+    return d, rows, kept
+
+
 @_jit(fastmath=FAST)
 def _delta_backward_tiles(W, delta, a_prev, code, from_output, delta_prev, i0, i1, samples):
     # _delta_backward_cols of a W that does not take the micro-kernel (any W^{l+1} of a network in
@@ -1747,35 +1825,9 @@ def _delta_backward_tiles(W, delta, a_prev, code, from_output, delta_prev, i0, i
     if TILE_ROWS == 2:
         _delta_backward_panels(W, delta, a_prev, code, from_output, delta_prev, i0, i1)
         return
-    n, N = delta.shape
-    one = W.dtype.type(1)
-    zero = one - one
+    n = delta.shape[0]
     groups = (n + 3) // 4
-    d = np.empty((max(groups, 1), max(N, 1), 4), W.dtype)
-    rows = np.empty((max(groups, 1), max(N, 1)), np.int64)
-    kept = np.zeros(max(groups, 1), np.int64)
-    for g in range(groups):
-        s = 4 * g
-        e0 = delta[samples[s]]
-        e1 = delta[samples[min(s + 1, n - 1)]]
-        e2 = delta[samples[min(s + 2, n - 1)]]
-        e3 = delta[samples[min(s + 3, n - 1)]]
-        dg = d[g]
-        rg = rows[g]
-        k = 0
-        for j in range(N):
-            v0 = e0[j]
-            v1 = e1[j]
-            v2 = e2[j]
-            v3 = e3[j]
-            # (stored whatever the deltas, kept by advancing k: no unpredictable branch)
-            dg[k, 0] = v0
-            dg[k, 1] = v1
-            dg[k, 2] = v2
-            dg[k, 3] = v3
-            rg[k] = j
-            k += (v0 != zero) | (v1 != zero) | (v2 != zero) | (v3 != zero)
-        kept[g] = k
+    d, rows, kept = _pack_sample_groups(delta, samples)
     if GATHER_ZMM and groups >= DELTA_PACK_MIN_GROUPS:
         _delta_zmm_panels(W, d, rows, kept, delta_prev, samples, i0, i1)
     else:

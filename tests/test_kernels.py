@@ -162,6 +162,38 @@ def test_forward_zmm_micro_kernel(N, n, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+@pytest.mark.parametrize("N, n, M", [(100, 37, 2051), (200, 64, 300), (20, 17, 5), (9, 130, 96), (97, 8, 2048)],
+                         ids=_ids)
+def test_forward_gather_gives_the_micro_kernels_bits(N, n, M, dtype):
+    """The forward pass by the gather tile (_forward_gather: groups of 4 samples, the inputs zero
+    for all 4 left out, W^T packed in panels of 384 bytes) gives the micro-kernel's bits
+    (_forward_micro) on inputs with zeros (ReLU-like: columns off for whole groups, single zeros,
+    -0.0), a last partial group of samples, any row range; no row outside the range written;
+    against the reference."""
+    from fastmlp import _kernels as P
+    if not P.GATHER_ZMM:
+        pytest.skip("this CPU takes no gather tile")
+    rng = _rng("fwdgather", N, n, M, dtype)
+    W = rng.normal(0, 1, (N, M)).astype(dtype)
+    b = rng.normal(0, 1, N).astype(dtype)
+    a = rng.normal(0, 1, (n, M)).astype(dtype)
+    groups = -(-n // 4)
+    off = np.repeat(rng.random((groups, M)) < 0.3, 4, axis=0)[:n]
+    a[off | (rng.random((n, M)) < 0.3)] = 0
+    a[rng.random((n, M)) < 0.05] = -0.0
+    for code, name in ((P.RELU, "relu"), (P.TANH, "tanh")):
+        want = ref.activation_forward(ref.dense_forward(W, b, a), name)
+        for j0, j1 in [(0, N), (1, N - 3), (N - 8, N)]:
+            micro = np.full((n, N), 7.0, dtype)
+            P._forward_micro(W, b, a, micro, code, j0, j1)
+            got = np.full((n, N), 7.0, dtype)
+            P._forward_gather(W, b, a, got, code, j0, j1)
+            np.testing.assert_array_equal(got, micro)
+            assert np.all(got[:, :j0] == 7.0) and np.all(got[:, j1:] == 7.0)
+            _assert_close(got[:, j0:j1], want[:, j0:j1], dtype, scale=np.sqrt(M))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
 def test_zmm_forward_tiles_give_the_avx2_tiles_bits(dtype):
     """The zmm tiles (3, 2 and 1 vectors) and the AVX2 assembly tile both sum each element over k
     in ascending order from zero (or from c: init 0), one FMA each: the same bits where they
