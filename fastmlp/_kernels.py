@@ -568,8 +568,16 @@ def _dense_forward_rows(W, b, a_prev, out, code, j0, j1):
 # AVX2 micro-kernel: its tiles are 16 samples or rows wide (float32), and it packs one operand.
 MICRO_FORWARD_MIN = 16
 # Samples of a share from which a layer that takes the micro-kernel takes the gather tile instead
-# (_forward_gather) on GATHER_ZMM CPUs
-FORWARD_GATHER_MIN_SAMPLES = 16
+# (_forward_gather) on GATHER_ZMM CPUs, the threads then splitting its rows (its panels of W^T,
+# which it packs for every call, cost less than a tenth of the sums from 128 samples)
+FORWARD_GATHER_MIN_SAMPLES = 128
+# Units, and units x samples of a minibatch, from which a layer takes the micro-kernel's bits (and
+# so the gather tile) on GATHER_ZMM CPUs whatever its inputs (_forward_takes_micro). One core,
+# 784 inputs, a quarter of them zero for a group's 4 samples: the gather tile took 0.83 of the
+# time of the dot products with 1024 rows x 256 samples, 0.92 with 1024 x 128, 1.03 with 512 x 128
+# and 1.11 with 256 x 128 (benchmarks/RESULTS.md).
+FORWARD_GATHER_MIN_UNITS = 512
+FORWARD_GATHER_MIN_WORK = 1 << 18
 # From this size of a_prev the forward pass splits the threads' work by samples (_layer_forward;
 # for layer 1 the backward phase too: _by_samples).
 FORWARD_SPLIT_BYTES = SAMPLE_SPLIT_BYTES
@@ -581,7 +589,24 @@ def _forward_takes_micro(N, M, batch):
     # micro-kernel (a property of the layer and the batch, not of a thread's share: the micro-kernel
     # and the loops sum in different orders, and a layer must get the same bits on any number of
     # threads)
-    return 0 <= MICRO_FORWARD_MIN_INPUTS <= M and N >= MICRO_FORWARD_MIN and batch >= MICRO_FORWARD_MIN
+    return (batch >= MICRO_FORWARD_MIN and _forward_layer_takes_micro(N, M)
+            and (0 <= MICRO_FORWARD_MIN_INPUTS <= M
+                 or (N * batch >= FORWARD_GATHER_MIN_WORK and batch >= FORWARD_GATHER_MIN_SAMPLES)))
+
+
+def forward_layer_takes_micro(N, M):
+    """Whether a layer of N units on M inputs takes the forward micro-kernel (_forward_takes_micro)
+    in minibatches of some size: from MICRO_FORWARD_MIN_INPUTS inputs, or on GATHER_ZMM CPUs from
+    FORWARD_GATHER_MIN_UNITS units whatever the inputs, in minibatches of FORWARD_GATHER_MIN_WORK /
+    N and FORWARD_GATHER_MIN_SAMPLES samples or more (the gather tile, which such a layer takes,
+    packs its panels of W^T for every call and each group of 4 samples' nonzero inputs for every
+    thread: with fewer units or samples that cost more than leaving out the inputs saved, against
+    the 4 x 4 dot products)."""
+    return N >= MICRO_FORWARD_MIN and (0 <= MICRO_FORWARD_MIN_INPUTS <= M
+                                       or (GATHER_ZMM and N >= FORWARD_GATHER_MIN_UNITS))
+
+
+_forward_layer_takes_micro = _inline()(forward_layer_takes_micro)
 
 
 @_jit(fastmath=FAST)
@@ -612,7 +637,7 @@ def _dense_forward_block(W, b, a_prev, out, code, j0, j1, batch, t, T):
         n = s1 - s0
         T = t - t + 1
         t = t - t
-    elif T > 1 and n * T < j1 - j0:
+    elif T > 1 and (n * T < j1 - j0 or (GATHER_ZMM and n >= FORWARD_GATHER_MIN_SAMPLES)):
         r0, r1 = _share(j1 - j0, t, T, 4, 0)  # (_chunk, inlined: the driver compiles _chunk)
         j0, j1 = j0 + r0, j0 + r1
         T = t - t + 1
@@ -3548,8 +3573,7 @@ def micro_layers(sizes):
     delta recursion through any W^l, l >= 2 (N_l rows: _delta_backward_cols), may take the AVX2
     micro-kernel. A size not known yet may be given as 0 (taken as too small for it)."""
     L = len(sizes) - 1
-    forward = any(0 <= MICRO_FORWARD_MIN_INPUTS <= sizes[l - 1] and sizes[l] >= MICRO_FORWARD_MIN
-                  for l in range(1, L + 1))
+    forward = any(forward_layer_takes_micro(sizes[l], sizes[l - 1]) for l in range(1, L + 1))
     delta = MICRO_DELTA_MIN_ROWS == 0 or any(delta_takes_micro(sizes[l]) for l in range(2, L + 1))
     return forward, delta
 

@@ -499,6 +499,7 @@ def test_a_network_that_takes_no_micro_kernel_gets_the_kernels_without_it(monkey
     driver _dense_forward_loops and _delta_backward_tiles where none does (their compile time is
     a third of the full kernels'), and the two bundles train a network to the same bits."""
     with monkeypatch.context() as m:  # Zen 4's thresholds
+        m.setattr(k, "GATHER_ZMM", False)
         m.setattr(k, "MICRO_FORWARD_MIN_INPUTS", 1024)
         m.setattr(k, "MICRO_DELTA_MIN_ROWS", 2048)
         assert k.micro_layers((784, 100, 10)) == (False, False)
@@ -515,6 +516,13 @@ def test_a_network_that_takes_no_micro_kernel_gets_the_kernels_without_it(monkey
         m.setattr(k, "MICRO_DELTA_MIN_ROWS", 0)
         assert k.micro_layers((784, 100, 10)) == (True, True)
         assert k.micro_layers((20, 12, 3)) == (False, True)
+        m.setattr(k, "MICRO_FORWARD_MIN_INPUTS", 2048)             # the other AVX-512 CPUs
+        m.setattr(k, "MICRO_DELTA_MIN_ROWS", -1)
+        m.setattr(k, "GATHER_ZMM", True)
+        assert k.micro_layers((784, 100, 10)) == (False, False)
+        assert k.micro_layers((784, 511, 10)) == (False, False)
+        assert k.micro_layers((784, 512, 10)) == (True, False)      # the gather tile: any inputs
+        assert k.micro_layers((2048, 100, 10)) == (True, False)
     assert k.kernels("float32").forward_block.dispatcher is k._dense_forward_block
     assert k.kernels("float32").delta_cols.dispatcher is k._delta_backward_cols
     assert k.kernels("float64", False, False).forward_block.dispatcher is k._dense_forward_loops

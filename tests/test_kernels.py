@@ -352,7 +352,10 @@ def test_the_kernels_without_the_micro_kernel(dtype):
     from fastmlp import _kernels as P
 
     def takes_micro(N, M, n):  # (_kernels._forward_takes_micro)
-        return 0 <= P.MICRO_FORWARD_MIN_INPUTS <= M and N >= P.MICRO_FORWARD_MIN and n >= P.MICRO_FORWARD_MIN
+        return N >= P.MICRO_FORWARD_MIN and n >= P.MICRO_FORWARD_MIN and (
+            0 <= P.MICRO_FORWARD_MIN_INPUTS <= M
+            or (P.GATHER_ZMM and N >= P.FORWARD_GATHER_MIN_UNITS and N * n >= P.FORWARD_GATHER_MIN_WORK
+                and n >= P.FORWARD_GATHER_MIN_SAMPLES))
     rng = _rng("nomicro", dtype)
     for N, M, n in [(12, 83, 37), (40, 83, 9), (13, 784, 400), (300, 100, 64), (64, 1100, 40)]:
         W = rng.normal(0, 1, (N, M)).astype(dtype)
