@@ -706,7 +706,7 @@ def _forward_gather(W, b, a_prev, out, code, j0, j1):
     # _forward_micro's out[s, j] = sigma(sum_k W[j, k] a_prev[s, k] + b[j]) for rows j0 <= j < j1,
     # all samples, with the GATHER_ZMM tile: groups of 4 samples, each with the inputs k that are
     # nonzero for any of them packed (_pack_sample_groups: ReLU inputs are off for all 4 samples
-    # for a quarter of k and more), times a panel of W^T (all k x 384 bytes of rows of W, packed
+    # for a fifth of k and more), times a panel of W^T (all k x 384 bytes of rows of W, packed
     # transposed), summed from zero over the kept k in ascending order, one FMA each, then b[j]
     # added and sigma applied: the micro-kernel's bits (a k left out would have added 0 * W[j, k]
     # to a sum that starts at +0 and is never -0, which leaves it as it is, W being finite).
