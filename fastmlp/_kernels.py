@@ -629,7 +629,8 @@ def _dense_forward_block(W, b, a_prev, out, code, j0, j1, batch, t, T):
         return
     # Thread t of T: where a_prev is larger than FORWARD_SPLIT_BYTES, every row for its own samples
     # (as _dense_forward_loops). Else, with fewer rows per thread than samples, a share of the
-    # tiles (below); else its rows (_chunk).
+    # tiles (below), unless the share takes the gather tile (GATHER_ZMM, FORWARD_GATHER_MIN_SAMPLES
+    # samples or more); else its rows (_chunk).
     if T > 1 and n * M * a_prev.itemsize > FORWARD_SPLIT_BYTES:
         s0, s1 = _share(n, t, T, MICRO_FORWARD_MIN, 0)
         a_prev = a_prev[s0:s1]
