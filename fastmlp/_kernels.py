@@ -609,6 +609,23 @@ def forward_layer_takes_micro(N, M):
 _forward_layer_takes_micro = _inline()(forward_layer_takes_micro)
 
 
+def forward_grouped_samples(N, M, n, nthreads, itemsize):
+    """The samples [s0, s1) of a minibatch of n rows whose forward pass through a layer of N units
+    on M inputs (itemsize-byte floats), on nthreads threads, takes the gather tile, which leaves out
+    the inputs that are zero for all 4 samples of a group (groups of 4 from each range's start): a
+    mirror of _dense_forward_block's choice (and of the driver's thread count for the phase), for
+    counting the work done (fastmlp.bench.done_flops_per_sample)."""
+    if not (GATHER_ZMM and n >= MICRO_FORWARD_MIN and _forward_layer_takes_micro(N, M)
+            and (0 <= MICRO_FORWARD_MIN_INPUTS <= M
+                 or (N * n >= FORWARD_GATHER_MIN_WORK and n >= FORWARD_GATHER_MIN_SAMPLES))):
+        return []
+    T = nthreads if n * N * M >= PARALLEL_MIN_WORK else 1
+    if T > 1 and n * M * itemsize > FORWARD_SPLIT_BYTES:
+        shares = [_share.py_func(n, t, T, MICRO_FORWARD_MIN, 0) for t in range(T)]
+        return [(s0, s1) for s0, s1 in shares if s1 - s0 >= FORWARD_GATHER_MIN_SAMPLES]
+    return [(0, n)] if n >= FORWARD_GATHER_MIN_SAMPLES else []
+
+
 @_jit(fastmath=FAST)
 def _dense_forward_block(W, b, a_prev, out, code, j0, j1, batch, t, T):
     # W (N, M), b (N,), a_prev (n, M), out (n, N); float32|float64; a_prev holds n rows of a

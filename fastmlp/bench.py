@@ -75,7 +75,8 @@ def delta_skip_groups(sizes):
     return [0] + [_kernels.MICRO_ROWS if _kernels.delta_takes_micro(N) else tiles for N in sizes[2:-1]]
 
 
-def done_flops_per_sample(Ws, bs, X, skips=True, group=4, delta_groups=None, batch_size=None, labels=None):
+def done_flops_per_sample(Ws, bs, X, skips=True, group=4, delta_groups=None, batch_size=None, labels=None,
+                          forward_threads=None, itemsize=4):
     """The arithmetic a training sample actually costs the kernels, estimated from the weights Ws,
     bs of a ReLU network on the uint8 rows X: flops_per_sample less, with `skips`, the weight-gradient
     work of each hidden layer for the (sample, group of `group` rows) pairs whose z are all <= 0
@@ -85,8 +86,11 @@ def done_flops_per_sample(Ws, bs, X, skips=True, group=4, delta_groups=None, bat
     hidden layer l for the (unit, group of delta_groups[l - 1] consecutive samples) pairs whose z
     are all <= 0; the groups start afresh in each minibatch of batch_size rows (default: all of X),
     and with `labels` (one per row of X) take each minibatch's samples in the order of their labels,
-    as the trainer does (_kernels._sample_order). At the trained weights: the share skipped earlier
-    in the epoch differs somewhat."""
+    as the trainer does (_kernels._sample_order); and, with forward_threads (the trainer's thread
+    count; itemsize its floats' bytes), the forward work of each layer for the (input, group of 4
+    consecutive samples) pairs whose inputs are all zero, in the minibatches whose forward pass
+    through that layer takes the gather tile (_kernels.forward_grouped_samples). At the trained
+    weights: the share skipped earlier in the epoch differs somewhat."""
     sizes = [Ws[0].shape[1]] + [W.shape[0] for W in Ws]
     total = float(flops_per_sample(sizes))
     a = X.astype(np.float64) / 255.0
@@ -95,7 +99,11 @@ def done_flops_per_sample(Ws, bs, X, skips=True, group=4, delta_groups=None, bat
     if labels is not None:
         grouped = np.concatenate([b0 + np.argsort(labels[b0:b0 + B], kind="stable")
                                   for b0 in range(0, X.shape[0], B)] or [grouped])
-    for l, (W, b) in enumerate(zip(Ws[:-1], bs[:-1])):
+    for l, (W, b) in enumerate(zip(Ws, bs)):
+        if forward_threads:
+            total -= 2.0 * sizes[l + 1] * _forward_skipped(a, sizes[l + 1], B, forward_threads, itemsize)
+        if l == len(Ws) - 1:
+            break
         z = a @ np.asarray(W, dtype=np.float64).T + np.asarray(b, dtype=np.float64)
         n, N = z.shape
         if skips:
@@ -116,6 +124,23 @@ def done_flops_per_sample(Ws, bs, X, skips=True, group=4, delta_groups=None, bat
             total -= 2.0 * sizes[l] * float(((~active).sum(axis=1) * samples).sum()) / n
         a = np.maximum(z, 0.0)
     return total
+
+
+def _forward_skipped(a, N, batch_size, threads, itemsize):
+    """Per sample of a (n, M), the inputs that the forward pass through a layer of N units leaves
+    out (done_flops_per_sample): for each minibatch of batch_size rows, in each range of samples
+    that takes the gather tile, each group of 4 consecutive samples leaves out the inputs that are
+    zero for all of them, for each of its samples."""
+    from . import _kernels
+    n, M = a.shape
+    skipped = 0.0
+    for b0 in range(0, n, batch_size):
+        rows = min(batch_size, n - b0)
+        for s0, s1 in _kernels.forward_grouped_samples(N, M, rows, threads, itemsize):
+            for g in range(b0 + s0, b0 + s1, 4):
+                e = min(g + 4, b0 + s1)
+                skipped += float((a[g:e] == 0).all(axis=0).sum()) * (e - g)
+    return skipped / n if n else 0.0
 
 
 DATA_CHOICES = ("synthetic-digits", "random", "fashion-mnist")
@@ -545,7 +570,8 @@ def measure(trainer, hidden=(100,), batch_size=32, threads=2, n_samples=60000, e
     if trainer == "fastmlp":
         done = done_flops_per_sample(Ws, bs, test[0] if test is not None else X[:10000], skips_zero_deltas(),
                                      delta_groups=delta_skip_groups(sizes), batch_size=batch_size,
-                                     labels=test[1] if test is not None else y[:10000])
+                                     labels=test[1] if test is not None else y[:10000], forward_threads=threads,
+                                     itemsize=np.dtype(dtype).itemsize)
     return {"seconds": seconds, "samples_per_second": n_samples * epochs / seconds,
             "test_accuracy": None if test is None else test_accuracy(Ws, bs, *test),
             "done_flops_per_sample": done,

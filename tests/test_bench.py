@@ -90,6 +90,43 @@ def test_done_flops_leave_out_the_delta_recursions_skips_by_hand(bench):
                                        labels=labels) == total - 6.0
 
 
+def test_done_flops_leave_out_the_forward_gathers_skips_by_hand(bench, monkeypatch):
+    # Pixels (255, 0), (0, 0), (0, 0), (0, 0), (0, 255); hidden layer of 4 units z = a_1 - 0.5: on
+    # for the first sample only. flops_per_sample([2, 4, 3]) = 104. With every sample grouped
+    # (the rule patched), in groups of 4 from the start: layer 1 leaves out pixel 1 for samples
+    # 0-3 and pixel 0 for sample 4, 5 inputs: 2 * 4 * 5 / 5 = 8 per sample; layer 2 (3 units)
+    # leaves out nothing for samples 0-3 (sample 0 has all four units on) and all 4 for sample 4:
+    # 2 * 3 * 4 / 5 = 4.8.
+    from fastmlp import _kernels
+    X = np.array([[255, 0], [0, 0], [0, 0], [0, 0], [0, 255]], dtype=np.uint8)
+    Ws = [np.array([[1.0, 0.0]] * 4), np.ones((3, 4))]
+    bs = [np.full(4, -0.5), np.zeros(3)]
+    calls = []
+
+    def every_sample(N, M, n, threads, itemsize):
+        calls.append((N, M, n, threads, itemsize))
+        return [(0, n)]
+
+    monkeypatch.setattr(_kernels, "forward_grouped_samples", every_sample)
+    assert bench.done_flops_per_sample(Ws, bs, X, skips=False) == 104.0
+    assert calls == []
+    assert bench.done_flops_per_sample(Ws, bs, X, skips=False, forward_threads=2) == pytest.approx(104.0 - 8.0 - 4.8)
+    assert calls == [(4, 2, 5, 2, 4), (3, 4, 5, 2, 4)]
+    # in minibatches of 2 (groups start afresh in each): layer 1 leaves out 1 pixel x 2 samples,
+    # 2 x 2, 1 x 1 = 7 (2 * 4 * 7 / 5 = 11.2); layer 2 nothing, 4 units x 2 samples, 4 x 1 = 12
+    # (2 * 3 * 12 / 5 = 14.4)
+    assert bench.done_flops_per_sample(Ws, bs, X, skips=False, batch_size=2, forward_threads=1,
+                                       itemsize=8) == pytest.approx(104.0 - 11.2 - 14.4)
+    assert calls[2:] == [(4, 2, 2, 1, 8), (4, 2, 2, 1, 8), (4, 2, 1, 1, 8), (3, 4, 2, 1, 8), (3, 4, 2, 1, 8),
+                         (3, 4, 1, 1, 8)]
+    # only the samples the rule names, from the second of each minibatch: samples 1 and 3, each a
+    # group of its own, leave out both pixels (2 * 4 * 4 / 5 = 6.4) and all 4 units (2 * 3 * 8 / 5
+    # = 9.6); the last minibatch has no second sample
+    monkeypatch.setattr(_kernels, "forward_grouped_samples", lambda N, M, n, threads, itemsize: [(1, n)])
+    assert bench.done_flops_per_sample(Ws, bs, X, skips=False, batch_size=2,
+                                       forward_threads=2) == pytest.approx(104.0 - 6.4 - 9.6)
+
+
 def test_delta_skip_groups_follow_the_kernels(bench):
     from fastmlp import _kernels as k
     for sizes in [(784, 100, 10), (784, 512, 512, 10), (784, 2048, 2048, 10), (20, 30, 2100, 40, 5)]:

@@ -193,6 +193,40 @@ def test_forward_gather_gives_the_micro_kernels_bits(N, n, M, dtype):
             _assert_close(got[:, j0:j1], want[:, j0:j1], dtype, scale=np.sqrt(M))
 
 
+@pytest.mark.parametrize("N, M, n, nthreads, dtype", [
+    (512, 784, 128, 2, np.float32),   # too little work for the gather tile: none
+    (512, 784, 512, 2, np.float32),   # a_prev larger than FORWARD_SPLIT_BYTES: by samples, 256 each
+    (2048, 784, 256, 2, np.float32),  # by rows: all samples
+    (2048, 2048, 200, 2, np.float32),  # by samples, 112 and 88: the micro-kernel, none grouped
+    (2048, 2048, 200, 1, np.float32),  # one thread: all 200
+    (1100, 784, 250, 2, np.float64),  # by samples, 128 and 122: only the first share
+    (100, 784, 256, 2, np.float32),   # too few units: the dot products
+    (600, 40, 300, 2, np.float64),    # few inputs, enough units and samples
+], ids=_ids)
+def test_forward_grouped_samples_mirror_the_forward_pass(N, M, n, nthreads, dtype):
+    """forward_grouped_samples (by which the benchmarks count the work the forward pass leaves
+    out) names the samples that the driver's forward phase computes with the gather tile: with an
+    infinite weight on an input that is zero for every sample, exactly those samples' sums leave
+    0 * inf out and stay finite; every other path adds it and gets NaN."""
+    from fastmlp import _kernels as P
+    rng = _rng("grouped", N, M, n, nthreads, dtype)
+    W = rng.normal(0, 1, (N, M)).astype(dtype)
+    W[:, 3] = np.inf
+    b = rng.normal(0, 1, N).astype(dtype)
+    a = rng.random((n, M)).astype(dtype) + 0.5
+    a[:, 3] = 0
+    sizes = np.array([M, N], dtype=np.int64)
+    T = P._phase_threads(P.FORWARD, 1, sizes, n, nthreads, np.dtype(dtype).itemsize)
+    out = np.full((n, N), 7.0, dtype)
+    for t in range(T):
+        P._dense_forward_block(W, b, a, out, P.IDENTITY, 0, N, n, t, T)
+    grouped = np.zeros(n, dtype=bool)
+    for s0, s1 in P.forward_grouped_samples(N, M, n, nthreads, np.dtype(dtype).itemsize):
+        grouped[s0:s1] = True
+    np.testing.assert_array_equal(np.isfinite(out).all(axis=1), grouped)
+    np.testing.assert_array_equal(np.isnan(out).all(axis=1), ~grouped)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
 def test_zmm_forward_tiles_give_the_avx2_tiles_bits(dtype):
     """The zmm tiles (3, 2 and 1 vectors) and the AVX2 assembly tile both sum each element over k
