@@ -578,8 +578,8 @@ FORWARD_GATHER_MIN_SAMPLES = 128
 # and 1.11 with 256 x 128 (benchmarks/RESULTS.md).
 FORWARD_GATHER_MIN_UNITS = 512
 FORWARD_GATHER_MIN_WORK = 1 << 18
-# From this size of a_prev the forward pass splits the threads' work by samples (_layer_forward;
-# for layer 1 the backward phase too: _by_samples).
+# From this size of a_prev the forward pass splits the threads' work by samples (_layer_forward,
+# forward_split_by_samples; for layer 1 the backward phase too: _by_samples).
 FORWARD_SPLIT_BYTES = SAMPLE_SPLIT_BYTES
 
 
@@ -620,10 +620,23 @@ def forward_grouped_samples(N, M, n, nthreads, itemsize):
                  or (N * n >= FORWARD_GATHER_MIN_WORK and n >= FORWARD_GATHER_MIN_SAMPLES))):
         return []
     T = nthreads if n * N * M >= PARALLEL_MIN_WORK else 1
-    if T > 1 and n * M * itemsize > FORWARD_SPLIT_BYTES:
+    if T > 1 and forward_split_by_samples(N, n, n * M * itemsize):
         shares = [_share.py_func(n, t, T, MICRO_FORWARD_MIN, 0) for t in range(T)]
         return [(s0, s1) for s0, s1 in shares if s1 - s0 >= FORWARD_GATHER_MIN_SAMPLES]
     return [(0, n)] if n >= FORWARD_GATHER_MIN_SAMPLES else []
+
+
+def forward_split_by_samples(N, n, a_bytes):
+    """Whether the threads split the forward pass through a layer of N units that takes the
+    micro-kernel, on n samples whose a_prev holds a_bytes, by samples (else by rows): where a_prev
+    is larger than FORWARD_SPLIT_BYTES, so that each thread reads the rows of it that it gathered
+    or computed itself; but not where the threads' shares would take the gather tile and the layer
+    has more units than samples: each thread would then read and pack all of W^T for half the
+    samples, where by rows it packs half of W^T, each panel of it serving twice the groups."""
+    return a_bytes > FORWARD_SPLIT_BYTES and not (GATHER_ZMM and n >= FORWARD_GATHER_MIN_SAMPLES and N > n)
+
+
+_forward_split_by_samples = _inline()(forward_split_by_samples)
 
 
 @_jit(fastmath=FAST)
@@ -645,10 +658,11 @@ def _dense_forward_block(W, b, a_prev, out, code, j0, j1, batch, t, T):
         _dense_forward_loops(W, b, a_prev, out, code, j0, j1, batch, t, T)
         return
     # Thread t of T: where a_prev is larger than FORWARD_SPLIT_BYTES, every row for its own samples
-    # (as _dense_forward_loops). Else, with fewer rows per thread than samples, a share of the
-    # tiles (below), unless the share takes the gather tile (GATHER_ZMM, FORWARD_GATHER_MIN_SAMPLES
-    # samples or more); else its rows (_chunk).
-    if T > 1 and n * M * a_prev.itemsize > FORWARD_SPLIT_BYTES:
+    # (as _dense_forward_loops), unless the layer has more rows than samples and takes the gather
+    # tile (_forward_split_by_samples). Else, with fewer rows per thread than samples, a share of
+    # the tiles (below), unless the share takes the gather tile (GATHER_ZMM,
+    # FORWARD_GATHER_MIN_SAMPLES samples or more); else its rows (_chunk).
+    if T > 1 and _forward_split_by_samples(j1 - j0, n, n * M * a_prev.itemsize):
         s0, s1 = _share(n, t, T, MICRO_FORWARD_MIN, 0)
         a_prev = a_prev[s0:s1]
         out = out[s0:s1]

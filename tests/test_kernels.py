@@ -197,9 +197,11 @@ def test_forward_gather_gives_the_micro_kernels_bits(N, n, M, dtype):
     (512, 784, 128, 2, np.float32),   # too little work for the gather tile: none
     (512, 784, 512, 2, np.float32),   # a_prev larger than FORWARD_SPLIT_BYTES: by samples, 256 each
     (2048, 784, 256, 2, np.float32),  # by rows: all samples
-    (2048, 2048, 200, 2, np.float32),  # by samples, 112 and 88: the micro-kernel, none grouped
+    (2048, 2048, 200, 2, np.float32),  # more rows than samples: by rows, all 200
     (2048, 2048, 200, 1, np.float32),  # one thread: all 200
-    (1100, 784, 250, 2, np.float64),  # by samples, 128 and 122: only the first share
+    (1100, 784, 250, 2, np.float64),  # by rows, all 250
+    (200, 2048, 250, 2, np.float32),  # by samples, 128 and 122: only the first share
+    (200, 2048, 200, 2, np.float32),  # by samples, 112 and 88: the micro-kernel, none grouped
     (100, 784, 256, 2, np.float32),   # too few units: the dot products
     (600, 40, 300, 2, np.float64),    # few inputs, enough units and samples
 ], ids=_ids)
