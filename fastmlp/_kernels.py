@@ -311,6 +311,11 @@ GATHER_ZMM_VECTORS = 6
 # one go (see _backward_pair; the other blockings apply it after the whole share).
 UPDATE_SPLIT_ROWS = 32
 UPDATE_SPLIT_BYTES = 1 << 20
+# Plain SGD on a thread's share of dW^l of more than this is taken by the weight-gradient tiles
+# themselves while each tile is in registers (fused: _weight_grad_block), dW^l not written; a
+# smaller share is stepped by a pass over it after its gradient, which costs a call per tile less
+# but reads and writes the share of W^l and dW^l again (benchmarks/RESULTS.md).
+FUSED_SGD_MIN_BYTES = 1 << 16
 
 
 # ---------------------------------------------------------------------------------------------
@@ -2965,7 +2970,7 @@ def _rows_gradient(kern, k, params, grads, m, v, w_off, b_off, sizes, delta, a_p
     db = _biases(grads, b_off, sizes, k)
     Wk = _weights(params, w_off, sizes, k)
     M = sizes[k - 1]
-    fused = sgd and (c1 - c0) * M * params.itemsize > UPDATE_SPLIT_BYTES
+    fused = sgd and (c1 - c0) * M * params.itemsize > FUSED_SGD_MIN_BYTES
     if fused:
         # the tiles step W^k (dW^k not written); then the step on b^k's rows
         _weight_gradient(kern, delta, a_prev, dW, db, c0, c1, M - M, M, accumulate, c0 <= c1,
@@ -3003,8 +3008,8 @@ def _backward_pair(kern, t, T, k, params, grads, m, v, w_off, b_off, sizes, hidd
     #            by every thread in the output step); then dW^{k+1}[:, c0:c1] and (the first part)
     #            db^{k+1}, from these columns of a^k, and (update) the optimizer step on W^{k+1}[:, c0:c1]
     #            (only this thread reads or writes those columns here), by blocks of rows while
-    #            they are in its cache (plain SGD on a share larger than L2: by the tiles, dW not
-    #            written), and, the first part, on b^{k+1};
+    #            they are in its cache (plain SGD on a share larger than FUSED_SGD_MIN_BYTES: by the
+    #            tiles, dW not written), and, the first part, on b^{k+1};
     #   k < L - 1: as the sum of the partial products that the parts of W^{k+1} left (in the
     #            region of D at `extra`), in part order.
     # Then dW^k, db^k rows c0:c1 from delta^k[:, c0:c1] and a^{k-1} (X for k == 1), with update the
@@ -3024,8 +3029,8 @@ def _backward_pair(kern, t, T, k, params, grads, m, v, w_off, b_off, sizes, hidd
         p0, p1 = 0, 1
     delta = _rows(D, a_off, sizes, k, n)
     # plain SGD taken by the weight-gradient tiles themselves (dW not written: _weight_grad_block) for
-    # a share of W larger than L2, which the separate pass would read back from memory; a smaller
-    # share is stepped in one pass after its gradient (in L2), which costs less than a call per tile
+    # a share of W larger than FUSED_SGD_MIN_BYTES, which the separate pass would read and write
+    # again; a smaller share is stepped in one pass after its gradient, which saves a call per tile
     sgd = update and optimizer == SGD and TILE_ROWS == 4 and not accumulate
     for p in range(p0, p1):
         c0, c1 = _row_part(sizes[k], p) if k > 1 else _chunk(sizes[k], t, T)
@@ -3040,9 +3045,10 @@ def _backward_pair(kern, t, T, k, params, grads, m, v, w_off, b_off, sizes, hidd
             M = sizes[k]
             # delta^k first: it reads W^{k+1}[:, c0:c1] before the step below changes them
             _delta_recursion(kern, W, delta_next, a_k, hidden, delta, c0, c1, samples)
-            # dW^{k+1} and the step on W^{k+1}: in blocks of UPDATE_SPLIT_ROWS rows when the share is
+            # dW^{k+1} and the step on W^{k+1}: plain SGD by the tiles (fused, above
+            # FUSED_SGD_MIN_BYTES); else in blocks of UPDATE_SPLIT_ROWS rows when the share is
             # larger than L2, else in one go; the step on a block's rows of these columns in one call
-            fused = sgd and N * (c1 - c0) * params.itemsize > UPDATE_SPLIT_BYTES
+            fused = sgd and N * (c1 - c0) * params.itemsize > FUSED_SGD_MIN_BYTES
             rb = _split_rows(N, (c1 - c0) * params.itemsize) if update and TILE_ROWS == 4 and not fused else N
             for j in range(0, N, rb):
                 r1 = min(j + rb, N)

@@ -1,5 +1,5 @@
 """Plain SGD taken by the AVX-512 weight-gradient tiles themselves (fused: dW is not written) for a
-thread's share of W larger than L2: the same bits as the gradient followed by the separate
+thread's share of W larger than FUSED_SGD_MIN_BYTES: the same bits as the gradient followed by the separate
 optimizer pass (_update_range), in the kernel and in training."""
 import zlib
 
@@ -78,13 +78,18 @@ def _drive(mode, net, data, order, batch, grads, hp, step, nthreads):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("nthreads", [1, 2])
-def test_training_steps_are_the_gradient_then_the_separate_step(nthreads, dtype):
+@pytest.mark.parametrize("sizes", [[700, 1100, 600, 10], [784, 64, 10]], ids=lambda s: "-".join(map(str, s)))
+def test_training_steps_are_the_gradient_then_the_separate_step(sizes, nthreads, dtype):
     """700-1100-600-10: each thread's share of dW^1 (550 or 1100 rows of 700) and of dW^2 (600 rows of
-    550 or 1100 columns) is larger than L2, so the train plan's tiles take the SGD step (weight
-    decay on, biases without it). Three minibatches in one call give the same bits as, per
-    minibatch, the gradient plan followed by _update_all."""
-    sizes = [700, 1100, 600, 10]
-    assert (1100 // 2) * 700 * 4 > P.UPDATE_SPLIT_BYTES and 600 * (1100 // 2) * 4 > P.UPDATE_SPLIT_BYTES
+    550 or 1100 columns) is larger than L2 and FUSED_SGD_MIN_BYTES, so the train plan's tiles take
+    the SGD step (weight decay on, biases without it); 784-64-10: dW^1's share (32 or 64 rows of
+    784) by the tiles too, dW^2's (10 rows of 32 or 64 columns) by the separate pass. Three
+    minibatches in one call give the same bits as, per minibatch, the gradient plan followed by
+    _update_all."""
+    if len(sizes) == 4:
+        assert (1100 // 2) * 700 * 4 > P.UPDATE_SPLIT_BYTES and 600 * (1100 // 2) * 4 > P.UPDATE_SPLIT_BYTES
+    else:
+        assert 32 * 784 * 4 > P.FUSED_SGD_MIN_BYTES >= 10 * 64 * 8
     batch, n = 8, 24
     hp = np.zeros(2 * P.HP_SIZE)
     hp[P.HP_LR] = hp[P.HP_SIZE + P.HP_LR] = 0.2
@@ -93,6 +98,10 @@ def test_training_steps_are_the_gradient_then_the_separate_step(nthreads, dtype)
     separate, _ = _network(sizes, dtype, n)
     grads = np.zeros_like(fused.params)
     assert _drive("train", fused, data, np.arange(n), batch, grads, hp, 1, nthreads) == n // batch
+    # the tiles took the step where they write no dW: all of dW^1 (and dW^2 of 700-1100-600-10)
+    w_off = fused.w_off
+    assert not grads[w_off[1]:w_off[1] + sizes[1] * sizes[0]].any()
+    assert grads[w_off[2]:w_off[2] + sizes[2] * sizes[1]].any() == (len(sizes) == 3)
     sizes_array = np.array(sizes, dtype=np.int64)
     for s in range(n // batch):
         _drive("gradient", separate, data, np.arange(s * batch, (s + 1) * batch), batch, grads, hp, 1 + s, nthreads)
