@@ -2406,25 +2406,68 @@ def _weight_grad_tile_narrow(src, o, d, rows, cnt, dW, sel, i0, r, c, e1, accumu
         _weight_grad_tile_4rows(src, o, d, rows, cnt, dW, acc, sel, i0, r, c, e1, t, accumulate, stage, fused, 3 * Q)
 
 
-@_jit()
+@intrinsic
+def _sgd_row(typingctx, like, p, g, w, lr, wd):
+    # P[i] -= lr (G[i] (+ wd P[i])), i < w, for the w elements of like's dtype at addresses p (a row
+    # segment of W) and g (of a tile's gradient); the wd term only when wd != 0. _update_range's
+    # plain SGD step with its roundings: every product rounded before it is added (zmm vectors,
+    # then element by element).
+    lanes = 512 // like.bitwidth
+    size = like.bitwidth // 8
+
+    def codegen(context, builder, sig, args):
+        i64 = ir.IntType(64)
+        ft = context.get_value_type(like)
+        vt = ir.VectorType(ft, lanes)
+        p, g, w, lr, wd = args[1:]
+        nv = builder.sdiv(w, ir.Constant(i64, lanes))
+
+        def splat(x):
+            v = ir.Constant(vt, ir.Undefined)
+            for i in range(lanes):
+                v = builder.insert_element(v, x, ir.Constant(ir.IntType(32), i))
+            return v
+
+        def rounded(v):
+            # v as an opaque value (an empty asm): the caller's fast-math flags, which Numba puts on
+            # every floating-point instruction of the function, cannot fuse its product into an FMA
+            return builder.asm(ir.FunctionType(v.type, [v.type]), "", "=v,0", [v], False)
+
+        def step(ty, at_p, at_g, lr_, wd_):
+            x = builder.load(at_p, align=size)
+            y = builder.load(at_g, align=size)
+            with builder.if_else(builder.fcmp_ordered("==", wd, ir.Constant(ft, 0.0))) as (plain, decay):
+                with plain:
+                    builder.store(builder.fsub(x, rounded(builder.fmul(lr_, y))), at_p, align=size)
+                with decay:
+                    t = builder.fadd(y, rounded(builder.fmul(wd_, x)))
+                    builder.store(builder.fsub(x, rounded(builder.fmul(lr_, t))), at_p, align=size)
+
+        def at(base, i, ty):
+            addr = builder.add(base, builder.mul(i, ir.Constant(i64, size)))
+            return builder.inttoptr(addr, ty.as_pointer())
+
+        lr_v, wd_v = splat(lr), splat(wd)
+        with cgutils.for_range(builder, nv) as loop:
+            i = builder.mul(loop.index, ir.Constant(i64, lanes))
+            step(vt, at(p, i, vt), at(g, i, vt), lr_v, wd_v)
+        with cgutils.for_range_slice(builder, builder.mul(nv, ir.Constant(i64, lanes)), w,
+                                     ir.Constant(i64, 1), inc=True) as (i, _):
+            step(ft, at(p, i, ft), at(g, i, ft), lr, wd)
+        return context.get_dummy_value()
+    return types.none(like, types.int64, types.int64, types.int64, like, like), codegen
+
+
+@_inline()
 def _sgd_tile(W, G, sel, i0, r, c, e1, lr, wd):
     # W[sel[i0 + k], c:e1] -= lr (G[k, :e1 - c] (+ wd W[...])), k < r: _update_range's plain SGD
-    # step on a tile of W, with the same roundings (not fastmath: no fused multiply-add, so the
+    # step on a tile of W, with the same roundings (_sgd_row: no fused multiply-add, so the
     # weights are the bits the separate pass gives)
-    _wide_vectors()
     dt = W.dtype.type
     lrd = dt(lr)
     wdd = dt(wd)
-    w = e1 - c
     for k in range(r):
-        P = W[sel[i0 + k], c:e1]
-        g = G[k, :w]
-        if wd == 0.0:
-            for p in range(w):
-                P[p] -= lrd * g[p]
-        else:
-            for p in range(w):
-                P[p] -= lrd * (g[p] + wdd * P[p])
+        _sgd_row(lrd, _addr(W, sel[i0 + k], c), _addr(G, k, 0), e1 - c, lrd, wdd)
 
 
 @_inline(fastmath=FAST)
