@@ -588,15 +588,18 @@ FORWARD_GATHER_MIN_WORK = 1 << 18
 FORWARD_SPLIT_BYTES = SAMPLE_SPLIT_BYTES
 
 
-@_inline()
-def _forward_takes_micro(N, M, batch):
-    # whether a layer of N units on M inputs, in minibatches of `batch` rows, takes the forward
-    # micro-kernel (a property of the layer and the batch, not of a thread's share: the micro-kernel
-    # and the loops sum in different orders, and a layer must get the same bits on any number of
-    # threads)
-    return (batch >= MICRO_FORWARD_MIN and _forward_layer_takes_micro(N, M)
+def forward_takes_micro(N, M, batch):
+    """Whether a layer of N units on M inputs, in minibatches of `batch` rows, takes the forward
+    micro-kernel (a property of the layer and the batch, not of a thread's share: the micro-kernel
+    and the loops sum in different orders, and a layer must get the same bits on any number of
+    threads): forward_layer_takes_micro's rule for this batch (compiled as _forward_takes_micro)."""
+    return (batch >= MICRO_FORWARD_MIN and N >= MICRO_FORWARD_MIN
             and (0 <= MICRO_FORWARD_MIN_INPUTS <= M
-                 or (N * batch >= FORWARD_GATHER_MIN_WORK and batch >= FORWARD_GATHER_MIN_SAMPLES)))
+                 or (GATHER_ZMM and N >= FORWARD_GATHER_MIN_UNITS and N * batch >= FORWARD_GATHER_MIN_WORK
+                     and batch >= FORWARD_GATHER_MIN_SAMPLES)))
+
+
+_forward_takes_micro = _inline()(forward_takes_micro)
 
 
 def forward_layer_takes_micro(N, M):
@@ -620,9 +623,7 @@ def forward_grouped_samples(N, M, n, nthreads, itemsize):
     the inputs that are zero for all 4 samples of a group (groups of 4 from each range's start): a
     mirror of _dense_forward_block's choice (and of the driver's thread count for the phase), for
     counting the work done (fastmlp.bench.done_flops_per_sample)."""
-    if not (GATHER_ZMM and n >= MICRO_FORWARD_MIN and _forward_layer_takes_micro(N, M)
-            and (0 <= MICRO_FORWARD_MIN_INPUTS <= M
-                 or (N * n >= FORWARD_GATHER_MIN_WORK and n >= FORWARD_GATHER_MIN_SAMPLES))):
+    if not (GATHER_ZMM and forward_takes_micro(N, M, n)):
         return []
     T = nthreads if n * N * M >= PARALLEL_MIN_WORK else 1
     if T > 1 and forward_split_by_samples(N, n, n * M * itemsize):
@@ -2433,27 +2434,31 @@ def _sgd_row(typingctx, like, p, g, w, lr, wd):
             # every floating-point instruction of the function, cannot fuse its product into an FMA
             return builder.asm(ir.FunctionType(v.type, [v.type]), "", "=v,0", [v], False)
 
-        def step(ty, at_p, at_g, lr_, wd_):
+        def step(at_p, at_g, lr_, wd_, decay):
             x = builder.load(at_p, align=size)
             y = builder.load(at_g, align=size)
-            with builder.if_else(builder.fcmp_ordered("==", wd, ir.Constant(ft, 0.0))) as (plain, decay):
-                with plain:
-                    builder.store(builder.fsub(x, rounded(builder.fmul(lr_, y))), at_p, align=size)
-                with decay:
-                    t = builder.fadd(y, rounded(builder.fmul(wd_, x)))
-                    builder.store(builder.fsub(x, rounded(builder.fmul(lr_, t))), at_p, align=size)
+            if decay:
+                y = builder.fadd(y, rounded(builder.fmul(wd_, x)))
+            builder.store(builder.fsub(x, rounded(builder.fmul(lr_, y))), at_p, align=size)
 
         def at(base, i, ty):
             addr = builder.add(base, builder.mul(i, ir.Constant(i64, size)))
             return builder.inttoptr(addr, ty.as_pointer())
 
-        lr_v, wd_v = splat(lr), splat(wd)
-        with cgutils.for_range(builder, nv) as loop:
-            i = builder.mul(loop.index, ir.Constant(i64, lanes))
-            step(vt, at(p, i, vt), at(g, i, vt), lr_v, wd_v)
-        with cgutils.for_range_slice(builder, builder.mul(nv, ir.Constant(i64, lanes)), w,
-                                     ir.Constant(i64, 1), inc=True) as (i, _):
-            step(ft, at(p, i, ft), at(g, i, ft), lr, wd)
+        def loops(decay):
+            lr_v, wd_v = splat(lr), splat(wd)
+            with cgutils.for_range(builder, nv) as loop:
+                i = builder.mul(loop.index, ir.Constant(i64, lanes))
+                step(at(p, i, vt), at(g, i, vt), lr_v, wd_v, decay)
+            with cgutils.for_range_slice(builder, builder.mul(nv, ir.Constant(i64, lanes)), w,
+                                         ir.Constant(i64, 1), inc=True) as (i, _):
+                step(at(p, i, ft), at(g, i, ft), lr, wd, decay)
+
+        with builder.if_else(builder.fcmp_ordered("==", wd, ir.Constant(ft, 0.0))) as (plain, decayed):
+            with plain:
+                loops(False)
+            with decayed:
+                loops(True)
         return context.get_dummy_value()
     return types.none(like, types.int64, types.int64, types.int64, like, like), codegen
 
