@@ -750,6 +750,7 @@ def _forward_gather(W, b, a_prev, out, code, j0, j1):
     # to a sum that starts at +0 and is never -0, which leaves it as it is, W being finite).
     n, M = a_prev.shape
     lanes = 64 // W.itemsize
+    one = W.dtype.type(1)
     groups = (n + 3) // 4
     d, rows, kept = _pack_sample_groups(a_prev, np.arange(n))
     panel, stage = _gather_buffers(M, W)
@@ -762,9 +763,11 @@ def _forward_gather(W, b, a_prev, out, code, j0, j1):
         bb = b[c:e]
         for g in range(groups):
             s = 4 * g
-            _gather_zmm_tile(panel, rows[g], d[g], kept[g], stage, q)
+            _gather_zmm_tile(panel, rows, d, g, kept[g], stage, q)
             for r in range(min(4, n - s)):
-                _store_activated(out[s + r, c:e], stage[r], bb, code)
+                # (views that hold no reference: see _data)
+                _store_activated(carray(_pointer(one, _addr(out, s + r, c)), e - c),
+                                 carray(_pointer(one, _addr(stage, r, 0)), e - c), bb, code)
 
 
 @_jit(fastmath=FAST)
@@ -1344,10 +1347,33 @@ def _micro_gather(like, k, x, offsets, d, d_step, c, c_ld, init):
                        np.int64(c_ld), np.int64(init))
 
 
+@intrinsic
+def _data(typingctx, a):
+    # the address of a's first element, as an int64: what a.ctypes.data gives, without the ctypes
+    # object, which takes a reference to the array: an atomic increment and decrement of its count,
+    # in the tiles' loops once per tile, on the arrays a kernel allocates itself (the driver's own
+    # arguments have no owner: _unowned)
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        return builder.ptrtoint(ary.data, ir.IntType(64))
+    return types.int64(a), codegen
+
+
+@intrinsic
+def _pointer(typingctx, like, addr):
+    # addr (an integer) as a pointer to like's type, for carray: a view that holds no reference
+    # (a slice takes one, as a.ctypes does: see _data)
+    ptr_t = types.CPointer(like)
+
+    def codegen(context, builder, sig, args):
+        return builder.inttoptr(args[1], context.get_value_type(ptr_t))
+    return ptr_t(like, addr), codegen
+
+
 @_inline()
 def _addr(a, r, c):
     # address of a[r, c] (2-D, rows strided, columns contiguous)
-    return a.ctypes.data + r * a.strides[0] + c * a.itemsize
+    return _data(a) + r * a.strides[0] + c * a.itemsize
 
 
 @_inline()
@@ -1816,6 +1842,7 @@ def _delta_zmm_panels(W, d, rows, kept, delta_prev, samples, i0, i1):
     # by byte offsets: rows[g, :kept[g]] becomes them) into stage, then stored into
     # delta_prev[samples[4 g + r], c:c1]
     n = samples.shape[0]
+    one = W.dtype.type(1)
     groups = kept.shape[0]
     panel, stage = _gather_buffers(W.shape[0], W)
     T = panel.shape[1]
@@ -1826,10 +1853,11 @@ def _delta_zmm_panels(W, d, rows, kept, delta_prev, samples, i0, i1):
         q = _copy_gather_panel(W, c, c1, panel)
         for g in range(groups):
             s = 4 * g
-            _gather_zmm_tile(panel, rows[g], d[g], kept[g], stage, q)
+            _gather_zmm_tile(panel, rows, d, g, kept[g], stage, q)
             for r in range(min(4, n - s)):
-                o = delta_prev[samples[s + r], c:c1]
-                v = stage[r]
+                # (views that hold no reference: see _data)
+                o = carray(_pointer(one, _addr(delta_prev, samples[s + r], c)), w)
+                v = carray(_pointer(one, _addr(stage, r, 0)), w)
                 for i in range(w):
                     o[i] = v[i]
 
@@ -2236,6 +2264,8 @@ def _weight_grad_panels(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_
     n, M = a_prev.shape
     one = dW.dtype.type(1)
     groups, d, rows, cnts, sel = _packed_row_groups(delta, db, j0, j1, order, accumulate, with_bias)
+    lrd, wdd = dW.dtype.type(lr), dW.dtype.type(wd)
+    size, ld = W.itemsize, W.strides[0]
     ptr, T = _register_tile(one)
     acc = carray(ptr, (4, T))
     stage = _line_aligned_empty(4, T, dW.dtype)  # (fused: a tile's gradient on its way to _sgd_tile)
@@ -2258,8 +2288,8 @@ def _weight_grad_panels(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_
             if TILE_ROWS == 4:
                 if fused and g + 1 < groups:
                     # (the next tile's rows of W, far apart, requested while this one is summed)
-                    for k in range(min(4, j1 - j0 - 4 * g - 4)):
-                        _prefetch_row(W[sel[4 * g + 4 + k], c:e1], 64 // W.itemsize)
+                    rn = min(4, j1 - j0 - 4 * g - 4)
+                    _prefetch_tile(_data(W) + c * size, _tile_offsets(sel, 4 * g + 4, rn, ld), rn, (e1 - c) * size)
                 if e1 - c <= 3 * T // 4:
                     # a last panel of at most 3 of the tile's 4 vectors per row (784 columns: 12
                     # panels of 64, then 16, which a whole tile summed four times over)
@@ -2269,7 +2299,8 @@ def _weight_grad_panels(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_
                     _weight_grad_tile_4rows(panel, t, d[g], rows[g], cnts[g], dW, acc, sel, 4 * g, r, c, e1, t,
                                             accumulate, stage, fused, T)
                 if fused:
-                    _sgd_tile(W, stage, sel, 4 * g, r, c, e1, lr, wd)
+                    _sgd_tile(one, _data(W) + c * size, _tile_offsets(sel, 4 * g, r, ld), r, _data(stage),
+                              stage.strides[0], e1 - c, lrd, wdd)
             else:
                 _weight_grad_tile_2rows(src, d[g], rows[g], cnts[g], dW, acc, sel, 4 * g, r, c, e1, t, accumulate)
 
@@ -2285,6 +2316,8 @@ def _weight_grad_zmm(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bia
     # _tile_sums), then stored into dW, or added to it, or (fused) plain SGD's step on W from it.
     zero = dW.dtype.type(0)
     groups, d, rows, cnts, sel = _packed_row_groups(delta, db, j0, j1, order, accumulate, with_bias)
+    lrd, wdd = dW.dtype.type(lr), dW.dtype.type(wd)
+    size, ld = W.itemsize, W.strides[0]
     panel, stage = _gather_buffers(a_prev.shape[0], dW)
     T = panel.shape[1]
     _offsets_in_panel(rows, cnts, groups, panel.strides[0])
@@ -2296,15 +2329,17 @@ def _weight_grad_zmm(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bia
             r = min(4, j1 - j0 - 4 * g)
             if fused and g + 1 < groups:
                 # (the next tile's rows of W, far apart, requested while this one is summed)
-                for k in range(min(4, j1 - j0 - 4 * g - 4)):
-                    _prefetch_row(W[sel[4 * g + 4 + k], c:e1], 64 // W.itemsize)
-            _gather_zmm_tile(panel, rows[g], d[g], cnts[g], stage, q)
+                rn = min(4, j1 - j0 - 4 * g - 4)
+                _prefetch_tile(_data(W) + c * size, _tile_offsets(sel, 4 * g + 4, rn, ld), rn, (e1 - c) * size)
+            _gather_zmm_tile(panel, rows, d, g, cnts[g], stage, q)
             if fused:
-                _sgd_tile(W, stage, sel, 4 * g, r, c, e1, lr, wd)
+                _sgd_tile(zero, _data(W) + c * size, _tile_offsets(sel, 4 * g, r, ld), r, _data(stage),
+                          stage.strides[0], w, lrd, wdd)
             else:
                 for k in range(r):
-                    gk = dW[sel[4 * g + k], c:e1]
-                    v = stage[k]
+                    # (views that hold no reference: see _data)
+                    gk = carray(_pointer(zero, _addr(dW, sel[4 * g + k], c)), w)
+                    v = carray(_pointer(zero, _addr(stage, k, 0)), w)
                     for i in range(w):
                         gk[i] = (gk[i] if accumulate else zero) + v[i]
 
@@ -2345,12 +2380,12 @@ def _copy_gather_panel(X, c, e, panel):
 
 
 @_inline()
-def _gather_zmm_tile(panel, offsets, d, k, stage, q):
-    # stage[r, :q vectors] = sum_{p < k} d[p, r] panel's row at byte offset offsets[p], r < 4,
-    # summed from zero: the GATHER_ZMM tile of q <= GATHER_ZMM_VECTORS vectors a row
-    size = panel.itemsize
-    a = (panel.dtype.type(1), np.int64(k), np.int64(_addr(panel, 0, 0)), np.int64(offsets.ctypes.data),
-         np.int64(d.ctypes.data), np.int64(size), np.int64(d.strides[0]), np.int64(_addr(stage, 0, 0)),
+def _gather_zmm_tile(panel, rows, d, g, k, stage, q):
+    # stage[r, :q vectors] = sum_{p < k} d[g, p, r] panel's row at byte offset rows[g, p], r < 4,
+    # summed from zero: the GATHER_ZMM tile of q <= GATHER_ZMM_VECTORS vectors a row (by addresses,
+    # not the slices d[g] and rows[g], which would take references: see _data)
+    a = (panel.dtype.type(1), np.int64(k), _data(panel), _data(rows) + g * rows.strides[0],
+         _data(d) + g * d.strides[0], np.int64(panel.itemsize), np.int64(d.strides[1]), _data(stage),
          np.int64(stage.strides[0]), np.int64(1))
     if q == 6:
         _gather_zmm6(*a)
@@ -2464,15 +2499,22 @@ def _sgd_row(typingctx, like, p, g, w, lr, wd):
 
 
 @_inline()
-def _sgd_tile(W, G, sel, i0, r, c, e1, lr, wd):
-    # W[sel[i0 + k], c:e1] -= lr (G[k, :e1 - c] (+ wd W[...])), k < r: _update_range's plain SGD
-    # step on a tile of W, with the same roundings (_sgd_row: no fused multiply-add, so the
-    # weights are the bits the separate pass gives)
-    dt = W.dtype.type
-    lrd = dt(lr)
-    wdd = dt(wd)
+def _tile_offsets(sel, i0, r, row_bytes):
+    # the byte offsets of rows sel[i0:i0 + r], r <= 4, as a 4-tuple (a partial group repeats its
+    # last row)
+    return (sel[i0] * row_bytes, sel[i0 + min(1, r - 1)] * row_bytes, sel[i0 + min(2, r - 1)] * row_bytes,
+            sel[i0 + min(3, r - 1)] * row_bytes)
+
+
+@_inline()
+def _sgd_tile(like, w_at, offsets, r, g_at, g_step, w, lr, wd):
+    # the w elements of like's dtype at w_at + offsets[k] (a row segment of W) -= lr (the tile's
+    # gradient at g_at + k g_step (+ wd W)), k < r (addresses and offsets in bytes: no array
+    # arguments, which an inlined function takes references to, see _data): _update_range's
+    # plain SGD step on a tile of W, with the same roundings (_sgd_row: no fused multiply-add, so
+    # the weights are the bits the separate pass gives)
     for k in range(r):
-        _sgd_row(lrd, _addr(W, sel[i0 + k], c), _addr(G, k, 0), e1 - c, lrd, wdd)
+        _sgd_row(like, w_at + offsets[k], g_at + k * g_step, w, lr, wd)
 
 
 @_inline(fastmath=FAST)
@@ -2777,10 +2819,32 @@ def _gather_range(X, xcode, idx, divisor, out, s0, s1):
 
 
 @_inline()
+def _prefetch_tile(w_at, offsets, r, nbytes):
+    # the nbytes at w_at + offsets[k], k < r: the rows of W that the next tile steps, far apart,
+    # requested while the tile before them is summed (by address: see _data)
+    for k in range(r):
+        for i in range(0, nbytes, 64):
+            _prefetch_address(w_at + offsets[k] + i)
+
+
+@_inline()
 def _prefetch_row(row, line):
     # row: bytes; one hint per cache line of `line` bytes
     for k in range(0, row.shape[0], line):
         _prefetch(row, k)
+
+
+@intrinsic
+def _prefetch_address(typingctx, addr):
+    # _prefetch of the cache line at address addr (an integer)
+    def codegen(context, builder, sig, args):
+        i8p = ir.IntType(8).as_pointer()
+        fn = builder.module.declare_intrinsic("llvm.prefetch", fnty=ir.FunctionType(
+            ir.VoidType(), [i8p, ir.IntType(32), ir.IntType(32), ir.IntType(32)]))
+        builder.call(fn, [builder.inttoptr(args[0], i8p), ir.Constant(ir.IntType(32), 0),
+                          ir.Constant(ir.IntType(32), 3), ir.Constant(ir.IntType(32), 1)])
+        return context.get_dummy_value()
+    return types.none(addr), codegen
 
 
 @intrinsic
