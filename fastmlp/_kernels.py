@@ -2834,15 +2834,20 @@ def _prefetch_row(row, line):
         _prefetch(row, k)
 
 
+def _emit_prefetch(builder, ptr):
+    # llvm.prefetch (read, high locality, data) of the cache line that holds ptr
+    i8p = ir.IntType(8).as_pointer()
+    fn = builder.module.declare_intrinsic("llvm.prefetch", fnty=ir.FunctionType(
+        ir.VoidType(), [i8p, ir.IntType(32), ir.IntType(32), ir.IntType(32)]))
+    builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(ir.IntType(32), 0),
+                      ir.Constant(ir.IntType(32), 3), ir.Constant(ir.IntType(32), 1)])
+
+
 @intrinsic
 def _prefetch_address(typingctx, addr):
     # _prefetch of the cache line at address addr (an integer)
     def codegen(context, builder, sig, args):
-        i8p = ir.IntType(8).as_pointer()
-        fn = builder.module.declare_intrinsic("llvm.prefetch", fnty=ir.FunctionType(
-            ir.VoidType(), [i8p, ir.IntType(32), ir.IntType(32), ir.IntType(32)]))
-        builder.call(fn, [builder.inttoptr(args[0], i8p), ir.Constant(ir.IntType(32), 0),
-                          ir.Constant(ir.IntType(32), 3), ir.Constant(ir.IntType(32), 1)])
+        _emit_prefetch(builder, builder.inttoptr(args[0], ir.IntType(8).as_pointer()))
         return context.get_dummy_value()
     return types.none(addr), codegen
 
@@ -2853,12 +2858,7 @@ def _prefetch(typingctx, arr, i):
     # random rows of a data set in main memory, and without it each row waits for its loads
     def codegen(context, builder, sig, args):
         ary = context.make_array(sig.args[0])(context, builder, args[0])
-        ptr = builder.gep(ary.data, [args[1]])
-        i8p = ir.IntType(8).as_pointer()
-        fn = builder.module.declare_intrinsic("llvm.prefetch", fnty=ir.FunctionType(
-            ir.VoidType(), [i8p, ir.IntType(32), ir.IntType(32), ir.IntType(32)]))
-        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(ir.IntType(32), 0),
-                          ir.Constant(ir.IntType(32), 3), ir.Constant(ir.IntType(32), 1)])
+        _emit_prefetch(builder, builder.gep(ary.data, [args[1]]))
         return context.get_dummy_value()
     return types.none(arr, i), codegen
 
