@@ -14,9 +14,12 @@ times the wall clock of train() calls: the first fit of the process (the pacer k
 second one right after it (the pacer starts from the first one's verdict), and the median of 5 more
 (the steady state; single fits of a few milliseconds are at the mercy of the scheduler). Default threads and
 one thread alternate, each round starting with the other (a process run right after another finds the
-machine in another state), R rounds, medians; the ratio printed is speed(default) / speed(1 thread), so
-1.0 means the default is as fast as one thread (the target under contention is >= 0.8). Fits of fewer
-than fastmlp._pacer.SMALL_RUN_FLOPS (the digits) run on one thread whatever the count asked for.
+machine in another state), R rounds (15 by default: under load a fit on one thread takes about twice as
+long when the scheduler shares its core with a busy process as when it does not, and over fewer rounds
+that, not the thread count, decided the medians: benchmarks/RESULTS.md), medians; the ratio printed is
+speed(default) / speed(1 thread), so 1.0 means the default is as fast as one thread (the target under
+contention is >= 0.8). Fits of fewer than fastmlp._pacer.SMALL_RUN_FLOPS (the digits) run on one thread
+whatever the count asked for.
 
 The busy processes are started by this script, one per core, first after the quiet rounds: each spins
 until its own deadline (--busy-seconds) or until this script's process is gone, and the script
@@ -171,7 +174,7 @@ def main():
         print(json.dumps(worker(a["case"], a["threads"])))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--busy-seconds", type=float, default=1800.0,
                         help="hard limit of each busy process's life (must outlast the loaded rounds)")
     parser.add_argument("--cases", default="784,digits")
