@@ -41,7 +41,7 @@ def loop(fmas, adam):
             def splat(x):
                 return ir.Constant(vt, [x] * 16)
 
-            accs = [cgutils.alloca_once_value(builder, splat(float(i))) for i in range(max(fmas, 1))]
+            accs = [cgutils.alloca_once_value(builder, splat(float(i))) for i in range(fmas)]
             streams = builder.inttoptr(base, i8p)
 
             def at(i, stream):
@@ -60,10 +60,10 @@ def loop(fmas, adam):
                     d = builder.fadd(builder.fmul(builder.call(sqrt, [v]), splat(1.1)), splat(1e-8))
                     step = builder.fdiv(builder.fmul(splat(1e-3), m), d)
                     builder.store(builder.fsub(w, step), at(i, 0), align=4)
-                for acc in accs[:fmas]:
+                for acc in accs:
                     builder.store(builder.call(fma, [builder.load(acc), splat(1.0001), splat(0.9999)]), acc)
             total = splat(0.0)
-            for acc in accs[:fmas]:
+            for acc in accs:
                 total = builder.fadd(total, builder.load(acc))
             builder.store(total, builder.bitcast(builder.inttoptr(out, i8p), vt.as_pointer()), align=4)
             return context.get_dummy_value()
