@@ -1370,6 +1370,20 @@ def _pointer(typingctx, like, addr):
     return ptr_t(like, addr), codegen
 
 
+@intrinsic
+def _magnitude_bits(typingctx, x):
+    # x's bits less its sign, as an unsigned integer of its width: nonzero iff x != 0 (NaN
+    # included). Integer ORs of these tell whether any of several floats is nonzero in fewer
+    # instructions than a float compare each, which keeps NaN's unordered result apart.
+    width = x.bitwidth
+    rt = types.uint32 if width == 32 else types.uint64
+
+    def codegen(context, builder, sig, args):
+        it = ir.IntType(width)
+        return builder.and_(builder.bitcast(args[0], it), ir.Constant(it, (1 << (width - 1)) - 1))
+    return rt(x), codegen
+
+
 @_inline()
 def _addr(a, r, c):
     # address of a[r, c] (2-D, rows strided, columns contiguous)
@@ -1545,7 +1559,6 @@ def _delta_backward_micro(W, delta, a_prev, code, from_output, delta_prev, i0, i
     # it as it is.
     n, N = delta.shape
     one = W.dtype.type(1)
-    zero = one - one
     R = MICRO_ROWS
     T = MICRO_BYTES // W.itemsize
     size = W.itemsize
@@ -1589,7 +1602,8 @@ def _delta_backward_micro(W, delta, a_prev, code, from_output, delta_prev, i0, i
                 dg[kept, 4] = v4
                 dg[kept, 5] = v5
                 og[kept] = (j - b * KC) * T * size
-                kept += (v0 != zero) | (v1 != zero) | (v2 != zero) | (v3 != zero) | (v4 != zero) | (v5 != zero)
+                kept += (_magnitude_bits(v0) | _magnitude_bits(v1) | _magnitude_bits(v2) | _magnitude_bits(v3)
+                         | _magnitude_bits(v4) | _magnitude_bits(v5)) != 0
         starts[g, blocks] = kept
     panels = (m + T - 1) // T
     PP = PACK_PANELS
@@ -1868,7 +1882,6 @@ def _pack_sample_groups(X, samples):
     # partial group repeats its last sample), each group's columns j with any of its 4 entries
     # nonzero packed: d[g, :kept[g]] their 4 entries (j-major), rows[g, :kept[g]] their j
     n, N = X.shape
-    zero = X.dtype.type(0)
     groups = (n + 3) // 4
     d = np.empty((max(groups, 1), max(N, 1), 4), X.dtype)
     rows = np.empty((max(groups, 1), max(N, 1)), np.int64)
@@ -1893,7 +1906,7 @@ def _pack_sample_groups(X, samples):
             dg[k, 2] = v2
             dg[k, 3] = v3
             rg[k] = j
-            k += (v0 != zero) | (v1 != zero) | (v2 != zero) | (v3 != zero)
+            k += (_magnitude_bits(v0) | _magnitude_bits(v1) | _magnitude_bits(v2) | _magnitude_bits(v3)) != 0
         kept[g] = k
     return d, rows, kept
 
@@ -2177,10 +2190,11 @@ def _weight_grad_block(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_b
 
 
 @_inline(fastmath=FAST)
-def _pack_row_group(delta, db, d, rows, sel, i, r, accumulate, with_bias):
+def _pack_row_group(delta, db, d, rows, sel, i, r, accumulate, with_bias, unit):
     # For the r <= 4 rows sel[i:i+r] (a partial group repeats row sel[i+r-1]): db (+)= sum_s
     # delta[s, row] (with_bias), and the 4 deltas of each sample with any of them nonzero packed
-    # into d[cnt, :], its sample into rows[cnt]; returns cnt
+    # into d[cnt, :], its sample times unit into rows[cnt] (1: the sample; a panel's row bytes:
+    # the offset of its row there); returns cnt
     n = delta.shape[0]
     zero = d.dtype.type(0)
     q0 = sel[i]
@@ -2209,8 +2223,8 @@ def _pack_row_group(delta, db, d, rows, sel, i, r, accumulate, with_bias):
         d[cnt, 1] = d1
         d[cnt, 2] = d2
         d[cnt, 3] = d3
-        rows[cnt] = s
-        cnt += (d0 != zero) | (d1 != zero) | (d2 != zero) | (d3 != zero)
+        rows[cnt] = s * unit
+        cnt += (_magnitude_bits(d0) | _magnitude_bits(d1) | _magnitude_bits(d2) | _magnitude_bits(d3)) != 0
     if with_bias:
         db[q3] = b3  # (a repeated row gets the same value twice)
         db[q2] = b2
@@ -2220,10 +2234,10 @@ def _pack_row_group(delta, db, d, rows, sel, i, r, accumulate, with_bias):
 
 
 @_inline(fastmath=FAST)
-def _packed_row_groups(delta, db, j0, j1, order, accumulate, with_bias):
+def _packed_row_groups(delta, db, j0, j1, order, accumulate, with_bias, unit):
     # -> (groups, d, rows, cnts, sel): the rows j0:j1 in order's order (sel), 4 at a time, each
-    # group's deltas packed by _pack_row_group into d[g, :cnts[g]] and their samples into rows[g]
-    # (db summed on the way)
+    # group's deltas packed by _pack_row_group into d[g, :cnts[g]] and their samples times unit
+    # into rows[g] (db summed on the way)
     n = delta.shape[0]
     groups = (j1 - j0 + 3) // 4
     d = np.empty((max(groups, 1), n, 4), delta.dtype)
@@ -2233,7 +2247,7 @@ def _packed_row_groups(delta, db, j0, j1, order, accumulate, with_bias):
     _ordered_rows(order, j0, j1, sel)
     for g in range(groups):
         cnts[g] = _pack_row_group(delta, db, d[g], rows[g], sel, 4 * g, min(4, j1 - j0 - 4 * g), accumulate,
-                                  with_bias)
+                                  with_bias, unit)
     return groups, d, rows, cnts, sel
 
 
@@ -2263,7 +2277,7 @@ def _weight_grad_panels(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_
     # a row adds delta * a = 0 to it, so the grouping changes no bit of the results.
     n, M = a_prev.shape
     one = dW.dtype.type(1)
-    groups, d, rows, cnts, sel = _packed_row_groups(delta, db, j0, j1, order, accumulate, with_bias)
+    groups, d, rows, cnts, sel = _packed_row_groups(delta, db, j0, j1, order, accumulate, with_bias, 1)
     lrd, wdd = dW.dtype.type(lr), dW.dtype.type(wd)
     size, ld = W.itemsize, W.strides[0]
     ptr, T = _register_tile(one)
@@ -2315,12 +2329,12 @@ def _weight_grad_zmm(delta, a_prev, dW, db, j0, j1, c0, c1, accumulate, with_bia
     # stage (_micro_zmm: each element over the kept samples in ascending order, one FMA each, as
     # _tile_sums), then stored into dW, or added to it, or (fused) plain SGD's step on W from it.
     zero = dW.dtype.type(0)
-    groups, d, rows, cnts, sel = _packed_row_groups(delta, db, j0, j1, order, accumulate, with_bias)
-    lrd, wdd = dW.dtype.type(lr), dW.dtype.type(wd)
-    size, ld = W.itemsize, W.strides[0]
     panel, stage = _gather_buffers(a_prev.shape[0], dW)
     T = panel.shape[1]
-    _offsets_in_panel(rows, cnts, groups, panel.strides[0])
+    # (each kept sample as the byte offset of its row in the panel)
+    groups, d, rows, cnts, sel = _packed_row_groups(delta, db, j0, j1, order, accumulate, with_bias, panel.strides[0])
+    lrd, wdd = dW.dtype.type(lr), dW.dtype.type(wd)
+    size, ld = W.itemsize, W.strides[0]
     for c in range(c0, c1, T):
         e1 = min(c + T, c1)
         w = e1 - c

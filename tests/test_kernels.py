@@ -336,6 +336,52 @@ def test_zmm_weight_gradient_gives_the_tiles_bits(n, N, M, accumulate, fused, dt
         np.testing.assert_array_equal(W1[outside], W0[outside])
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+def test_packing_leaves_out_signed_zeros_and_keeps_nan(dtype):
+    """The packings that leave out what adds nothing (_pack_row_group: the samples whose 4 deltas
+    of a group of rows are all zero; _pack_sample_groups: the columns whose 4 entries of a group of
+    samples are) test the floats' bits without the sign (_magnitude_bits): +0 and -0 are left out,
+    as `x != 0` leaves them; NaN, infinities, subnormals and the rest are kept."""
+    from numba import njit
+    from fastmlp import _kernels as P
+
+    @njit
+    def nonzero(x, out):
+        for i in range(x.shape[0]):
+            out[i] = P._magnitude_bits(x[i]) != 0
+
+    info = np.finfo(dtype)
+    special = np.array([0.0, -0.0, np.nan, -np.nan, np.inf, -np.inf, info.smallest_subnormal,
+                        -info.smallest_subnormal, info.tiny, 1.0, -1.0, info.max, -info.max], dtype)
+    got = np.zeros(special.size, bool)
+    nonzero(special, got)
+    np.testing.assert_array_equal(got, special != 0)
+
+    rng = _rng("packing zeros", dtype)
+    n, N = 23, 18  # partial groups of samples and of rows
+    X = rng.choice(special, size=(n, N)).astype(dtype)
+    X[rng.random((n, N)) < 0.7] = 0.0
+    X[rng.random((n, N)) < 0.5] *= -1  # -0 among the zeros
+    X[:4, :4] = -0.0  # a whole group of -0 and +0
+    X[1, 2] = 0.0
+    nz = X != 0
+    d, rows, kept = P._pack_sample_groups(X, np.arange(n))
+    for g in range((n + 3) // 4):
+        group = np.arange(4 * g, min(4 * g + 4, n))
+        want = np.flatnonzero(nz[group].any(axis=0))
+        np.testing.assert_array_equal(rows[g, :kept[g]], want)
+        np.testing.assert_array_equal(d[g, :kept[g], :group.size].view(np.uint8),
+                                      X[group][:, want].T.copy().view(np.uint8))  # NaN's bits too
+    db = np.zeros(N, dtype)
+    groups, d, rows, cnts, sel = P._packed_row_groups(X, db, 0, N, np.arange(N), False, True, 3)
+    for g in range(groups):
+        units = np.arange(4 * g, min(4 * g + 4, N))
+        want = np.flatnonzero(nz[:, units].any(axis=1))
+        np.testing.assert_array_equal(rows[g, :cnts[g]], 3 * want)  # times the unit asked for
+        np.testing.assert_array_equal(d[g, :cnts[g], :units.size].view(np.uint8),
+                                      X[want][:, units].copy().view(np.uint8))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
 def test_tile_kernels_give_the_same_bits_whatever_the_split(dtype):
     """An element's sum does not depend on which rows, columns or samples a call covers (the
     threads' shares): the weight gradient split by rows and by columns, the delta recursion by
