@@ -1373,8 +1373,9 @@ def _pointer(typingctx, like, addr):
 @intrinsic
 def _magnitude_bits(typingctx, x):
     # x's bits less its sign, as an unsigned integer of its width: nonzero iff x != 0 (NaN
-    # included). Integer ORs of these tell whether any of several floats is nonzero in fewer
-    # instructions than a float compare each, which keeps NaN's unordered result apart.
+    # included, +0 and -0 not). An integer OR of these tells whether any of several floats is
+    # nonzero in fewer instructions than a float compare each (x86 adds a parity test to every
+    # compare, for NaN's unordered result).
     width = x.bitwidth
     rt = types.uint32 if width == 32 else types.uint64
 
