@@ -27,9 +27,9 @@ def epoch_rate(X, y, optimizer, hidden, batch_size, threads, dtype):
     return X.shape[0] / seconds
 
 
-def adam_pass_seconds(n_params, threads, dtype, rounds=20, calls=200):
-    """Seconds of Adam's step (_update_range) over one thread's share of n_params parameters: the best of
-    `rounds` runs of `calls` steps."""
+def adam_pass_seconds(share, dtype, rounds=20, calls=200):
+    """Seconds of Adam's step (_update_range) over `share` parameters (one thread's): the best of `rounds`
+    runs of `calls` steps."""
     from numba import njit
 
     from fastmlp import _kernels as k
@@ -39,7 +39,6 @@ def adam_pass_seconds(n_params, threads, dtype, rounds=20, calls=200):
         for t in range(1, calls + 1):
             k._update_range(p, g, m, v, 0, p.shape[0], k.ADAM, hp, t, 1, 0)
 
-    share = -(-n_params // threads)
     rng = np.random.default_rng(0)
     p = (rng.standard_normal(share) * 0.05).astype(dtype)
     g = (rng.standard_normal(share) * 0.01).astype(dtype)
@@ -79,9 +78,9 @@ def main():
     if args.optimizer == "adam":
         sizes = bench.sizes_of(hidden)
         n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
-        step = args.batch_size / statistics.median(rates["sgd"])
-        adam = adam_pass_seconds(n_params, args.threads, np.dtype(args.dtype))
         share = -(-n_params // args.threads)
+        step = args.batch_size / statistics.median(rates["sgd"])
+        adam = adam_pass_seconds(share, np.dtype(args.dtype))
         print(f"Adam's step over a thread's {share:,} parameters: {adam * 1e6:.1f} us "
               f"({adam / share * 1e9:.2f} ns a parameter); SGD's step: {step * 1e6:.1f} us; "
               f"Adam / SGD at most {step / (step + adam):.3f} with nothing else in Adam's step")

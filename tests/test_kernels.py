@@ -335,6 +335,7 @@ def test_zmm_weight_gradient_gives_the_tiles_bits(n, N, M, accumulate, fused, dt
         np.testing.assert_array_equal(dW1[outside], dW0[outside])
         np.testing.assert_array_equal(W1[outside], W0[outside])
 
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
 def test_packing_leaves_out_signed_zeros_and_keeps_nan(dtype):
     """The packings that leave out what adds nothing (_pack_row_group: the samples whose 4 deltas
