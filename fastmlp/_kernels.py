@@ -205,13 +205,6 @@ def _region_threads(work, nthreads):
 # Register blocking per vector ISA
 # ---------------------------------------------------------------------------------------------
 
-def _target_cpu():
-    # the CPU name LLVM compiles for: NUMBA_CPU_NAME when set (and not "host"), else the host's
-    from numba.core import config
-    name = config.CPU_NAME
-    return name if name and name != "host" else llvm.get_host_cpu_name()
-
-
 def _target_features():
     # the CPU features LLVM compiles for: NUMBA_CPU_FEATURES when set, else the host's (which is
     # what Numba does, also under NUMBA_CPU_NAME alone)
@@ -244,31 +237,20 @@ def _register_blocking(features):
 # constants, so they are frozen into Numba's on-disk cache; that is sound because the cache is keyed
 # on the target CPU's name and features, which decide them.
 VECTOR_ISA, TILE_ROWS, TILE_BYTES, FORWARD_SAMPLES = _register_blocking(_target_features())
-# AVX-512 CPUs that run a 512-bit FMA as two 256-bit halves (AMD Zen 4)
-DOUBLE_PUMPED_AVX512 = ("znver4",)
-
-
-def _micro_thresholds(isa, cpu):
+def _micro_thresholds(isa):
     # -> (MICRO_DELTA_MIN_ROWS, MICRO_FORWARD_MIN_INPUTS): from how many rows N of W the delta
     # recursion (_delta_backward_cols), and from how many inputs M of a layer the forward pass (with
-    # at least MICRO_FORWARD_MIN units and samples), take the AVX2 micro-kernel; -1: never.
-    # AVX2 + FMA: always (its blocking). Other AVX-512 CPUs and the ISAs without FMA: never.
-    # AVX-512 CPUs that split 512-bit FMAs in two (Zen 4), where the micro-kernel won on one core
-    # (figures in benchmarks/RESULTS.md, 2026-12-02):
-    #   delta, from 2048 rows: the zmm tiles read their panel of W (N rows x 256 bytes) again for
-    #     every 4 samples, and from 2048 rows it no longer stays in L2, while the micro-kernel packs
-    #     W in blocks that fit in L1; with fewer rows the tiles were as fast or faster;
-    #   forward, from 1024 inputs: the zmm loops read the samples' rows again for every 4 rows of W,
-    #     the micro-kernel packs its operand; with 784 inputs or fewer the loops were as fast or
-    #     faster.
+    # at least MICRO_FORWARD_MIN units and samples), take the micro-kernel; -1: never.
+    # AVX2 + FMA: always (its blocking). The ISAs without FMA: never. AVX-512: the delta never (the
+    # zmm gather tile, GATHER_ZMM); the forward pass from 2048 inputs, with the zmm tile
+    # (_forward_micro_tile): the loops' 4 x 4 dot products read every sample's row from L2 for every
+    # 4 rows of W and sum their lanes at the end; the tile packs the samples and broadcasts W. With
+    # 1024 inputs or fewer the loops were as fast or faster.
+    # This holds for Zen 4 too, which runs a 512-bit FMA as two 256-bit halves: it took the AVX2
+    # micro-kernel for W of 2048 rows and layers of 1024 inputs until the zmm gather tiles existed,
+    # which made its steps 4-29% faster (benchmarks/RESULTS.md, 2026-12-06, stop 58).
     if isa == "avx2":
         return 0, 0
-    #   AVX-512 CPUs with full-width FMAs, forward from 2048 inputs, with the zmm tile
-    #     (_forward_micro_tile): the loops' 4 x 4 dot products read every sample's row from L2 for
-    #     every 4 rows of W and sum their lanes at the end; the tile packs the samples and
-    #     broadcasts W. With 1024 inputs or fewer the loops were as fast or faster.
-    if isa == "avx512" and cpu in DOUBLE_PUMPED_AVX512:
-        return 2048, 1024
     if isa == "avx512":
         return -1, 2048
     return -1, -1
@@ -276,24 +258,24 @@ def _micro_thresholds(isa, cpu):
 
 # (frozen into the cache like the blocking, which is sound: the cache is keyed on the CPU's name and
 # features)
-MICRO_DELTA_MIN_ROWS, MICRO_FORWARD_MIN_INPUTS = _micro_thresholds(VECTOR_ISA, _target_cpu())
+MICRO_DELTA_MIN_ROWS, MICRO_FORWARD_MIN_INPUTS = _micro_thresholds(VECTOR_ISA)
 
 
 # The zmm forward tile (_micro_zmm): rows of W x zmm vectors of samples
 ZMM_TILE_ROWS, ZMM_TILE_VECTORS = 8, 3
 
 
-def _forward_micro_tile(isa, cpu):
+def _forward_micro_tile(isa):
     # -> (FORWARD_MICRO_ZMM, FORWARD_MICRO_ROWS, FORWARD_MICRO_BYTES): the forward micro-kernel's
-    # tile. AVX-512 CPUs with full-width FMAs: 8 rows x 3 zmm (_micro_zmm: 24 accumulators, 3
-    # loads and 8 broadcasts per 24 FMAs); elsewhere the AVX2 tile of 6 rows x 2 ymm (_micro_tile).
-    # Both sum each element over k in ascending order from zero, one FMA each: the same bits.
-    if isa == "avx512" and cpu not in DOUBLE_PUMPED_AVX512:
+    # tile. AVX-512: 8 rows x 3 zmm (_micro_zmm: 24 accumulators, 3 loads and 8 broadcasts per 24
+    # FMAs); elsewhere the AVX2 tile of 6 rows x 2 ymm (_micro_tile). Both sum each element over k
+    # in ascending order from zero, one FMA each: the same bits.
+    if isa == "avx512":
         return True, ZMM_TILE_ROWS, 64 * ZMM_TILE_VECTORS
     return False, 6, 64
 
 
-FORWARD_MICRO_ZMM, FORWARD_MICRO_ROWS, FORWARD_MICRO_BYTES = _forward_micro_tile(VECTOR_ISA, _target_cpu())
+FORWARD_MICRO_ZMM, FORWARD_MICRO_ROWS, FORWARD_MICRO_BYTES = _forward_micro_tile(VECTOR_ISA)
 # Inputs summed at a time by the forward micro-kernel when W has more rows than the samples
 # (_forward_micro): a block of the packed panels of samples (KC x 192 bytes each) stays in L2
 FORWARD_MICRO_KC = 256
@@ -1086,7 +1068,7 @@ def _register_tile(typingctx, like):
 
 
 # ---------------------------------------------------------------------------------------------
-# The AVX2 + FMA micro-kernel (TILE_ROWS == 6; on Zen 4 for some layers: _micro_thresholds)
+# The AVX2 + FMA micro-kernel (TILE_ROWS == 6: _micro_thresholds)
 # ---------------------------------------------------------------------------------------------
 
 # A 6 x 2-vector tile, as in BLIS's Haswell kernel: 12 ymm accumulators, 2 registers for the loads

@@ -118,7 +118,7 @@ def test_forward_mode_is_the_lecture_forward_pass(dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("sizes", [(1100, 20, 10), (50, 1030, 17, 3)])
 def test_forward_mode_of_wide_layers_is_the_lecture_forward_pass(sizes, dtype):
-    """Layers of 1024 inputs or more (on Zen 4 their forward pass takes the micro-kernel), in
+    """Layers of 1024 inputs or more (on AVX2 CPUs their forward pass takes the micro-kernel), in
     minibatches of 20 and a last one of 7."""
     net, W, b, X, y, data = _setup(dtype, sizes=sizes, n=47, activation="relu", seed=4)
     done, _, res = _run("forward", net, data, 47, 20)
@@ -262,10 +262,10 @@ def test_train_and_forward_are_bit_identical_on_one_and_two_threads(sizes, batch
     units: 7 panels of 16 rows (float32), one of them split by samples between the threads)
     give the same bits on one thread and two: the trainers switch thread counts between chunks of
     minibatches on timing alone (fastmlp._pacer), so any difference would make runs differ. (2048
-    units above 40: on Zen 4 the delta recursion takes the micro-kernel there; 1100 inputs: its
+    units above 40: on AVX2 CPUs the delta recursion takes the micro-kernel there; 1100 inputs: its
     forward pass. 1400 inputs of 200 samples and 784 of 344: a_prev over FORWARD_SPLIT_BYTES in
     float32, so the forward pass splits the samples, 200 = 112 + 88 and 344 = 176 + 168, with
-    the micro-kernel (Zen 4) and without. 520 x 520: with the AVX-512 tiles, one thread's dW^2 in
+    the micro-kernel (AVX2) and without. 520 x 520: with the AVX-512 tiles, one thread's dW^2 in
     float32, and either thread's in float64, is larger than UPDATE_SPLIT_BYTES, so the gradient
     and the step go by blocks of rows there, and in one go for each thread's half in float32. 2100 x
     260: the same for dW^1, whose blocks end in a partial one, 130 = 4 x 32 + 2 rows. 64-30-22-18-5:
@@ -498,7 +498,7 @@ def test_a_network_that_takes_no_micro_kernel_gets_the_kernels_without_it(monkey
     (l >= 2) of the delta recursion may take the AVX2 micro-kernel; network_kernels then hands the
     driver _dense_forward_loops and _delta_backward_tiles where none does (their compile time is
     a third of the full kernels'), and the two bundles train a network to the same bits."""
-    with monkeypatch.context() as m:  # Zen 4's thresholds
+    with monkeypatch.context() as m:  # thresholds between always (AVX2) and never
         m.setattr(k, "GATHER_ZMM", False)
         m.setattr(k, "MICRO_FORWARD_MIN_INPUTS", 1024)
         m.setattr(k, "MICRO_DELTA_MIN_ROWS", 2048)

@@ -430,8 +430,7 @@ def test_the_kernels_without_the_micro_kernel(dtype):
     takes no AVX2 micro-kernel (_kernels.micro_layers): against the reference, on thread shares by
     rows and (a_prev over FORWARD_SPLIT_BYTES) by samples, every element written once; a layer
     that does not take the micro-kernel gets the bits of _dense_forward_block. The delta recursion
-    also bit for bit against _delta_backward_cols, whose micro-kernel (AVX2; Zen 4 from 2,048
-    rows) gives the same bits as the tiles."""
+    also bit for bit against _delta_backward_cols, whose micro-kernel (AVX2) gives the same bits as the tiles."""
     from fastmlp import _kernels as P
 
     def takes_micro(N, M, n):  # (_kernels._forward_takes_micro)
@@ -476,7 +475,7 @@ def test_the_delta_recursion_leaves_out_zero_deltas_exactly(dtype):
     units off): with small integers every product and sum is exact, so the result must equal the
     lecture's (W^{l+1})^T delta^{l+1} times sigma' bit for bit, whichever j a group keeps (none, all,
     whole blocks of rows of W left out, groups cut short by n), on column shares of threads, with
-    the samples grouped in any order; and the micro-kernel (AVX2; Zen 4 from 2,048 rows) and the
+    the samples grouped in any order; and the micro-kernel (AVX2) and the
     tiles agree."""
     from fastmlp import _kernels as P
     rng = _rng("deltaskip", dtype)
@@ -512,7 +511,7 @@ def test_the_delta_recursion_gives_the_same_bits_whatever_the_order_of_its_sampl
     """The driver groups the samples of the delta recursion's tiles by label (_sample_order): each
     element is still summed over j in ascending order, leaving out only zero terms, so rounded
     values (random floats, not small integers) come out bit for bit the same for every order, on
-    the micro-kernel's sizes (AVX2; Zen 4 from 2,048 rows) and the tiles'."""
+    the micro-kernel's sizes (AVX2) and the tiles'."""
     from fastmlp import _kernels as P
     rng = _rng("deltaorder", dtype)
     for n, N, M in [(13, 2048, 150), (30, 300, 83), (7, 40, 20), (66, 300, 83)]:

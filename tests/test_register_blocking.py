@@ -28,30 +28,26 @@ def test_avx2_with_fma_gets_the_6_row_micro_kernel():
     assert P._register_blocking({"avx"}) == ("avx", 2, 192, 2)  # no FMA: no micro-kernel
 
 
-def test_the_micro_kernel_takes_tall_deltas_and_wide_forwards_where_avx512_is_double_pumped():
-    """Zen 4 runs a 512-bit FMA as two 256-bit halves: its delta recursion takes the AVX2
-    micro-kernel for a W of 2048 rows or more, its forward pass for layers of 1024 inputs or more;
-    other AVX-512 CPUs: the delta never, the forward pass from 2048 inputs with the zmm tile; AVX2 +
-    FMA always, the ISAs without FMA never."""
-    assert P._micro_thresholds("avx512", "znver4") == (2048, 1024)
-    assert P._micro_thresholds("avx512", "znver5") == (-1, 2048)
-    assert P._micro_thresholds("avx512", "emeraldrapids") == (-1, 2048)
-    assert P._micro_thresholds("avx2", "znver3") == (0, 0)
-    assert P._micro_thresholds("avx", "sandybridge") == (-1, -1)
-    assert (P.MICRO_DELTA_MIN_ROWS, P.MICRO_FORWARD_MIN_INPUTS) == P._micro_thresholds(P.VECTOR_ISA, P._target_cpu())
+def test_the_micro_kernel_thresholds_follow_the_isa():
+    """AVX2 + FMA: every delta recursion and forward pass through the AVX2 micro-kernel; AVX-512
+    (Zen 4, whose FMAs run a zmm as two halves, included): the delta never (the zmm gather tile),
+    the forward pass from 2048 inputs with the zmm tile; the ISAs without FMA never."""
+    assert P._micro_thresholds("avx512") == (-1, 2048)
+    assert P._micro_thresholds("avx2") == (0, 0)
+    assert P._micro_thresholds("avx") == (-1, -1)
+    assert P._micro_thresholds("sse") == (-1, -1)
+    assert (P.MICRO_DELTA_MIN_ROWS, P.MICRO_FORWARD_MIN_INPUTS) == P._micro_thresholds(P.VECTOR_ISA)
 
 
-def test_the_forward_micro_kernel_takes_zmm_tiles_where_avx512_is_full_width():
-    """8 rows x 3 zmm (LLVM IR, _micro_zmm) on AVX-512 cores with full-width FMAs; elsewhere,
-    Zen 4 included, the AVX2 tile of 6 rows x 64 bytes (assembly, _micro_tile). The weight
-    gradient's zmm micro-kernel (GATHER_ZMM) runs on the same cores."""
-    assert P._forward_micro_tile("avx512", "znver5") == (True, 8, 192)
-    assert P._forward_micro_tile("avx512", "skylake-avx512") == (True, 8, 192)
-    assert P._forward_micro_tile("avx512", "znver4") == (False, 6, 64)
-    assert P._forward_micro_tile("avx2", "znver3") == (False, 6, 64)
-    assert P.GATHER_ZMM == P.FORWARD_MICRO_ZMM
-    assert (P.FORWARD_MICRO_ZMM, P.FORWARD_MICRO_ROWS, P.FORWARD_MICRO_BYTES) == P._forward_micro_tile(
-        P.VECTOR_ISA, P._target_cpu())
+def test_the_forward_micro_kernel_takes_zmm_tiles_where_there_is_avx512():
+    """8 rows x 3 zmm (LLVM IR, _micro_zmm) on AVX-512 CPUs; elsewhere the AVX2 tile of 6 rows x
+    64 bytes (assembly, _micro_tile). The weight gradient's zmm micro-kernel (GATHER_ZMM) runs on
+    the same CPUs."""
+    assert P._forward_micro_tile("avx512") == (True, 8, 192)
+    assert P._forward_micro_tile("avx2") == (False, 6, 64)
+    assert P._forward_micro_tile("avx") == (False, 6, 64)
+    assert P.GATHER_ZMM == P.FORWARD_MICRO_ZMM == (P.VECTOR_ISA == "avx512")
+    assert (P.FORWARD_MICRO_ZMM, P.FORWARD_MICRO_ROWS, P.FORWARD_MICRO_BYTES) == P._forward_micro_tile(P.VECTOR_ISA)
 
 
 @pytest.mark.parametrize("features", [AVX2, {"avx"}, SSE], ids=["avx2", "avx", "sse"])
@@ -89,15 +85,14 @@ def test_numba_cpu_features_decide_the_blocking(features, want):
     assert out.stdout.split() == want.split()
 
 
-def _blocking(features, cpu):
+def _blocking(features):
     isa, rows, tile_bytes, samples = P._register_blocking(features)
-    return (rows, tile_bytes, samples) + P._micro_thresholds(isa, cpu) + (P._forward_micro_tile(isa, cpu),)
+    return (rows, tile_bytes, samples) + P._micro_thresholds(isa) + (P._forward_micro_tile(isa),)
 
 
 # (TILE_ROWS, TILE_BYTES, FORWARD_SAMPLES, MICRO_DELTA_MIN_ROWS, MICRO_FORWARD_MIN_INPUTS, (FORWARD_MICRO_ZMM,
-# FORWARD_MICRO_ROWS, FORWARD_MICRO_BYTES)) of every kind of CPU, Zen 4 among them
-BLOCKINGS = sorted({_blocking(f, cpu) for f, cpu in ((AVX512, "znver5"), (AVX512, "znver4"), (AVX2, "znver3"),
-                                                     ({"avx"}, "generic"), (SSE, "generic"))})
+# FORWARD_MICRO_ROWS, FORWARD_MICRO_BYTES)) of every kind of CPU
+BLOCKINGS = sorted({_blocking(f) for f in (AVX512, AVX2, {"avx"}, SSE)})
 
 
 @pytest.mark.parametrize("blocking", BLOCKINGS,
@@ -156,11 +151,10 @@ print(h.hexdigest())
 
 
 def test_the_delta_micro_kernel_and_the_tiles_give_the_same_bits(tmp_path):
-    """On Zen 4 the delta recursion takes the micro-kernel or the zmm tiles by the rows of W, and
-    on the other AVX-512 CPUs the zmm micro-kernel (GATHER_ZMM) from 16 groups of 4 samples: all
-    must give the same bits (every element summed over j in ascending order from zero, one FMA each),
-    for partial tiles and column ranges too, so that results do not depend on the layer's shape
-    beyond its arithmetic, nor on which machine of the same ISA trained them."""
+    """AVX2 CPUs take the delta recursion's micro-kernel, AVX-512 CPUs the zmm tiles and, from 16
+    groups of 4 samples, the zmm micro-kernel (GATHER_ZMM): all must give the same bits (every
+    element summed over j in ascending order from zero, one FMA each), for partial tiles and column
+    ranges too, so that results do not depend on the layer's shape beyond its arithmetic."""
     if not {"avx2", "fma"} <= P._target_features():
         pytest.skip("the AVX2 + FMA micro-kernel does not run on this CPU")
     # every W through the AVX2 micro-kernel, then none (the 4 x 4 tiles), then the zmm micro-kernel
