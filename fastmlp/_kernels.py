@@ -237,6 +237,8 @@ def _register_blocking(features):
 # constants, so they are frozen into Numba's on-disk cache; that is sound because the cache is keyed
 # on the target CPU's name and features, which decide them.
 VECTOR_ISA, TILE_ROWS, TILE_BYTES, FORWARD_SAMPLES = _register_blocking(_target_features())
+
+
 def _micro_thresholds(isa):
     # -> (MICRO_DELTA_MIN_ROWS, MICRO_FORWARD_MIN_INPUTS): from how many rows N of W the delta
     # recursion (_delta_backward_cols), and from how many inputs M of a layer the forward pass (with
