@@ -516,7 +516,7 @@ def test_a_network_that_takes_no_micro_kernel_gets_the_kernels_without_it(monkey
         m.setattr(k, "MICRO_DELTA_MIN_ROWS", 0)
         assert k.micro_layers((784, 100, 10)) == (True, True)
         assert k.micro_layers((20, 12, 3)) == (False, True)
-        m.setattr(k, "MICRO_FORWARD_MIN_INPUTS", 2048)             # the other AVX-512 CPUs
+        m.setattr(k, "MICRO_FORWARD_MIN_INPUTS", 2048)             # AVX-512 CPUs
         m.setattr(k, "MICRO_DELTA_MIN_ROWS", -1)
         m.setattr(k, "GATHER_ZMM", True)
         assert k.micro_layers((784, 100, 10)) == (False, False)
