@@ -126,7 +126,7 @@ def test_dense_forward_rows_of_16_or_more(rows, n, dtype):
 @pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
 @pytest.mark.parametrize("N, n", [(100, 37), (20, 200), (256, 16), (48, 48), (56, 130)], ids=_ids)
 def test_forward_zmm_micro_kernel(N, n, dtype):
-    """AVX-512 with full-width FMAs: a layer of MICRO_FORWARD_MIN_INPUTS inputs or more takes the
+    """AVX-512: a layer of MICRO_FORWARD_MIN_INPUTS inputs or more takes the
     zmm micro-kernel (8 rows x 3 zmm; last panels of 1 or 2 vectors; W^T packed when a share has
     more samples than rows; with more rows, the sums over k in blocks of FORWARD_MICRO_KC, their
     partial sums stored between blocks). Against the reference; every thread split by rows or
@@ -430,7 +430,8 @@ def test_the_kernels_without_the_micro_kernel(dtype):
     takes no AVX2 micro-kernel (_kernels.micro_layers): against the reference, on thread shares by
     rows and (a_prev over FORWARD_SPLIT_BYTES) by samples, every element written once; a layer
     that does not take the micro-kernel gets the bits of _dense_forward_block. The delta recursion
-    also bit for bit against _delta_backward_cols, whose micro-kernel (AVX2) gives the same bits as the tiles."""
+    also bit for bit against _delta_backward_cols, whose micro-kernel (AVX2) gives the same bits as
+    the tiles."""
     from fastmlp import _kernels as P
 
     def takes_micro(N, M, n):  # (_kernels._forward_takes_micro)
@@ -475,8 +476,7 @@ def test_the_delta_recursion_leaves_out_zero_deltas_exactly(dtype):
     units off): with small integers every product and sum is exact, so the result must equal the
     lecture's (W^{l+1})^T delta^{l+1} times sigma' bit for bit, whichever j a group keeps (none, all,
     whole blocks of rows of W left out, groups cut short by n), on column shares of threads, with
-    the samples grouped in any order; and the micro-kernel (AVX2) and the
-    tiles agree."""
+    the samples grouped in any order; and the micro-kernel (AVX2) and the tiles agree."""
     from fastmlp import _kernels as P
     rng = _rng("deltaskip", dtype)
     # (from DELTA_PACK_MIN_GROUPS groups of 4 samples, 64, the tiles read a copy of W's panel)
