@@ -3,6 +3,7 @@ on a machine whose speed drifts by more than that within a minute.
 
     python benchmarks/ab_step.py OLD_TREE NEW_TREE [--sizes 784,100,10] [--batch 512] [--threads 2]
         [--optimizer sgd|adam] [--x uint8|float32|float64] [--data random|fashion-mnist] [--phases 2]
+        [--round-trip]
     git worktree add /tmp/old HEAD~1 && python benchmarks/ab_step.py /tmp/old .
 
 Each tree gets a worker process (its own Numba cache directory under the system's temporary
@@ -13,6 +14,11 @@ minibatch. The two workers are asked one after the other, --rounds times: each p
 machine's moment, and the median of the pairs' ratios (NEW / OLD) is the result, with its
 quartiles. Two copies of the same tree gave 0.999 and 0.986 (quartiles within 0.98-1.01) on a 2-core
 VM whose speed moved by 1.5x between runs: differences under about 2% are not resolved.
+
+With --round-trip, the round trip of a cache line between two threads (core_latency.py) is measured
+before and after each pair, and the ratios are also given for the pairs with both round trips those
+of cores that share an L3 ("near") and with both over its range ("far"): a virtual machine's host
+moves its virtual CPUs, and a change can help on one placement and not on the other.
 """
 import argparse
 import os
@@ -109,6 +115,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--phases", default=None,
                     help="only these rows of the training plan, e.g. 2 (0 gathers, then forward 1, ...)")
+    ap.add_argument("--round-trip", action="store_true",
+                    help="also the ratios of the pairs run on near cores and on far ones (core_latency.py)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -134,13 +142,23 @@ def main():
             p.stdin.flush()
             return float(p.stdout.readline())
 
-        old, new = [], []
+        trip = None
+        if args.round_trip:
+            from core_latency import NEAR_NS, round_trip_ns
+            round_trip_ns(200)  # compile or load
+            trip = round_trip_ns()
+        old, new, where = [], [], []
         for r in range(args.rounds):
             pair = [0.0, 0.0]
             for i in ((0, 1) if r % 2 == 0 else (1, 0)):  # each tree first in every other pair
                 pair[i] = ask(procs[i])
             old.append(pair[0])
             new.append(pair[1])
+            if args.round_trip:
+                before, trip = trip, round_trip_ns()
+                near = [t is not None and NEAR_NS[0] <= t < NEAR_NS[1] for t in (before, trip)]
+                far = [t is not None and t >= NEAR_NS[1] for t in (before, trip)]
+                where.append("near" if all(near) else "far" if all(far) else None)
         for p in procs:
             p.stdin.close()
             p.wait()
@@ -149,6 +167,14 @@ def main():
     print(f"{args.sizes} batch {args.batch}, {args.threads} threads, ms per minibatch (medians of {args.rounds}): "
           f"old {statistics.median(old):.3f}, new {statistics.median(new):.3f}; new / old per pair "
           f"{statistics.median(ratios):.3f} (quartiles {q1:.3f}-{q3:.3f})")
+    for group in ("near", "far") if args.round_trip else ():
+        picked = [i for i, w in enumerate(where) if w == group]
+        if picked:
+            print(f"  {group} cores ({len(picked)} pairs): old {statistics.median(old[i] for i in picked):.3f}, "
+                  f"new {statistics.median(new[i] for i in picked):.3f}; new / old "
+                  f"{statistics.median(ratios[i] for i in picked):.3f}")
+        else:
+            print(f"  {group} cores: no pair")
 
 
 if __name__ == "__main__":
