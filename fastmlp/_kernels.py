@@ -79,7 +79,7 @@ GATHER_AHEAD = 4
 GATHER_BLOCK = 64
 # Training gathers each minibatch's rows into rows of every thread's own (_drive_plan) from this many
 # samples a minibatch, on up to PRIVATE_INPUT_THREADS threads
-PRIVATE_INPUT_MIN = 64
+PRIVATE_INPUT_MIN = 8
 PRIVATE_INPUT_THREADS = 2
 
 FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
@@ -3479,7 +3479,7 @@ def _drive_plan(plan, net, work, opt, data, order, batch_size, nthreads, results
     # gathers instead each minibatch's rows into rows of each thread's own (Xbuf[me * batch_size:]),
     # before the first unit of layer 1 the thread runs: the phases of layer 1 then read X from
     # their own cache, not half of it from the other core's and the rest from L3 or memory (a
-    # call's rows, gathered at its first minibatch); gathering every row twice costs less. (At 32
+    # call's rows, gathered at its first minibatch); gathering every row twice costs less. (Below 8
     # samples it did not pay.)
     private = (chunked and nthreads <= PRIVATE_INPUT_THREADS and min(batch_size, count) >= PRIVATE_INPUT_MIN
                and Xbuf.shape[0] >= nthreads * batch_size)

@@ -453,7 +453,7 @@ def test_the_calls_rows_are_gathered_in_blocks_by_whichever_thread_comes():
     thread that takes it next from a shared count (minibatches smaller than PRIVATE_INPUT_MIN):
     thread 1 of 2 alone (thread 0 late) takes both units of the gather and gathers every block
     once, and trains to the bits of two threads."""
-    n, batch = 1000, 32
+    n, batch = 1000, 4
     assert batch < k.PRIVATE_INPUT_MIN
     assert k._phase_threads(GATHER, 1, np.array(SPLIT_SIZES), n, 2, 4) == 2
     two = _train_args(2, n=n, batch=batch)
