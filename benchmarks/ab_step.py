@@ -144,7 +144,7 @@ def main():
 
         trip = None
         if args.round_trip:
-            from core_latency import NEAR_NS, round_trip_ns
+            from core_latency import NEAR_NS, round_trip_ns, shares_l3
             round_trip_ns(200)  # compile or load
             trip = round_trip_ns()
         old, new, where = [], [], []
@@ -156,9 +156,8 @@ def main():
             new.append(pair[1])
             if args.round_trip:
                 before, trip = trip, round_trip_ns()
-                near = [t is not None and NEAR_NS[0] <= t < NEAR_NS[1] for t in (before, trip)]
-                far = [t is not None and t >= NEAR_NS[1] for t in (before, trip)]
-                where.append("near" if all(near) else "far" if all(far) else None)
+                far = all(t is not None and t >= NEAR_NS[1] for t in (before, trip))
+                where.append("near" if shares_l3(before) and shares_l3(trip) else "far" if far else None)
         for p in procs:
             p.stdin.close()
             p.wait()
