@@ -2927,6 +2927,16 @@ def _spin_pause(typingctx):
     return types.none(), codegen
 
 
+@intrinsic
+def _cycles(typingctx):
+    # the processor's time-stamp counter (x86: rdtsc), for _Driver.traced
+    def codegen(context, builder, sig, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(64), []),
+                                            "llvm.readcyclecounter")
+        return builder.call(fn, [])
+    return types.int64(), codegen
+
+
 @_inline()
 def _claim(sync, i, generation):
     # whether this thread takes work unit sync[i] for `generation` (units only move up: a unit not
@@ -3504,12 +3514,18 @@ def _drive_plan(plan, net, work, opt, data, order, batch_size, nthreads, results
     # the thread count (the trainers change it between chunks). The waits spin: the work units
     # last microseconds, less than a thread takes to sleep and wake.
     # sync (_sync_size(plan, nthreads) int64, zeros): [claims (one per unit: the minibatch that last
-    # took it, + 1), units done, stop, counts (one per thread of an output step), rows gathered]
+    # took it, + 1), units done, stop, counts (one per thread of an output step), rows gathered],
+    # and for a traced call (_Driver.traced) a row of _trace_width(plan) per thread after
+    # _sync_size's, where the thread adds up, per slot, the time-stamp counter's cycles it spent
+    # waiting for the earlier slots and in the slot's units
     nslots = 2 * plan.shape[0] + 1
     DONE = nslots * nthreads
     STOP = DONE + 1
     counts = sync[STOP + 1:STOP + 1 + nthreads]
     gathered = sync[STOP + 1 + nthreads:STOP + 2 + nthreads]
+    width = _trace_width(plan)
+    traced = sync.shape[0] >= STOP + 2 + nthreads + nthreads * width
+    trace = sync[STOP + 2 + nthreads + me * width + 8:][:width - 8]
     before = 0  # the units of the slots before the current one
     stopped = False
     for k in range(nsteps):
@@ -3550,9 +3566,11 @@ def _drive_plan(plan, net, work, opt, data, order, batch_size, nthreads, results
                 units = 1
             else:
                 units = T
+            c0 = _cycles() if traced else 0
             if units > 0:
                 _wait_until(sync, DONE, before, STOP)
                 stopped = _atomic_load(sync, STOP) != 0
+            c1 = _cycles() if traced else 0
             for j in range(units if not stopped else 0):
                 u = (me + j) % units
                 claim = slot * nthreads + u
@@ -3589,6 +3607,9 @@ def _drive_plan(plan, net, work, opt, data, order, batch_size, nthreads, results
                     _phase_unit(kern, net, work, opt, data, results, kind, layer, flags, u, T, n, rows, chunked,
                                 order, idx, xb, Zb, AL, DL, lb, scale, counts, s0, hpk, step0 + k, gathered)
                 _atomic_add(sync, DONE, 1)
+            if traced:
+                trace[2 * slot] += c1 - c0
+                trace[2 * slot + 1] += _cycles() - c1
             before += units
             if stopped:
                 break
@@ -3756,6 +3777,13 @@ def _sync_size(plan, nthreads):
     return _stop_index(plan, nthreads) + 2 + nthreads
 
 
+@_jit()
+def _trace_width(plan):
+    # a thread's row of a traced call's sync array (_drive_plan): 8 int64 of padding (a cache line
+    # between it and what the other threads write), then (wait, work) per slot, rounded up to 8
+    return 8 + (2 * (2 * plan.shape[0] + 1) + 7) // 8 * 8
+
+
 class _Workers:
     """The threads that run threads 1..T-1 of _drive_plan for each call (the calling thread runs
     thread 0): Python threads, started on first use, each waiting on its own queue; _drive_plan
@@ -3769,10 +3797,12 @@ class _Workers:
         self.lock = threading.Lock()
         self.inboxes = []
 
-    def run(self, args, nthreads):
-        """_drive_plan(*args, t, sync) on threads t = 0 .. nthreads - 1; returns sync's stop."""
+    def run(self, args, nthreads, sync=None):
+        """_drive_plan(*args, t, sync) on threads t = 0 .. nthreads - 1 (sync: zeros of at least
+        _sync_size(plan, nthreads), or None for those); returns sync's stop."""
         plan = args[0]
-        sync = np.zeros(_sync_size(plan, nthreads), np.int64)
+        if sync is None:
+            sync = np.zeros(_sync_size(plan, nthreads), np.int64)
         stop = _stop_index(plan, nthreads)
         errors = []
         if nthreads > 1:
@@ -3831,6 +3861,26 @@ class _Driver:
                 network_kernels(net.params.dtype, net.sizes))
         stop = _workers.run(args, nthreads)
         return stop - 1 if stop > 0 else (order.shape[0] + batch_size - 1) // batch_size
+
+    def traced(self, plan, net, work, opt, data, order, batch_size, nthreads, results):
+        """The same call, and where each thread's time went: (minibatches completed, cycles), cycles
+        an int64 array (nthreads, 2 * len(plan) + 1, 2) of the time-stamp counter's cycles each
+        thread spent, summed over the call's minibatches, per slot (the weight norm, then each
+        phase of the plan and its statistics slot: _drive_plan) waiting for the earlier slots
+        (column 0) and in the slot's work units, with the claims (column 1). A thread that started
+        late has less, or zeros. The same results as an untraced call, bit for bit
+        (benchmarks/step_trace.py)."""
+        nthreads = max(int(nthreads), 1) if order.shape[0] else 1
+        args = (plan, net, work, opt, data, order, batch_size, nthreads, results,
+                network_kernels(net.params.dtype, net.sizes))
+        base = _sync_size(plan, nthreads)
+        width = _trace_width(plan)
+        sync = np.zeros(base + nthreads * width, np.int64)
+        stop = _workers.run(args, nthreads, sync)
+        done = stop - 1 if stop > 0 else (order.shape[0] + batch_size - 1) // batch_size
+        nslots = 2 * plan.shape[0] + 1
+        cycles = sync[base:].reshape(nthreads, width)[:, 8:8 + 2 * nslots].reshape(nthreads, nslots, 2).copy()
+        return done, cycles
 
     @property
     def signatures(self):

@@ -1,5 +1,7 @@
 """The phase plans and the one compiled driver (_kernels._drive) that walks them, in each mode,
 against the NumPy reference written from the lecture (tests/reference.py)."""
+import platform
+
 import numpy as np
 import pytest
 
@@ -491,6 +493,36 @@ def test_minibatches_of_64_rows_are_gathered_by_each_thread_into_rows_of_its_own
     assert np.isnan(alone[2].X[batch:]).all()
     assert sync[k._stop_index(plan, 2) + 1 + 2] == 0  # (no block counted)
     assert _trained_params(2) == alone[1].params.tobytes()
+
+
+@pytest.mark.parametrize("nthreads", [1, 2])
+def test_a_traced_call_trains_to_the_same_bits_and_counts_each_slots_cycles(nthreads):
+    """_drive.traced runs the same call and returns, per thread and slot (the weight norm, then each
+    phase of the plan and its statistics slot), the time-stamp counter's cycles spent waiting and in
+    the slot's units: the same parameters and statistics as an untraced call, bit for bit. On x86
+    (where LLVM's cycle counter is rdtsc, at a constant rate), the threads spent at least 10,000
+    cycles in each forward and backward phase (each at least 2.1 million multiply-adds over the 4
+    minibatches: no core does 200 a cycle), and the output step's slot and its statistics' are
+    counted. (How little the slots without units take is not asserted: a thread descheduled there
+    would count the time.)"""
+    plain = _train_args(nthreads)
+    assert k._drive(*plain) == 4
+    args = _train_args(nthreads)
+    done, cycles = k._drive.traced(*args)
+    assert done == 4
+    assert args[1].params.tobytes() == plain[1].params.tobytes()
+    np.testing.assert_array_equal(args[8].stats, plain[8].stats)
+    plan = args[0]
+    assert cycles.shape == (nthreads, 2 * len(plan) + 1, 2) and cycles.dtype == np.int64
+    assert (cycles >= 0).all()
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return
+    kinds = [row[0] for row in plan]
+    heavy = [2 * p + 1 for p, kind in enumerate(kinds) if kind in (FORWARD, BACKWARD)]
+    assert len(heavy) == 4  # (forward 1, 2; backward 2, 1)
+    assert (cycles[:, heavy, 1].sum(axis=0) >= 10_000).all()
+    output = 2 * kinds.index(OUTPUT_STEP) + 1
+    assert (cycles[0, [output, output + 1], 1] > 0).all()
 
 
 def test_a_network_that_takes_no_micro_kernel_gets_the_kernels_without_it(monkeypatch):
