@@ -29,12 +29,14 @@ import tempfile
 import time
 
 
-def training_call(sizes, batch, threads, steps, optimizer="sgd", xdtype="uint8", data="random", phases=None):
+def training_call(sizes, batch, threads, steps, optimizer="sgd", xdtype="uint8", data="random", phases=None,
+                  traced=False):
     """A function that trains `steps` minibatches of `batch` rows through fastmlp's driver (the
     fastmlp that `import fastmlp` finds), on threads threads, ReLU and softmax cross-entropy: random
     pixels, or with data="fashion-mnist" the first rows of Fashion-MNIST's training split (found
     locally). phases: the indices of the plan's rows to run (default all; fastmlp._plan.describe
     names them), e.g. only the forward pass of layer 2, on the buffers the whole plan filled first.
+    traced: the function returns the call's cycles per thread and slot (fastmlp._kernels._Driver.traced).
     Compiles or loads the driver and starts the threads first."""
     import numba
     import numpy as np
@@ -77,6 +79,8 @@ def training_call(sizes, batch, threads, steps, optimizer="sgd", xdtype="uint8",
     order = rng.permutation(n)
 
     def run():
+        if traced:
+            return k._drive.traced(plan, net, ws.buffers(), state, data, order, batch, threads, res)[1]
         k._drive(plan, net, ws.buffers(), state, data, order, batch, threads, res)
 
     run()  # compile or load, start the threads; every buffer filled
