@@ -3797,12 +3797,10 @@ class _Workers:
         self.lock = threading.Lock()
         self.inboxes = []
 
-    def run(self, args, nthreads, sync=None):
-        """_drive_plan(*args, t, sync) on threads t = 0 .. nthreads - 1 (sync: zeros of at least
-        _sync_size(plan, nthreads), or None for those); returns sync's stop."""
+    def run(self, args, nthreads, sync):
+        """_drive_plan(*args, t, sync) on threads t = 0 .. nthreads - 1 (sync: int64 zeros, at least
+        _sync_size(plan, nthreads)); returns sync's stop."""
         plan = args[0]
-        if sync is None:
-            sync = np.zeros(_sync_size(plan, nthreads), np.int64)
         stop = _stop_index(plan, nthreads)
         errors = []
         if nthreads > 1:
@@ -3853,14 +3851,7 @@ class _Driver:
     of minibatches completed."""
 
     def __call__(self, plan, net, work, opt, data, order, batch_size, nthreads, results):
-        # A call on no sample (to compile or load the driver) runs on this thread alone: on several
-        # it would wake the workers for nothing, and one that wakes after the call needs the GIL to
-        # return, which on busy cores can hold the calling thread up for a scheduler slice.
-        nthreads = max(int(nthreads), 1) if order.shape[0] else 1
-        args = (plan, net, work, opt, data, order, batch_size, nthreads, results,
-                network_kernels(net.params.dtype, net.sizes))
-        stop = _workers.run(args, nthreads)
-        return stop - 1 if stop > 0 else (order.shape[0] + batch_size - 1) // batch_size
+        return self._run(plan, net, work, opt, data, order, batch_size, nthreads, results, 0)[0]
 
     def traced(self, plan, net, work, opt, data, order, batch_size, nthreads, results):
         """The same call, and where each thread's time went: (minibatches completed, cycles), cycles
@@ -3870,17 +3861,24 @@ class _Driver:
         (column 0) and in the slot's work units, with the claims (column 1). A thread that started
         late has less, or zeros. The same results as an untraced call, bit for bit
         (benchmarks/step_trace.py)."""
+        width = _trace_width(plan)
+        done, nthreads, sync = self._run(plan, net, work, opt, data, order, batch_size, nthreads, results, width)
+        nslots = 2 * plan.shape[0] + 1
+        rows = sync[_sync_size(plan, nthreads):].reshape(nthreads, width)
+        return done, rows[:, 8:8 + 2 * nslots].reshape(nthreads, nslots, 2).copy()
+
+    def _run(self, plan, net, work, opt, data, order, batch_size, nthreads, results, trace_width):
+        # -> (minibatches completed, thread count, sync array), with trace_width more int64 a thread
+        # in the sync array (0: an untraced call). A call on no sample (to compile or load the
+        # driver) runs on this thread alone: on several it would wake the workers for nothing, and
+        # one that wakes after the call needs the GIL to return, which on busy cores can hold the
+        # calling thread up for a scheduler slice.
         nthreads = max(int(nthreads), 1) if order.shape[0] else 1
         args = (plan, net, work, opt, data, order, batch_size, nthreads, results,
                 network_kernels(net.params.dtype, net.sizes))
-        base = _sync_size(plan, nthreads)
-        width = _trace_width(plan)
-        sync = np.zeros(base + nthreads * width, np.int64)
+        sync = np.zeros(_sync_size(plan, nthreads) + nthreads * trace_width, np.int64)
         stop = _workers.run(args, nthreads, sync)
-        done = stop - 1 if stop > 0 else (order.shape[0] + batch_size - 1) // batch_size
-        nslots = 2 * plan.shape[0] + 1
-        cycles = sync[base:].reshape(nthreads, width)[:, 8:8 + 2 * nslots].reshape(nthreads, nslots, 2).copy()
-        return done, cycles
+        return (stop - 1 if stop > 0 else (order.shape[0] + batch_size - 1) // batch_size), nthreads, sync
 
     @property
     def signatures(self):

@@ -88,7 +88,8 @@ def test_fit_tells_the_pacer_the_flops_of_the_whole_run(fm, monkeypatch, small_r
     monkeypatch.setattr(ThreadPacer, "__init__", lambda self, *a, flops=None, **kw: seen.append(flops)
                         or init(self, *a, flops=flops, **kw))
     run = k._workers.run
-    monkeypatch.setattr(k._workers, "run", lambda args, nthreads: threads.append(nthreads) or run(args, nthreads))
+    monkeypatch.setattr(k._workers, "run",
+                        lambda args, nthreads, sync: threads.append(nthreads) or run(args, nthreads, sync))
     rng = np.random.default_rng(0)
     X, y = rng.random((300, 64)).astype(np.float32), rng.integers(0, 10, 300)
     tr = training.Trainer(fm.MLP([64, 100, 10], seed=0), batch_size=32, threads=2)
@@ -401,8 +402,8 @@ def test_the_call_that_loads_the_kernels_wakes_no_worker_thread(fm, monkeypatch)
     from fastmlp import _kernels as k
     calls = []
     run = k._workers.run
-    monkeypatch.setattr(k._workers, "run", lambda args, nthreads: calls.append((args[5].shape[0], nthreads))
-                        or run(args, nthreads))
+    monkeypatch.setattr(k._workers, "run", lambda args, nthreads, sync: calls.append((args[5].shape[0], nthreads))
+                        or run(args, nthreads, sync))
     monkeypatch.setattr(_pacer, "cores_busy", lambda threads: True)
     rng = np.random.default_rng(0)
     for threads in (2, None):
