@@ -148,7 +148,7 @@ def main():
 
         trip = None
         if args.round_trip:
-            from core_latency import NEAR_NS, round_trip_ns, shares_l3
+            from core_latency import placement, round_trip_ns
             round_trip_ns(200)  # compile or load
             trip = round_trip_ns()
         old, new, where = [], [], []
@@ -160,8 +160,7 @@ def main():
             new.append(pair[1])
             if args.round_trip:
                 before, trip = trip, round_trip_ns()
-                far = all(t is not None and t >= NEAR_NS[1] for t in (before, trip))
-                where.append("near" if shares_l3(before) and shares_l3(trip) else "far" if far else None)
+                where.append(placement(before, trip))
         for p in procs:
             p.stdin.close()
             p.wait()

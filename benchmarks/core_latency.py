@@ -42,6 +42,17 @@ def shares_l3(ns):
     return ns is not None and NEAR_NS[0] <= ns < NEAR_NS[1]
 
 
+def placement(before, after):
+    """"near" when both round trips (ns, None: not measured) around a measurement are those of cores
+    sharing an L3, "far" when both are above that range, else None (the host moved the threads, or
+    they ran on one core)."""
+    if shares_l3(before) and shares_l3(after):
+        return "near"
+    if all(t is not None and t >= NEAR_NS[1] for t in (before, after)):
+        return "far"
+    return None
+
+
 @numba.njit(nogil=True, cache=True)
 def _bounce(sync, role, start, stop):
     # exchanges start..stop-1: role 0 sets its line (sync[0]) to i + 1 and waits for role 1's

@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from ab_step import training_call
-from core_latency import NEAR_NS, round_trip_ns, shares_l3
+from core_latency import placement, round_trip_ns
 
 
 def slot_names(plan):
@@ -55,10 +55,9 @@ def main():
         cycles = run()
         seconds = time.perf_counter() - t0
         before, trip = trip, round_trip_ns()
-        if shares_l3(before) and shares_l3(trip):
-            groups["near"].append((seconds, cycles))
-        elif all(t is not None and t >= NEAR_NS[1] for t in (before, trip)):
-            groups["far"].append((seconds, cycles))
+        where = placement(before, trip)
+        if where:
+            groups[where].append((seconds, cycles))
     print(f"{args.sizes}, batch {args.batch}, {args.threads} threads, {args.steps} minibatches a call; "
           "kcycles a step (medians), thread 0 / thread 1 / ...")
     for group, calls in groups.items():

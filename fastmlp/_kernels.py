@@ -3525,7 +3525,7 @@ def _drive_plan(plan, net, work, opt, data, order, batch_size, nthreads, results
     gathered = sync[STOP + 1 + nthreads:STOP + 2 + nthreads]
     width = _trace_width(plan)
     traced = sync.shape[0] >= STOP + 2 + nthreads + nthreads * width
-    trace = sync[STOP + 2 + nthreads + me * width + 8:][:width - 8]
+    trace = sync[STOP + 2 + nthreads + me * width + TRACE_PAD:][:width - TRACE_PAD]
     before = 0  # the units of the slots before the current one
     stopped = False
     for k in range(nsteps):
@@ -3777,11 +3777,16 @@ def _sync_size(plan, nthreads):
     return _stop_index(plan, nthreads) + 2 + nthreads
 
 
+# int64 before each thread's row of a traced call's sync array: a cache line between it and what the
+# other threads write
+TRACE_PAD = 8
+
+
 @_jit()
 def _trace_width(plan):
-    # a thread's row of a traced call's sync array (_drive_plan): 8 int64 of padding (a cache line
-    # between it and what the other threads write), then (wait, work) per slot, rounded up to 8
-    return 8 + (2 * (2 * plan.shape[0] + 1) + 7) // 8 * 8
+    # a thread's row of a traced call's sync array (_drive_plan): TRACE_PAD, then (wait, work) per
+    # slot, rounded up to whole cache lines
+    return TRACE_PAD + (2 * (2 * plan.shape[0] + 1) + 7) // 8 * 8
 
 
 class _Workers:
@@ -3865,7 +3870,7 @@ class _Driver:
         done, nthreads, sync = self._run(plan, net, work, opt, data, order, batch_size, nthreads, results, width)
         nslots = 2 * plan.shape[0] + 1
         rows = sync[_sync_size(plan, nthreads):].reshape(nthreads, width)
-        return done, rows[:, 8:8 + 2 * nslots].reshape(nthreads, nslots, 2).copy()
+        return done, rows[:, TRACE_PAD:TRACE_PAD + 2 * nslots].reshape(nthreads, nslots, 2).copy()
 
     def _run(self, plan, net, work, opt, data, order, batch_size, nthreads, results, trace_width):
         # -> (minibatches completed, thread count, sync array), with trace_width more int64 a thread
