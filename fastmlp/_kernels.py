@@ -561,12 +561,12 @@ MICRO_FORWARD_MIN = 16
 # which it packs for every call, cost less than a tenth of the sums from 128 samples)
 FORWARD_GATHER_MIN_SAMPLES = 128
 # Units, and units x samples of a minibatch, from which a layer takes the micro-kernel's bits (and
-# so the gather tile) on GATHER_ZMM CPUs whatever its inputs (_forward_takes_micro). One core,
-# 784 inputs, a quarter of them zero for a group's 4 samples: the gather tile took 0.83 of the
-# time of the dot products with 1024 rows x 256 samples, 0.92 with 1024 x 128, 1.03 with 512 x 128
-# and 1.11 with 256 x 128 (benchmarks/RESULTS.md).
+# so the gather tile) on GATHER_ZMM CPUs whatever its inputs (_forward_takes_micro). The trainer
+# sorts each minibatch's samples by class (_plan.label_grouped), so that a group's 4 samples
+# share more zero inputs; so grouped, from 512 units x 128 samples the gather tile takes less time
+# than the dot products, with fewer units (256, 100) or samples (32) more (benchmarks/RESULTS.md).
 FORWARD_GATHER_MIN_UNITS = 512
-FORWARD_GATHER_MIN_WORK = 1 << 18
+FORWARD_GATHER_MIN_WORK = 1 << 16
 # From this size of a_prev the forward pass splits the threads' work by samples (_layer_forward,
 # forward_split_by_samples; for layer 1 the backward phase too: _by_samples).
 FORWARD_SPLIT_BYTES = SAMPLE_SPLIT_BYTES

@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 from .errors import FastMLPError
+from ._plan import label_grouped
 
 N_INPUT = 784
 N_CLASSES = 10
@@ -86,22 +87,22 @@ def done_flops_per_sample(Ws, bs, X, skips=True, group=4, delta_groups=None, bat
     hidden layer l for the (unit, group of delta_groups[l - 1] consecutive samples) pairs whose z
     are all <= 0; the groups start afresh in each minibatch of batch_size rows (default: all of X),
     and with `labels` (one per row of X) take each minibatch's samples in the order of their labels,
-    as the trainer does (_kernels._sample_order); and, with forward_threads (the trainer's thread
+    as the trainer does (_plan.label_grouped); and, with forward_threads (the trainer's thread
     count; itemsize its floats' bytes), the forward work of each layer for the (input, group of 4
-    consecutive samples) pairs whose inputs are all zero, in the minibatches whose forward pass
-    through that layer takes the gather tile (_kernels.forward_grouped_samples). At the trained
+    consecutive samples, in that order too) pairs whose inputs are all zero, in the minibatches
+    whose forward pass through that layer takes the gather tile (_kernels.forward_grouped_samples).
+    At the trained
     weights: the share skipped earlier in the epoch differs somewhat."""
     sizes = [Ws[0].shape[1]] + [W.shape[0] for W in Ws]
     total = float(flops_per_sample(sizes))
     a = X.astype(np.float64) / 255.0
     B = batch_size or max(X.shape[0], 1)
-    grouped = np.arange(X.shape[0])  # the rows in the order the delta recursion groups them
+    grouped = np.arange(X.shape[0])  # the rows in the order the trainer groups them
     if labels is not None:
-        grouped = np.concatenate([b0 + np.argsort(labels[b0:b0 + B], kind="stable")
-                                  for b0 in range(0, X.shape[0], B)] or [grouped])
+        grouped = label_grouped(grouped, labels, B)
     for l, (W, b) in enumerate(zip(Ws, bs)):
         if forward_threads:
-            total -= 2.0 * sizes[l + 1] * _forward_skipped(a, sizes[l + 1], B, forward_threads, itemsize)
+            total -= 2.0 * sizes[l + 1] * _forward_skipped(a[grouped], sizes[l + 1], B, forward_threads, itemsize)
         if l == len(Ws) - 1:
             break
         z = a @ np.asarray(W, dtype=np.float64).T + np.asarray(b, dtype=np.float64)

@@ -16,7 +16,7 @@ from .errors import CheckpointError, DivergenceError
 from ._buffers import (Data, OptimizerState, Results, Workspace, aligned_zeros, input_bytes, no_targets,
                        release_workspace, take_workspace, touch_pages)
 from ._compile import compile_notice, printer
-from ._plan import phase_plan
+from ._plan import label_grouped, phase_plan
 from ._threads import resolve_threads, thread_count
 from .model import MLP, load_npz
 
@@ -134,6 +134,9 @@ class Trainer:
         net = self.net
         _, _, loss, optimizer = self._kernel_args()
         X, divisor, labels, targets, has_targets, weights, has_weights = data
+        if not has_targets:
+            # each minibatch's samples by class: the forward pass leaves out more zero inputs
+            order = label_grouped(order, labels, self.batch_size)
         if self._dist is not None:
             return self._dist.steps(self, data, order, ws, losses, stats)
         work = ws.buffers()

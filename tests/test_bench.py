@@ -125,6 +125,12 @@ def test_done_flops_leave_out_the_forward_gathers_skips_by_hand(bench, monkeypat
     monkeypatch.setattr(_kernels, "forward_grouped_samples", lambda N, M, n, threads, itemsize: [(1, n)])
     assert bench.done_flops_per_sample(Ws, bs, X, skips=False, batch_size=2,
                                        forward_threads=2) == pytest.approx(104.0 - 6.4 - 9.6)
+    # with labels 1 0 0 1 0 the trainer runs the minibatch of all 5 as rows 1, 2, 4, 0, 3
+    # (_plan.label_grouped): group {1, 2, 4, 0} leaves out nothing in either layer, sample 3's
+    # both pixels (2 * 4 * 2 / 5 = 3.2) and all 4 units (2 * 3 * 4 / 5 = 4.8)
+    monkeypatch.setattr(_kernels, "forward_grouped_samples", every_sample)
+    assert bench.done_flops_per_sample(Ws, bs, X, skips=False, forward_threads=2,
+                                       labels=np.array([1, 0, 0, 1, 0])) == pytest.approx(104.0 - 3.2 - 4.8)
 
 
 def test_delta_skip_groups_follow_the_kernels(bench):

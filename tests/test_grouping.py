@@ -143,3 +143,88 @@ def test_training_regroups_and_changes_no_bit(monkeypatch):
     if P.TILE_ROWS != 6:  # (the AVX2 micro-kernel skips no sample: nothing to regroup for)
         assert len(calls) >= 2 and all(n == 20 for n, _ in calls)
         assert any(moved for _, moved in calls)
+
+
+def test_label_grouped_worked_example():
+    """Rows 5, 3, 0 | 1, 4, 2 | 6 in minibatches of 3, labels by row 2 0 1 0 2 1 0: each minibatch's
+    rows sorted by label, ties in their order, the short last minibatch too."""
+    from fastmlp._plan import label_grouped
+    labels = np.array([2, 0, 1, 0, 2, 1, 0])
+    order = np.array([5, 3, 0, 1, 4, 2, 6])
+    assert label_grouped(order, labels, 3).tolist() == [3, 5, 0, 1, 2, 4, 6]
+    assert label_grouped(order, labels, 7).tolist() == [3, 1, 6, 5, 2, 0, 4]
+    assert label_grouped(order, labels, 1).tolist() == order.tolist()
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(0, 40), batch=st.integers(1, 12), classes=st.integers(1, 5), seed=st.integers(0, 2**32 - 1))
+def test_label_grouped_keeps_each_minibatch_and_sorts_it_stably(n, batch, classes, seed):
+    from fastmlp._plan import label_grouped
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, n + 3)
+    order = rng.permutation(n + 3)[:n]
+    out = label_grouped(order, labels, batch)
+    assert out.dtype == np.int64 and out.shape == (n,)
+    for b0 in range(0, n, batch):
+        block, got = order[b0:b0 + batch].tolist(), out[b0:b0 + batch].tolist()
+        # the obvious stable sort: by (label, position in the minibatch)
+        assert got == [r for _, _, r in sorted((labels[r], i, r) for i, r in enumerate(block))]
+
+
+def test_the_trainer_runs_each_minibatch_grouped_by_label_and_regression_as_drawn(monkeypatch):
+    """Trainer._steps hands the driver the chunk's minibatches with their samples sorted by label
+    (the same samples per minibatch as the epoch's permutation); with regression targets, as drawn."""
+    import fastmlp
+    from fastmlp import training
+    rng = _rng("label order")
+    X = rng.integers(0, 256, (300, 16)).astype(np.uint8)
+    y = rng.integers(0, 4, 300)
+    seen = []
+    real = P._drive
+
+    class Recording:
+        def __call__(self, plan, net, work, opt, data, order, batch, *rest):
+            seen.append(np.array(order))
+            return real(plan, net, work, opt, data, order, batch, *rest)
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    monkeypatch.setattr(P, "_drive", Recording())
+    net = fastmlp.MLP([16, 8, 4], seed=0)
+    training.train(net, X, y, epochs=1, batch_size=32, lr=0.05, threads=1, verbose=False)
+    order = np.concatenate(seen)
+    assert sorted(order.tolist()) == list(range(300))
+    for b0 in range(0, 300, 32):
+        assert (np.diff(y[order[b0:b0 + 32]]) >= 0).all()
+    seen.clear()
+    reg = fastmlp.MLP([16, 8, 2], seed=0, output="identity")
+    training.train(reg, X, rng.standard_normal((300, 2)), epochs=1, batch_size=32, lr=0.01, loss="mse",
+                   threads=1, verbose=False)
+    order = np.concatenate(seen)
+    assert sorted(order.tolist()) == list(range(300))
+    assert not all((np.diff(y[order[b0:b0 + 32]]) >= 0).all() for b0 in range(0, 300, 32))
+
+
+@pytest.mark.skipif(not P.GATHER_ZMM, reason="the gather tile is for AVX-512 CPUs")
+def test_the_forward_gather_tile_gives_each_sample_the_same_bits_in_any_order():
+    """The forward pass through a layer that takes the gather tile (512 units, 128 samples) leaves out
+    the inputs zero for all 4 samples of a group: which inputs depends on the samples' order, the
+    bits of each sample's outputs do not."""
+    rng = _rng("gather order")
+    N, n, M = 512, 128, 200
+    assert P.forward_takes_micro(N, M, n)
+    A = rng.standard_normal((n, M)).astype(np.float32)
+    A[rng.random((n, M)) < 0.6] = 0
+    A[:, 150:] = 0
+    A[rng.permutation(n)[:64], :60] = 0  # half the samples have their first 60 inputs zero
+    W = rng.standard_normal((N, M)).astype(np.float32)
+    b = rng.standard_normal(N).astype(np.float32)
+    out = np.zeros((n, N), np.float32)
+    P._dense_forward_block(W, b, A, out, P.ACTIVATION_CODES["relu"], 0, N, n, 0, 1)
+    perm = rng.permutation(n)
+    out_p = np.zeros((n, N), np.float32)
+    P._dense_forward_block(W, b, A[perm], out_p, P.ACTIVATION_CODES["relu"], 0, N, n, 0, 1)
+    np.testing.assert_array_equal(out_p, out[perm])
+    np.testing.assert_allclose(out, np.maximum(A.astype(np.float64) @ W.T.astype(np.float64) + b, 0),
+                               rtol=1e-4, atol=1e-3)
