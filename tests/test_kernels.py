@@ -11,6 +11,7 @@ import zlib
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import reference as ref
 from tolerances import DTYPES, tol
@@ -336,6 +337,29 @@ def test_zmm_weight_gradient_gives_the_tiles_bits(n, N, M, accumulate, fused, dt
         np.testing.assert_array_equal(W1[outside], W0[outside])
 
 
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 21), N=st.integers(1, 70), zeros=st.floats(0.0, 1.0), seed=st.integers(0, 2**32 - 1),
+       dtype=st.sampled_from(DTYPES))
+def test_pack_sample_groups_against_the_obvious_loop(n, N, zeros, seed, dtype):
+    """_pack_sample_groups (16 columns at a time by vcompressps on AVX-512 CPUs for float32, the
+    rest one by one) against a loop over each group of 4 samples in the order `samples` (a last
+    partial group repeats its last sample) and each column, kept when any of the 4 is nonzero."""
+    from fastmlp import _kernels as P
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, N)).astype(dtype)
+    X[rng.random((n, N)) < zeros] = 0.0
+    X[rng.random((n, N)) < 0.1] = -0.0
+    samples = rng.permutation(n)
+    d, rows, kept = P._pack_sample_groups(X, samples)
+    for g in range((n + 3) // 4):
+        group = [samples[min(4 * g + q, n - 1)] for q in range(4)]
+        want = [j for j in range(N) if any(X[s, j] != 0 for s in group)]
+        assert kept[g] == len(want)
+        assert rows[g, :kept[g]].tolist() == want
+        for i, j in enumerate(want):
+            assert d[g, i].tolist() == [X[s, j] for s in group]
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
 def test_packing_leaves_out_signed_zeros_and_keeps_nan(dtype):
     """The packings that leave out what adds nothing (_pack_row_group: the samples whose 4 deltas
@@ -358,7 +382,7 @@ def test_packing_leaves_out_signed_zeros_and_keeps_nan(dtype):
     np.testing.assert_array_equal(got, special != 0)
 
     rng = _rng("packing zeros", dtype)
-    n, N = 23, 18  # partial groups of samples and of rows
+    n, N = 23, 37  # partial groups of samples and of rows (and of the packing's blocks of 16 columns)
     X = rng.choice(special, size=(n, N)).astype(dtype)
     X[rng.random((n, N)) < 0.7] = 0.0
     X[rng.random((n, N)) < 0.5] *= -1  # -0 among the zeros
