@@ -616,6 +616,15 @@ def forward_grouped_samples(N, M, n, nthreads, itemsize):
     return [(0, n)] if n >= FORWARD_GATHER_MIN_SAMPLES else []
 
 
+def forward_gathers(sizes, batch):
+    """Whether the forward pass through some layer of a network with layer sizes `sizes` takes the
+    gather tile in minibatches of `batch` rows, on one thread (forward_grouped_samples): where the
+    trainer sorts each minibatch's samples by label (_plan.label_grouped), which the tile profits
+    from and nothing else does. On any thread count the same answer, so that the order, and the
+    bits it gives, do not change with the thread count."""
+    return any(forward_grouped_samples(N, M, batch, 1, 4) for M, N in zip(sizes[:-1], sizes[1:]))
+
+
 def forward_split_by_samples(N, n, a_bytes):
     """Whether the threads split the forward pass through a layer of N units that takes the
     micro-kernel, on n samples whose a_prev holds a_bytes, by samples (else by rows): where a_prev

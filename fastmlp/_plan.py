@@ -1,4 +1,5 @@
-"""The phase plans that the compiled driver (fastmlp._kernels._drive) walks for every minibatch.
+"""The phase plans that the compiled driver (fastmlp._kernels._drive) walks for every minibatch,
+and the order of a minibatch's samples that suits its kernels (label_grouped).
 
 A plan is a small int64 array, one row (kind, layer, flags) per phase, built here in Python once per
 network shape and mode; the driver runs the rows in order, each as one parallel region (or on the
@@ -81,7 +82,8 @@ def label_grouped(order, labels, batch_size):
     group of 4 samples of one class more inputs are zero for all 4 (of Fashion-MNIST's pixels
     about a third instead of a fifth), which the forward pass's gather tile leaves out, as the
     delta recursion's tiles leave out the units off for all 4 (_kernels._sample_order). Each
-    minibatch's gradient is the same sum, of the same samples, in another order."""
+    minibatch's gradient is the same sum, of the same samples, in another order. The trainer
+    sorts where a layer takes the gather tile (_kernels.forward_gathers): elsewhere nothing gains."""
     order = np.asarray(order, dtype=np.int64)
     n = order.shape[0]
     if batch_size < 2 or n < 2:

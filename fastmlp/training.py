@@ -134,8 +134,8 @@ class Trainer:
         net = self.net
         _, _, loss, optimizer = self._kernel_args()
         X, divisor, labels, targets, has_targets, weights, has_weights = data
-        if not has_targets:
-            # each minibatch's samples by class: the forward pass leaves out more zero inputs
+        if not has_targets and k.forward_gathers(net.sizes, self.batch_size):
+            # each minibatch's samples by class: the forward gather tile leaves out more zero inputs
             order = label_grouped(order, labels, self.batch_size)
         if self._dist is not None:
             return self._dist.steps(self, data, order, ws, losses, stats)

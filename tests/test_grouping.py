@@ -171,39 +171,60 @@ def test_label_grouped_keeps_each_minibatch_and_sorts_it_stably(n, batch, classe
         assert got == [r for _, _, r in sorted((labels[r], i, r) for i, r in enumerate(block))]
 
 
-def test_the_trainer_runs_each_minibatch_grouped_by_label_and_regression_as_drawn(monkeypatch):
-    """Trainer._steps hands the driver the chunk's minibatches with their samples sorted by label
-    (the same samples per minibatch as the epoch's permutation); with regression targets, as drawn."""
-    import fastmlp
-    from fastmlp import training
-    rng = _rng("label order")
-    X = rng.integers(0, 256, (300, 16)).astype(np.uint8)
-    y = rng.integers(0, 4, 300)
+def _driver_orders(monkeypatch, train):
+    """The orders the trainer hands the driver while train() runs, concatenated."""
     seen = []
     real = P._drive
 
     class Recording:
-        def __call__(self, plan, net, work, opt, data, order, batch, *rest):
+        def __call__(self, plan, net, work, opt, data, order, *rest):
             seen.append(np.array(order))
-            return real(plan, net, work, opt, data, order, batch, *rest)
+            return real(plan, net, work, opt, data, order, *rest)
 
         def __getattr__(self, name):
             return getattr(real, name)
 
     monkeypatch.setattr(P, "_drive", Recording())
+    train()
+    monkeypatch.setattr(P, "_drive", real)
+    return np.concatenate(seen)
+
+
+def test_forward_gathers_where_a_layer_takes_the_gather_tile():
+    assert P.forward_gathers([784, 512, 512, 10], 128) == P.GATHER_ZMM
+    assert P.forward_gathers([784, 2048, 2048, 10], 256) == P.GATHER_ZMM
+    assert not P.forward_gathers([784, 512, 512, 10], 32)
+    assert not P.forward_gathers([784, 100, 10], 512)
+
+
+def test_the_trainer_sorts_minibatches_by_label_where_the_forward_takes_the_gather_tile(monkeypatch):
+    """Trainer._steps hands the driver each minibatch with its samples sorted by label (the same
+    samples per minibatch as the epoch's permutation) where a layer's forward pass takes the
+    gather tile (16-512-4 at batch 128, on AVX-512 CPUs); elsewhere, and with regression
+    targets, as drawn."""
+    import fastmlp
+    from fastmlp import training
+    rng = _rng("label order")
+    X = rng.integers(0, 256, (300, 16)).astype(np.uint8)
+    y = rng.integers(0, 4, 300)
+
+    def minibatches_sorted(order, batch):
+        assert sorted(order.tolist()) == list(range(300))
+        return [bool((np.diff(y[order[b0:b0 + batch]]) >= 0).all()) for b0 in range(0, 300, batch)]
+
+    net = fastmlp.MLP([16, 512, 4], seed=0)
+    order = _driver_orders(monkeypatch, lambda: training.train(net, X, y, epochs=1, batch_size=128, lr=0.05,
+                                                                threads=2, verbose=False))
+    assert minibatches_sorted(order, 128) == [P.GATHER_ZMM] * 3
     net = fastmlp.MLP([16, 8, 4], seed=0)
-    training.train(net, X, y, epochs=1, batch_size=32, lr=0.05, threads=1, verbose=False)
-    order = np.concatenate(seen)
-    assert sorted(order.tolist()) == list(range(300))
-    for b0 in range(0, 300, 32):
-        assert (np.diff(y[order[b0:b0 + 32]]) >= 0).all()
-    seen.clear()
-    reg = fastmlp.MLP([16, 8, 2], seed=0, output="identity")
-    training.train(reg, X, rng.standard_normal((300, 2)), epochs=1, batch_size=32, lr=0.01, loss="mse",
-                   threads=1, verbose=False)
-    order = np.concatenate(seen)
-    assert sorted(order.tolist()) == list(range(300))
-    assert not all((np.diff(y[order[b0:b0 + 32]]) >= 0).all() for b0 in range(0, 300, 32))
+    order = _driver_orders(monkeypatch, lambda: training.train(net, X, y, epochs=1, batch_size=32, lr=0.05,
+                                                                threads=1, verbose=False))
+    assert not any(minibatches_sorted(order, 32))
+    reg = fastmlp.MLP([16, 512, 2], seed=0, output="identity")
+    order = _driver_orders(monkeypatch, lambda: training.train(reg, X, rng.standard_normal((300, 2)), epochs=1,
+                                                                batch_size=128, lr=0.01, loss="mse", threads=1,
+                                                                verbose=False))
+    assert not any(minibatches_sorted(order, 128))
 
 
 @pytest.mark.skipif(not P.GATHER_ZMM, reason="the gather tile is for AVX-512 CPUs")
