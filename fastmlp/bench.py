@@ -91,8 +91,7 @@ def done_flops_per_sample(Ws, bs, X, skips=True, group=4, delta_groups=None, bat
     count; itemsize its floats' bytes), the forward work of each layer for the (input, group of 4
     consecutive samples, in that order too) pairs whose inputs are all zero, in the minibatches
     whose forward pass through that layer takes the gather tile (_kernels.forward_grouped_samples).
-    At the trained
-    weights: the share skipped earlier in the epoch differs somewhat."""
+    At the trained weights: the share skipped earlier in the epoch differs somewhat."""
     sizes = [Ws[0].shape[1]] + [W.shape[0] for W in Ws]
     total = float(flops_per_sample(sizes))
     a = X.astype(np.float64) / 255.0
